@@ -1,0 +1,94 @@
+-- Local Supabase shim: makes a plain PostgreSQL look enough like a Supabase
+-- project for development and tests. It is applied by `orchable migrate --local`
+-- only when the `auth` schema is missing and is NEVER part of the migrations a
+-- real project receives (it lives outside the embedded migration set).
+--
+-- Definitions follow supabase/auth migrations (20240625163155_set_search_path,
+-- 20220531120530_add_auth_jwt_function) and the Supabase role layout.
+
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'anon') then
+    create role anon nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'authenticated') then
+    create role authenticated nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'service_role') then
+    create role service_role nologin noinherit bypassrls;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'authenticator') then
+    create role authenticator login noinherit;
+  end if;
+end
+$$;
+
+grant anon, authenticated, service_role to authenticator;
+-- The connecting superuser must be able to `set local role` to each of them
+-- (PostgREST connects as authenticator; tests and the direct transport as the owner).
+grant anon, authenticated, service_role to current_user;
+
+create schema if not exists extensions;
+create extension if not exists pgcrypto with schema extensions;
+grant usage on schema extensions to anon, authenticated, service_role;
+
+create schema if not exists auth;
+grant usage on schema auth to anon, authenticated, service_role;
+
+create table if not exists auth.users (
+  id uuid primary key default extensions.gen_random_uuid(),
+  aud varchar(255),
+  role varchar(255),
+  email varchar(255) unique,
+  raw_app_meta_data jsonb default '{}'::jsonb,
+  raw_user_meta_data jsonb default '{}'::jsonb,
+  is_anonymous boolean not null default false,
+  created_at timestamptz default now(),
+  updated_at timestamptz default now()
+);
+
+create or replace function auth.uid() returns uuid
+  language sql stable
+  set search_path = ''
+as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.sub', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+  )::uuid
+$$;
+
+create or replace function auth.role() returns text
+  language sql stable
+  set search_path = ''
+as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.role', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+  )::text
+$$;
+
+create or replace function auth.email() returns text
+  language sql stable
+  set search_path = ''
+as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.email', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email')
+  )::text
+$$;
+
+create or replace function auth.jwt() returns jsonb
+  language sql stable
+  set search_path = ''
+as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim', true), ''),
+    nullif(current_setting('request.jwt.claims', true), '')
+  )::jsonb
+$$;
+
+grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt() to anon, authenticated, service_role;
+
+-- Supabase's default privileges on public: the API roles may use the schema,
+-- tables are exposed only through explicit grants in the migrations.
+grant usage on schema public to anon, authenticated, service_role;
