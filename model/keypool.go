@@ -1,0 +1,351 @@
+package model
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Outcomes recorded by KeyStore.RecordOutcome (p_outcome of the SQL function
+// public.record_key_outcome).
+const (
+	// OutcomeSuccess: the call reached the model (even if the content was then
+	// rejected). Resets the key's failure count.
+	OutcomeSuccess = "success"
+	// OutcomeFailure: a failure that is not the key's fault (5xx, timeout).
+	OutcomeFailure = "failure"
+	// OutcomeRateLimited: the key's project hit a quota for the model; the
+	// project/model is blocked until BlockedUntil.
+	OutcomeRateLimited = "rate_limited"
+	// OutcomeKeyBlocked: the key cannot be used until BlockedUntil.
+	OutcomeKeyBlocked = "key_blocked"
+	// OutcomeInvalid: the key is invalid or forbidden; it is deactivated with
+	// Reason.
+	OutcomeInvalid = "invalid"
+)
+
+// KeyStore is the durable key and health storage the pool needs. PgStore
+// implements it over Postgres as the user (RLS applies); every method maps to
+// one SQL function so a PostgREST implementation can call the same functions
+// over RPC.
+type KeyStore interface {
+	// UsableKeys returns the user's active Gemini keys with their block state
+	// for model (public.usable_api_keys).
+	UsableKeys(ctx context.Context, userID uuid.UUID, model string) ([]StoredKey, error)
+	// RecordOutcome updates health, blocks and the usage log
+	// (public.record_key_outcome).
+	RecordOutcome(ctx context.Context, userID uuid.UUID, o Outcome) error
+}
+
+// StoredKey is one row of public.usable_api_keys.
+type StoredKey struct {
+	ID uuid.UUID
+	// Name is key_name.
+	Name string
+	// Ciphertext is api_key_encrypted as stored (ciphertext or legacy plaintext).
+	Ciphertext string `json:"-"`
+	// ModelPreference is the model the owner prefers this key for.
+	ModelPreference string
+	// Priority orders keys, lower first.
+	Priority int
+	// Project is the Google project ("" when unknown).
+	Project string
+	// LastUsedAt is api_key_health.last_used_at (zero when never used).
+	LastUsedAt time.Time
+	// BlockedUntil is the key's own block (api_key_health.blocked_until).
+	BlockedUntil time.Time
+	// ProjectBlockedUntil is the block of (project, model).
+	ProjectBlockedUntil time.Time
+}
+
+// Outcome is the result of one call with one key.
+type Outcome struct {
+	KeyID uuid.UUID
+	Model string
+	// Result is one of the Outcome* constants.
+	Result string
+	// ErrorCode is the Kind of the error, or "" on success.
+	ErrorCode string
+	// ErrorMessage is the key-free error message, or "".
+	ErrorMessage string
+	// BlockedUntil is set for OutcomeRateLimited and OutcomeKeyBlocked.
+	BlockedUntil time.Time
+	// Reason explains a block or deactivation.
+	Reason string
+	// Tokens is the total token count of the call.
+	Tokens int
+	// TaskID is the task the call was made for (may be zero).
+	TaskID uuid.UUID
+	// Latency is the duration of the call.
+	Latency time.Duration
+}
+
+// Key is a usable key handed out by the pool. Its secret is unexported and
+// never printed.
+type Key struct {
+	// ID is the user_api_keys.id, or "operator:<name>".
+	ID string
+	// Project is the Google project ("" when unknown).
+	Project string
+	// operator keys have no database row.
+	operator bool
+	userKey  uuid.UUID
+	apiKey   string
+}
+
+// String never prints the secret.
+func (k Key) String() string { return k.ID }
+
+// LogValue never logs the secret.
+func (k Key) LogValue() slog.Value { return slog.StringValue(k.ID) }
+
+// KeyPool hands out keys for (user, model) and learns from outcomes. It is
+// safe for concurrent use; several pools (service instances) can share one
+// database, which holds the durable blocks.
+type KeyPool struct {
+	cfg        *Config
+	store      KeyStore
+	cipher     *Cipher
+
+	mu       sync.Mutex
+	windows  map[groupModel]*slidingWindow
+	blocks   map[groupModel]time.Time // local copy of project/model blocks
+	keyBlock map[string]time.Time     // local key blocks (operator keys, and until the store catches up)
+	lastUsed map[string]time.Time
+	nextID   uint64
+}
+
+// groupModel identifies a quota bucket: keys of one Google project share the
+// quota of each model.
+type groupModel struct {
+	group string
+	model string
+}
+
+// NewKeyPool builds a pool. store may be nil (operator keys only); cipher may
+// be nil when no stored key is encrypted.
+func NewKeyPool(cfg *Config, store KeyStore, cipher *Cipher) (*KeyPool, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cipher == nil {
+		var err error
+		if cipher, err = NewCipher(cfg.KEKs); err != nil {
+			return nil, err
+		}
+	}
+	return &KeyPool{
+		cfg:        cfg,
+		store:      store,
+		cipher:     cipher,
+		windows:    map[groupModel]*slidingWindow{},
+		blocks:     map[groupModel]time.Time{},
+		keyBlock:   map[string]time.Time{},
+		lastUsed:   map[string]time.Time{},
+	}, nil
+}
+
+// Lease is a key checked out for one call. Call Release exactly once.
+type Lease struct {
+	Key     Key
+	pool    *KeyPool
+	bucket  groupModel
+	model   string
+	started time.Time
+	eventID uint64
+	userID  uuid.UUID
+}
+
+type candidate struct {
+	key       Key
+	prefers   bool
+	priority  int
+	lastUsed  time.Time
+	freeAt    time.Time
+	bucket    groupModel
+	storeTime time.Time
+}
+
+// Acquire picks a key for model: active, not blocked, preferring keys whose
+// model_preference is model, then by priority (lower first), then least
+// recently used, with room in its project's per-minute budget for a request
+// of about tokens input tokens. When none is free it returns a *NoKeyError
+// with the earliest time one will be; when the user has no key at all, an
+// *Error of KindNoKey that should fail the task.
+func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, tokens int) (*Lease, error) {
+	var stored []StoredKey
+	if p.store != nil && userID != uuid.Nil {
+		var err error
+		if stored, err = p.store.UsableKeys(ctx, userID, model); err != nil {
+			return nil, fmt.Errorf("error loading API keys: %w", err)
+		}
+	}
+	cands := make([]candidate, 0, len(stored)+len(p.cfg.Pool.OperatorKeys))
+	for _, sk := range stored {
+		secret, err := p.cipher.Decrypt(sk.Ciphertext)
+		if err != nil {
+			return nil, fmt.Errorf("error decrypting API key %s: %w", sk.ID, err)
+		}
+		group := "user:" + userID.String() + "/key:" + sk.ID.String()
+		if sk.Project != "" {
+			group = "user:" + userID.String() + "/project:" + sk.Project
+		}
+		c := candidate{
+			key:      Key{ID: sk.ID.String(), Project: sk.Project, userKey: sk.ID, apiKey: secret},
+			prefers:  sk.ModelPreference == model,
+			priority: sk.Priority,
+			lastUsed: sk.LastUsedAt,
+			bucket:   groupModel{group: group, model: model},
+		}
+		c.freeAt = latest(sk.BlockedUntil, sk.ProjectBlockedUntil)
+		cands = append(cands, c)
+	}
+	for _, ok := range p.cfg.Pool.OperatorKeys {
+		group := "operator/key:" + ok.Name
+		if ok.Project != "" {
+			group = "operator/project:" + ok.Project
+		}
+		cands = append(cands, candidate{
+			key:      Key{ID: ok.String(), Project: ok.Project, operator: true, apiKey: ok.APIKey},
+			priority: cmp.Or(ok.Priority, 1),
+			bucket:   groupModel{group: group, model: model},
+		})
+	}
+	if len(cands) == 0 {
+		return nil, newError(KindNoKey, RetryNever, ScopeNone, 0,
+			"no active Gemini API key: add one in the API key settings", nil)
+	}
+
+	lim, ok := p.cfg.Pool.Limits[model]
+	if !ok {
+		lim = p.cfg.Pool.DefaultLimit
+	}
+	now := p.cfg.Clock.Now()
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var free []candidate
+	var earliest time.Time
+	for _, c := range cands {
+		c.freeAt = latest(c.freeAt, p.blocks[c.bucket], p.keyBlock[c.key.ID])
+		w := p.windows[c.bucket]
+		if w == nil {
+			w = &slidingWindow{}
+			p.windows[c.bucket] = w
+		}
+		c.freeAt = latest(c.freeAt, w.availableAt(lim, tokens, now))
+		c.lastUsed = latest(c.lastUsed, p.lastUsed[c.key.ID])
+		if !c.freeAt.After(now) {
+			free = append(free, c)
+			continue
+		}
+		if earliest.IsZero() || c.freeAt.Before(earliest) {
+			earliest = c.freeAt
+		}
+	}
+	if len(free) == 0 {
+		return nil, &NoKeyError{Until: earliest, Model: model}
+	}
+	slices.SortFunc(free, func(a, b candidate) int {
+		if a.key.operator != b.key.operator {
+			if a.key.operator {
+				return 1
+			}
+			return -1
+		}
+		if a.prefers != b.prefers {
+			if a.prefers {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(a.priority, b.priority), a.lastUsed.Compare(b.lastUsed), cmp.Compare(a.key.ID, b.key.ID))
+	})
+	c := free[0]
+	p.nextID++
+	p.windows[c.bucket].add(now, tokens, p.nextID)
+	p.lastUsed[c.key.ID] = now
+	return &Lease{Key: c.key, pool: p, bucket: c.bucket, model: model, started: now, eventID: p.nextID, userID: userID}, nil
+}
+
+// Release records the outcome of the call made with the lease: callErr is
+// what the call returned (nil on success), usage what the model reported.
+// Project-wide quota errors block every key of the project for the model;
+// invalid or forbidden keys are deactivated; errors that are not the key's
+// fault only count. The returned error concerns the bookkeeping only.
+func (l *Lease) Release(ctx context.Context, taskID uuid.UUID, usage Usage, callErr error) error {
+	p := l.pool
+	now := p.cfg.Clock.Now()
+	o := Outcome{
+		KeyID:   l.Key.userKey,
+		Model:   l.model,
+		Result:  OutcomeSuccess,
+		Tokens:  usage.TotalTokens,
+		TaskID:  taskID,
+		Latency: now.Sub(l.started),
+	}
+	var me *Error
+	if callErr != nil && !errors.As(callErr, &me) {
+		// Cancellation or an unclassified failure: not the key's fault.
+		o.Result, o.ErrorCode, o.ErrorMessage = OutcomeFailure, "error", callErr.Error()
+	}
+	if me != nil {
+		o.ErrorCode, o.ErrorMessage = string(me.Kind), me.Message
+		switch {
+		case me.Scope == ScopeProject:
+			until := me.Until
+			if until.IsZero() {
+				until = now.Add(cmp.Or(me.RetryAfter, p.cfg.Pool.RateLimitDelay))
+			}
+			o.Result, o.BlockedUntil, o.Reason = OutcomeRateLimited, until, string(me.Kind)
+		case me.Kind == KindInvalidKey || me.Kind == KindPermissionDenied:
+			o.Result, o.Reason = OutcomeInvalid, me.Message
+		case me.Scope == ScopeKey:
+			o.Result, o.BlockedUntil, o.Reason = OutcomeKeyBlocked, now.Add(p.cfg.Pool.KeyBlockDuration), me.Message
+		case me.Kind == KindServer || me.Kind == KindTimeout || me.Kind == KindConnection:
+			o.Result = OutcomeFailure
+		}
+	}
+
+	p.mu.Lock()
+	if usage.PromptTokens > 0 {
+		p.windows[l.bucket].correct(l.eventID, usage.PromptTokens)
+	}
+	switch o.Result {
+	case OutcomeRateLimited:
+		p.blocks[l.bucket] = latest(p.blocks[l.bucket], o.BlockedUntil)
+	case OutcomeKeyBlocked:
+		p.keyBlock[l.Key.ID] = latest(p.keyBlock[l.Key.ID], o.BlockedUntil)
+	case OutcomeInvalid:
+		// The store deactivates user keys; this keeps the key out locally even
+		// if recording fails, and is the only record for operator keys.
+		p.keyBlock[l.Key.ID] = latest(p.keyBlock[l.Key.ID], now.Add(p.cfg.Pool.KeyBlockDuration))
+	}
+	p.mu.Unlock()
+
+	if l.Key.operator || p.store == nil {
+		return nil
+	}
+	if err := p.store.RecordOutcome(ctx, l.userID, o); err != nil {
+		return fmt.Errorf("error recording outcome of key %s: %w", l.Key.ID, err)
+	}
+	return nil
+}
+
+func latest(ts ...time.Time) time.Time {
+	var out time.Time
+	for _, t := range ts {
+		if t.After(out) {
+			out = t
+		}
+	}
+	return out
+}

@@ -1,0 +1,178 @@
+package model
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// schemaCacheSize bounds the number of compiled schemas kept in memory.
+const schemaCacheSize = 512
+
+// schemaURL names the schema in validator messages.
+const schemaURL = "output_schema.json"
+
+// Validator compiles output schemas (cached by content) and validates values
+// against them. Schemas are accepted as the original system writes them,
+// including the OpenAPI-style "nullable": true flag, which is read as "null is
+// also allowed". The zero value is not usable; use NewValidator.
+type Validator struct {
+	mu    sync.Mutex
+	cache map[[32]byte]*jsonschema.Schema
+}
+
+// NewValidator returns an empty Validator.
+func NewValidator() *Validator {
+	return &Validator{cache: make(map[[32]byte]*jsonschema.Schema)}
+}
+
+// Validate checks value (decoded JSON) against schema (JSON text). A schema
+// that does not compile is reported as an error naming the problem; a value
+// that does not match returns a *jsonschema.ValidationError.
+func (v *Validator) Validate(schema []byte, value any) error {
+	sch, err := v.compile(schema)
+	if err != nil {
+		return err
+	}
+	return sch.Validate(toValidatorValue(value))
+}
+
+func (v *Validator) compile(schema []byte) (*jsonschema.Schema, error) {
+	sum := sha256.Sum256(schema)
+	v.mu.Lock()
+	sch, ok := v.cache[sum]
+	v.mu.Unlock()
+	if ok {
+		return sch, nil
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema))
+	if err != nil {
+		return nil, fmt.Errorf("error decoding output_schema: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.UseLoader(noLoader{})
+	if err := c.AddResource(schemaURL, normalizeNullable(doc)); err != nil {
+		return nil, fmt.Errorf("error adding output_schema: %w", err)
+	}
+	sch, err = c.Compile(schemaURL)
+	if err != nil {
+		return nil, fmt.Errorf("error compiling output_schema: %w", err)
+	}
+	v.mu.Lock()
+	if len(v.cache) >= schemaCacheSize {
+		clear(v.cache)
+	}
+	v.cache[sum] = sch
+	v.mu.Unlock()
+	return sch, nil
+}
+
+// noLoader refuses every external $ref: schemas must be self-contained, and
+// validation must never reach the network or the file system.
+type noLoader struct{}
+
+func (noLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("external schema reference %q is not allowed", url)
+}
+
+// normalizeNullable rewrites OpenAPI-style {"type": T, "nullable": true} into
+// {"type": [T, "null"]} (adding null to an enum too), everywhere in doc.
+func normalizeNullable(doc any) any {
+	switch d := doc.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(d))
+		for k, v := range d {
+			out[k] = normalizeNullable(v)
+		}
+		if n, _ := d["nullable"].(bool); n {
+			switch t := out["type"].(type) {
+			case string:
+				if t != "null" {
+					out["type"] = []any{t, "null"}
+				}
+			case []any:
+				if !containsNull(t) {
+					out["type"] = append(append([]any{}, t...), "null")
+				}
+			}
+			if e, ok := out["enum"].([]any); ok && !containsNil(e) {
+				out["enum"] = append(append([]any{}, e...), nil)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(d))
+		for i, v := range d {
+			out[i] = normalizeNullable(v)
+		}
+		return out
+	default:
+		return doc
+	}
+}
+
+func containsNull(t []any) bool {
+	for _, e := range t {
+		if e == "null" {
+			return true
+		}
+	}
+	return false
+}
+
+func containsNil(e []any) bool {
+	for _, v := range e {
+		if v == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// toValidatorValue converts values decoded by encoding/json into the shapes
+// the validator expects (json.Number for numbers).
+func toValidatorValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = toValidatorValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = toValidatorValue(e)
+		}
+		return out
+	case float64:
+		return json.Number(fmt.Sprint(x))
+	case int64:
+		return json.Number(fmt.Sprint(x))
+	case int:
+		return json.Number(fmt.Sprint(x))
+	default:
+		return v
+	}
+}
+
+// describeValidation turns a validator error into a short, precise message
+// for error_message and for feeding back into a regeneration prompt.
+func describeValidation(err error) string {
+	var ve *jsonschema.ValidationError
+	if errors.As(err, &ve) {
+		msg := ve.Error()
+		// The first line names the schema URL; the rest lists the violations.
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = strings.TrimSpace(msg[i+1:])
+		}
+		return "output does not match output_schema: " + strings.ReplaceAll(msg, "\n", "; ")
+	}
+	return err.Error()
+}
