@@ -110,9 +110,9 @@ func (k Key) LogValue() slog.Value { return slog.StringValue(k.ID) }
 // safe for concurrent use; several pools (service instances) can share one
 // database, which holds the durable blocks.
 type KeyPool struct {
-	cfg        *Config
-	store      KeyStore
-	cipher     *Cipher
+	cfg    *Config
+	store  KeyStore
+	cipher *Cipher
 
 	mu       sync.Mutex
 	windows  map[groupModel]*slidingWindow
@@ -143,13 +143,13 @@ func NewKeyPool(cfg *Config, store KeyStore, cipher *Cipher) (*KeyPool, error) {
 		}
 	}
 	return &KeyPool{
-		cfg:        cfg,
-		store:      store,
-		cipher:     cipher,
-		windows:    map[groupModel]*slidingWindow{},
-		blocks:     map[groupModel]time.Time{},
-		keyBlock:   map[string]time.Time{},
-		lastUsed:   map[string]time.Time{},
+		cfg:      cfg,
+		store:    store,
+		cipher:   cipher,
+		windows:  map[groupModel]*slidingWindow{},
+		blocks:   map[groupModel]time.Time{},
+		keyBlock: map[string]time.Time{},
+		lastUsed: map[string]time.Time{},
 	}, nil
 }
 
