@@ -2,6 +2,8 @@ package rls
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
@@ -34,6 +36,29 @@ type Claims struct {
 	// UserID is Subject parsed as a UUID. It is set by the Verifier and the Minter and is not
 	// part of the JSON form.
 	UserID uuid.UUID `json:"-"`
+}
+
+// MarshalJSON writes a single audience as a string, as Supabase Auth does ("aud":
+// "authenticated"), so that auth.jwt() ->> 'aud' sees the same value in a minted token as in one
+// issued by Supabase. Several audiences are written as an array.
+func (c Claims) MarshalJSON() ([]byte, error) {
+	type plain Claims // no MarshalJSON method, so no recursion
+	out := struct {
+		plain
+		Audience any `json:"aud,omitempty"` // shallower than RegisteredClaims.Audience, so it wins
+	}{plain: plain(c)}
+	switch len(c.Audience) {
+	case 0:
+	case 1:
+		out.Audience = c.Audience[0]
+	default:
+		out.Audience = []string(c.Audience)
+	}
+	raw, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("error encoding claims: %w", err)
+	}
+	return raw, nil
 }
 
 // contextKey is the type of this package's context keys (STYLE rule 9).
