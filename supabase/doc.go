@@ -1,0 +1,56 @@
+// Package supabase is the data path: every read and write the engine does on
+// a user's behalf goes through a DB, carrying that user's identity to
+// PostgreSQL so Row Level Security applies.
+//
+// # One interface, two transports
+//
+//	type DB interface {
+//		RPC(ctx context.Context, id Identity, fn string, args any, out any) error
+//		Select(ctx context.Context, id Identity, table string, q Query, out any) error
+//	}
+//
+// RPC calls public.<fn> with named arguments (PostgREST POST /rest/v1/rpc/<fn>);
+// args is anything that marshals to a JSON object whose keys are the argument
+// names (a struct with json tags, a map, or json.RawMessage). out receives the
+// JSON result exactly as PostgREST encodes it: a scalar function gives a JSON
+// scalar, a json/jsonb function its value, a set-returning or table function a
+// JSON array, a function returning one composite a JSON object, and a void
+// function null (out is left untouched). Pass a nil out to discard the result.
+//
+// Select reads a table (PostgREST GET /rest/v1/<table>?...) with a Query:
+// columns, filters, order, limit/offset, and Single (exactly one row, else
+// ErrNotFound for zero rows or ErrNotSingular for more).
+//
+// Both transports are safe for concurrent use by many users at once: the
+// identity travels with each call, never on the shared struct.
+//
+//   - Client speaks the PostgREST protocol over net/http (Supabase's Data API,
+//     <SUPABASE_URL>/rest/v1). It forwards Identity.Token as the bearer token.
+//   - Direct talks to PostgreSQL through a pgx pool and does what PostgREST
+//     does for each request, in ONE network round trip: begin; set the role
+//     from the "role" claim (anon/authenticated/service_role only) and
+//     request.jwt.claims; call; commit. It does not verify Identity.Token: it
+//     trusts Identity.Claims, so only pass identities that came from a
+//     verified or freshly minted token.
+//
+// # Errors
+//
+// Both transports return *Error for anything the database or PostgREST
+// refused, with the HTTP status PostgREST would use (the mapping lives in
+// one table, statusFor, shared by both), so callers branch with errors.Is on
+// the sentinels (ErrNotFound, ErrConflict, ErrForbidden, ErrJWT,
+// ErrUnavailable, …) and never import pgx or net/http details.
+//
+// # Retries
+//
+// GET requests (Select) are retried on transient errors (ErrUnavailable,
+// ErrSerialization) with exponential backoff and full jitter. RPCs are
+// retried only when the caller marks the call idempotent with Idempotent(ctx).
+//
+// # Why not postgrest-go
+//
+// supabase-community/postgrest-go keeps one bearer token per client (shared
+// by all callers, so concurrent users race), accepts no *http.Client, returns
+// RPC errors as results and drops the HTTP status, details and hint of
+// errors, and never quotes filter values. See docs and platform-facts §D.
+package supabase

@@ -1,0 +1,245 @@
+package supabase
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Sentinels that *Error matches with errors.Is. An error may match several
+// (a 0-row singular read is both ErrNotFound and ErrNotSingular).
+var (
+	// ErrNotFound: no row where exactly one was expected (PGRST116 with 0
+	// rows), or a 404 without a more precise code.
+	ErrNotFound = errors.New("supabase: not found")
+	// ErrNotSingular: a singular request did not yield exactly one row
+	// (PGRST116, 406); the transaction was rolled back.
+	ErrNotSingular = errors.New("supabase: not exactly one row")
+	// ErrUndefined: the function, table or column does not exist (42883,
+	// 42P01, 42703, PGRST202, PGRST204, PGRST205).
+	ErrUndefined = errors.New("supabase: undefined function, table or column")
+	// ErrConflict: unique or foreign key violation (23505, 23503; 409).
+	ErrConflict = errors.New("supabase: conflict")
+	// ErrForbidden: insufficient privilege or an RLS check failed (42501 as
+	// 403, or as 401 for anon; 0L*, 0P*, 28*; any 403).
+	ErrForbidden = errors.New("supabase: forbidden")
+	// ErrJWT: the token was rejected (PGRST300-303, 401 without code).
+	ErrJWT = errors.New("supabase: invalid token")
+	// ErrBadRequest: the request or its data was invalid (any 400: RAISE
+	// P0001, 22*, 23502, 23514, PGRST1xx/2xx …).
+	ErrBadRequest = errors.New("supabase: bad request")
+	// ErrSerialization: serialization failure or deadlock (40001, 40P01);
+	// the transaction was rolled back and may be retried.
+	ErrSerialization = errors.New("supabase: serialization failure")
+	// ErrTimeout: the statement was cancelled by statement_timeout (57014).
+	ErrTimeout = errors.New("supabase: statement timeout")
+	// ErrUnavailable: the database or gateway is unreachable or overloaded
+	// (502/503/504, PGRST000-003, 08*, 53*, connection errors).
+	ErrUnavailable = errors.New("supabase: unavailable")
+)
+
+// Error is a failed call, in PostgREST's terms: the HTTP status and the
+// {code, message, details, hint} body. Code is the SQLSTATE or PGRSTxxx code
+// (empty for gateway errors). It implements StatusCode() so an Echo error
+// handler can pick the status up with errors.As, but its Message may contain
+// database details: do not show it to other tenants.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Details string `json:"details,omitempty"`
+	Hint    string `json:"hint,omitempty"`
+
+	rows int   // for PGRST116: rows the result had (-1 unknown)
+	err  error // underlying cause (network or driver error), if any
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("supabase: ")
+	if e.Status != 0 {
+		b.WriteString(strconv.Itoa(e.Status))
+		b.WriteByte(' ')
+	}
+	if e.Code != "" {
+		b.WriteString(e.Code)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Message)
+	if e.Details != "" {
+		b.WriteString(" (")
+		b.WriteString(e.Details)
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// StatusCode returns the HTTP status PostgREST gave or would give.
+func (e *Error) StatusCode() int { return e.Status }
+
+// Unwrap returns the underlying network or driver error, if any.
+func (e *Error) Unwrap() error { return e.err }
+
+// Is matches the package sentinels by code and status.
+func (e *Error) Is(target error) bool {
+	c := e.Code
+	switch target {
+	case ErrNotFound:
+		if c == codeNotSingular {
+			return e.rows == 0
+		}
+		return e.Status == http.StatusNotFound && !isUndefinedCode(c)
+	case ErrNotSingular:
+		return c == codeNotSingular
+	case ErrUndefined:
+		return isUndefinedCode(c)
+	case ErrConflict:
+		return c == "23505" || c == "23503" || e.Status == http.StatusConflict
+	case ErrForbidden:
+		return c == "42501" || strings.HasPrefix(c, "0L") || strings.HasPrefix(c, "0P") ||
+			strings.HasPrefix(c, "28") || e.Status == http.StatusForbidden
+	case ErrJWT:
+		return c == "PGRST300" || c == "PGRST301" || c == "PGRST302" || c == "PGRST303" ||
+			(e.Status == http.StatusUnauthorized && c == "")
+	case ErrBadRequest:
+		return e.Status == http.StatusBadRequest
+	case ErrSerialization:
+		return c == "40001" || c == "40P01"
+	case ErrTimeout:
+		return c == "57014"
+	case ErrUnavailable:
+		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusBadGateway ||
+			e.Status == http.StatusGatewayTimeout ||
+			c == "PGRST000" || c == "PGRST001" || c == "PGRST002" || c == "PGRST003"
+	}
+	return false
+}
+
+// transient reports whether repeating the call may succeed.
+func transient(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrSerialization)
+}
+
+const codeNotSingular = "PGRST116"
+
+func isUndefinedCode(c string) bool {
+	switch c {
+	case "42883", "42P01", "42703", "PGRST202", "PGRST204", "PGRST205":
+		return true
+	}
+	return false
+}
+
+// statusFor maps a SQLSTATE to the HTTP status PostgREST answers with
+// (PostgREST docs references/errors.rst, "SQLSTATE → HTTP"; v14).
+// authenticated reports whether the request carried a JWT: 42501 is 403 then,
+// 401 otherwise.
+func statusFor(sqlstate string, authenticated bool) int {
+	switch sqlstate {
+	case "23503", "23505":
+		return http.StatusConflict
+	case "25006":
+		return http.StatusMethodNotAllowed
+	case "53400":
+		return http.StatusInternalServerError
+	case "P0001":
+		return http.StatusBadRequest
+	case "42883", "42P01":
+		return http.StatusNotFound
+	case "42P17":
+		return http.StatusInternalServerError
+	case "42501":
+		if authenticated {
+			return http.StatusForbidden
+		}
+		return http.StatusUnauthorized
+	case "PT402":
+		return http.StatusPaymentRequired
+	}
+	if len(sqlstate) == 5 && strings.HasPrefix(sqlstate, "PT") {
+		// RAISE sqlstate 'PTxyz' gives HTTP xyz.
+		if n, err := strconv.Atoi(sqlstate[2:]); err == nil && n >= 100 && n < 600 {
+			return n
+		}
+	}
+	if len(sqlstate) < 2 {
+		return http.StatusBadRequest
+	}
+	switch sqlstate[:2] {
+	case "08", "53":
+		return http.StatusServiceUnavailable
+	case "09", "25", "2D", "38", "39", "3B", "40", "54", "55", "57", "58", "F0", "HV", "XX", "P0":
+		return http.StatusInternalServerError
+	case "0L", "0P", "28":
+		return http.StatusForbidden
+	}
+	return http.StatusBadRequest
+}
+
+// pgrstStatus maps PostgREST's own codes to their HTTP status
+// (references/errors.rst, "PostgREST Error Codes").
+func pgrstStatus(code string) int {
+	switch code {
+	case "PGRST000", "PGRST001", "PGRST002":
+		return http.StatusServiceUnavailable
+	case "PGRST003":
+		return http.StatusGatewayTimeout
+	case "PGRST106", codeNotSingular:
+		return http.StatusNotAcceptable
+	case "PGRST107":
+		return http.StatusUnsupportedMediaType
+	case "PGRST201", "PGRST203":
+		return http.StatusMultipleChoices
+	case "PGRST202", "PGRST205":
+		return http.StatusNotFound
+	case "PGRST300":
+		return http.StatusInternalServerError
+	case "PGRST301", "PGRST302", "PGRST303":
+		return http.StatusUnauthorized
+	}
+	return http.StatusBadRequest
+}
+
+// NewError builds an *Error with PostgREST's status for code (a SQLSTATE or
+// a PGRSTxxx code). Test servers and fakes use it to answer like PostgREST.
+func NewError(code, message, details, hint string, authenticated bool) *Error {
+	e := &Error{Code: code, Message: message, Details: details, Hint: hint, rows: -1}
+	if strings.HasPrefix(code, "PGRST") {
+		e.Status = pgrstStatus(code)
+	} else {
+		e.Status = statusFor(code, authenticated)
+	}
+	if code == codeNotSingular {
+		e.rows = rowsFromDetails(details)
+	}
+	return e
+}
+
+// notSingular is PostgREST's 406 for a singular request that got n rows
+// (src/PostgREST/Error.hs, "singularityError").
+func notSingular(n int) *Error {
+	return NewError(codeNotSingular, "Cannot coerce the result to a single JSON object",
+		fmt.Sprintf("The result contains %d rows", n), "", true)
+}
+
+// rowsFromDetails parses PGRST116's "The result contains N rows" once, when
+// the error is built, so Is never compares strings.
+func rowsFromDetails(d string) int {
+	var n int
+	if _, err := fmt.Sscanf(d, "The result contains %d rows", &n); err != nil {
+		return -1
+	}
+	return n
+}
+
+func badRequest(code, msg string) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: code, Message: msg, rows: -1}
+}
+
+// unavailable wraps a connection-level failure.
+func unavailable(op string, err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Message: op + ": " + err.Error(), rows: -1, err: err}
+}
