@@ -21,6 +21,7 @@ type memStore struct {
 	keys     []memKey
 	blocks   map[string]time.Time // project/model
 	outcomes []Outcome
+	times    []time.Time
 	now      func() time.Time
 }
 
@@ -71,6 +72,7 @@ func (s *memStore) RecordOutcome(_ context.Context, _ uuid.UUID, o Outcome) erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.outcomes = append(s.outcomes, o)
+	s.times = append(s.times, s.now())
 	for i := range s.keys {
 		k := &s.keys[i]
 		if k.ID != o.KeyID {

@@ -119,6 +119,7 @@ type KeyPool struct {
 	blocks   map[groupModel]time.Time // local copy of project/model blocks
 	keyBlock map[string]time.Time     // local key blocks (operator keys, and until the store catches up)
 	lastUsed map[string]time.Time
+	lastSeq  map[string]uint64 // breaks ties between keys used at the same instant
 	nextID   uint64
 }
 
@@ -150,6 +151,7 @@ func NewKeyPool(cfg *Config, store KeyStore, cipher *Cipher) (*KeyPool, error) {
 		blocks:   map[groupModel]time.Time{},
 		keyBlock: map[string]time.Time{},
 		lastUsed: map[string]time.Time{},
+		lastSeq:  map[string]uint64{},
 	}, nil
 }
 
@@ -267,12 +269,14 @@ func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, t
 			}
 			return 1
 		}
-		return cmp.Or(cmp.Compare(a.priority, b.priority), a.lastUsed.Compare(b.lastUsed), cmp.Compare(a.key.ID, b.key.ID))
+		return cmp.Or(cmp.Compare(a.priority, b.priority), a.lastUsed.Compare(b.lastUsed),
+			cmp.Compare(p.lastSeq[a.key.ID], p.lastSeq[b.key.ID]), cmp.Compare(a.key.ID, b.key.ID))
 	})
 	c := free[0]
 	p.nextID++
 	p.windows[c.bucket].add(now, tokens, p.nextID)
 	p.lastUsed[c.key.ID] = now
+	p.lastSeq[c.key.ID] = p.nextID
 	return &Lease{Key: c.key, pool: p, bucket: c.bucket, model: model, started: now, eventID: p.nextID, userID: userID}, nil
 }
 

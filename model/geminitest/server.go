@@ -104,6 +104,8 @@ type Reply struct {
 
 // Call is one request that reached the server.
 type Call struct {
+	// At is the server clock's time when the call arrived.
+	At      time.Time
 	Model   string
 	Project string // "" when the key was not valid
 	// KeyIndex is the position of the key in sorted Config.Keys, -1 if unknown
@@ -302,6 +304,7 @@ func (s *Server) admit(call *Call, key string) (Reply, int) {
 	defer s.mu.Unlock()
 	s.n++
 	s.stats.Requests++
+	call.At = s.cfg.Clock.Now()
 	project, valid := s.cfg.Keys[key]
 	switch {
 	case key == "":
