@@ -289,12 +289,19 @@ create table if not exists public.task_batch_counter_deltas (
 -- Indexes for the hot paths
 ------------------------------------------------------------------------------
 create index if not exists ai_tasks_runnable_idx on public.ai_tasks (run_after, id) where status = 'plan';
-create index if not exists ai_tasks_user_runnable_idx on public.ai_tasks (user_id, run_after) where status = 'plan';
+create index if not exists ai_tasks_user_runnable_idx on public.ai_tasks (user_id, run_after, id) where status = 'plan';
 create index if not exists ai_tasks_lease_idx on public.ai_tasks (locked_until) where status = 'processing';
 create index if not exists ai_tasks_parent_idx on public.ai_tasks (parent_task_id);
-create index if not exists ai_tasks_root_idx on public.ai_tasks (root_task_id);
+create index if not exists ai_tasks_root_idx on public.ai_tasks (root_task_id, stage_key, status);
 create index if not exists ai_tasks_batch_stage_idx on public.ai_tasks (batch_id, stage_key, status);
 create index if not exists ai_tasks_launch_stage_idx on public.ai_tasks (launch_id, stage_key, status);
+-- Unfinished tasks per barrier scope (N:1/join readiness checks).
+create index if not exists ai_tasks_batch_open_idx on public.ai_tasks (batch_id, step_number)
+  where status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval');
+create index if not exists ai_tasks_launch_open_idx on public.ai_tasks (launch_id, step_number)
+  where status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval');
+create index if not exists ai_tasks_root_open_idx on public.ai_tasks (root_task_id, step_number)
+  where status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval');
 create index if not exists ai_tasks_user_created_idx on public.ai_tasks (user_id, created_at desc);
 create index if not exists ai_tasks_approval_idx on public.ai_tasks (user_id) where status = 'generated';
 create index if not exists ai_tasks_template_idx on public.ai_tasks (prompt_template_id);
