@@ -1,0 +1,436 @@
+package supabase
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orchable/orchable/supabase/internal/pgcall"
+)
+
+// DirectConfig configures a Direct transport.
+type DirectConfig struct {
+	// Timeout bounds one call, retries included. Default 30s.
+	Timeout time.Duration
+	// SearchPath is set for each call, like PostgREST's db-schemas plus
+	// db-extra-search-path. Default "public, extensions" (Supabase's).
+	SearchPath string
+	// Retry configures retries of idempotent calls.
+	Retry RetryConfig
+	// Now is the clock used to check the "exp" claim. Default time.Now.
+	Now func() time.Time
+}
+
+// Direct is the direct-PostgreSQL transport: each call is one transaction
+// run as the identity, exactly as PostgREST would run it (role from the
+// "role" claim, request.jwt.claims, request.method, request.path), sent to
+// the server as one pipelined batch, so a call costs one network round trip
+// (plus one for the rollback when it fails). Function signatures are read
+// from pg_catalog once and cached.
+//
+// Direct trusts Identity.Claims: it does not verify Identity.Token. It
+// rejects expired claims ("exp") and roles other than anon, authenticated
+// and service_role.
+type Direct struct {
+	pool       *pgxpool.Pool
+	cfg        DirectConfig
+	roundTrips atomic.Int64
+	funcs      sync.Map // function name → []*pgcall.Sig
+}
+
+var _ DB = (*Direct)(nil)
+
+// NewDirect returns a Direct transport over pool. cfg may be nil.
+func NewDirect(pool *pgxpool.Pool, cfg *DirectConfig) *Direct {
+	if pool == nil {
+		panic("supabase.NewDirect: nil pool")
+	}
+	var c DirectConfig
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.SearchPath == "" {
+		c.SearchPath = "public, extensions"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Retry = c.Retry.withDefaults()
+	return &Direct{pool: pool, cfg: c}
+}
+
+// RoundTrips returns how many batches (network round trips) Direct has sent
+// to the server: one per call, plus one per rollback after a failure and one
+// per signature lookup. Statement preparation by pgx's statement cache (the
+// first time a statement text is seen on a connection) is not counted.
+func (d *Direct) RoundTrips() int64 { return d.roundTrips.Load() }
+
+// RPC implements DB.
+func (d *Direct) RPC(ctx context.Context, id Identity, fn string, args any, out any) error {
+	if !validIdent(fn) {
+		return badRequest("PGRST100", fmt.Sprintf("invalid function name %q", fn))
+	}
+	body, keys, err := argsObject(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	var result []byte
+	err = d.cfg.Retry.do(ctx, IsIdempotent(ctx), func() error {
+		sig, err := d.signature(ctx, fn, keys)
+		if err != nil {
+			return err
+		}
+		var params []any
+		if len(keys) > 0 {
+			params = []any{string(body)}
+		}
+		err = d.run(ctx, id, !sig.Volatile, http.MethodPost, "/rpc/"+fn, sig.CallSQL(keys), params,
+			func(r pgx.Row) error { return r.Scan(&result) })
+		if errors.Is(err, ErrUndefined) {
+			d.funcs.Delete(fn) // the function changed under us: look it up again next time
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("rpc %s: %w", fn, err)
+	}
+	return decodeInto(result, out, "rpc "+fn)
+}
+
+// Select implements DB.
+func (d *Direct) Select(ctx context.Context, id Identity, table string, q Query, out any) error {
+	if err := q.validate(table); err != nil {
+		return fmt.Errorf("select %s: %w", table, err)
+	}
+	sql, params := selectSQL(table, &q)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	var (
+		n      int
+		result []byte
+	)
+	err := d.cfg.Retry.do(ctx, true, func() error {
+		return d.run(ctx, id, true, http.MethodGet, "/"+table, sql, params, func(r pgx.Row) error {
+			return r.Scan(&n, &result)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("select %s: %w", table, err)
+	}
+	if q.Single && n != 1 {
+		return fmt.Errorf("select %s: %w", table, notSingular(n))
+	}
+	return decodeInto(result, out, "select "+table)
+}
+
+// decodeInto unmarshals a JSON result into out; nil out or a null/empty
+// result leaves out untouched.
+func decodeInto(result []byte, out any, op string) error {
+	if out == nil || len(result) == 0 || bytes.Equal(result, []byte("null")) {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = append((*raw)[:0], result...)
+		return nil
+	}
+	if err := json.Unmarshal(result, out); err != nil {
+		return fmt.Errorf("%s: decoding result: %w", op, err)
+	}
+	return nil
+}
+
+// argsObject marshals args to a JSON object and returns its keys, sorted.
+func argsObject(args any) ([]byte, []string, error) {
+	var body []byte
+	switch a := args.(type) {
+	case nil:
+		return []byte("{}"), nil, nil
+	case json.RawMessage:
+		body = a
+	case []byte:
+		body = a
+	default:
+		b, err := json.Marshal(args)
+		if err != nil {
+			return nil, nil, fmt.Errorf("supabase: encoding rpc args: %w", err)
+		}
+		body = b
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, nil, badRequest("PGRST102", "rpc args must be a JSON object: "+err.Error())
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return body, keys, nil
+}
+
+// claimsInfo is what the transport reads from the claims.
+type claimsInfo struct {
+	Role string       `json:"role"`
+	Exp  *json.Number `json:"exp"`
+}
+
+// allowedRoles are the roles a token may select (PostgREST lets any role the
+// authenticator can switch to; Supabase tokens only carry these).
+func allowedRole(r string) bool {
+	return r == "anon" || r == "authenticated" || r == "service_role"
+}
+
+// jwtClockSkew is PostgREST's leeway for exp/nbf/iat (references/auth.rst).
+const jwtClockSkew = 30 * time.Second
+
+// identityRole returns the role and the claims JSON to store.
+func (d *Direct) identityRole(id Identity) (string, string, error) {
+	if len(bytes.TrimSpace(id.Claims)) == 0 {
+		return "anon", `{"role":"anon"}`, nil
+	}
+	var c claimsInfo
+	dec := json.NewDecoder(bytes.NewReader(id.Claims))
+	dec.UseNumber()
+	if err := dec.Decode(&c); err != nil {
+		return "", "", NewError("PGRST301", "JWT claims are not a JSON object", err.Error(), "", false)
+	}
+	if c.Exp != nil {
+		exp, err := c.Exp.Float64()
+		if err != nil {
+			return "", "", NewError("PGRST303", "JWT exp claim is not a number", "", "", false)
+		}
+		expAt := time.Unix(0, int64(exp*float64(time.Second)))
+		if d.cfg.Now().After(expAt.Add(jwtClockSkew)) {
+			return "", "", NewError("PGRST303", "JWT expired", "", "", false)
+		}
+	}
+	role := c.Role
+	if role == "" {
+		role = "anon"
+	}
+	if !allowedRole(role) {
+		return "", "", NewError("PGRST303", fmt.Sprintf("role %q is not allowed", role), "", "", false)
+	}
+	return role, string(id.Claims), nil
+}
+
+const (
+	beginRW = "begin isolation level read committed read write"
+	beginRO = "begin isolation level read committed read only"
+	// setIdentity is what PostgREST sets per request (references/transactions.rst).
+	setIdentity = "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), " +
+		"set_config('request.method', $3, true), set_config('request.path', $4, true), " +
+		"set_config('search_path', $5, true)"
+)
+
+// run executes sql (which must return exactly one row, read by scan) in a
+// transaction as the identity, pipelined in one batch.
+func (d *Direct) run(ctx context.Context, id Identity, readOnly bool, method, path, sql string, params []any, scan func(pgx.Row) error) error {
+	role, claims, err := d.identityRole(id)
+	if err != nil {
+		return err
+	}
+	authed := role != "anon"
+	conn, err := d.pool.Acquire(ctx)
+	if err != nil {
+		return d.mapErr(ctx, err, authed)
+	}
+	defer conn.Release()
+
+	b := &pgx.Batch{}
+	if readOnly {
+		b.Queue(beginRO)
+	} else {
+		b.Queue(beginRW)
+	}
+	b.Queue(setIdentity, role, claims, method, path, d.cfg.SearchPath)
+	b.Queue(sql, params...)
+	b.Queue("commit")
+
+	d.roundTrips.Add(1)
+	br := conn.SendBatch(ctx, b)
+	err = func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if err := scan(br.QueryRow()); err != nil {
+			return err
+		}
+		_, err := br.Exec()
+		return err
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
+			// Roll back explicitly so the connection returns to the pool
+			// clean (the pool would otherwise destroy it).
+			d.roundTrips.Add(1)
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_, _ = conn.Exec(rctx, "rollback")
+			rcancel()
+		}
+		return d.mapErr(ctx, err, authed)
+	}
+	return nil
+}
+
+// mapErr turns a driver error into *Error with PostgREST's status.
+func (d *Direct) mapErr(ctx context.Context, err error, authed bool) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		e := NewError(pgErr.Code, pgErr.Message, pgErr.Detail, pgErr.Hint, authed)
+		e.err = err
+		return e
+	}
+	var se *Error
+	if errors.As(err, &se) {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("supabase: %w (%w)", context.Cause(ctx), err)
+	}
+	// Anything else from the batch is the connection failing.
+	return unavailable("database", err)
+}
+
+// selectSQL builds the read of q over table: one row of (count, JSON).
+// Identifiers were validated by q.validate and are quoted; values are
+// parameters sent as text, which PostgreSQL casts to the column's type the
+// way PostgREST's literals are.
+func selectSQL(table string, q *Query) (string, []any) {
+	var (
+		b      strings.Builder
+		params []any
+	)
+	param := func(v any) string {
+		params = append(params, v)
+		return "$" + strconv.Itoa(len(params))
+	}
+	b.WriteString("select count(*)::int, ")
+	if q.Single {
+		b.WriteString("case when count(*) = 1 then json_agg(_t) -> 0 else '[]'::json end")
+	} else {
+		b.WriteString("coalesce(json_agg(_t), '[]'::json)")
+	}
+	b.WriteString(" from (select ")
+	if len(q.Columns) == 0 {
+		b.WriteString("*")
+	} else {
+		for i, c := range q.Columns {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			if c == "*" {
+				b.WriteString("*")
+			} else {
+				b.WriteString(pgx.Identifier{c}.Sanitize())
+			}
+		}
+	}
+	b.WriteString(" from ")
+	b.WriteString(pgx.Identifier{"public", table}.Sanitize())
+	for i, f := range q.Filters {
+		if i == 0 {
+			b.WriteString(" where ")
+		} else {
+			b.WriteString(" and ")
+		}
+		col := pgx.Identifier{f.Column}.Sanitize()
+		switch f.Op {
+		case OpIn:
+			vs, _ := f.Value.([]any)
+			if len(vs) == 0 {
+				b.WriteString("false")
+				continue
+			}
+			b.WriteString(col + " in (")
+			for j, v := range vs {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(param(formatValue(v)))
+			}
+			b.WriteString(")")
+		case OpIs:
+			kw, _ := isKeyword(f.Value)
+			b.WriteString(col + " is " + strings.ReplaceAll(kw, "_", " "))
+		case OpLike, OpILike:
+			b.WriteString(col + " " + string(f.Op) + " " + param(likePattern(formatValue(f.Value))))
+		default:
+			b.WriteString(col + " " + sqlOps[f.Op] + " " + param(formatValue(f.Value)))
+		}
+	}
+	for i, o := range q.Order {
+		if i == 0 {
+			b.WriteString(" order by ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(pgx.Identifier{o.Column}.Sanitize())
+		if o.Desc {
+			b.WriteString(" desc")
+		}
+		switch o.Nulls {
+		case NullsFirst:
+			b.WriteString(" nulls first")
+		case NullsLast:
+			b.WriteString(" nulls last")
+		}
+	}
+	if q.Limit > 0 {
+		b.WriteString(" limit " + param(q.Limit))
+	}
+	if q.Offset > 0 {
+		b.WriteString(" offset " + param(q.Offset))
+	}
+	b.WriteString(") _t")
+	return b.String(), params
+}
+
+var sqlOps = map[Op]string{ //nolint:gochecknoglobals // constant lookup table
+	OpEq: "=", OpNeq: "<>", OpGt: ">", OpGte: ">=", OpLt: "<", OpLte: "<=",
+}
+
+// signature returns the overload of fn accepting the named arguments keys,
+// from the cache or pg_catalog (one extra round trip, once per function).
+func (d *Direct) signature(ctx context.Context, fn string, keys []string) (*pgcall.Sig, error) {
+	v, ok := d.funcs.Load(fn)
+	if !ok {
+		d.roundTrips.Add(1)
+		sigs, err := pgcall.Lookup(ctx, d.pool, fn)
+		if err != nil {
+			return nil, d.mapErr(ctx, err, true)
+		}
+		if len(sigs) > 0 {
+			d.funcs.Store(fn, sigs)
+		}
+		v = sigs
+	}
+	if s := pgcall.Pick(v.([]*pgcall.Sig), keys); s != nil { //nolint:forcetypeassert // only []*pgcall.Sig is stored
+		return s, nil
+	}
+	return nil, &Error{Status: http.StatusNotFound, Code: "PGRST202", Message: pgcall.NotFoundMessage(fn, keys), rows: -1}
+}
