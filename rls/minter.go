@@ -236,3 +236,9 @@ func parseSigningKey(s string) (*ecdsa.PrivateKey, string, error) {
 	}
 	return ec, kid, nil
 }
+
+// String describes the Minter without its keys, so printing it cannot leak them.
+func (v *Minter) String() string { return "rls.Minter{issuer: " + v.issuer + ", kid: " + v.kid + ", alg: " + v.method.Alg() + "}" }
+
+// GoString is String, for the %#v verb.
+func (v *Minter) GoString() string { return v.String() }

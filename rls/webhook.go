@@ -237,3 +237,9 @@ func (w *WebhookVerifier) Middleware() echo.MiddlewareFunc {
 		}
 	}
 }
+
+// String describes the WebhookVerifier without its keys, so printing it cannot leak them.
+func (v *WebhookVerifier) String() string { return "rls.WebhookVerifier{mode: " + string(v.mode) + "}" }
+
+// GoString is String, for the %#v verb.
+func (v *WebhookVerifier) GoString() string { return v.String() }
