@@ -96,7 +96,7 @@ create table if not exists public.prompt_templates (
   is_public boolean not null default false,
   -- Ownership. The front end writes created_by; the engine and RLS use user_id.
   -- A trigger keeps them equal.
-  user_id uuid default auth.uid() references auth.users (id) on delete cascade,
+  user_id uuid references auth.users (id) on delete cascade,
   created_by uuid,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now()

@@ -21,7 +21,10 @@ revoke all on public.ai_tasks, public.task_batches, public.prompt_templates, pub
 grant select, insert, update, delete on public.ai_tasks, public.task_batches, public.prompt_templates,
   public.custom_components, public.lab_orchestrator_configs, public.user_api_keys
   to authenticated, service_role;
-grant select, insert, update, delete on public.api_key_health, public.api_key_usage_log to authenticated, service_role;
+grant select, insert, update, delete on public.api_key_health to authenticated, service_role;
+-- The usage log is append-only for users.
+grant select, insert, delete on public.api_key_usage_log to authenticated;
+grant select, insert, update, delete on public.api_key_usage_log to service_role;
 -- Deltas are written by the counter triggers as the acting user; only the service reads them.
 grant insert on public.task_batch_counter_deltas to authenticated;
 grant select, insert, update, delete on public.task_batch_counter_deltas to service_role;

@@ -1222,6 +1222,9 @@ create trigger trg_ai_tasks_notify_update
 ------------------------------------------------------------------------------
 revoke execute on all functions in schema orchable from public, anon;
 grant execute on all functions in schema orchable to authenticated, service_role;
+-- Trigger and helper functions of the schema migration: not callable by anon.
+revoke execute on all functions in schema public from public, anon;
+grant execute on function public.task_status_bucket(public.ai_task_status) to authenticated, service_role;
 
 revoke execute on function
   public.claim_tasks(text, integer, integer, uuid[]),
@@ -1260,6 +1263,3 @@ grant execute on function
   to authenticated, service_role;
 
 grant execute on function public.due_tasks(integer, integer), public.requeue_expired_leases(integer) to service_role;
-
--- Functions from the schema migration: no anon access either.
-revoke execute on function public.task_status_bucket(public.ai_task_status) from anon;
