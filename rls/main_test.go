@@ -3,9 +3,10 @@ package rls
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/orchable/orchable/supabase/dbtest"
 )
 
+// TestMain runs goleak (inside dbtest.Main) and drops the package database, if a test made one.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	dbtest.Main(m)
 }

@@ -238,7 +238,9 @@ func parseSigningKey(s string) (*ecdsa.PrivateKey, string, error) {
 }
 
 // String describes the Minter without its keys, so printing it cannot leak them.
-func (v *Minter) String() string { return "rls.Minter{issuer: " + v.issuer + ", kid: " + v.kid + ", alg: " + v.method.Alg() + "}" }
+func (v *Minter) String() string {
+	return "rls.Minter{issuer: " + v.issuer + ", kid: " + v.kid + ", alg: " + v.method.Alg() + "}"
+}
 
 // GoString is String, for the %#v verb.
 func (v *Minter) GoString() string { return v.String() }

@@ -332,7 +332,9 @@ type limitedBody struct {
 }
 
 // String describes the Verifier without its keys, so printing it cannot leak them.
-func (v *Verifier) String() string { return "rls.Verifier{issuer: " + v.issuer + ", algorithms: " + strings.Join(v.methods, ",") + "}" }
+func (v *Verifier) String() string {
+	return "rls.Verifier{issuer: " + v.issuer + ", algorithms: " + strings.Join(v.methods, ",") + "}"
+}
 
 // GoString is String, for the %#v verb.
 func (v *Verifier) GoString() string { return v.String() }
