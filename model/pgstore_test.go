@@ -1,0 +1,229 @@
+package model
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/model/geminitest"
+	"github.com/orchable/orchable/supabase/dbtest"
+)
+
+// testKEK encrypts every key the DB tests insert, so EncryptStoredKeys in
+// TestEncryptStoredKeys (which sees the whole table) leaves them alone.
+func testKEK() KEK { return kek("test-kek", 7) }
+
+type dbKey struct {
+	secret, project, pref string
+	priority              int
+}
+
+// insertKeys stores keys for user as the table owner, encrypted with testKEK.
+func insertKeys(ctx context.Context, t *testing.T, db *pgxpool.Pool, user uuid.UUID, keys ...dbKey) []uuid.UUID {
+	t.Helper()
+	c, err := NewCipher([]KEK{testKEK()})
+	require.NoError(t, err)
+	var ids []uuid.UUID
+	for i, k := range keys {
+		enc, err := c.Encrypt(k.secret)
+		require.NoError(t, err)
+		var id uuid.UUID
+		require.NoError(t, db.QueryRow(ctx, `insert into public.user_api_keys (user_id, key_name, api_key_encrypted, project, model_preference, priority)
+values ($1, $2, $3, nullif($4, ''), coalesce(nullif($5, ''), 'gemini-test'), $6) returning id`,
+			user, "key-"+string(rune('a'+i)), enc, k.project, k.pref, max(k.priority, 1)).Scan(&id))
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func TestPgStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := dbtest.Pool(t)
+	user := dbtest.CreateUser(ctx, t, db)
+	other := dbtest.CreateUser(ctx, t, db)
+	ids := insertKeys(ctx, t, db, user,
+		dbKey{secret: "AIza-one", project: "proj-a", priority: 1},
+		dbKey{secret: "AIza-two", project: "proj-a", priority: 2},
+		dbKey{secret: "AIza-three", priority: 3},
+	)
+	otherIDs := insertKeys(ctx, t, db, other, dbKey{secret: "AIza-other", project: "proj-a"})
+	store := NewPgStore(db)
+	task := uuid.New()
+
+	keys, err := store.UsableKeys(ctx, user, "gemini-test")
+	require.NoError(t, err)
+	require.Len(t, keys, 3)
+	for _, k := range keys {
+		require.True(t, IsEncrypted(k.Ciphertext))
+		require.True(t, k.BlockedUntil.IsZero())
+	}
+
+	// A per-minute 429 on one key blocks its whole project for that model.
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
+	require.NoError(t, store.RecordOutcome(ctx, user, Outcome{
+		KeyID: ids[0], Model: "gemini-test", Result: OutcomeRateLimited, ErrorCode: string(KindRateLimited),
+		ErrorMessage: "rate limit", BlockedUntil: until, Tokens: 0, TaskID: task, Latency: 12 * time.Millisecond,
+	}))
+	keys, err = store.UsableKeys(ctx, user, "gemini-test")
+	require.NoError(t, err)
+	blocked := map[uuid.UUID]time.Time{}
+	for _, k := range keys {
+		blocked[k.ID] = k.ProjectBlockedUntil
+	}
+	require.True(t, until.Equal(blocked[ids[0]]))
+	require.True(t, until.Equal(blocked[ids[1]]), "same project, same block")
+	require.True(t, blocked[ids[2]].IsZero(), "a key without project is its own project")
+	otherModel, err := store.UsableKeys(ctx, user, "gemini-other")
+	require.NoError(t, err)
+	for _, k := range otherModel {
+		require.True(t, k.ProjectBlockedUntil.IsZero(), "blocks are per model")
+	}
+
+	// Success resets failures; invalid deactivates; failures only count.
+	require.NoError(t, store.RecordOutcome(ctx, user, Outcome{KeyID: ids[0], Model: "gemini-test", Result: OutcomeSuccess, Tokens: 42, TaskID: task}))
+	require.NoError(t, store.RecordOutcome(ctx, user, Outcome{KeyID: ids[1], Model: "gemini-test", Result: OutcomeFailure, ErrorCode: string(KindServer), ErrorMessage: "503"}))
+	require.NoError(t, store.RecordOutcome(ctx, user, Outcome{KeyID: ids[2], Model: "gemini-test", Result: OutcomeInvalid, ErrorCode: string(KindInvalidKey), Reason: "the API key was rejected"}))
+
+	var failures, total, ok int
+	require.NoError(t, db.QueryRow(ctx, `select consecutive_failures, total_requests, successful_requests from public.api_key_health where user_api_key_id = $1`, ids[0]).Scan(&failures, &total, &ok))
+	require.Equal(t, []int{0, 2, 1}, []int{failures, total, ok})
+	require.NoError(t, db.QueryRow(ctx, `select consecutive_failures, failed_requests from public.api_key_health where user_api_key_id = $1`, ids[1]).Scan(&failures, &total))
+	require.Equal(t, []int{0, 1}, []int{failures, total}, "a server error is not the key's fault")
+	var active bool
+	var reason string
+	require.NoError(t, db.QueryRow(ctx, `select is_active, deactivated_reason from public.user_api_keys where id = $1`, ids[2]).Scan(&active, &reason))
+	require.False(t, active)
+	require.Equal(t, "the API key was rejected", reason)
+	var logged int
+	require.NoError(t, db.QueryRow(ctx, `select count(*) from public.api_key_usage_log where user_id = $1`, user).Scan(&logged))
+	require.Equal(t, 4, logged)
+	require.NoError(t, db.QueryRow(ctx, `select count(*) from public.api_key_usage_log where task_id = $1 and job_id = $1::text and latency_ms = 12`, task).Scan(&logged))
+	require.Equal(t, 1, logged)
+
+	keys, err = store.UsableKeys(ctx, user, "gemini-test")
+	require.NoError(t, err)
+	require.Len(t, keys, 2, "the invalid key is no longer usable")
+
+	// RLS: another user neither sees nor records against these keys, and
+	// the user's block does not leak into the other user's keys.
+	otherKeys, err := store.UsableKeys(ctx, other, "gemini-test")
+	require.NoError(t, err)
+	require.Len(t, otherKeys, 1)
+	require.Equal(t, otherIDs[0], otherKeys[0].ID)
+	require.True(t, otherKeys[0].ProjectBlockedUntil.IsZero())
+	err = store.RecordOutcome(ctx, other, Outcome{KeyID: ids[0], Model: "gemini-test", Result: OutcomeSuccess})
+	require.ErrorContains(t, err, "not found")
+	err = store.RecordOutcome(ctx, user, Outcome{KeyID: ids[0], Model: "gemini-test", Result: "bogus"})
+	require.ErrorContains(t, err, "unknown outcome")
+}
+
+// TestTwoInstancesShareBlocks: two pools (two service instances) on one
+// database; a 429 seen by one blocks the project for the other.
+func TestTwoInstancesShareBlocks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := dbtest.Pool(t)
+	user := dbtest.CreateUser(ctx, t, db)
+	insertKeys(ctx, t, db, user,
+		dbKey{secret: "AIza-one", project: "proj-a"},
+		dbKey{secret: "AIza-two", project: "proj-a"},
+	)
+	// Real time: the database and the pools compare blocks against it.
+	srv := geminitest.New(geminitest.Config{Keys: map[string]string{"AIza-one": "proj-a", "AIza-two": "proj-a"}})
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+
+	newInstance := func() *Client {
+		cfg := Config{BaseURL: srv.URL, HTTPClient: &http.Client{Transport: tr}, KEKs: []KEK{testKEK()}}
+		pool, err := NewKeyPool(&cfg, NewPgStore(db), nil)
+		require.NoError(t, err)
+		client, err := NewClient(&cfg, pool)
+		require.NoError(t, err)
+		return client
+	}
+	one, two := newInstance(), newInstance()
+	req := Request{UserID: user, Prompt: "hello", Settings: Settings{Model: "gemini-test"}}
+
+	resp, err := two.Generate(ctx, req)
+	require.NoError(t, err, "instance two works before the block")
+	require.NotEmpty(t, resp.KeyID)
+
+	srv.Enqueue(geminitest.Reply{Kind: geminitest.ReplyError, Status: 429, StatusText: "RESOURCE_EXHAUSTED", Details: []map[string]any{
+		{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "600s"},
+	}})
+	_, err = one.Generate(ctx, req)
+	var nk *NoKeyError
+	require.ErrorAs(t, err, &nk)
+	before := srv.Stats().Requests
+
+	_, err = two.Generate(ctx, req)
+	require.ErrorAs(t, err, &nk, "instance two must see instance one's block")
+	require.WithinDuration(t, time.Now().Add(600*time.Second), nk.Until, time.Minute)
+	require.Equal(t, before, srv.Stats().Requests, "no request sent to the blocked project")
+}
+
+func TestEncryptStoredKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := dbtest.Pool(t)
+	user := dbtest.CreateUser(ctx, t, db)
+	old, err := NewCipher([]KEK{kek("old-kek", 3)})
+	require.NoError(t, err)
+	oldCT, err := old.Encrypt("AIza-under-old-kek")
+	require.NoError(t, err)
+	var ids []uuid.UUID
+	for i, stored := range []string{"AIza-plain-one", "AIza-plain-two", oldCT} {
+		var id uuid.UUID
+		require.NoError(t, db.QueryRow(ctx, `insert into public.user_api_keys (user_id, key_name, api_key_encrypted) values ($1, $2, $3) returning id`,
+			user, "legacy-"+string(rune('a'+i)), stored).Scan(&id))
+		ids = append(ids, id)
+	}
+
+	// The active KEK is the shared test KEK, so keys other tests inserted
+	// (already under it) are left alone and the counts below are exact.
+	c, err := NewCipher([]KEK{testKEK(), kek("old-kek", 3)})
+	require.NoError(t, err)
+	res, err := EncryptStoredKeys(ctx, db, c)
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Encrypted)
+	require.Equal(t, 1, res.Reencrypted)
+
+	want := []string{"AIza-plain-one", "AIza-plain-two", "AIza-under-old-kek"}
+	for i, id := range ids {
+		var stored string
+		require.NoError(t, db.QueryRow(ctx, `select api_key_encrypted from public.user_api_keys where id = $1`, id).Scan(&stored))
+		require.Equal(t, "test-kek", KIDOf(stored))
+		require.NotContains(t, stored, "AIza")
+		plain, err := c.Decrypt(stored)
+		require.NoError(t, err)
+		require.Equal(t, want[i], plain)
+	}
+
+	res, err = EncryptStoredKeys(ctx, db, c)
+	require.NoError(t, err)
+	require.Zero(t, res.Encrypted+res.Reencrypted, "a second run changes nothing")
+
+	// A KEK set that cannot read a row fails loudly and changes nothing.
+	wrong, err := NewCipher([]KEK{kek("newer-kek", 5)})
+	require.NoError(t, err)
+	_, err = EncryptStoredKeys(ctx, db, wrong)
+	require.ErrorIs(t, err, ErrDecrypt)
+	require.NotContains(t, err.Error(), "AIza")
+	var stored string
+	require.NoError(t, db.QueryRow(ctx, `select api_key_encrypted from public.user_api_keys where id = $1`, ids[0]).Scan(&stored))
+	require.Equal(t, "test-kek", KIDOf(stored))
+
+	// The pool reads the encrypted keys.
+	pool, err := NewKeyPool(&Config{KEKs: []KEK{testKEK()}}, NewPgStore(db), nil)
+	require.NoError(t, err)
+	lease, err := pool.Acquire(ctx, user, "gemini-test", 1)
+	require.NoError(t, err)
+	require.Contains(t, want, lease.Key.apiKey)
+}
