@@ -365,3 +365,14 @@ func decode(t *testing.T, b []byte) any {
 	require.NoError(t, json.Unmarshal(b, &v))
 	return v
 }
+
+func TestClientResponseSizeLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &bundleOpts{keys: [][2]string{{"AIza-key-one", "proj-a"}}, config: Config{MaxResponseBytes: 64}})
+	_, err := b.client.Generate(context.Background(), b.request("hello", quizSchema))
+	var me *Error
+	require.ErrorAs(t, err, &me)
+	require.ErrorIs(t, err, errResponseTooLarge)
+	require.Equal(t, RetryLater, me.Retry)
+	require.False(t, me.KeyFault())
+}
