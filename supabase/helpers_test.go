@@ -50,10 +50,11 @@ create or replace function public.t_stable_write() returns int
 -- claim like claim_tasks: conditional plan → processing under RLS.
 create or replace function public.t_claim(p_worker text, p_limit int) returns setof uuid
   language sql volatile as $$
+  with c as (select id from public.ai_tasks where status = 'plan'
+             order by run_after, id limit p_limit for update skip locked)
   update public.ai_tasks t set status = 'processing', locked_by = p_worker,
     locked_until = now() + interval '1 minute', attempts = t.attempts + 1
-  where t.id in (select id from public.ai_tasks where status = 'plan'
-                 order by run_after, id limit p_limit for update skip locked)
+  from c where t.id = c.id
   returning t.id
 $$;
 create or replace function public.t_complete(p_task_id uuid, p_worker text, p_output jsonb) returns jsonb

@@ -71,6 +71,9 @@ type Config struct {
 	// AnonRole is the role without a token (PostgREST db-anon-role).
 	// Default "anon".
 	AnonRole string
+	// Roles a token's "role" claim may select (the authenticator's member
+	// roles). Default anon, authenticated, service_role.
+	Roles []string
 	// Now is the clock for exp/nbf/iat. Default time.Now.
 	Now func() time.Time
 	// MaxBodyBytes caps request bodies. Default 8 MiB.
@@ -100,6 +103,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg *Config) (*Server, error) 
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if len(c.Roles) == 0 {
+		c.Roles = []string{c.AnonRole, "authenticated", "service_role"}
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 8 << 20
@@ -252,6 +258,10 @@ func (s *Server) authenticate(r *http.Request, req *request) error {
 	}
 	req.role = role
 	req.authed = role != s.cfg.AnonRole
+	if !slices.Contains(s.cfg.Roles, role) {
+		// The authenticator of a Supabase project can only switch to these.
+		return supabase.NewError("42501", fmt.Sprintf("permission denied to set role \"%s\"", role), "", "", req.authed)
+	}
 	return nil
 }
 
