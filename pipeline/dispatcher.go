@@ -1,0 +1,327 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/supabase"
+)
+
+// IdentitySource gives the identity work is done as for a user: a minted,
+// short-lived token for webhook- and sweeper-originated work.
+type IdentitySource interface {
+	Identity(ctx context.Context, userID uuid.UUID) (supabase.Identity, error)
+}
+
+// ErrStop is the cause of work contexts cancelled by a hard stop (after the
+// grace period). It is not an error of the task: the task is released.
+var ErrStop = errors.New("pipeline: stopping")
+
+// DispatcherConfig configures a Dispatcher. Zero values take the defaults.
+type DispatcherConfig struct {
+	// Concurrency is the global number of tasks run at once. Default 50.
+	Concurrency int
+	// ClaimBatch is the most tasks claimed for one user in one round trip.
+	// Smaller is fairer, larger is cheaper. Default 10.
+	ClaimBatch int
+	// MaxUsers bounds the users remembered as having work (backpressure:
+	// past it new hints are dropped and the sweeper finds the work later).
+	// Default 100000.
+	MaxUsers int
+	// Logger receives dispatcher logs. Default: discard.
+	Logger *slog.Logger
+	// Observer receives per-task events (metrics). Optional.
+	Observer Observer
+}
+
+// Observer is told about the dispatcher's work; the service implements it
+// with Prometheus metrics. Methods must be fast and safe for concurrent use.
+type Observer interface {
+	TaskFinished(res Result, stage string, elapsed time.Duration)
+	QueueDepth(users, running int)
+	ClaimFailed(err error)
+}
+
+// Stats is a snapshot of the dispatcher.
+type Stats struct {
+	UsersWaiting int   // users with a pending hint
+	Running      int   // tasks being run
+	Claimed      int64 // tasks claimed since start
+	Finished     int64 // tasks finished since start
+}
+
+// Dispatcher runs tasks with a global concurrency limit, fairly across
+// users: it keeps a round-robin ring of users that may have due work (from
+// webhooks, NOTIFY wake-ups and the sweeper), and on each turn claims at
+// most ClaimBatch of one user's due tasks, as that user, then moves on. A
+// hint is only a hint: claims are conditional in the database, so duplicate
+// or stale hints cost an empty claim and never a duplicate run.
+type Dispatcher struct {
+	cfg    *DispatcherConfig
+	ids    IdentitySource
+	runner *Runner
+
+	mu       sync.Mutex
+	ring     []uuid.UUID           // users with hints, in turn order
+	hints    map[uuid.UUID]uint64  // user → hint generation
+	running  map[uuid.UUID]*runner // task → running state
+	free     int                   // free slots
+	stopping bool
+
+	wake     chan struct{}
+	claimed  atomic.Int64
+	finished atomic.Int64
+
+	workCtx    context.Context
+	cancelWork context.CancelCauseFunc
+	wg         sync.WaitGroup
+	loopDone   chan struct{}
+}
+
+type runner struct {
+	user    uuid.UUID
+	started time.Time
+}
+
+// NewDispatcher builds a dispatcher; Start runs it.
+func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispatcher {
+	c := *cfg
+	c.Concurrency = cmp.Or(c.Concurrency, 50)
+	c.ClaimBatch = cmp.Or(c.ClaimBatch, 10)
+	c.MaxUsers = cmp.Or(c.MaxUsers, 100000)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Dispatcher{
+		cfg:      &c,
+		ids:      ids,
+		runner:   r,
+		hints:    map[uuid.UUID]uint64{},
+		running:  map[uuid.UUID]*runner{},
+		free:     c.Concurrency,
+		wake:     make(chan struct{}, 1),
+		loopDone: make(chan struct{}),
+	}
+}
+
+// Notify says that the user may have due work. It never blocks.
+func (d *Dispatcher) Notify(userID uuid.UUID) bool {
+	d.mu.Lock()
+	if d.stopping {
+		d.mu.Unlock()
+		return false
+	}
+	gen, ok := d.hints[userID]
+	if !ok {
+		if len(d.hints) >= d.cfg.MaxUsers {
+			d.mu.Unlock()
+			return false
+		}
+		d.ring = append(d.ring, userID)
+	}
+	d.hints[userID] = gen + 1
+	d.mu.Unlock()
+	d.signal()
+	return true
+}
+
+func (d *Dispatcher) signal() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns a snapshot.
+func (d *Dispatcher) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return Stats{UsersWaiting: len(d.hints), Running: len(d.running), Claimed: d.claimed.Load(), Finished: d.finished.Load()}
+}
+
+// Start runs the dispatch loop until Stop. It returns at once.
+func (d *Dispatcher) Start(ctx context.Context) {
+	d.workCtx, d.cancelWork = context.WithCancelCause(context.WithoutCancel(ctx))
+	go d.loop()
+}
+
+// Stop stops taking work, waits for running tasks to finish until ctx ends,
+// then cancels the rest with ErrStop (the runner releases them to plan) and
+// waits for those releases.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	d.stopping = true
+	d.mu.Unlock()
+	d.signal()
+	<-d.loopDone
+
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		d.cancelWork(ErrStop)
+		return nil
+	case <-ctx.Done():
+		d.cancelWork(ErrStop)
+		<-done
+		return fmt.Errorf("pipeline: grace period over, released unfinished tasks: %w", ctx.Err())
+	}
+}
+
+func (d *Dispatcher) loop() {
+	defer close(d.loopDone)
+	for {
+		d.mu.Lock()
+		if d.stopping {
+			d.mu.Unlock()
+			return
+		}
+		for d.free > 0 && len(d.ring) > 0 {
+			user := d.ring[0]
+			d.ring = d.ring[1:]
+			gen := d.hints[user]
+			n := min(d.free, d.cfg.ClaimBatch)
+			d.free -= n
+			d.wg.Add(1)
+			go d.claimAndRun(user, gen, n)
+		}
+		d.report()
+		d.mu.Unlock()
+		<-d.wake
+	}
+}
+
+// report must be called with d.mu held.
+func (d *Dispatcher) report() {
+	if d.cfg.Observer != nil {
+		d.cfg.Observer.QueueDepth(len(d.hints), len(d.running))
+	}
+}
+
+// claimAndRun claims up to n of the user's due tasks and runs them; slots
+// not used are given back.
+func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n int) {
+	defer d.wg.Done()
+	ctx := d.workCtx
+	claimed, err := d.claim(ctx, user, n)
+	d.mu.Lock()
+	d.free += n - len(claimed)
+	switch {
+	case err != nil:
+		// Keep the hint out of the ring: the sweeper retries later, so a
+		// failing database does not turn into a busy loop.
+		if d.hints[user] == gen {
+			delete(d.hints, user)
+		} else {
+			d.ring = append(d.ring, user)
+		}
+	case len(claimed) == n:
+		d.ring = append(d.ring, user) // probably more work: back of the ring
+	case d.hints[user] == gen:
+		delete(d.hints, user) // drained and no new hint since
+	default:
+		d.ring = append(d.ring, user) // a newer hint arrived meanwhile
+	}
+	now := time.Now()
+	for i := range claimed {
+		d.running[claimed[i].Task.ID] = &runner{user: user, started: now}
+	}
+	d.mu.Unlock()
+	d.signal()
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			d.cfg.Logger.Warn("pipeline: claim failed", slog.String("user_id", user.String()), slog.String("error", err.Error()))
+		}
+		if d.cfg.Observer != nil {
+			d.cfg.Observer.ClaimFailed(err)
+		}
+		return
+	}
+	d.claimed.Add(int64(len(claimed)))
+	if len(claimed) == 0 {
+		return
+	}
+	id, err := d.ids.Identity(ctx, user)
+	if err != nil { // cannot happen after a successful claim with the same source, but be safe
+		d.cfg.Logger.Error("pipeline: no identity for user", slog.String("user_id", user.String()), slog.String("error", err.Error()))
+		return
+	}
+	for i := 1; i < len(claimed); i++ {
+		d.wg.Add(1)
+		go func(c *Claimed) {
+			defer d.wg.Done()
+			d.runOne(ctx, id, c)
+		}(&claimed[i])
+	}
+	d.runOne(ctx, id, &claimed[0])
+}
+
+func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claimed, error) {
+	id, err := d.ids.Identity(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("error getting an identity for user %s: %w", user, err)
+	}
+	return d.runner.Claim(ctx, id, n, nil)
+}
+
+func (d *Dispatcher) runOne(ctx context.Context, id supabase.Identity, c *Claimed) {
+	start := time.Now()
+	res := d.runner.Run(ctx, id, c)
+	d.finished.Add(1)
+	d.mu.Lock()
+	delete(d.running, c.Task.ID)
+	d.free++
+	// The user may have more due work (e.g. the successors just created).
+	if !d.stopping && (res.Outcome == OutcomeCompleted || res.Outcome == OutcomeFailed) {
+		if _, ok := d.hints[c.Task.UserID]; !ok {
+			d.hints[c.Task.UserID] = 1
+			d.ring = append(d.ring, c.Task.UserID)
+		}
+	}
+	d.mu.Unlock()
+	d.signal()
+	if d.cfg.Observer != nil {
+		d.cfg.Observer.TaskFinished(res, deref(c.Task.StageKey), time.Since(start))
+	}
+}
+
+// RenewLeases extends the leases of tasks that have been running for more
+// than half a lease, grouped by user, one round trip per user. The service
+// calls it periodically (every third of a lease).
+func (d *Dispatcher) RenewLeases(ctx context.Context) error {
+	half := d.runner.LeaseDuration() / 2
+	now := time.Now()
+	byUser := map[uuid.UUID][]uuid.UUID{}
+	d.mu.Lock()
+	for id, r := range d.running {
+		if now.Sub(r.started) >= half {
+			byUser[r.user] = append(byUser[r.user], id)
+		}
+	}
+	d.mu.Unlock()
+	var errs []error
+	for user, tasks := range byUser {
+		id, err := d.ids.Identity(ctx, user)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		args := map[string]any{
+			"p_task_ids":      tasks,
+			"p_worker":        d.runner.WorkerID(),
+			"p_lease_seconds": int(d.runner.LeaseDuration() / time.Second),
+		}
+		if err := d.runner.db.RPC(supabase.Idempotent(ctx), id, "renew_leases", args, nil); err != nil {
+			errs = append(errs, fmt.Errorf("error renewing leases of user %s: %w", user, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,514 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/model"
+	"github.com/orchable/orchable/pipeline"
+	"github.com/orchable/orchable/supabase"
+	"github.com/orchable/orchable/supabase/dbtest"
+)
+
+// scriptedModel answers by the first line of the rendered prompt:
+//
+//	FAKE split <n>       → {"items": [0, …, n-1]}
+//	FAKE echo <text>     → {"value": "<text>"}
+//	FAKE fail <text>     → a permanent model error when text contains "!"
+//	FAKE invalid         → an invalid-output error (regenerated), then valid
+//	anything else        → {"result": "<first line>"}
+type scriptedModel struct {
+	calls   atomic.Int64
+	mu      sync.Mutex
+	byTask  map[uuid.UUID]int
+	invalid map[uuid.UUID]int
+	release chan struct{} // when set, every call waits on it
+}
+
+func newScripted() *scriptedModel {
+	return &scriptedModel{byTask: map[uuid.UUID]int{}, invalid: map[uuid.UUID]int{}}
+}
+
+func (m *scriptedModel) Generate(ctx context.Context, req model.Request) (model.Response, error) {
+	m.calls.Add(1)
+	m.mu.Lock()
+	m.byTask[req.TaskID]++
+	m.mu.Unlock()
+	if m.release != nil {
+		select {
+		case <-m.release:
+		case <-ctx.Done():
+			return model.Response{}, ctx.Err()
+		}
+	}
+	line, _, _ := strings.Cut(req.Prompt, "\n")
+	f := strings.Fields(line)
+	usage := model.Usage{PromptTokens: 10, CandidatesTokens: 5, TotalTokens: 15}
+	out := func(v any) (model.Response, error) {
+		b, _ := json.Marshal(v)
+		return model.Response{Output: b, Usage: usage, ModelVersion: "fake-1"}, nil
+	}
+	if len(f) >= 2 && f[0] == "FAKE" {
+		switch f[1] {
+		case "split":
+			n, _ := strconv.Atoi(f[2])
+			items := make([]int, n)
+			for i := range items {
+				items[i] = i
+			}
+			return out(map[string]any{"items": items})
+		case "echo":
+			return out(map[string]any{"value": strings.Join(f[2:], " ")})
+		case "fail":
+			if strings.Contains(line, "!") {
+				return model.Response{}, &model.Error{Kind: model.KindBlocked, Retry: model.RetryNever, Message: "blocked by safety filters"}
+			}
+			return out(map[string]any{"value": strings.Join(f[2:], " ")})
+		case "invalid":
+			m.mu.Lock()
+			m.invalid[req.TaskID]++
+			n := m.invalid[req.TaskID]
+			m.mu.Unlock()
+			if n == 1 {
+				return model.Response{}, &model.Error{Kind: model.KindInvalidOutput, Retry: model.RetryRegenerate, Message: "output is not valid JSON"}
+			}
+			return out(map[string]any{"value": "fixed", "prompt_had_feedback": strings.Contains(req.Prompt, "rejected")})
+		}
+	}
+	return out(map[string]any{"result": line})
+}
+
+// claimsIdentity is the test IdentitySource: the direct transport only needs claims.
+type claimsIdentity struct{}
+
+func (claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
+	b, _ := json.Marshal(dbtest.UserClaims(user))
+	return supabase.Identity{Claims: b}, nil
+}
+
+type bundle struct {
+	pool *pgxpool.Pool
+	db   *supabase.Direct
+	user uuid.UUID
+	gen  *scriptedModel
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	pool := dbtest.Pool(t)
+	return &bundle{
+		pool: pool,
+		db:   supabase.NewDirect(pool, nil),
+		user: dbtest.CreateUser(t.Context(), t, pool),
+		gen:  newScripted(),
+	}
+}
+
+type stage struct {
+	id, key, prompt string
+	cfg             map[string]any
+	next            []string
+	approval        bool
+}
+
+func (b *bundle) templates(ctx context.Context, t *testing.T, owner uuid.UUID, stages ...stage) {
+	t.Helper()
+	for _, s := range stages {
+		cfg, _ := json.Marshal(s.cfg)
+		next, _ := json.Marshal(append([]string{}, s.next...))
+		_, err := b.pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, stage_config, next_stage_template_ids, user_id, requires_approval)
+			values ($1, $2, $3, $4, $5, $6, $7)`, s.id, s.prompt, s.key, cfg, next, owner, s.approval)
+		require.NoError(t, err)
+	}
+}
+
+func (b *bundle) launch(ctx context.Context, t *testing.T, user uuid.UUID, root string, rows ...map[string]any) uuid.UUID {
+	t.Helper()
+	id, _ := claimsIdentity{}.Identity(ctx, user)
+	var out struct {
+		BatchID uuid.UUID `json:"batch_id"`
+	}
+	require.NoError(t, b.db.RPC(ctx, id, "launch_batch", map[string]any{"p_template_id": root, "p_rows": rows}, &out))
+	return out.BatchID
+}
+
+// engine runs n dispatchers (as n service instances would) until no task of
+// the users is unfinished.
+type engine struct {
+	disps    []*pipeline.Dispatcher
+	finished chan pipeline.Result
+}
+
+type chanObserver struct{ ch chan pipeline.Result }
+
+func (o chanObserver) TaskFinished(res pipeline.Result, _ string, _ time.Duration) { o.ch <- res }
+func (chanObserver) QueueDepth(int, int)                                           {}
+func (chanObserver) ClaimFailed(error)                                             {}
+
+func (b *bundle) start(ctx context.Context, t *testing.T, instances int, cfg pipeline.RunnerConfig) *engine {
+	t.Helper()
+	e := &engine{finished: make(chan pipeline.Result, 10000)}
+	for i := range instances {
+		c := cfg
+		c.WorkerID = fmt.Sprintf("w%d-%s", i, uuid.NewString()[:6])
+		r := pipeline.NewRunner(&c, b.db, b.gen)
+		d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 8, ClaimBatch: 3, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
+		d.Start(ctx)
+		e.disps = append(e.disps, d)
+	}
+	t.Cleanup(func() {
+		for _, d := range e.disps {
+			_ = d.Stop(context.Background())
+		}
+	})
+	return e
+}
+
+func (e *engine) notify(users ...uuid.UUID) {
+	for _, d := range e.disps {
+		for _, u := range users {
+			d.Notify(u)
+		}
+	}
+}
+
+// quiesce waits (on task events, never on a timer) until the users have no
+// runnable or running task left.
+func (b *bundle) quiesce(ctx context.Context, t *testing.T, e *engine, users ...uuid.UUID) {
+	t.Helper()
+	deadline := time.After(60 * time.Second)
+	for {
+		var open int
+		require.NoError(t, b.pool.QueryRow(ctx, `select count(*) from public.ai_tasks where user_id = any($1) and status in ('plan', 'processing')`, users).Scan(&open))
+		if open == 0 {
+			return
+		}
+		e.notify(users...)
+		select {
+		case <-e.finished:
+		case <-deadline:
+			t.Fatalf("pipeline did not quiesce: %d tasks still open", open)
+		}
+	}
+}
+
+type row struct {
+	ID, Parent        string
+	Stage, Status     string
+	Input, Output     json.RawMessage
+	Step              int
+	Hierarchy         []string
+	ErrorMessage      string
+	TotalTokens       *int
+	Idem              string
+}
+
+func (b *bundle) tree(ctx context.Context, t *testing.T, user uuid.UUID) []row {
+	t.Helper()
+	rows, err := b.pool.Query(ctx, `select id::text, coalesce(parent_task_id::text, ''), coalesce(stage_key, ''), status::text,
+		input_data, coalesce(output_data, 'null'), step_number, hierarchy_path, coalesce(error_message, ''), total_token_count, coalesce(idempotency_key, '')
+		from public.ai_tasks where user_id = $1 order by step_number, sequence, created_at`, user)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		var h json.RawMessage
+		err := r.Scan(&x.ID, &x.Parent, &x.Stage, &x.Status, &x.Input, &x.Output, &x.Step, &h, &x.ErrorMessage, &x.TotalTokens, &x.Idem)
+		_ = json.Unmarshal(h, &x.Hierarchy)
+		return x, err
+	})
+	require.NoError(t, err)
+	return out
+}
+
+func countBy(rows []row, f func(row) string) map[string]int {
+	m := map[string]int{}
+	for _, r := range rows {
+		m[f(r)]++
+	}
+	return m
+}
+
+// orc02 is ORC-02's shape: mapper (1:1) → designer (1:N over items) → validator (N:1).
+func orc02(prefix string) []stage {
+	return []stage{
+		{id: prefix + "A", key: "mapper", prompt: "FAKE split %%n%%", cfg: map[string]any{"cardinality": "1:1"}, next: []string{prefix + "B"}},
+		{id: prefix + "B", key: "designer", prompt: "FAKE echo {{item}}", cfg: map[string]any{"cardinality": "1:N", "split_path": "result.items"}, next: []string{prefix + "C"}},
+		{id: prefix + "C", key: "validator", prompt: "FAKE echo merged", cfg: map[string]any{"cardinality": "N:1"}},
+	}
+}
+
+func TestPipelineSplitMerge(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "sm-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, orc02(p)...)
+	batch := b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 3}, map[string]any{"n": 2})
+	e := b.start(ctx, t, 1, pipeline.RunnerConfig{})
+	b.quiesce(ctx, t, e, b.user)
+
+	tree := b.tree(ctx, t, b.user)
+	require.Equal(t, map[string]int{"mapper": 2, "designer": 5, "validator": 1}, countBy(tree, func(r row) string { return r.Stage }))
+	require.Equal(t, map[string]int{"completed": 8}, countBy(tree, func(r row) string { return r.Status }))
+	for _, r := range tree {
+		require.NotNil(t, r.TotalTokens, "tokens recorded on %s", r.Stage)
+		require.Equal(t, 15, *r.TotalTokens)
+		switch r.Stage {
+		case "designer":
+			var in map[string]any
+			require.NoError(t, json.Unmarshal(r.Input, &in))
+			require.Contains(t, in, "item")
+			require.Contains(t, in, "_split_index")
+			require.Contains(t, in, "_split_total")
+			require.Len(t, r.Hierarchy, 1)
+			require.Equal(t, r.Parent, r.Hierarchy[0])
+		case "validator":
+			var in struct {
+				OutputData []map[string]any `json:"output_data"`
+				Merged     int              `json:"_merged_from_count"`
+			}
+			require.NoError(t, json.Unmarshal(r.Input, &in))
+			require.Len(t, in.OutputData, 5)
+			require.Equal(t, 5, in.Merged)
+			require.Equal(t, "0", in.OutputData[0]["value"])
+			require.Equal(t, 3, r.Step)
+		}
+	}
+	// One model call per task, no more.
+	require.EqualValues(t, 8, b.gen.calls.Load())
+
+	// Counters equal a recount after a fold.
+	_, err := b.pool.Exec(ctx, "select public.fold_batch_counters()")
+	require.NoError(t, err)
+	var total, completed, failed, pending, processing int
+	var status string
+	require.NoError(t, b.pool.QueryRow(ctx, `select total_tasks, completed_tasks, failed_tasks, pending_tasks, processing_tasks, status from public.task_batches where id = $1`, batch).
+		Scan(&total, &completed, &failed, &pending, &processing, &status))
+	require.Equal(t, []int{8, 8, 0, 0, 0}, []int{total, completed, failed, pending, processing})
+	require.Equal(t, "completed", status)
+}
+
+func TestPipelineFailuresRegenerationAndApproval(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "fa-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user,
+		stage{id: p + "A", key: "gen", prompt: "FAKE split %%n%%", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "B"}},
+		stage{id: p + "B", key: "check", prompt: "FAKE fail {{item}}{{input.mark}}", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}, next: []string{p + "C"}},
+		stage{id: p + "C", key: "merge", prompt: "FAKE invalid", cfg: map[string]any{"cardinality": "N:1"}, next: []string{p + "D"}, approval: true},
+		stage{id: p + "D", key: "final", prompt: "FAKE echo done", cfg: map[string]any{"cardinality": "1:1"}},
+	)
+	// The first row's check tasks fail (the "!" in the prompt), the second's pass.
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 2, "mark": "!"}, map[string]any{"n": 1, "mark": ""})
+	e := b.start(ctx, t, 1, pipeline.RunnerConfig{})
+	b.quiesce(ctx, t, e, b.user)
+
+	tree := b.tree(ctx, t, b.user)
+	byStage := map[string][]row{}
+	for _, r := range tree {
+		byStage[r.Stage] = append(byStage[r.Stage], r)
+	}
+	require.Len(t, byStage["check"], 3)
+	require.Equal(t, map[string]int{"failed": 2, "completed": 1}, countBy(byStage["check"], func(r row) string { return r.Status }))
+	for _, r := range byStage["check"] {
+		if r.Status == "failed" {
+			require.Contains(t, r.ErrorMessage, "blocked by safety filters")
+		}
+	}
+	// The merge waited for the failed parents, then ran once, regenerated
+	// once after invalid output, and stopped at generated for approval.
+	require.Len(t, byStage["merge"], 1)
+	m := byStage["merge"][0]
+	require.Equal(t, "generated", m.Status)
+	require.JSONEq(t, `{"value": "fixed", "prompt_had_feedback": true}`, string(m.Output))
+	var in map[string]any
+	require.NoError(t, json.Unmarshal(m.Input, &in))
+	require.EqualValues(t, 1, in["_merged_from_count"])
+	require.EqualValues(t, 2, in["_failed_count"])
+	require.Empty(t, byStage["final"])
+
+	// Approve with an edited output: final is created from the edit.
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	require.NoError(t, b.db.RPC(ctx, id, "approve_task", map[string]any{"p_task_id": m.ID, "p_edited_output": map[string]any{"value": "edited"}, "p_edit_notes": "tightened"}, nil))
+	// Approving twice is a no-op.
+	var again map[string]any
+	require.NoError(t, b.db.RPC(ctx, id, "approve_task", map[string]any{"p_task_id": m.ID, "p_edited_output": nil, "p_edit_notes": nil}, &again))
+	require.Equal(t, true, again["duplicate"])
+	b.quiesce(ctx, t, e, b.user)
+	tree = b.tree(ctx, t, b.user)
+	var final []row
+	for _, r := range tree {
+		if r.Stage == "final" {
+			final = append(final, r)
+		}
+	}
+	require.Len(t, final, 1)
+	require.JSONEq(t, `{"value": "edited"}`, string(final[0].Input))
+	require.Equal(t, "completed", final[0].Status)
+
+	// Retrying a failed check task removes the merge (and its descendants),
+	// runs the check again, and the merge is recreated exactly once.
+	var failedID string
+	for _, r := range byStage["check"] {
+		if r.Status == "failed" {
+			failedID = r.ID
+			break
+		}
+	}
+	_, err := b.pool.Exec(ctx, "update public.prompt_templates set template = 'FAKE echo ok' where id = $1", p+"B")
+	require.NoError(t, err)
+	require.NoError(t, b.db.RPC(ctx, id, "retry_failed_task", map[string]any{"p_task_id": failedID}, nil))
+	tree = b.tree(ctx, t, b.user)
+	require.Equal(t, 0, countBy(tree, func(r row) string { return r.Stage })["merge"])
+	require.Equal(t, 0, countBy(tree, func(r row) string { return r.Stage })["final"])
+	b.quiesce(ctx, t, e, b.user)
+	tree = b.tree(ctx, t, b.user)
+	counts := countBy(tree, func(r row) string { return r.Stage + ":" + r.Status })
+	require.Equal(t, 1, counts["merge:generated"])
+	require.Equal(t, 2, counts["check:completed"])
+	require.Equal(t, 1, counts["check:failed"])
+}
+
+func TestPipelineJoin(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "jn-" + uuid.NewString()[:8] + "-"
+	// ORC-10's shape: A → B; C depends on A and B; D on A, B and C.
+	b.templates(ctx, t, b.user,
+		stage{id: p + "A", key: "p1", prompt: "FAKE echo a-%%topic%%", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "B", p + "C", p + "D"}},
+		stage{id: p + "B", key: "p2", prompt: "FAKE echo b", cfg: map[string]any{"cardinality": "1:1", "dependsOn": []string{"p1"}}, next: []string{p + "C", p + "D"}},
+		stage{id: p + "C", key: "p3", prompt: "FAKE echo c {{p1.value}}", cfg: map[string]any{"cardinality": "1:1", "dependsOn": []string{"p1", "p2"}}, next: []string{p + "D"}},
+		stage{id: p + "D", key: "p4", prompt: "FAKE echo d %%p1.value%% %%p2.value%% %%p3.value%% %%topic%%", cfg: map[string]any{"cardinality": "1:1", "dependsOn": []string{"p1", "p2", "p3"}}},
+	)
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"topic": "x"}, map[string]any{"topic": "y"})
+	e := b.start(ctx, t, 2, pipeline.RunnerConfig{})
+	b.quiesce(ctx, t, e, b.user)
+
+	tree := b.tree(ctx, t, b.user)
+	require.Equal(t, map[string]int{"p1": 2, "p2": 2, "p3": 2, "p4": 2}, countBy(tree, func(r row) string { return r.Stage }))
+	for _, r := range tree {
+		require.Equal(t, "completed", r.Status, r.Stage+" "+r.ErrorMessage)
+		if r.Stage == "p4" {
+			var out map[string]string
+			require.NoError(t, json.Unmarshal(r.Output, &out))
+			// Each row's join sees only its own lineage.
+			f := strings.Fields(out["value"])
+			topic := f[len(f)-1]
+			require.Equal(t, "d a-"+topic+" b c a-"+topic+" "+topic, out["value"])
+		}
+	}
+}
+
+// Several instances racing, a redelivered completion and a worker that dies
+// mid-task give the same tree as one instance.
+func TestPipelineConcurrencyAndCrash(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "cc-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, orc02(p)...)
+	rows := make([]map[string]any, 12)
+	for i := range rows {
+		rows[i] = map[string]any{"n": i%4 + 1}
+	}
+	b.launch(ctx, t, b.user, p+"A", rows...)
+
+	// A worker claims two roots and dies (never completes).
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	dead := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "dead", LeaseDuration: 5 * time.Second}, b.db, b.gen)
+	claimed, err := dead.Claim(ctx, id, 2, nil)
+	require.NoError(t, err)
+	require.Len(t, claimed, 2)
+	_, err = b.pool.Exec(ctx, "update public.ai_tasks set locked_until = now() - interval '1 second' where locked_by = 'dead'")
+	require.NoError(t, err)
+	var requeue map[string]int
+	require.NoError(t, b.pool.QueryRow(ctx, "select public.requeue_expired_leases()::text").Scan(new(string)))
+	_ = requeue
+
+	e := b.start(ctx, t, 8, pipeline.RunnerConfig{})
+	b.quiesce(ctx, t, e, b.user)
+
+	// The dead worker's late completion is refused.
+	err = b.db.RPC(ctx, id, "complete_task", map[string]any{"p_task_id": claimed[0].Task.ID, "p_worker": "dead", "p_output": map[string]any{"items": []int{1}}, "p_usage": map[string]any{}}, nil)
+	require.Error(t, err)
+
+	tree := b.tree(ctx, t, b.user)
+	wantDesigners := 0
+	for i := range rows {
+		wantDesigners += i%4 + 1
+	}
+	require.Equal(t, map[string]int{"mapper": 12, "designer": wantDesigners, "validator": 1}, countBy(tree, func(r row) string { return r.Stage }))
+	require.Equal(t, map[string]int{"completed": 12 + wantDesigners + 1}, countBy(tree, func(r row) string { return r.Status }))
+	keys := map[string]bool{}
+	for _, r := range tree {
+		if r.Idem != "" {
+			require.False(t, keys[r.Idem], "duplicate child %s", r.Idem)
+			keys[r.Idem] = true
+		}
+	}
+	// Each task ran the model once, except the two the dead worker held (claimed, never called).
+	b.gen.mu.Lock()
+	defer b.gen.mu.Unlock()
+	for task, n := range b.gen.byTask {
+		require.Equal(t, 1, n, "task %s called the model %d times", task, n)
+	}
+
+	// Redelivering a completion creates nothing new.
+	var mapper row
+	for _, r := range tree {
+		if r.Stage == "mapper" {
+			mapper = r
+			break
+		}
+	}
+	var dup map[string]any
+	require.NoError(t, b.db.RPC(ctx, id, "complete_task", map[string]any{"p_task_id": mapper.ID, "p_worker": "whoever", "p_output": mapper.Output, "p_usage": map[string]any{}}, &dup))
+	require.Equal(t, true, dup["duplicate"])
+	require.Len(t, b.tree(ctx, t, b.user), len(tree))
+}
+
+// Two tenants at once: each user's work runs as that user and neither sees
+// the other's rows.
+func TestPipelineTwoTenants(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	other := dbtest.CreateUser(ctx, t, b.pool)
+	pa, pb := "ta-"+uuid.NewString()[:8]+"-", "tb-"+uuid.NewString()[:8]+"-"
+	b.templates(ctx, t, b.user, orc02(pa)...)
+	b.templates(ctx, t, other, orc02(pb)...)
+	b.launch(ctx, t, b.user, pa+"A", map[string]any{"n": 2})
+	b.launch(ctx, t, other, pb+"A", map[string]any{"n": 3})
+	// A user cannot launch on another user's private template.
+	id, _ := claimsIdentity{}.Identity(ctx, other)
+	err := b.db.RPC(ctx, id, "launch_batch", map[string]any{"p_template_id": pa + "A", "p_rows": []any{map[string]any{"n": 1}}}, nil)
+	require.ErrorIs(t, err, supabase.ErrNotFound)
+
+	e := b.start(ctx, t, 2, pipeline.RunnerConfig{})
+	b.quiesce(ctx, t, e, b.user, other)
+	require.Len(t, b.tree(ctx, t, b.user), 1+2+1)
+	require.Len(t, b.tree(ctx, t, other), 1+3+1)
+
+	var visible int
+	var rows []map[string]any
+	require.NoError(t, b.db.Select(ctx, id, "ai_tasks", supabase.Query{Columns: []string{"id", "user_id"}}, &rows))
+	for _, r := range rows {
+		require.Equal(t, other.String(), r["user_id"])
+		visible++
+	}
+	require.Equal(t, 5, visible)
+}

@@ -1,0 +1,548 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/model"
+	"github.com/orchable/orchable/supabase"
+)
+
+// Generator is the model call the runner needs. *model.Client (Gemini
+// through the key pool) and *model.Offline satisfy it.
+type Generator interface {
+	Generate(ctx context.Context, req model.Request) (model.Response, error)
+}
+
+// Claimed is one task as claim_tasks returns it: the task row, its stage
+// template and its batch, in one round trip.
+type Claimed struct {
+	Task     Task      `json:"task"`
+	Template *Template `json:"template"`
+	Batch    *Batch    `json:"batch"`
+}
+
+// Task holds the ai_tasks columns the runner reads.
+type Task struct {
+	ID               uuid.UUID       `json:"id"`
+	UserID           uuid.UUID       `json:"user_id"`
+	BatchID          *uuid.UUID      `json:"batch_id"`
+	LaunchID         *uuid.UUID      `json:"launch_id"`
+	StageKey         *string         `json:"stage_key"`
+	TaskType         string          `json:"task_type"`
+	Status           string          `json:"status"`
+	InputData        json.RawMessage `json:"input_data"`
+	Extra            json.RawMessage `json:"extra"`
+	Attempts         int             `json:"attempts"`
+	RetryCount       int             `json:"retry_count"`
+	StepNumber       int             `json:"step_number"`
+	LoCode           *string         `json:"lo_code"`
+	Sequence         *int            `json:"sequence"`
+	PromptTemplateID *string         `json:"prompt_template_id"`
+	RequiresApproval bool            `json:"requires_approval"`
+}
+
+// Template holds the prompt_templates columns the runner reads.
+type Template struct {
+	ID                string          `json:"id"`
+	Name              *string         `json:"name"`
+	Template          string          `json:"template"`
+	StageKey          *string         `json:"stage_key"`
+	OutputSchema      json.RawMessage `json:"output_schema"`
+	DefaultAISettings json.RawMessage `json:"default_ai_settings"`
+	StageConfig       json.RawMessage `json:"stage_config"`
+	SystemInstruction *string         `json:"system_instruction"`
+	RequiresApproval  *bool           `json:"requires_approval"`
+}
+
+// Batch holds the task_batches columns the runner reads.
+type Batch struct {
+	ID            uuid.UUID       `json:"id"`
+	Name          string          `json:"name"`
+	Status        string          `json:"status"`
+	GlobalContext json.RawMessage `json:"global_context"`
+}
+
+// taskExtra is the part of ai_tasks.extra the runner reads.
+type taskExtra struct {
+	AISettings        json.RawMessage `json:"ai_settings"`
+	SystemInstruction string          `json:"system_instruction"`
+	ReviewerNotes     string          `json:"reviewer_notes"`
+	RejectedOutput    json.RawMessage `json:"rejected_output"`
+	// Launcher snapshots, read as a fallback only.
+	CurrentStageConfig json.RawMessage `json:"current_stage_config"`
+	PreProcess         json.RawMessage `json:"pre_process"`
+	PostProcess        json.RawMessage `json:"post_process"`
+}
+
+// Outcome is how one run ended.
+type Outcome string
+
+// Outcomes of Runner.Run; stable strings used as metric labels.
+const (
+	OutcomeCompleted   Outcome = "completed"   // output stored, successors created
+	OutcomeGenerated   Outcome = "generated"   // output stored, waiting for approval
+	OutcomeFailed      Outcome = "failed"      // permanent failure written
+	OutcomeRescheduled Outcome = "rescheduled" // transient failure, back to plan with run_after
+	OutcomeReleased    Outcome = "released"    // stopped (shutdown) and given back to plan
+	OutcomeLost        Outcome = "lost"        // the result could not be written; the lease will expire
+)
+
+// Result reports one run.
+type Result struct {
+	Outcome Outcome
+	// Err is the failure written to the task (or the write error when Lost).
+	Err error
+	// Usage are the model's token counts (zero when no call succeeded).
+	Usage model.Usage
+	// ModelLatency is the time spent in the model, all regenerations included.
+	ModelLatency time.Duration
+	// Regenerations is how many times the model was asked again after an
+	// invalid output.
+	Regenerations int
+}
+
+// RunnerConfig configures a Runner. Zero values take the defaults.
+type RunnerConfig struct {
+	// WorkerID identifies this instance in leases (ai_tasks.locked_by).
+	// Default: "orchable-" + a random suffix.
+	WorkerID string
+	// LeaseDuration is the lease a claim takes. Default 5m.
+	LeaseDuration time.Duration
+	// DefaultModel is used when a stage names no model. Default gemini-2.5-flash.
+	DefaultModel string
+	// MaxRegenerations is how many more times the model is asked after an
+	// output that is not valid JSON or does not match the schema. Default 2;
+	// set -1 for none.
+	MaxRegenerations int
+	// MaxAttempts is how many claims a task may use on transient failures
+	// before it fails for good. Default 8.
+	MaxAttempts int
+	// BackoffBase and BackoffMax bound the exponential backoff (with full
+	// jitter) of transient failures. Defaults 2s and 10m.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// ModelTimeout bounds one model call. Default 5m.
+	ModelTimeout time.Duration
+	// WriteTimeout bounds one database write (complete/fail). Default 15s.
+	WriteTimeout time.Duration
+	// Hooks configures pre/post-process webhooks.
+	Hooks HookConfig
+	// Logger receives the runner's logs. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *RunnerConfig) withDefaults() *RunnerConfig {
+	out := *c
+	out.WorkerID = cmp.Or(out.WorkerID, "orchable-"+uuid.NewString()[:8])
+	out.LeaseDuration = cmp.Or(out.LeaseDuration, 5*time.Minute)
+	out.DefaultModel = cmp.Or(out.DefaultModel, "gemini-2.5-flash")
+	if out.MaxRegenerations == 0 {
+		out.MaxRegenerations = 2
+	} else if out.MaxRegenerations < 0 {
+		out.MaxRegenerations = 0
+	}
+	out.MaxAttempts = cmp.Or(out.MaxAttempts, 8)
+	out.BackoffBase = cmp.Or(out.BackoffBase, 2*time.Second)
+	out.BackoffMax = cmp.Or(out.BackoffMax, 10*time.Minute)
+	out.ModelTimeout = cmp.Or(out.ModelTimeout, 5*time.Minute)
+	out.WriteTimeout = cmp.Or(out.WriteTimeout, 15*time.Second)
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	return &out
+}
+
+// Runner runs claimed tasks: resolve settings → render → pre-process →
+// model (with regenerations) → post-process → complete, or fail/reschedule.
+// Every write goes through db as the task's owner.
+type Runner struct {
+	cfg   *RunnerConfig
+	db    supabase.DB
+	gen   Generator
+	hooks *hookClient
+}
+
+// NewRunner builds a Runner.
+func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
+	if db == nil || gen == nil {
+		panic("pipeline: NewRunner needs a db and a generator")
+	}
+	cfg = cfg.withDefaults()
+	return &Runner{cfg: cfg, db: db, gen: gen, hooks: newHookClient(&cfg.Hooks)}
+}
+
+// WorkerID is the lease owner name of this runner.
+func (r *Runner) WorkerID() string { return r.cfg.WorkerID }
+
+// LeaseDuration is the lease length of a claim.
+func (r *Runner) LeaseDuration() time.Duration { return r.cfg.LeaseDuration }
+
+// Claim claims up to limit due tasks of the identity's user (optionally only
+// the given ids) in one round trip.
+func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, taskIDs []uuid.UUID) ([]Claimed, error) {
+	args := map[string]any{
+		"p_worker":        r.cfg.WorkerID,
+		"p_lease_seconds": int(r.cfg.LeaseDuration / time.Second),
+		"p_limit":         limit,
+		"p_task_ids":      taskIDs,
+	}
+	var out []Claimed
+	if err := r.db.RPC(ctx, id, "claim_tasks", args, &out); err != nil {
+		return nil, fmt.Errorf("error claiming tasks: %w", err)
+	}
+	return out, nil
+}
+
+// Run runs one claimed task to a written outcome. ctx ending (shutdown
+// after the grace period) releases the task back to plan.
+func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Result {
+	log := r.cfg.Logger.With(slog.String("task_id", c.Task.ID.String()))
+	if c.Task.BatchID != nil {
+		log = log.With(slog.String("batch_id", c.Task.BatchID.String()))
+	}
+	res := r.execute(ctx, c, log)
+	if ctx.Err() != nil && res.Outcome == "" {
+		return r.release(id, c, log)
+	}
+	return r.write(ctx, id, c, res, log)
+}
+
+// execution is what executing the stage produced before anything is written.
+type execution struct {
+	Result
+	output    json.RawMessage
+	resp      model.Response
+	permanent bool
+	retryAt   time.Time
+}
+
+func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) execution {
+	if c.Template == nil {
+		return r.permanentFailure(fmt.Errorf("task has no readable prompt template (prompt_template_id %s)", deref(c.Task.PromptTemplateID)))
+	}
+	var extra taskExtra
+	if len(c.Task.Extra) > 0 {
+		_ = json.Unmarshal(c.Task.Extra, &extra) // extra is free-form; unknown shapes are ignored
+	}
+	settings, err := model.ResolveSettings(c.Template.DefaultAISettings, extra.AISettings, r.cfg.DefaultModel)
+	if err != nil {
+		return r.permanentFailure(fmt.Errorf("invalid model settings: %w", err))
+	}
+	if settings.SystemInstruction == "" {
+		settings.SystemInstruction = cmp.Or(deref(c.Template.SystemInstruction), extra.SystemInstruction)
+	}
+	cfg := stageConfig(c.Template.StageConfig, extra)
+
+	input := c.Task.InputData
+	if cfg.PreProcess.enabled() {
+		input, err = r.hooks.preProcess(ctx, cfg.PreProcess, input)
+		if err != nil {
+			if ctx.Err() != nil {
+				return execution{}
+			}
+			return r.permanentFailure(err)
+		}
+	}
+
+	vars := Vars{Input: input, GlobalContext: globalContext(c.Batch), Task: taskFields(&c.Task)}
+	prompt, err := Render(c.Template.Template, vars)
+	if err != nil {
+		return r.permanentFailure(fmt.Errorf("error rendering the prompt: %w", err))
+	}
+	if extra.ReviewerNotes != "" {
+		prompt += "\n\nA reviewer rejected a previous answer with these notes; take them into account:\n" + extra.ReviewerNotes
+	}
+
+	req := model.Request{
+		UserID:       c.Task.UserID,
+		TaskID:       c.Task.ID,
+		Settings:     settings,
+		Prompt:       prompt,
+		OutputSchema: nullIfEmpty(c.Template.OutputSchema),
+	}
+	var ex execution
+	for attempt := 0; ; attempt++ {
+		mctx, cancel := context.WithTimeoutCause(ctx, r.cfg.ModelTimeout, errors.New("model call timed out"))
+		start := r.cfg.Now()
+		resp, err := r.gen.Generate(mctx, req)
+		ex.ModelLatency += r.cfg.Now().Sub(start)
+		cancel()
+		if err == nil {
+			ex.resp = resp
+			ex.output = resp.Output
+			ex.Usage = resp.Usage
+			break
+		}
+		if ctx.Err() != nil {
+			return execution{} // shutdown: release
+		}
+		var merr *model.Error
+		if errors.As(err, &merr) && merr.Retry == model.RetryRegenerate && attempt < r.cfg.MaxRegenerations {
+			ex.Regenerations++
+			log.DebugContext(ctx, "pipeline: regenerating after invalid output", slog.Int("attempt", attempt+1), slog.String("error", merr.Message))
+			req.Prompt = prompt + "\n\nYour previous answer was rejected: " + truncate(merr.Message, 2000) +
+				"\nAnswer again with only JSON that satisfies the required schema."
+			continue
+		}
+		return r.classify(c, err, ex)
+	}
+
+	if cfg.PostProcess.enabled() {
+		out, err := r.hooks.postProcess(ctx, cfg.PostProcess, input, ex.output)
+		if err != nil {
+			if ctx.Err() != nil {
+				return execution{}
+			}
+			ex2 := r.permanentFailure(err)
+			ex2.Usage, ex2.ModelLatency, ex2.Regenerations = ex.Usage, ex.ModelLatency, ex.Regenerations
+			return ex2
+		}
+		ex.output = out
+	}
+	ex.Outcome = OutcomeCompleted
+	return ex
+}
+
+// classify turns a model error into a permanent failure or a reschedule.
+func (r *Runner) classify(c *Claimed, err error, ex execution) execution {
+	now := r.cfg.Now()
+	ex.Err = err
+	var nk *model.NoKeyError
+	var merr *model.Error
+	switch {
+	case errors.As(err, &nk):
+		if nk.Until.IsZero() {
+			ex.permanent = true
+		} else {
+			ex.retryAt = nk.Until.Add(jitter(time.Second))
+		}
+	case errors.As(err, &merr):
+		switch merr.Retry {
+		case model.RetryLater:
+			delay := r.backoff(c.Task.Attempts)
+			if merr.RetryAfter > delay {
+				delay = merr.RetryAfter + jitter(time.Second)
+			}
+			ex.retryAt = now.Add(delay)
+			if !merr.Until.IsZero() && merr.Until.After(ex.retryAt) {
+				ex.retryAt = merr.Until
+			}
+		default:
+			ex.permanent = true
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		ex.retryAt = now.Add(r.backoff(c.Task.Attempts))
+	default:
+		ex.permanent = true
+	}
+	if !ex.permanent && c.Task.Attempts >= r.cfg.MaxAttempts {
+		ex.permanent = true
+		ex.Err = fmt.Errorf("gave up after %d attempts: %w", c.Task.Attempts, err)
+	}
+	if ex.permanent {
+		ex.Outcome = OutcomeFailed
+	} else {
+		ex.Outcome = OutcomeRescheduled
+	}
+	return ex
+}
+
+func (r *Runner) permanentFailure(err error) execution {
+	return execution{Result: Result{Outcome: OutcomeFailed, Err: err}, permanent: true}
+}
+
+// backoff is exponential with full jitter: uniform in [base·2^(n-1)/2, base·2^(n-1)], capped.
+func (r *Runner) backoff(attempts int) time.Duration {
+	d := r.cfg.BackoffBase
+	for i := 1; i < attempts && d < r.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.BackoffMax)
+	return d/2 + jitter(d/2)
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d))) //nolint:gosec // jitter needs no cryptographic randomness
+}
+
+// write stores the outcome through the SQL API. The write gets its own
+// timeout and survives shutdown cancellation, so finished work is kept.
+func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex execution, log *slog.Logger) Result {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
+	defer cancel()
+	res := ex.Result
+	switch ex.Outcome {
+	case OutcomeCompleted:
+		var out struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+		}
+		args := map[string]any{
+			"p_task_id": c.Task.ID,
+			"p_worker":  r.cfg.WorkerID,
+			"p_output":  ex.output,
+			"p_usage":   usageArgs(ex.resp, ex.Regenerations),
+		}
+		if err := r.db.RPC(supabase.Idempotent(wctx), id, "complete_task", args, &out); err != nil {
+			log.ErrorContext(ctx, "pipeline: error completing task", slog.String("error", err.Error()))
+			return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
+		}
+		switch out.Status {
+		case "generated":
+			res.Outcome = OutcomeGenerated
+		case "failed":
+			res.Outcome = OutcomeFailed
+			res.Err = errors.New(out.Error)
+		}
+		return res
+	case OutcomeFailed, OutcomeRescheduled:
+		args := map[string]any{
+			"p_task_id":   c.Task.ID,
+			"p_worker":    r.cfg.WorkerID,
+			"p_error":     truncate(ex.Err.Error(), 4000),
+			"p_permanent": ex.permanent,
+			"p_retry_at":  nil,
+		}
+		if !ex.permanent {
+			args["p_retry_at"] = ex.retryAt.UTC()
+		}
+		if err := r.db.RPC(supabase.Idempotent(wctx), id, "fail_task", args, nil); err != nil {
+			log.ErrorContext(ctx, "pipeline: error recording task failure", slog.String("error", err.Error()))
+			return Result{Outcome: OutcomeLost, Err: err}
+		}
+		if ex.permanent {
+			log.InfoContext(ctx, "pipeline: task failed", slog.String("error", ex.Err.Error()))
+		} else {
+			log.InfoContext(ctx, "pipeline: task rescheduled", slog.Time("run_after", ex.retryAt), slog.String("error", ex.Err.Error()))
+		}
+		return res
+	default:
+		return r.release(id, c, log)
+	}
+}
+
+func (r *Runner) release(id supabase.Identity, c *Claimed, log *slog.Logger) Result {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.WriteTimeout)
+	defer cancel()
+	args := map[string]any{"p_task_id": c.Task.ID, "p_worker": r.cfg.WorkerID}
+	if err := r.db.RPC(supabase.Idempotent(ctx), id, "release_task", args, nil); err != nil {
+		log.ErrorContext(ctx, "pipeline: error releasing task; its lease will expire", slog.String("error", err.Error()))
+		return Result{Outcome: OutcomeLost, Err: err}
+	}
+	return Result{Outcome: OutcomeReleased}
+}
+
+func usageArgs(resp model.Response, regenerations int) map[string]any {
+	u := map[string]any{
+		"prompt_token_count":     resp.Usage.PromptTokens,
+		"candidates_token_count": resp.Usage.CandidatesTokens,
+		"thoughts_token_count":   resp.Usage.ThoughtsTokens,
+		"total_token_count":      resp.Usage.TotalTokens,
+		"model_version":          nilIfEmpty(resp.ModelVersion),
+		"response_id":            nilIfEmpty(resp.ResponseID),
+		"regenerations":          regenerations,
+	}
+	if _, err := uuid.Parse(resp.KeyID); err == nil {
+		u["api_key_id"] = resp.KeyID
+	}
+	return u
+}
+
+// globalContext decodes the batch's global_context {name: text}.
+func globalContext(b *Batch) map[string]string {
+	if b == nil || len(b.GlobalContext) == 0 {
+		return nil
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b.GlobalContext, &raw); err != nil {
+		return nil
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		default:
+			b, _ := json.Marshal(v)
+			out[k] = string(b)
+		}
+	}
+	return out
+}
+
+// taskFields exposes task columns to the prompt with the lowest precedence.
+func taskFields(t *Task) map[string]json.RawMessage {
+	m := map[string]json.RawMessage{}
+	put := func(k string, v any) {
+		if b, err := json.Marshal(v); err == nil {
+			m[k] = b
+		}
+	}
+	put("id", t.ID)
+	put("task_type", t.TaskType)
+	put("step_number", t.StepNumber)
+	if t.StageKey != nil {
+		put("stage_key", *t.StageKey)
+	}
+	if t.BatchID != nil {
+		put("batch_id", *t.BatchID)
+	}
+	if t.LaunchID != nil {
+		put("launch_id", *t.LaunchID)
+	}
+	if t.LoCode != nil {
+		put("lo_code", *t.LoCode)
+	}
+	if t.Sequence != nil {
+		put("sequence", *t.Sequence)
+	}
+	return m
+}
+
+func nullIfEmpty(raw json.RawMessage) json.RawMessage {
+	s := strings.TrimSpace(string(raw))
+	if s == "" || s == "null" || s == "{}" {
+		return nil
+	}
+	return raw
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,235 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orchable/orchable/supabase"
+)
+
+// SweeperConfig configures a Sweeper. Zero values take the defaults.
+type SweeperConfig struct {
+	// Interval between sweeps for due work and expired leases. Default 5s.
+	Interval time.Duration
+	// FoldInterval between folds of batch progress deltas into
+	// task_batches. Default 500ms.
+	FoldInterval time.Duration
+	// RenewInterval between lease renewals of running tasks. Default: a
+	// third of the runner's lease.
+	RenewInterval time.Duration
+	// Limit is the most due tasks read per sweep (fairly across users).
+	// Default 1000.
+	Limit int
+	// PerUser is the most due tasks read per user per sweep. Default 100.
+	PerUser int
+	// MaxLeaseLosses is how often a task may lose its lease (its worker
+	// died) before it fails for good. Default 5.
+	MaxLeaseLosses int
+	// Listen, when set, is a direct database pool used to LISTEN for the
+	// orchable_wakeup notification, which triggers a sweep at once.
+	Listen *pgxpool.Pool
+	// Logger receives sweeper logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Sweeper finds work no webhook announced: as the service identity it lists
+// due tasks (ids and owners only, fairly across users) and hands the owners
+// to the dispatcher, re-queues tasks whose lease expired (crashed worker),
+// and folds batch progress. With a direct connection it also wakes on
+// LISTEN/NOTIFY. Any number of instances may run: claims are conditional.
+type Sweeper struct {
+	cfg     *SweeperConfig
+	db      supabase.DB
+	service supabase.Identity
+	disp    *Dispatcher
+
+	kick     chan struct{}
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// NewSweeper builds a sweeper. service is the service-role identity: it is
+// used only for due_tasks, requeue_expired_leases and fold_batch_counters.
+func NewSweeper(cfg *SweeperConfig, db supabase.DB, service supabase.Identity, disp *Dispatcher) *Sweeper {
+	c := *cfg
+	c.Interval = cmp.Or(c.Interval, 5*time.Second)
+	c.FoldInterval = cmp.Or(c.FoldInterval, 500*time.Millisecond)
+	c.RenewInterval = cmp.Or(c.RenewInterval, disp.runner.LeaseDuration()/3)
+	c.Limit = cmp.Or(c.Limit, 1000)
+	c.PerUser = cmp.Or(c.PerUser, 100)
+	c.MaxLeaseLosses = cmp.Or(c.MaxLeaseLosses, 5)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Sweeper{cfg: &c, db: db, service: service, disp: disp, kick: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Kick asks for a sweep now (coalesced).
+func (s *Sweeper) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the sweeper until Stop. It returns at once; the first sweep
+// runs immediately.
+func (s *Sweeper) Start(ctx context.Context) {
+	ctx, s.cancel = context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if s.cfg.Listen != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.listen(ctx) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.run(ctx) }()
+	go func() { wg.Wait(); close(s.done) }()
+	s.Kick()
+}
+
+// Stop stops the sweeper and waits for it.
+func (s *Sweeper) Stop() {
+	s.stopOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+			<-s.done
+		}
+	})
+}
+
+func (s *Sweeper) run(ctx context.Context) {
+	sweep := time.NewTicker(s.cfg.Interval)
+	fold := time.NewTicker(s.cfg.FoldInterval)
+	renew := time.NewTicker(s.cfg.RenewInterval)
+	defer sweep.Stop()
+	defer fold.Stop()
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+			s.sweepDue(ctx)
+		case <-sweep.C:
+			s.requeue(ctx)
+			s.sweepDue(ctx)
+		case <-fold.C:
+			s.fold(ctx)
+		case <-renew.C:
+			if err := s.disp.RenewLeases(ctx); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.WarnContext(ctx, "sweeper: lease renewal failed", slog.String("error", err.Error()))
+			}
+		}
+	}
+}
+
+// SweepOnce re-queues expired leases, folds progress and hands due work to
+// the dispatcher, once. Tests and the embedded dev mode use it.
+func (s *Sweeper) SweepOnce(ctx context.Context) {
+	s.requeue(ctx)
+	s.sweepDue(ctx)
+	s.fold(ctx)
+}
+
+func (s *Sweeper) sweepDue(ctx context.Context) {
+	var due []struct {
+		ID     uuid.UUID `json:"id"`
+		UserID uuid.UUID `json:"user_id"`
+	}
+	err := s.db.RPC(supabase.Idempotent(ctx), s.service, "due_tasks",
+		map[string]any{"p_limit": s.cfg.Limit, "p_per_user": s.cfg.PerUser}, &due)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.WarnContext(ctx, "sweeper: listing due tasks failed", slog.String("error", err.Error()))
+		}
+		return
+	}
+	seen := map[uuid.UUID]bool{}
+	for _, d := range due {
+		if !seen[d.UserID] {
+			seen[d.UserID] = true
+			s.disp.Notify(d.UserID)
+		}
+	}
+}
+
+func (s *Sweeper) requeue(ctx context.Context) {
+	var out struct {
+		Requeued int `json:"requeued"`
+		Failed   int `json:"failed"`
+	}
+	err := s.db.RPC(ctx, s.service, "requeue_expired_leases", map[string]any{"p_max_attempts": s.cfg.MaxLeaseLosses}, &out)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.WarnContext(ctx, "sweeper: re-queueing expired leases failed", slog.String("error", err.Error()))
+		}
+		return
+	}
+	if out.Requeued > 0 || out.Failed > 0 {
+		s.cfg.Logger.InfoContext(ctx, "sweeper: expired leases", slog.Int("requeued", out.Requeued), slog.Int("failed", out.Failed))
+	}
+}
+
+func (s *Sweeper) fold(ctx context.Context) {
+	if err := s.db.RPC(ctx, s.service, "fold_batch_counters", map[string]any{}, nil); err != nil && ctx.Err() == nil {
+		s.cfg.Logger.WarnContext(ctx, "sweeper: folding batch progress failed", slog.String("error", err.Error()))
+	}
+}
+
+// listen holds a dedicated connection LISTENing on orchable_wakeup and kicks
+// a sweep on every notification; it reconnects with backoff.
+func (s *Sweeper) listen(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.cfg.Logger.WarnContext(ctx, "sweeper: LISTEN connection lost; reconnecting", slog.String("error", errString(err)))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		s.Kick() // catch up on anything missed while disconnected
+	}
+}
+
+func (s *Sweeper) listenOnce(ctx context.Context) error {
+	conn, err := s.cfg.Listen.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A LISTENing connection must not go back to the pool.
+	pc := conn.Hijack()
+	defer pc.Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing a possibly dead connection
+	if _, err := pc.Exec(ctx, "listen orchable_wakeup"); err != nil {
+		return err
+	}
+	for {
+		if _, err := pc.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		s.Kick()
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	if errors.Is(err, pgx.ErrTxClosed) {
+		return "connection closed"
+	}
+	return err.Error()
+}
