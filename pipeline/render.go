@@ -1,0 +1,375 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// GlobalContextVar is the placeholder name under which the batch's
+// documents are available: %%GLOBAL_CONTEXT%%.
+const GlobalContextVar = "GLOBAL_CONTEXT"
+
+// Vars are the values a prompt's placeholders resolve against. The zero
+// value defines only GLOBAL_CONTEXT (as an empty string).
+//
+// A placeholder's first path segment is looked up in this order:
+//
+//  1. GLOBAL_CONTEXT: the documents of GlobalContext as text blocks (see
+//     FormatGlobalContext); GLOBAL_CONTEXT.<name> is one document's text.
+//  2. A top-level member of Input (the task's input_data).
+//  3. A stage output in Stages, by stage key.
+//  4. input_data or input: the whole Input, without the engine's
+//     bookkeeping members (those whose name starts with "_", such as
+//     _split_index or _orchestrator_config_id; they stay addressable by
+//     name). As in the original, an input member of the same name wins.
+//  5. A task field in Task.
+//
+// The remaining segments walk into objects by member name and into arrays
+// by index (item.tags.0).
+type Vars struct {
+	// Input is the task's input_data, normally a JSON object. Empty or null
+	// means no input.
+	Input json.RawMessage
+	// Stages are stage outputs by stage key. A join child already carries
+	// its dependencies' outputs inside Input; Stages is for callers that
+	// hold them separately.
+	Stages map[string]json.RawMessage
+	// GlobalContext is the batch's global_context: document name → text.
+	GlobalContext map[string]string
+	// Task holds other task fields (id, batch_id, lo_code, …) with the
+	// lowest precedence, as the original's {...task, ...input} dictionary.
+	Task map[string]json.RawMessage
+}
+
+// MissingVariableError is returned by Render when a %%key%% placeholder has
+// no value. It is a permanent failure of the task: rendering again gives the
+// same result.
+type MissingVariableError struct {
+	// Key is the placeholder's path as written, e.g. "input.lo_code".
+	Key string
+}
+
+// Error implements error.
+func (e *MissingVariableError) Error() string {
+	return fmt.Sprintf("prompt placeholder %%%%%s%%%% has no value (not in the task's input_data, the stage outputs or %s)",
+		e.Key, GlobalContextVar)
+}
+
+// ErrInvalidInput is returned (wrapped) by Render when Vars.Input is not
+// valid JSON.
+var ErrInvalidInput = errors.New("pipeline: input_data is not valid JSON")
+
+// Render substitutes the placeholders of tmpl.
+//
+// Two forms are recognised, each with optional spaces or tabs inside the
+// delimiters: %%key%% and {{key}}. A key is a dot path of segments made of
+// ASCII letters, digits, "_" and "-" (not starting with "-"). Values render
+// as follows: strings as they are, numbers and booleans as JSON literals,
+// null as the empty string, objects and arrays as JSON indented by two
+// spaces (member order preserved).
+//
+// An unknown %%key%% fails with *MissingVariableError. An unknown {{key}}
+// stays as written, because prompts also use {{…}} for content blanks.
+// Substituted text is never scanned again, so values cannot inject
+// placeholders.
+func Render(tmpl string, vars Vars) (string, error) {
+	r, err := newResolver(vars)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.Grow(len(tmpl))
+	for i := 0; i < len(tmpl); {
+		j := indexOpen(tmpl[i:])
+		if j < 0 {
+			b.WriteString(tmpl[i:])
+			break
+		}
+		b.WriteString(tmpl[i : i+j])
+		i += j
+		key, n, ok := scanPlaceholder(tmpl[i:])
+		if !ok {
+			b.WriteByte(tmpl[i])
+			i++
+			continue
+		}
+		val, found := r.lookup(key)
+		switch {
+		case found:
+			b.WriteString(val)
+		case tmpl[i] == '%':
+			return "", &MissingVariableError{Key: key}
+		default:
+			b.WriteString(tmpl[i : i+n])
+		}
+		i += n
+	}
+	return b.String(), nil
+}
+
+// FormatGlobalContext renders documents the way the original engine did:
+// one block per document, in name order, separated by a blank line:
+//
+//	--- DOCUMENT: <name> ---
+//	<text>
+//	--- END OF DOCUMENT ---
+func FormatGlobalContext(docs map[string]string) string {
+	var b strings.Builder
+	for i, name := range slices.Sorted(maps.Keys(docs)) {
+		if i > 0 {
+			b.WriteString("\n\n")
+		}
+		b.WriteString("--- DOCUMENT: ")
+		b.WriteString(name)
+		b.WriteString(" ---\n")
+		b.WriteString(docs[name])
+		b.WriteString("\n--- END OF DOCUMENT ---")
+	}
+	return b.String()
+}
+
+// indexOpen returns the index of the first "%%" or "{{" in s, or -1.
+func indexOpen(s string) int {
+	for i := 0; i+1 < len(s); i++ {
+		if c := s[i]; (c == '%' || c == '{') && s[i+1] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// scanPlaceholder parses a placeholder at the start of s (which starts with
+// "%%" or "{{") and returns its key and length.
+func scanPlaceholder(s string) (string, int, bool) {
+	closing := "%%"
+	if s[0] == '{' {
+		closing = "}}"
+	}
+	i := skipBlanks(s, 2)
+	start := i
+	for i < len(s) && (isKeyByte(s[i]) || s[i] == '.') {
+		i++
+	}
+	if !validKey(s[start:i]) {
+		return "", 0, false
+	}
+	key := s[start:i]
+	i = skipBlanks(s, i)
+	if !strings.HasPrefix(s[i:], closing) {
+		return "", 0, false
+	}
+	return key, i + len(closing), true
+}
+
+func skipBlanks(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// validKey reports whether key is a non-empty dot path whose segments are
+// non-empty and do not start with "-".
+func validKey(key string) bool {
+	if key == "" {
+		return false
+	}
+	for seg := range strings.SplitSeq(key, ".") {
+		if seg == "" || seg[0] == '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isKeyByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+// resolver answers lookups for one Render call.
+type resolver struct {
+	vars  Vars
+	input map[string]json.RawMessage // nil when Input is not an object
+	whole json.RawMessage            // Input without bookkeeping members
+}
+
+type member struct {
+	key string
+	val json.RawMessage
+}
+
+func newResolver(vars Vars) (*resolver, error) {
+	r := &resolver{vars: vars}
+	raw := bytes.TrimSpace(vars.Input)
+	if len(raw) == 0 || string(raw) == "null" {
+		r.whole = json.RawMessage("{}")
+		return r, nil
+	}
+	if !json.Valid(raw) {
+		return nil, ErrInvalidInput
+	}
+	if raw[0] != '{' {
+		r.whole = raw
+		return r, nil
+	}
+	members, err := objectMembers(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidInput, err)
+	}
+	r.input = make(map[string]json.RawMessage, len(members))
+	kept := make([]member, 0, len(members))
+	for _, m := range members {
+		r.input[m.key] = m.val
+		if !strings.HasPrefix(m.key, "_") {
+			kept = append(kept, m)
+		}
+	}
+	r.whole = encodeObject(kept)
+	return r, nil
+}
+
+// lookup resolves a dot path to its rendered text.
+func (r *resolver) lookup(key string) (string, bool) {
+	first, rest, _ := strings.Cut(key, ".")
+	if first == GlobalContextVar {
+		if rest == "" {
+			return FormatGlobalContext(r.vars.GlobalContext), true
+		}
+		doc, ok := r.vars.GlobalContext[rest]
+		return doc, ok
+	}
+	val, ok := r.root(first)
+	if !ok {
+		return "", false
+	}
+	if rest != "" {
+		for seg := range strings.SplitSeq(rest, ".") {
+			if val, ok = child(val, seg); !ok {
+				return "", false
+			}
+		}
+	}
+	return renderValue(val), true
+}
+
+func (r *resolver) root(name string) (json.RawMessage, bool) {
+	if v, ok := r.input[name]; ok {
+		return v, true
+	}
+	if v, ok := r.vars.Stages[name]; ok {
+		return v, true
+	}
+	if name == "input_data" || name == "input" {
+		return r.whole, true
+	}
+	v, ok := r.vars.Task[name]
+	return v, ok
+}
+
+// child returns the member seg of an object or the element seg of an array.
+func child(raw json.RawMessage, seg string) (json.RawMessage, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil, false
+	}
+	switch raw[0] {
+	case '{':
+		members, err := objectMembers(raw)
+		if err != nil {
+			return nil, false
+		}
+		var found json.RawMessage
+		for _, m := range members {
+			if m.key == seg {
+				found = m.val // the last duplicate wins, as in JSON.parse
+			}
+		}
+		return found, found != nil
+	case '[':
+		idx, err := strconv.Atoi(seg)
+		if err != nil || idx < 0 {
+			return nil, false
+		}
+		var elems []json.RawMessage
+		if err := json.Unmarshal(raw, &elems); err != nil || idx >= len(elems) {
+			return nil, false
+		}
+		return elems[idx], true
+	default:
+		return nil, false
+	}
+}
+
+// renderValue turns a JSON value into prompt text.
+func renderValue(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return ""
+	}
+	switch raw[0] {
+	case 'n':
+		return ""
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return string(raw)
+		}
+		return s
+	case '{', '[':
+		var b bytes.Buffer
+		if err := json.Indent(&b, raw, "", "  "); err != nil {
+			return string(raw)
+		}
+		return b.String()
+	default:
+		return string(raw)
+	}
+}
+
+// objectMembers decodes a JSON object's members in document order.
+func objectMembers(raw json.RawMessage) ([]member, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	var out []member
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return nil, err
+		}
+		out = append(out, member{key: key, val: val})
+	}
+	return out, nil
+}
+
+// encodeObject builds a JSON object from members, keeping their order.
+func encodeObject(members []member) json.RawMessage {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	b.WriteByte('{')
+	for i, m := range members {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		_ = enc.Encode(m.key)   // a string always encodes
+		b.Truncate(b.Len() - 1) // Encode appends a newline
+		b.WriteByte(':')
+		b.Write(m.val)
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
