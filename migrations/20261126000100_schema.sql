@@ -455,7 +455,10 @@ create trigger trg_api_key_health_updated_at
 
 ------------------------------------------------------------------------------
 -- Batch progress: statement-level triggers append one delta row per batch
--- per statement. Buckets: pending <- plan, pending, awaiting_approval,
+-- per statement. The trigger functions are SECURITY DEFINER so that users
+-- need (and have) no privilege on the deltas table at all: they can only
+-- produce deltas by changing their own tasks, which RLS has already checked
+-- (the functions read nothing but the statement's transition tables). Buckets: pending <- plan, pending, awaiting_approval,
 -- generated; processing <- running, processing; completed <- approved,
 -- completed, skipped; failed <- failed, cancelled.
 ------------------------------------------------------------------------------
@@ -473,6 +476,7 @@ $$;
 
 create or replace function public.ai_tasks_count_insert() returns trigger
   language plpgsql
+  security definer
   set search_path = ''
 as $$
 begin
@@ -491,6 +495,7 @@ $$;
 
 create or replace function public.ai_tasks_count_delete() returns trigger
   language plpgsql
+  security definer
   set search_path = ''
 as $$
 begin
@@ -511,6 +516,7 @@ $$;
 
 create or replace function public.ai_tasks_count_update() returns trigger
   language plpgsql
+  security definer
   set search_path = ''
 as $$
 begin
@@ -596,8 +602,10 @@ begin
         when b.processing_tasks + s.r > 0 or b.completed_tasks + s.c > 0 or b.failed_tasks + s.f > 0 then 'processing'
         else b.status end,
       completed_at = case
-        when b.total_tasks + s.t > 0 and b.pending_tasks + s.p = 0 and b.processing_tasks + s.r = 0
+        when b.status not in ('paused', 'cancelled')
+         and b.total_tasks + s.t > 0 and b.pending_tasks + s.p = 0 and b.processing_tasks + s.r = 0
           then coalesce(b.completed_at, now())
+        when b.status = 'cancelled' then coalesce(b.completed_at, now())
         else null end
     from sums s
     where b.id = s.batch_id

@@ -25,8 +25,8 @@ grant select, insert, update, delete on public.api_key_health to authenticated, 
 -- The usage log is append-only for users.
 grant select, insert, delete on public.api_key_usage_log to authenticated;
 grant select, insert, update, delete on public.api_key_usage_log to service_role;
--- Deltas are written by the counter triggers as the acting user; only the service reads them.
-grant insert on public.task_batch_counter_deltas to authenticated;
+-- Deltas are written only by the (SECURITY DEFINER) counter triggers; only
+-- the service reads them. Users have no privilege on the table.
 grant select, insert, update, delete on public.task_batch_counter_deltas to service_role;
 grant select on public.v_runnable_tasks, public.registry_components to authenticated, service_role;
 
@@ -160,8 +160,3 @@ drop policy if exists api_key_usage_log_delete_own on public.api_key_usage_log;
 create policy api_key_usage_log_delete_own on public.api_key_usage_log for delete to authenticated
   using (user_id = (select auth.uid()));
 
--- Counter deltas: a user appends deltas for their own tasks only (the
--- triggers do this); nobody but the service reads them.
-drop policy if exists task_batch_counter_deltas_insert_own on public.task_batch_counter_deltas;
-create policy task_batch_counter_deltas_insert_own on public.task_batch_counter_deltas for insert to authenticated
-  with check (user_id = (select auth.uid()));

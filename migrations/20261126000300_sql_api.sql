@@ -130,9 +130,12 @@ create or replace function orchable.barrier_scope(t public.ai_tasks, cfg jsonb, 
   set search_path = ''
 as $$
   select case
+    -- A join combines the outputs of one input row, whatever batch_grouping
+    -- says (the Designer writes "global" on every stage; pooling a launch's
+    -- rows in a join was a defect of the original).
+    when is_join then 'root:' || coalesce(t.root_task_id, t.id)
     when coalesce(cfg ->> 'batch_grouping', '') = 'global' and t.launch_id is not null then 'launch:' || t.launch_id
     when coalesce(cfg ->> 'batch_grouping', '') = 'isolated' then 'root:' || coalesce(t.root_task_id, t.id)
-    when is_join and coalesce(cfg ->> 'batch_grouping', '') not in ('batch') then 'root:' || coalesce(t.root_task_id, t.id)
     when t.batch_id is not null then 'batch:' || t.batch_id
     else 'root:' || coalesce(t.root_task_id, t.id) end
 $$;
@@ -225,8 +228,20 @@ begin
     select max(t.step_number), count(distinct t.stage_key) into max_step, rc
     from public.ai_tasks t
     where (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr) and t.stage_key = any(deps);
-    if max_step is null or rc < ndeps then
+    if max_step is null then
       return -1;
+    end if;
+    if rc < ndeps then
+      -- A dependency stage has no task yet. It may still come (wait), unless
+      -- nothing in this lineage is unfinished any more: then it never will
+      -- (its branch failed or split into nothing) and the join goes ahead
+      -- with the outputs that exist.
+      if exists (select 1 from public.ai_tasks t
+                 where (t.root_task_id = sr or t.id = sr)
+                   and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval')
+                   and t.stage_key is distinct from succ.stage_key) then
+        return -1;
+      end if;
     end if;
   else
     max_step := trig.step_number;
@@ -384,8 +399,10 @@ begin
     plan := plan || jsonb_build_object('sid', sid, 'cfg', cfg, 'card', card, 'deps', to_jsonb(deps), 'join', is_join);
   end loop;
 
-  -- Pass 2: create.
-  for item in select * from jsonb_array_elements(plan) loop
+  -- Pass 2: create; direct children first, so a barrier checked in the same
+  -- transaction sees them.
+  for item in select e from jsonb_array_elements(plan) with ordinality x(e, o)
+              order by (e ->> 'join')::boolean or e ->> 'card' = 'N:1', o loop
     select * into succ from public.prompt_templates where id = item ->> 'sid';
     cfg := item -> 'cfg';
     card := item ->> 'card';
@@ -427,7 +444,7 @@ begin
         dead_end := true;
       end if;
       if coalesce(cfg ->> 'split_mode', 'per_item') = 'per_batch' then
-        bsize := greatest(coalesce(nullif(cfg ->> 'batch_size', '')::int, 10), 1);
+        bsize := case when cfg ->> 'batch_size' ~ '^[0-9]{1,6}$' then greatest((cfg ->> 'batch_size')::int, 1) else 10 end;
         insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
           hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
           split_group_id, extra, idempotency_key)
@@ -603,10 +620,12 @@ begin
                      and (p_task_ids is null or x.id = any(p_task_ids)))
     limit greatest(p_limit - (select count(*) from cand), 0)
   ), spaced as (
+    -- Re-checked under the row lock: of two concurrent claimers only the
+    -- first starts a task of a delayed batch.
     update public.task_batches b
     set next_start_at = now() + make_interval(secs => d.execution_delay_seconds)
     from delayed d
-    where b.id = d.batch_id
+    where b.id = d.batch_id and (b.next_start_at is null or b.next_start_at <= now())
     returning b.id
   ), picked as (
     select id from cand
@@ -661,8 +680,12 @@ begin
   if not found then
     raise exception using errcode = 'PT404', message = format('task %s not found or not visible', p_task_id);
   end if;
+  if p_output is null then
+    raise exception using errcode = '22023', message = 'p_output is required';
+  end if;
   if t.status in ('completed', 'generated', 'approved', 'failed') and t.locked_by is null and t.output_data is not distinct from p_output then
-    return jsonb_build_object('status', t.status, 'duplicate', true, 'created', 0);
+    return jsonb_strip_nulls(jsonb_build_object('status', t.status, 'duplicate', true, 'created', 0,
+      'error', case when t.status = 'failed' then t.error_message end));
   end if;
   if t.status <> 'processing' or t.locked_by is distinct from p_worker then
     raise exception using errcode = 'PT409',
@@ -734,8 +757,8 @@ begin
   if not found then
     raise exception using errcode = 'PT404', message = format('task %s not found or not visible', p_task_id);
   end if;
-  if t.status = 'failed' and t.error_message is not distinct from p_error then
-    return jsonb_build_object('status', 'failed', 'duplicate', true);
+  if t.status in ('failed', 'plan', 'cancelled') and t.locked_by is null and t.error_message is not distinct from p_error then
+    return jsonb_build_object('status', t.status, 'duplicate', true);
   end if;
   if t.status <> 'processing' or t.locked_by is distinct from p_worker then
     raise exception using errcode = 'PT409',
@@ -746,6 +769,13 @@ begin
   end if;
 
   if not coalesce(p_permanent, true) and p_retry_at is not null then
+    -- A task of a cancelled batch is not rescheduled.
+    if exists (select 1 from public.task_batches b where b.id = t.batch_id and b.status = 'cancelled') then
+      update public.ai_tasks set status = 'cancelled', error_message = p_error, retry_count = retry_count + 1,
+        completed_at = now()
+      where id = p_task_id;
+      return jsonb_build_object('status', 'cancelled');
+    end if;
     update public.ai_tasks set status = 'plan', run_after = p_retry_at, error_message = p_error,
       retry_count = retry_count + 1
     where id = p_task_id;
@@ -773,6 +803,9 @@ as $$
 declare
   n int;
 begin
+  if p_lease_seconds is null or p_lease_seconds < 5 or p_lease_seconds > 3600 then
+    raise exception using errcode = '22023', message = 'p_lease_seconds must be between 5 and 3600';
+  end if;
   update public.ai_tasks set locked_until = now() + make_interval(secs => p_lease_seconds)
   where id = any(p_task_ids) and status = 'processing' and locked_by = p_worker;
   get diagnostics n = row_count;
@@ -879,18 +912,38 @@ as $$
 declare
   removed int := 0;
   n int;
+  downstream text[];
 begin
+  -- Stage keys at or downstream of the task's stage in the pipeline graph:
+  -- a barrier child whose dependency stages include one of them may have
+  -- counted the task or its descendants, so it is rebuilt when they finish.
+  with recursive walk(id, depth) as (
+    select t.prompt_template_id, 0
+    union
+    select n.sid, w.depth + 1
+    from walk w
+    join public.prompt_templates p on p.id = w.id
+    cross join lateral jsonb_array_elements_text(
+      case when jsonb_typeof(p.next_stage_template_ids) = 'array' then p.next_stage_template_ids else '[]'::jsonb end) as n(sid)
+    where w.depth < 50
+  )
+  select coalesce(array_agg(distinct p.stage_key) filter (where p.stage_key is not null), '{}')
+    into downstream
+  from walk w join public.prompt_templates p on p.id = w.id;
+  downstream := downstream || t.stage_key::text;
+
   with barrier_children as (
     select c.id from public.ai_tasks c
     where c.idempotency_key like 'barrier/%'
       and c.user_id = t.user_id
-      and c.extra -> '_barrier' -> 'stages' ? t.stage_key
+      and exists (select 1 from jsonb_array_elements_text(c.extra -> '_barrier' -> 'stages') s(k) where s.k = any(downstream))
       and orchable.in_scope(t, c.extra -> '_barrier' ->> 'scope')
   ), doomed as (
     select d.id from public.ai_tasks d
-    where d.hierarchy_path @> jsonb_build_array(t.id::text)
+    where d.user_id = t.user_id
+      and (d.hierarchy_path @> jsonb_build_array(t.id::text)
        or d.id in (select id from barrier_children)
-       or exists (select 1 from barrier_children bc where d.hierarchy_path @> jsonb_build_array(bc.id::text))
+       or exists (select 1 from barrier_children bc where d.hierarchy_path @> jsonb_build_array(bc.id::text)))
   )
   delete from public.ai_tasks where id in (select id from doomed) and id <> t.id;
   get diagnostics n = row_count;
@@ -997,9 +1050,23 @@ begin
     end if;
     raise exception using errcode = 'PT409', message = format('batch %s is %s and cannot be resumed', p_batch_id, b.status);
   end if;
-  update public.task_batches set status = 'processing' where id = p_batch_id;
+  -- The fold leaves paused batches alone, so settle the status from the
+  -- tasks themselves: work may have finished while the batch was paused.
+  update public.task_batches set status = case
+      when not exists (select 1 from public.ai_tasks t where t.batch_id = p_batch_id
+                       and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval'))
+       and exists (select 1 from public.ai_tasks t where t.batch_id = p_batch_id)
+        then case when exists (select 1 from public.ai_tasks t where t.batch_id = p_batch_id and t.status in ('failed', 'cancelled'))
+                  then 'failed' else 'completed' end
+      else 'processing' end,
+    completed_at = null
+  where id = p_batch_id
+  returning status into b.status;
+  if b.status in ('completed', 'failed') then
+    update public.task_batches set completed_at = now() where id = p_batch_id;
+  end if;
   perform pg_notify('orchable_wakeup', '');
-  return jsonb_build_object('status', 'processing');
+  return jsonb_build_object('status', b.status);
 end
 $$;
 
@@ -1044,6 +1111,9 @@ declare
   lid uuid := coalesce(p_launch_id, extensions.gen_random_uuid());
   ids jsonb;
 begin
+  if (select auth.uid()) is null then
+    raise exception using errcode = '42501', message = 'launch_batch must be called as a signed-in user (the batch owner)';
+  end if;
   if p_rows is null or jsonb_typeof(p_rows) <> 'array' or jsonb_array_length(p_rows) = 0 then
     raise exception using errcode = '22023', message = 'p_rows must be a non-empty JSON array of input rows';
   end if;
@@ -1159,6 +1229,7 @@ declare
   t public.ai_tasks;
 begin
   failed := 0;
+  p_max_attempts := greatest(coalesce(p_max_attempts, 5), 1);
   for t in
     update public.ai_tasks set status = 'failed', completed_at = now(), retry_count = retry_count + 1,
       error_message = format('worker %s lost the task %s times (lease expired); giving up', locked_by, attempts)

@@ -112,7 +112,7 @@ begin
 
   select * into v_key from public.user_api_keys where id = p_key_id;
   if not found then
-    raise exception 'record_key_outcome: key % not found', p_key_id using errcode = 'P0002';
+    raise exception 'record_key_outcome: key % not found or not visible', p_key_id using errcode = 'PT404';
   end if;
 
   insert into public.api_key_health as h (

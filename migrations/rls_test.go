@@ -31,8 +31,8 @@ const (
 type rlsTable struct {
 	name      string
 	hasPublic bool
-	// insertOnly: inserting is the only thing a user may do (deltas).
-	insertOnly bool
+	// serviceOnly: users may do nothing at all (deltas).
+	serviceOnly bool
 	// appendOnly: users may read, insert and delete but never update (logs).
 	appendOnly bool
 	// seed creates a row owned by owner (as the table owner) and returns its id.
@@ -147,7 +147,7 @@ func rlsTables() []rlsTable {
 			},
 		},
 		{
-			name: "task_batch_counter_deltas", key: "id", touch: "d_total = 9", insertOnly: true,
+			name: "task_batch_counter_deltas", key: "id", touch: "d_total = 9", serviceOnly: true,
 			seed: func(ctx context.Context, tx pgx.Tx, f *rlsFixture, owner uuid.UUID, _ bool) (string, error) {
 				var id string
 				err := tx.QueryRow(ctx, "insert into public.task_batch_counter_deltas (batch_id, user_id) values ($1, $2) returning id::text", f.batch[owner], owner).Scan(&id)
@@ -173,10 +173,7 @@ func expected(tbl rlsTable, actor, op, row string) outcome {
 	}
 	own := strings.HasPrefix(row, "own")
 	public := strings.HasSuffix(row, "public")
-	if tbl.insertOnly {
-		if op == "insert" && own {
-			return allowed
-		}
+	if tbl.serviceOnly {
 		return denied
 	}
 	if tbl.appendOnly && op == "update" {
