@@ -1,0 +1,145 @@
+package handlers
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/orchable/orchable/supabase"
+)
+
+// DefaultMaxBodyBytes caps user API request bodies when Deps.MaxBodyBytes is
+// zero: 8 MiB, room for a 10,000-row launch of small rows.
+const DefaultMaxBodyBytes = 8 << 20
+
+// MaxLaunchRows is the most input rows one launch may carry.
+const MaxLaunchRows = 10_000
+
+// Waker starts work at once instead of waiting for the next sweep. The
+// dispatcher (Notify) and the sweeper (Kick) satisfy it through a small
+// adapter in main. Both methods must return immediately.
+type Waker interface {
+	// Notify says that userID may have due work. It returns false when the
+	// hint was dropped (dispatcher full or stopping).
+	Notify(userID uuid.UUID) bool
+	// Kick asks for a sweep across all users now (coalesced).
+	Kick()
+}
+
+// Deps are what the handlers need, built in main.
+type Deps struct {
+	// DB is the data path; every user call goes through it as the caller.
+	DB supabase.DB
+	// UserAuth verifies the caller's Supabase JWT: (*rls.Verifier).Middleware().
+	UserAuth echo.MiddlewareFunc
+	// WebhookAuth authenticates Supabase webhooks and caps their body:
+	// (*rls.WebhookVerifier).Middleware().
+	WebhookAuth echo.MiddlewareFunc
+	// Wake is told about new work (webhooks, launches, retries, approvals).
+	Wake Waker
+	// Ready checks the database and the configuration for GET /readyz; a
+	// non-nil error makes it answer 503 with the error's text, so the error
+	// must not contain secrets.
+	Ready func(ctx context.Context) error
+	// Metrics is served at GET /metrics. Nil means NewMetrics().
+	Metrics *Metrics
+	// Logger receives request logs and 5xx errors. Nil discards them.
+	Logger *slog.Logger
+	// MaxBodyBytes caps user API request bodies (413 beyond). Default
+	// DefaultMaxBodyBytes. Webhook bodies are capped by WebhookAuth.
+	MaxBodyBytes int64
+}
+
+// Register installs the error handler and the common middleware (request id,
+// request log, panic recovery) on e, and lists every route. It panics if a
+// required dependency is missing (a programmer error in main).
+func Register(e *echo.Echo, d *Deps) {
+	switch {
+	case d == nil:
+		panic("handlers: Register needs Deps")
+	case d.DB == nil:
+		panic("handlers: Deps.DB is nil")
+	case d.UserAuth == nil:
+		panic("handlers: Deps.UserAuth is nil")
+	case d.WebhookAuth == nil:
+		panic("handlers: Deps.WebhookAuth is nil")
+	case d.Wake == nil:
+		panic("handlers: Deps.Wake is nil")
+	case d.Ready == nil:
+		panic("handlers: Deps.Ready is nil")
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	metrics := d.Metrics
+	if metrics == nil {
+		metrics = NewMetrics()
+	}
+	maxBody := d.MaxBodyBytes
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBodyBytes
+	}
+
+	e.HTTPErrorHandler = HTTPErrorHandler(logger)
+	e.Use(middleware.RequestID(), requestLogger(logger), middleware.Recover())
+
+	ops := &opsHandler{ready: d.Ready, metrics: metrics.Handler()}
+	e.GET("/healthz", ops.healthz)
+	e.GET("/readyz", ops.readyz)
+	e.GET("/metrics", ops.metricsHandler)
+
+	wh := &webhookHandler{wake: d.Wake, metrics: metrics}
+	e.POST("/webhooks/supabase", wh.handle, wh.observe, d.WebhookAuth)
+
+	api := &apiHandler{db: d.DB, wake: d.Wake}
+	auth := []echo.MiddlewareFunc{d.UserAuth, middleware.BodyLimit(strconv.FormatInt(maxBody, 10) + "B")}
+	e.POST("/api/v1/batches", api.launchBatch, auth...)
+	e.GET("/api/v1/batches/:id", api.batchProgress, auth...)
+	e.POST("/api/v1/batches/:id/pause", api.pauseBatch, auth...)
+	e.POST("/api/v1/batches/:id/resume", api.resumeBatch, auth...)
+	e.POST("/api/v1/batches/:id/cancel", api.cancelBatch, auth...)
+	e.POST("/api/v1/batches/:id/retry-failed", api.retryFailedInBatch, auth...)
+	e.POST("/api/v1/tasks/:id/approve", api.approveTask, auth...)
+	e.POST("/api/v1/tasks/:id/reject", api.rejectTask, auth...)
+	e.POST("/api/v1/tasks/:id/retry", api.retryTask, auth...)
+}
+
+// requestLogger logs one line per request: method, route, path, status,
+// latency and request id. It never logs headers, bodies or query strings (a
+// token could be in any of them).
+func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
+	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		HandleError:  true,
+		LogMethod:    true,
+		LogURIPath:   true,
+		LogRoutePath: true,
+		LogStatus:    true,
+		LogLatency:   true,
+		LogRequestID: true,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			level := slog.LevelInfo
+			switch {
+			case v.Status >= http.StatusInternalServerError:
+				level = slog.LevelError
+			case v.Status >= http.StatusBadRequest:
+				level = slog.LevelWarn
+			case v.RoutePath == "/healthz" || v.RoutePath == "/readyz" || v.RoutePath == "/metrics":
+				level = slog.LevelDebug
+			}
+			logger.LogAttrs(c.Request().Context(), level, "handlers: request",
+				slog.String("method", v.Method),
+				slog.String("route", v.RoutePath),
+				slog.String("path", v.URIPath),
+				slog.Int("status", v.Status),
+				slog.Duration("latency", v.Latency),
+				slog.String("request_id", v.RequestID))
+			return nil
+		},
+	})
+}

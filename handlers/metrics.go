@@ -1,0 +1,164 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/orchable/orchable/model"
+	"github.com/orchable/orchable/pipeline"
+	"github.com/orchable/orchable/supabase"
+)
+
+// Metrics are the service's Prometheus metrics (SPEC §11), in a private
+// registry served by GET /metrics. It implements pipeline.Observer; the key
+// pool feeds KeyOutcome. All methods are safe for concurrent use.
+//
+// Label cardinality: "stage" is a template's stage_key, so it grows with the
+// number of distinct stages across tenants; outcome, kind and reason labels
+// are small fixed sets.
+type Metrics struct {
+	registry *prometheus.Registry
+
+	tasks         *prometheus.CounterVec
+	stageLatency  *prometheus.HistogramVec
+	modelLatency  *prometheus.HistogramVec
+	tokens        *prometheus.CounterVec
+	regenerations prometheus.Counter
+	keyOutcomes   *prometheus.CounterVec
+	webhookAck    prometheus.Histogram
+	webhooks      *prometheus.CounterVec
+	usersWaiting  prometheus.Gauge
+	running       prometheus.Gauge
+	claimFailures *prometheus.CounterVec
+}
+
+var _ pipeline.Observer = (*Metrics)(nil)
+
+// NewMetrics returns Metrics registered in a new private registry, together
+// with the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	const ns = "orchable"
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "tasks_total",
+			Help: "Task runs by outcome (completed, generated, failed, rescheduled, released, lost) and stage.",
+		}, []string{"outcome", "stage"}),
+		stageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "stage_duration_seconds",
+			Help:    "Time from claim to result written, per stage.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"stage"}),
+		modelLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "model_duration_seconds",
+			Help:    "Time spent in the model per task run (regenerations included), per stage.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"stage"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "model_tokens_total",
+			Help: "Model tokens by kind (prompt, candidates, thoughts).",
+		}, []string{"kind"}),
+		regenerations: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "model_regenerations_total",
+			Help: "Model calls repeated because the output was invalid.",
+		}),
+		keyOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "key_outcomes_total",
+			Help: "Model calls by API key outcome (success, failure, rate_limited, key_blocked, invalid) and error kind.",
+		}, []string{"result", "kind"}),
+		webhookAck: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "webhook_ack_duration_seconds",
+			Help:    "Time to acknowledge a Supabase webhook, authentication included.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
+		}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "webhooks_total",
+			Help: "Supabase webhooks by outcome (queued, ignored, or the error code).",
+		}, []string{"outcome"}),
+		usersWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "dispatcher_users_waiting",
+			Help: "Users with pending work hints in the dispatcher (its queue depth).",
+		}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "dispatcher_running",
+			Help: "Tasks the dispatcher is running.",
+		}),
+		claimFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "claim_failures_total",
+			Help: "Failed claim calls by reason (unavailable, other).",
+		}, []string{"reason"}),
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.tasks, m.stageLatency, m.modelLatency, m.tokens, m.regenerations, m.keyOutcomes,
+		m.webhookAck, m.webhooks, m.usersWaiting, m.running, m.claimFailures,
+	)
+	return m
+}
+
+// Registry returns the private registry, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// TaskFinished implements pipeline.Observer.
+func (m *Metrics) TaskFinished(res pipeline.Result, stage string, elapsed time.Duration) {
+	m.tasks.WithLabelValues(string(res.Outcome), stage).Inc()
+	m.stageLatency.WithLabelValues(stage).Observe(elapsed.Seconds())
+	if res.ModelLatency > 0 {
+		m.modelLatency.WithLabelValues(stage).Observe(res.ModelLatency.Seconds())
+	}
+	m.addTokens("prompt", res.Usage.PromptTokens)
+	m.addTokens("candidates", res.Usage.CandidatesTokens)
+	m.addTokens("thoughts", res.Usage.ThoughtsTokens)
+	if res.Regenerations > 0 {
+		m.regenerations.Add(float64(res.Regenerations))
+	}
+}
+
+func (m *Metrics) addTokens(kind string, n int) {
+	if n > 0 {
+		m.tokens.WithLabelValues(kind).Add(float64(n))
+	}
+}
+
+// QueueDepth implements pipeline.Observer.
+func (m *Metrics) QueueDepth(users, running int) {
+	m.usersWaiting.Set(float64(users))
+	m.running.Set(float64(running))
+}
+
+// ClaimFailed implements pipeline.Observer.
+func (m *Metrics) ClaimFailed(err error) {
+	reason := "other"
+	if errors.Is(err, supabase.ErrUnavailable) {
+		reason = "unavailable"
+	}
+	m.claimFailures.WithLabelValues(reason).Inc()
+}
+
+// KeyOutcome counts one model call's key outcome (key health). Feed it from
+// a model.KeyStore decorator around RecordOutcome in main.
+func (m *Metrics) KeyOutcome(o model.Outcome) {
+	kind := o.ErrorCode
+	if kind == "" {
+		kind = "none"
+	}
+	m.keyOutcomes.WithLabelValues(o.Result, kind).Inc()
+}
+
+// webhookHandled records one webhook: how long the acknowledgement took and
+// its outcome.
+func (m *Metrics) webhookHandled(outcome string, elapsed time.Duration) {
+	m.webhookAck.Observe(elapsed.Seconds())
+	m.webhooks.WithLabelValues(outcome).Inc()
+}

@@ -1,0 +1,43 @@
+package handlers
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// readyTimeout bounds one readiness check.
+const readyTimeout = 5 * time.Second
+
+type opsHandler struct {
+	ready   func(ctx context.Context) error
+	metrics http.Handler
+}
+
+type statusResponse struct {
+	Status string `json:"status"`
+}
+
+// healthz answers 200 while the process runs (liveness).
+func (h *opsHandler) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, statusResponse{Status: "ok"})
+}
+
+// readyz answers 200 when the database and the configuration are usable,
+// otherwise 503 not_ready with the reason.
+func (h *opsHandler) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
+	defer cancel()
+	if err := h.ready(ctx); err != nil {
+		return NewError(http.StatusServiceUnavailable, CodeNotReady, "not ready: "+err.Error(), err)
+	}
+	return c.JSON(http.StatusOK, statusResponse{Status: "ready"})
+}
+
+// metricsHandler serves the Prometheus text format.
+func (h *opsHandler) metricsHandler(c echo.Context) error {
+	h.metrics.ServeHTTP(c.Response(), c.Request())
+	return nil
+}
