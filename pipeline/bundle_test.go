@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -379,4 +380,22 @@ func cmpMap(a, b map[string]string) map[string]string {
 		return a
 	}
 	return b
+}
+
+func ExampleLoadBundle() {
+	b, err := pipeline.LoadBundle(filepath.Join("testdata", "bundles", "orc-02-lesson-plan"))
+	if err != nil {
+		panic(err)
+	}
+	plan, err := b.Plan(uuid.MustParse("00000000-0000-0000-0000-000000000001"))
+	if err != nil {
+		panic(err)
+	}
+	for _, tpl := range plan.Templates {
+		fmt.Println(tpl.StageKey, tpl.StageConfig.Cardinality, tpl.StageConfig.DependsOn, len(tpl.NextStageTemplateIDs))
+	}
+	// Output:
+	// mapper 1:1 [] 1
+	// designer 1:N [mapper] 1
+	// validator N:1 [designer] 0
 }

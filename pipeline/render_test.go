@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,4 +310,29 @@ func rawMap(m map[string]string) map[string]json.RawMessage {
 		out[k] = json.RawMessage(v)
 	}
 	return out
+}
+
+func ExampleRender() {
+	vars := pipeline.Vars{
+		Input:         json.RawMessage(`{"item": {"title": "Photosynthesis", "tags": ["bio"]}, "_split_index": 0}`),
+		GlobalContext: map[string]string{"style.md": "Be brief."},
+	}
+	out, err := pipeline.Render("Topic: {{ item.title }}\nTags: %%item.tags%%\nBlank: {{answer}}\n%%GLOBAL_CONTEXT%%", vars)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(out)
+
+	_, err = pipeline.Render("%%lo_code%%", vars)
+	fmt.Println(err)
+	// Output:
+	// Topic: Photosynthesis
+	// Tags: [
+	//   "bio"
+	// ]
+	// Blank: {{answer}}
+	// --- DOCUMENT: style.md ---
+	// Be brief.
+	// --- END OF DOCUMENT ---
+	// prompt placeholder %%lo_code%% has no value (not in the task's input_data, the stage outputs or GLOBAL_CONTEXT)
 }
