@@ -2,13 +2,23 @@
 //
 // Subcommands:
 //
-//	orchable serve            run the worker service (webhooks, dispatcher, sweeper, user API)
-//	orchable migrate [--local] apply the embedded migrations (and the local Supabase shim)
+//	orchable serve                        run the service (webhooks, dispatcher, sweeper, user API)
+//	orchable dev                          run locally on the embedded default and show a batch completing
+//	orchable migrate [--local]            apply the embedded migrations (--local: the Supabase shim first)
+//	orchable import --owner UUID DIR      import an original pipeline bundle as the owner's templates
+//	orchable keys encrypt                 encrypt plaintext user_api_keys rows in place (idempotent)
+//
+// main.go is wiring only: configuration → logger → database → clients →
+// pipeline → Echo → run.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,19 +26,70 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "orchable:", err)
-		stop()
-		os.Exit(1) //nolint:gocritic // stop is called above
+		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string) error {
-	_ = ctx
-	_ = getenv
+const usage = `usage: orchable <command> [flags]
+
+commands:
+  serve                      run the service
+  dev [--rows N] [--once]    run locally on the embedded default (local PostgreSQL, offline model)
+  migrate [--local]          apply the embedded migrations to DATABASE_URL
+  import --owner UUID DIR    import a pipeline bundle (orchestration.json + prompts/*.md)
+  keys encrypt               encrypt plaintext API keys in user_api_keys (needs ORCHABLE_KEKS)
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: orchable <serve|migrate> [flags]")
+		return errors.New(usage)
 	}
-	return fmt.Errorf("unknown subcommand %q", args[0])
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, getenv, stdout, nil)
+	case "dev":
+		fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+		rows := fs.Int("rows", 3, "number of input rows in the demo batch")
+		once := fs.Bool("once", false, "exit after the demo batch completes")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		return dev(ctx, getenv, stdout, *rows, *once)
+	case "migrate":
+		fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+		local := fs.Bool("local", false, "apply the local Supabase shim when the auth schema is missing")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		return migrate(ctx, getenv, stdout, *local)
+	case "import":
+		fs := flag.NewFlagSet("import", flag.ContinueOnError)
+		owner := fs.String("owner", "", "UUID of the user who will own the templates")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return errors.New("usage: orchable import --owner UUID <bundle-dir>")
+		}
+		return importBundle(ctx, getenv, stdout, *owner, fs.Arg(0))
+	case "keys":
+		if len(rest) != 1 || rest[0] != "encrypt" {
+			return errors.New("usage: orchable keys encrypt")
+		}
+		return encryptKeys(ctx, getenv, stdout)
+	case "help", "-h", "--help":
+		_, _ = io.WriteString(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }

@@ -162,8 +162,8 @@ func rlsTables() []rlsTable {
 
 type rlsCell struct {
 	actor, table, op, row string
-	expect, got         outcome
-	detail              string
+	expect, got           outcome
+	detail                string
 }
 
 // expected returns the outcome the policies must produce.

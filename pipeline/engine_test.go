@@ -205,14 +205,14 @@ func (b *bundle) quiesce(ctx context.Context, t *testing.T, e *engine, users ...
 }
 
 type row struct {
-	ID, Parent        string
-	Stage, Status     string
-	Input, Output     json.RawMessage
-	Step              int
-	Hierarchy         []string
-	ErrorMessage      string
-	TotalTokens       *int
-	Idem              string
+	ID, Parent    string
+	Stage, Status string
+	Input, Output json.RawMessage
+	Step          int
+	Hierarchy     []string
+	ErrorMessage  string
+	TotalTokens   *int
+	Idem          string
 }
 
 func (b *bundle) tree(ctx context.Context, t *testing.T, user uuid.UUID) []row {
