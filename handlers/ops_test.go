@@ -1,0 +1,94 @@
+package handlers_test
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/model"
+	"github.com/orchable/orchable/pipeline"
+	"github.com/orchable/orchable/supabase"
+)
+
+// scrape reads GET /metrics.
+func (b *testBundle) scrape(t testing.TB) string {
+	t.Helper()
+	res := b.do(t, http.MethodGet, "/metrics", nil, nil)
+	require.Equal(t, http.StatusOK, res.Status)
+	require.Contains(t, res.Header.Get("Content-Type"), "text/plain")
+	return string(res.Body)
+}
+
+func TestHealthz(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.setReady(errors.New("database: connection refused")) // liveness does not care
+	res := b.do(t, http.MethodGet, "/healthz", nil, nil)
+	require.Equal(t, http.StatusOK, res.Status)
+	require.Equal(t, map[string]any{"status": "ok"}, res.json(t))
+}
+
+func TestReadyz(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Ready", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		res := b.do(t, http.MethodGet, "/readyz", nil, nil)
+		require.Equal(t, http.StatusOK, res.Status)
+		require.Equal(t, map[string]any{"status": "ready"}, res.json(t))
+	})
+
+	t.Run("NotReady", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.setReady(errors.New("database: connection refused"))
+		res := b.do(t, http.MethodGet, "/readyz", nil, nil)
+		res.requireError(t, http.StatusServiceUnavailable, "not_ready")
+		body := res.json(t)
+		require.Contains(t, body["message"], "connection refused")
+		require.NotEmpty(t, body["request_id"])
+	})
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	b.metrics.TaskFinished(pipeline.Result{
+		Outcome:       pipeline.OutcomeCompleted,
+		Usage:         model.Usage{PromptTokens: 100, CandidatesTokens: 20, ThoughtsTokens: 5, TotalTokens: 125},
+		ModelLatency:  800 * time.Millisecond,
+		Regenerations: 1,
+	}, "outline", time.Second)
+	b.metrics.TaskFinished(pipeline.Result{Outcome: pipeline.OutcomeFailed, Err: errors.New("boom")}, "outline", time.Millisecond)
+	b.metrics.QueueDepth(3, 7)
+	b.metrics.ClaimFailed(supabase.NewError("08006", "connection failure", "", "", true))
+	b.metrics.ClaimFailed(errors.New("other"))
+	b.metrics.KeyOutcome(model.Outcome{Result: model.OutcomeRateLimited, ErrorCode: "rate_limited"})
+	b.metrics.KeyOutcome(model.Outcome{Result: model.OutcomeSuccess})
+
+	text := b.scrape(t)
+	for _, want := range []string{
+		`orchable_tasks_total{outcome="completed",stage="outline"} 1`,
+		`orchable_tasks_total{outcome="failed",stage="outline"} 1`,
+		`orchable_stage_duration_seconds_count{stage="outline"} 2`,
+		`orchable_model_duration_seconds_count{stage="outline"} 1`,
+		`orchable_model_tokens_total{kind="prompt"} 100`,
+		`orchable_model_tokens_total{kind="candidates"} 20`,
+		`orchable_model_tokens_total{kind="thoughts"} 5`,
+		`orchable_model_regenerations_total 1`,
+		`orchable_dispatcher_users_waiting 3`,
+		`orchable_dispatcher_running 7`,
+		`orchable_claim_failures_total{reason="unavailable"} 1`,
+		`orchable_claim_failures_total{reason="other"} 1`,
+		`orchable_key_outcomes_total{kind="rate_limited",result="rate_limited"} 1`,
+		`orchable_key_outcomes_total{kind="none",result="success"} 1`,
+		`go_goroutines`,
+	} {
+		require.Contains(t, text, want)
+	}
+}
