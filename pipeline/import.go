@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -162,7 +164,7 @@ func (b *Bundle) Plan(owner uuid.UUID) (*ImportPlan, error) {
 			NextStageTemplateIDs: append([]string{}, next[s.ID]...),
 			DefaultAISettings:    ai,
 			InputSchema:          s.InputSchema,
-			OutputSchema:         s.OutputSchema,
+			OutputSchema:         outputSchemaFor(s, b.Steps),
 			RequiresApproval:     s.RequiresApproval,
 			OrganizationCode:     cid.String(),
 			IsActive:             true,
@@ -206,4 +208,53 @@ func Import(ctx context.Context, db supabase.DB, id supabase.Identity, bundle *B
 		return ImportResult{}, fmt.Errorf("error importing pipeline %q: %w", bundle.Name, err)
 	}
 	return res, nil
+}
+
+// outputSchemaFor is the step's output schema. A step without one whose
+// output a 1:N successor splits (ORC-02's mapper feeds the designer's
+// split_path "output_data") gets a derived schema that requires an array at
+// that path, so structured output (Gemini's, or the offline model's) yields
+// what the split needs instead of failing it with {"result": text}.
+func outputSchemaFor(s *Step, all []Step) json.RawMessage {
+	if len(s.OutputSchema) > 0 {
+		return s.OutputSchema
+	}
+	var paths []string
+	for _, succ := range all {
+		if succ.Cardinality != "1:N" || !slices.Contains(succ.DependsOn, s.ID) {
+			continue
+		}
+		p := strings.TrimPrefix(strings.TrimSpace(succ.SplitPath), "result.")
+		if p == "" || p == "." || p == "result" {
+			return json.RawMessage(`{"type":"array","minItems":1,"items":{"type":"object"}}`)
+		}
+		paths = append(paths, p)
+	}
+	if len(paths) == 0 {
+		return nil
+	}
+	root := map[string]any{"type": "object", "properties": map[string]any{}, "required": []string{}}
+	for _, p := range paths {
+		node := root
+		segs := strings.Split(p, ".")
+		for i, seg := range segs {
+			props := node["properties"].(map[string]any)
+			req := node["required"].([]string)
+			if !slices.Contains(req, seg) {
+				node["required"] = append(req, seg)
+			}
+			if i == len(segs)-1 {
+				props[seg] = map[string]any{"type": "array", "minItems": 1, "items": map[string]any{"type": "object"}}
+				break
+			}
+			child, ok := props[seg].(map[string]any)
+			if !ok {
+				child = map[string]any{"type": "object", "properties": map[string]any{}, "required": []string{}}
+				props[seg] = child
+			}
+			node = child
+		}
+	}
+	b, _ := json.Marshal(root)
+	return b
 }

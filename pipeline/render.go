@@ -322,6 +322,16 @@ func renderValue(raw json.RawMessage) string {
 		}
 		return s
 	case '{', '[':
+		// The output of a stage without an output schema is {"result": "<text>"}:
+		// a later stage referring to it ({{stage_key}}) wants the text.
+		if raw[0] == '{' {
+			var only map[string]json.RawMessage
+			if json.Unmarshal(raw, &only) == nil && len(only) == 1 {
+				if r, ok := only["result"]; ok && len(bytes.TrimSpace(r)) > 0 && bytes.TrimSpace(r)[0] == '"' {
+					return renderValue(r)
+				}
+			}
+		}
 		var b bytes.Buffer
 		if err := json.Indent(&b, raw, "", "  "); err != nil {
 			return string(raw)

@@ -98,7 +98,8 @@ func TestRender(t *testing.T) {
 			givenTmpl:   "{{p1}} / %%p1.result%%",
 			givenInput:  `{}`,
 			givenStages: map[string]string{"p1": `{"result": "md"}`},
-			expectOut:   "{\n  \"result\": \"md\"\n} / md",
+			// A text stage's {"result": "<text>"} renders as its text.
+			expectOut: "md / md",
 		},
 		{
 			name:        "InputWinsOverStage",
