@@ -206,10 +206,8 @@ func Load(getenv func(string) string) (*Config, error) {
 		r.fail("LOG_LEVEL", "must be debug, info, warn or error")
 	}
 
-	if err := errors.Join(r.errs...); err != nil {
-		return nil, err
-	}
-	if err := c.Validate(); err != nil {
+	// Report every problem at once: parse errors, then what Validate finds.
+	if err := errors.Join(append(r.errs, c.Validate())...); err != nil {
 		return nil, err
 	}
 	return c, nil

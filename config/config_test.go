@@ -1,0 +1,98 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/orchable/orchable/config"
+	"github.com/orchable/orchable/model"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"))
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		given       map[string]string
+		expectErr   []string // substrings, each naming a variable
+		expectCheck func(t *testing.T, c *config.Config)
+	}{
+		{
+			name:  "LocalDirectDefaults",
+			given: map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x"},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				require.Equal(t, config.TransportDirect, c.Supabase.Transport)
+				require.Equal(t, model.ProviderOffline, c.Model.Provider, "local runs without keys use the offline model")
+				require.Equal(t, ":8080", c.HTTP.Addr)
+				require.Equal(t, 50, c.Pipeline.Dispatcher.Concurrency)
+				require.Equal(t, 5*time.Minute, c.Pipeline.Runner.LeaseDuration)
+				require.Equal(t, 2, c.Pipeline.Runner.MaxRegenerations)
+			},
+		},
+		{
+			name: "PostgRESTComplete",
+			given: map[string]string{
+				"SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_ANON_KEY": "sb_publishable_x",
+				"SUPABASE_SECRET_KEY": "sb_secret_y", "SUPABASE_JWT_SECRET": "0123456789abcdef0123456789abcdef",
+				"WEBHOOK_SECRET": "a-long-enough-secret", "PORT": "9000", "GEMINI_RATE_LIMITS": "gemini-2.5-flash=rpm:10,tpm:250000",
+				"GEMINI_OPERATOR_KEYS": "main@proj-a=AIzaKEY", "MAX_REGENERATIONS": "0",
+			},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				require.Equal(t, config.TransportPostgREST, c.Supabase.Transport)
+				require.Equal(t, model.ProviderGemini, c.Model.Provider)
+				require.Equal(t, ":9000", c.HTTP.Addr)
+				require.Equal(t, model.Limit{RPM: 10, TPM: 250000}, c.Model.Pool.Limits["gemini-2.5-flash"])
+				require.Len(t, c.Model.Pool.OperatorKeys, 1)
+				require.Equal(t, "proj-a", c.Model.Pool.OperatorKeys[0].Project)
+				require.Equal(t, -1, c.Pipeline.Runner.MaxRegenerations, "an explicit 0 means no regeneration")
+			},
+		},
+		{
+			name:      "PostgRESTMissingEverything",
+			given:     map[string]string{"ORCHABLE_TRANSPORT": "postgrest"},
+			expectErr: []string{"SUPABASE_URL", "SUPABASE_ANON_KEY", "JWT_SIGNING_KEY", "SUPABASE_SECRET_KEY"},
+		},
+		{
+			name:      "BadValues",
+			given:     map[string]string{"DATABASE_URL": "postgres://h/x", "WORKER_CONCURRENCY": "many", "LEASE_DURATION": "soon", "LOG_LEVEL": "loud", "SWEEP_INTERVAL": "1ms"},
+			expectErr: []string{"WORKER_CONCURRENCY", "LEASE_DURATION", "LOG_LEVEL", "SWEEP_INTERVAL"},
+		},
+		{
+			name:      "UnknownTransport",
+			given:     map[string]string{"ORCHABLE_TRANSPORT": "carrier-pigeon"},
+			expectErr: []string{"ORCHABLE_TRANSPORT"},
+		},
+		{
+			name:      "BadKEKAndKeysNeverEchoed",
+			given:     map[string]string{"DATABASE_URL": "postgres://h/x", "ORCHABLE_KEKS": "k1:notbase64", "GEMINI_OPERATOR_KEYS": "AIzaSECRETWITHOUTNAME"},
+			expectErr: []string{"ORCHABLE_KEKS", "GEMINI_OPERATOR_KEYS"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := config.Load(env(tt.given))
+			if len(tt.expectErr) > 0 {
+				require.Error(t, err)
+				for _, want := range tt.expectErr {
+					require.Contains(t, err.Error(), want)
+				}
+				require.NotContains(t, err.Error(), "AIzaSECRET", "errors never echo a key")
+				return
+			}
+			require.NoError(t, err)
+			tt.expectCheck(t, c)
+			// Secrets never print.
+			require.False(t, strings.Contains(c.Auth.JWTSecret.String(), "0123"))
+		})
+	}
+}
