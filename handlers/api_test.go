@@ -123,7 +123,7 @@ func TestAPIRoutes(t *testing.T) {
 		},
 		{
 			name: "RetryTask", givenMethod: "POST", givenPath: "/api/v1/tasks/" + apiTaskID + "/retry",
-			expectFn:     "retry_failed_task", expectArgs: `{"p_task_id":"` + apiTaskID + `"}`,
+			expectFn: "retry_failed_task", expectArgs: `{"p_task_id":"` + apiTaskID + `"}`,
 			expectStatus: 200, expectBody: `{"task_id":"` + apiTaskID + `","status":"plan"}`, expectWake: true,
 		},
 	}

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,7 +89,9 @@ type body struct {
 //     PostgREST's message (the caller's own request, so the caller may see
 //     it); unavailable/timeout/serialization give 503 "unavailable"; an
 //     undefined function or any other failure is our fault and gives 500;
-//   - *echo.HTTPError (unknown route, 405, 413 from the body limit): its status;
+//   - *echo.HTTPError (unknown route, 405, 413 from the body limit, a 503
+//     "switched off" answer): its status and message (5xx other than 503
+//     get the generic message);
 //   - anything else: 500.
 //
 // Responses with a 5xx status carry a generic message plus "request_id", and
@@ -143,6 +146,11 @@ func render(err error) (int, body, http.Header) {
 		return renderSupabase(se)
 	}
 	if ee, ok := errors.AsType[*echo.HTTPError](err); ok {
+		if ee.Code == http.StatusServiceUnavailable {
+			// Our own "this part is switched off" answers (see main); the message is safe.
+			msg, _ := ee.Message.(string)
+			return ee.Code, body{Code: CodeUnavailable, Message: cmp.Or(msg, http.StatusText(ee.Code))}, nil
+		}
 		if ee.Code >= http.StatusInternalServerError {
 			return ee.Code, body{Code: CodeInternal, Message: genericMessage}, nil
 		}

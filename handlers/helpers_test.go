@@ -102,12 +102,16 @@ type fakeWaker struct {
 	notified []uuid.UUID
 	kicks    int
 	accept   bool
+	panics   bool
 }
 
 func (w *fakeWaker) Notify(userID uuid.UUID) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.notified = append(w.notified, userID)
+	if w.panics {
+		panic("fakeWaker: told to panic")
+	}
 	return w.accept
 }
 

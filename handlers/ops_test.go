@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/model"
@@ -91,4 +92,18 @@ func TestMetrics(t *testing.T) {
 	} {
 		require.Contains(t, text, want)
 	}
+}
+
+// TestPanicBecomes500 checks that Recover turns a panic into a logged 500
+// with a request id and a generic message.
+func TestPanicBecomes500(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.wake.panics = true
+	res := b.api(t, http.MethodPost, "/api/v1/tasks/"+apiTaskID+"/retry", uuid.New(), "")
+	res.requireError(t, http.StatusInternalServerError, "internal_error")
+	body := res.json(t)
+	require.Equal(t, res.Header.Get("X-Request-Id"), body["request_id"])
+	require.NotContains(t, body["message"], "fakeWaker")
+	require.Contains(t, b.logs.String(), "fakeWaker: told to panic")
 }
