@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -87,7 +88,13 @@ func Register(e *echo.Echo, d *Deps) {
 	}
 
 	e.HTTPErrorHandler = HTTPErrorHandler(logger)
-	e.Use(middleware.RequestID(), requestLogger(logger), middleware.Recover())
+	e.Use(middleware.RequestID(), requestLogger(logger), middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisableStackAll: true, // the panicking goroutine only
+		// Hand the panic and its stack to HTTPErrorHandler, which logs it once as a 500.
+		LogErrorFunc: func(_ echo.Context, err error, stack []byte) error {
+			return fmt.Errorf("panic: %w\n%s", err, stack)
+		},
+	}))
 
 	ops := &opsHandler{ready: d.Ready, metrics: metrics.Handler()}
 	e.GET("/healthz", ops.healthz)

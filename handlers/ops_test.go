@@ -106,4 +106,5 @@ func TestPanicBecomes500(t *testing.T) {
 	require.Equal(t, res.Header.Get("X-Request-Id"), body["request_id"])
 	require.NotContains(t, body["message"], "fakeWaker")
 	require.Contains(t, b.logs.String(), "fakeWaker: told to panic")
+	require.Contains(t, b.logs.String(), "handlers_test.(*fakeWaker).Notify") // the stack
 }
