@@ -23,6 +23,12 @@ func fixtureDir(name string) string {
 	return p
 }
 
+// localBundle is one of e2e's own bundles (e2e/testdata/bundles).
+func localBundle(name string) string {
+	p, _ := filepath.Abs(filepath.Join("testdata", "bundles", name))
+	return p
+}
+
 // fixtureRows are input rows carrying every %%key%% the fixtures' root
 // prompts use.
 func fixtureRows(tag string, n int) []map[string]any {
