@@ -115,13 +115,13 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (a *ap
 	}
 
 	// Model.
-	gen, err := newGenerator(cfg, a)
+	metrics := handlers.NewMetrics()
+	gen, err := newGenerator(cfg, a, metrics)
 	if err != nil {
 		return nil, err
 	}
 
 	// Engine.
-	metrics := handlers.NewMetrics()
 	rcfg := cfg.Pipeline.Runner
 	rcfg.Logger = logger
 	runner := pipeline.NewRunner(&rcfg, a.db, gen)
@@ -195,7 +195,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (a *ap
 
 // newGenerator builds the model: the offline provider, or Gemini through the
 // key pool (keys stored in user_api_keys, read as their owner).
-func newGenerator(cfg *config.Config, a *app) (pipeline.Generator, error) {
+func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeline.Generator, error) {
 	mcfg := cfg.Model
 	mcfg.Logger = a.log
 	if mcfg.Provider == model.ProviderOffline {
@@ -211,6 +211,7 @@ func newGenerator(cfg *config.Config, a *app) (pipeline.Generator, error) {
 	} else {
 		store = &rpcKeyStore{db: a.db, ids: a.ids}
 	}
+	store = observedKeyStore{KeyStore: store, metrics: metrics}
 	pool, err := model.NewKeyPool(&mcfg, store, cipher)
 	if err != nil {
 		return nil, err
@@ -407,4 +408,15 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// observedKeyStore feeds key outcomes to the key-health metrics.
+type observedKeyStore struct {
+	model.KeyStore
+	metrics *handlers.Metrics
+}
+
+func (s observedKeyStore) RecordOutcome(ctx context.Context, user uuid.UUID, o model.Outcome) error {
+	s.metrics.KeyOutcome(o)
+	return s.KeyStore.RecordOutcome(ctx, user, o)
 }
