@@ -149,7 +149,7 @@ func TestDrillWebhookStorm(t *testing.T) {
 	_, root := s.importBundle(u, fixtureDir("orc-09-code-review"))
 	l := s.launchBatch(u, root, "webhook storm", fixtureRows("storm", rows))
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)) //nolint:gosec // drill randomness
-	firstRows := map[uuid.UUID]json.RawMessage{}                     // the INSERT record, replayed later
+	firstRows := map[uuid.UUID]json.RawMessage{}                   // the INSERT record, replayed later
 	var sent, non202 atomic.Int64
 	sendAll := func(bodies [][]byte) {
 		rng.Shuffle(len(bodies), func(i, j int) { bodies[i], bodies[j] = bodies[j], bodies[i] })
