@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/pipeline"
+	"github.com/orchable/orchable/rls"
+	"github.com/orchable/orchable/supabase"
+	"github.com/orchable/orchable/supabase/postgresttest"
+)
+
+const noopSchema = `{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"]}`
+
+// noopSize is throughput-noop's task count: -tasks, capped by -quick.
+func (e *env) noopSize() int { return e.o.Tasks }
+
+// throughputNoop: n pre-inserted one-stage tasks, the offline model with zero
+// latency, direct transport; tasks/s against River's no-op jobs/s with the
+// same workers, pool and server.
+func throughputNoop(ctx context.Context, e *env) ([]Figure, error) {
+	n := e.noopSize()
+	var figs []Figure
+	for _, w := range e.o.Workers {
+		rate, rt, err := orchNoop(ctx, e, n, w, "direct")
+		if err != nil {
+			return nil, err
+		}
+		var base float64
+		if !e.o.SkipBaseline {
+			if base, err = riverThroughput(ctx, e, n, w); err != nil {
+				return nil, err
+			}
+		}
+		figs = append(figs,
+			Figure{Name: fmt.Sprintf("tasks/s, %d workers, %d tasks", w, n), Unit: "tasks/s", Value: rate, Baseline: base,
+				BaselineName: "River jobs/s", HigherIsBetter: true, Target: "≥ 1.0 × River", Met: boolPtr(base > 0 && rate >= base)},
+			Figure{Name: fmt.Sprintf("round trips/task, %d workers", w), Unit: "trips", Value: rt, Baseline: 2,
+				BaselineName: "target", Target: "≤ 2", Met: boolPtr(rt <= 2)},
+		)
+	}
+	return figs, nil
+}
+
+// orchNoop runs n no-op tasks through the engine over the transport
+// ("direct" or "postgrest") and returns tasks/s and round trips per task
+// (direct only).
+func orchNoop(ctx context.Context, e *env, n, workers int, transport string) (float64, float64, error) {
+	db, err := e.freshDB(ctx, false, e.o.Conns)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.close()
+	user, err := createUser(ctx, db.Pool)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := createTemplates(ctx, db.Pool, user, stageDef{ID: "noop", Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
+		return 0, 0, err
+	}
+	if _, err := copyTasks(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", n); err != nil {
+		return 0, 0, err
+	}
+	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates"); err != nil {
+		return 0, 0, err
+	}
+	gen, err := offlineModel()
+	if err != nil {
+		return 0, 0, err
+	}
+	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, Listen: true}
+	if transport == "postgrest" {
+		stopREST, err := postgrestTransport(ctx, db, &cfg)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer stopREST()
+	}
+	eng := newEngine(db.Pool, gen, cfg, e.log)
+	start := time.Now()
+	eng.start(ctx)
+	defer eng.stop(ctx)
+	if err := eng.waitFinished(ctx, int64(n), 30*time.Second); err != nil {
+		return 0, 0, fmt.Errorf("orchable %s, %d workers: %w", transport, workers, err)
+	}
+	elapsed := time.Since(start)
+	var rt float64
+	if eng.Direct != nil {
+		rt = float64(eng.Direct.RoundTrips()) / float64(n)
+	}
+	return float64(n) / elapsed.Seconds(), rt, nil
+}
+
+// throughputPipeline: roots of a 1:1 → 1:N(10) → N:1 pipeline (13 tasks per
+// root), offline model, direct transport, 100 workers; tasks/s against
+// River's no-op jobs/s for the same number of jobs, and round trips per task.
+func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
+	roots := max(10, e.o.Tasks/200) // 1,000 roots (13,000 tasks) at the default size
+	const perRoot = 13
+	workers := 100
+	db, err := e.freshDB(ctx, false, e.o.Conns)
+	if err != nil {
+		return nil, err
+	}
+	defer db.close()
+	user, err := createUser(ctx, db.Pool)
+	if err != nil {
+		return nil, err
+	}
+	const itemsSchema = `{"type":"object","properties":{"items":{"type":"array","minItems":10,"maxItems":10,"items":{"type":"integer"}}},"required":["items"]}`
+	if err := createTemplates(ctx, db.Pool, user,
+		stageDef{ID: "p1", Key: "p1", Prompt: "Stage one of row %%input.n%%.", Next: []string{"p2"}, OutputSchema: itemsSchema},
+		stageDef{ID: "p2", Key: "p2", Prompt: "Stage two.", Config: map[string]any{"cardinality": "1:1"}, Next: []string{"p3"}, OutputSchema: itemsSchema},
+		stageDef{ID: "p3", Key: "p3", Prompt: "Item %%input.item%%.", Config: map[string]any{"cardinality": "1:N", "split_path": "items"}, Next: []string{"p4"}, OutputSchema: noopSchema},
+		stageDef{ID: "p4", Key: "p4", Prompt: "Merge.", Config: map[string]any{"cardinality": "N:1", "batch_grouping": "isolated"}, OutputSchema: noopSchema},
+	); err != nil {
+		return nil, err
+	}
+	ids := newClaimsIdentity()
+	id, _ := ids.Identity(ctx, user)
+	direct := supabase.NewDirect(db.Pool, nil)
+	for i := 0; i < roots; i += 500 {
+		rows := make([]map[string]any, 0, 500)
+		for j := i; j < min(roots, i+500); j++ {
+			rows = append(rows, map[string]any{"n": j})
+		}
+		if err := direct.RPC(ctx, id, "launch_batch", map[string]any{"p_template_id": "p1", "p_rows": rows}, nil); err != nil {
+			return nil, fmt.Errorf("error launching the pipeline: %w", err)
+		}
+	}
+	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates", "public.task_batches"); err != nil {
+		return nil, err
+	}
+	gen, err := offlineModel()
+	if err != nil {
+		return nil, err
+	}
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, Listen: true}, e.log)
+	total := int64(roots * perRoot)
+	start := time.Now()
+	eng.start(ctx)
+	err = eng.waitFinished(ctx, total, 30*time.Second)
+	elapsed := time.Since(start)
+	eng.stop(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	var merged int
+	if err := db.Pool.QueryRow(ctx, "select count(*) from public.ai_tasks where stage_key = 'p4' and status = 'completed'").Scan(&merged); err != nil {
+		return nil, fmt.Errorf("error counting merges: %w", err)
+	}
+	if merged != roots {
+		return nil, fmt.Errorf("pipeline: %d merges completed, want %d", merged, roots)
+	}
+	rate := float64(total) / elapsed.Seconds()
+	rt := float64(eng.Direct.RoundTrips()) / float64(total)
+	var base float64
+	if !e.o.SkipBaseline {
+		if base, err = riverThroughput(ctx, e, int(total), workers); err != nil {
+			return nil, err
+		}
+	}
+	return []Figure{
+		{Name: fmt.Sprintf("tasks/s, %d roots × 13 tasks, %d workers", roots, workers), Unit: "tasks/s", Value: rate, Baseline: base,
+			BaselineName: "River no-op jobs/s", HigherIsBetter: true},
+		{Name: "round trips/task", Unit: "trips", Value: rt, Baseline: 2, BaselineName: "target", Target: "≤ 2", Met: boolPtr(rt <= 2)},
+	}, nil
+}
+
+// throughputPostgREST: throughput-noop through the PostgREST transport and
+// the PostgREST test server, against the direct transport in the same run.
+func throughputPostgREST(ctx context.Context, e *env) ([]Figure, error) {
+	n := max(200, e.o.Tasks/10)
+	const workers = 100
+	rest, _, err := orchNoop(ctx, e, n, workers, "postgrest")
+	if err != nil {
+		return nil, err
+	}
+	direct, _, err := orchNoop(ctx, e, n, workers, "direct")
+	if err != nil {
+		return nil, err
+	}
+	return []Figure{{Name: fmt.Sprintf("tasks/s via PostgREST, %d workers, %d tasks", workers, n), Unit: "tasks/s", Value: rest,
+		Baseline: direct, BaselineName: "direct tasks/s", HigherIsBetter: true}}, nil
+}
+
+// postgrestTransport starts the PostgREST test server on loopback and points
+// cfg at it: the user transport with minted HS256 tokens, and the service
+// transport with a service_role token.
+func postgrestTransport(ctx context.Context, db *database, cfg *engineConfig) (func(), error) {
+	secret := []byte(randSuffix() + randSuffix() + randSuffix() + randSuffix())
+	const anonKey, serviceKey = "bench-anon-key", "bench-service-key"
+	srv, err := postgresttest.New(ctx, db.Pool, &postgresttest.Config{JWTSecret: secret, APIKeys: []string{anonKey, serviceKey}})
+	if err != nil {
+		return nil, fmt.Errorf("error starting the PostgREST test server: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("error listening: %w", err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	stop := func() {
+		_ = hs.Close()
+		srv.Close()
+	}
+	url := "http://" + ln.Addr().String()
+	user, err := supabase.New(&supabase.Config{URL: url, APIKey: anonKey})
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	service, err := supabase.New(&supabase.Config{URL: url, APIKey: serviceKey})
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	minter, err := rls.NewMinter(&rls.Base{}, &rls.Config{SupabaseURL: url, JWTSecret: rls.Secret(secret), TokenTTL: 10 * time.Minute})
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("error building the minter: %w", err)
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"role": "service_role", "iss": "supabase"}).SignedString(secret)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("error signing the service token: %w", err)
+	}
+	// The engine's user calls go to the user client; due_tasks and the
+	// other service calls to the service client.
+	cfg.DB = &splitDB{user: user, service: service}
+	cfg.IDs = mintedIdentity{minter}
+	cfg.Service = supabase.Identity{Token: tok, Claims: json.RawMessage(`{"role":"service_role"}`)}
+	return stop, nil
+}
+
+// splitDB sends service-role calls (identified by their role claim) to the
+// client holding the secret API key, like the service's two clients.
+type splitDB struct{ user, service supabase.DB }
+
+func (s *splitDB) pick(id supabase.Identity) supabase.DB {
+	if string(id.Claims) == `{"role":"service_role"}` {
+		return s.service
+	}
+	return s.user
+}
+
+func (s *splitDB) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
+	return s.pick(id).RPC(ctx, id, fn, args, out)
+}
+
+func (s *splitDB) Select(ctx context.Context, id supabase.Identity, table string, q supabase.Query, out any) error {
+	return s.pick(id).Select(ctx, id, table, q, out)
+}
+
+type mintedIdentity struct{ m *rls.Minter }
+
+func (m mintedIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
+	tok, err := m.m.Mint(user)
+	if err != nil {
+		return supabase.Identity{}, fmt.Errorf("error minting a token: %w", err)
+	}
+	return supabase.Identity{Token: tok.JWT, Claims: tok.ClaimsJSON}, nil
+}
+
+var _ pipeline.IdentitySource = mintedIdentity{}
