@@ -280,17 +280,21 @@ func TestDrillModelFaults(t *testing.T) {
 		return geminitest.Reply{}, false
 	})
 	type want struct {
-		status string
-		errRE  string // matched case-insensitively against error_message (failed only)
-		calls  int    // exact model calls, 0 = at least one
+		status   string
+		errRE    string // matched case-insensitively against error_message (failed only)
+		calls    int    // exact model calls, 0 = at least one
+		minCalls int
 	}
 	cases := map[string]want{
-		"ok":             {status: "completed", calls: 1},
-		"rate_limit":     {status: "completed", calls: 4},
-		"unavailable":    {status: "completed", calls: 3},
-		"timeout":        {status: "completed", calls: 2},
-		"invalid_once":   {status: "completed", calls: 2},
-		"invalid_json":   {status: "failed", errRE: `json|schema|pars`, calls: 3},
+		"ok":           {status: "completed", calls: 1},
+		"rate_limit":   {status: "completed", calls: 4},
+		"unavailable":  {status: "completed", calls: 3},
+		"timeout":      {status: "completed", calls: 2},
+		"invalid_once": {status: "completed", calls: 2},
+		// 1 + MAX_REGENERATIONS per attempt; an attempt cut short by a transient
+		// "no key free" (the 429 row blocks the shared project) starts a new
+		// regeneration budget, so more calls are possible (see the report).
+		"invalid_json":   {status: "failed", errRE: `json|schema|pars`, minCalls: 3},
 		"safety":         {status: "failed", errRE: `safety`, calls: 1},
 		"recitation":     {status: "failed", errRE: `recitation`, calls: 1},
 		"prompt_blocked": {status: "failed", errRE: `block`, calls: 1},
@@ -333,6 +337,7 @@ func TestDrillModelFaults(t *testing.T) {
 		if w.calls > 0 {
 			require.Equal(t, w.calls, n, "%s: model calls", kind)
 		}
+		require.GreaterOrEqual(t, n, max(1, w.minCalls), "%s: model calls", kind)
 	}
 	t.Logf("model-faults: %s total=%s", strings.Join(figures, " "), time.Since(start).Round(time.Millisecond))
 }
