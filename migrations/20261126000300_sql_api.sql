@@ -536,9 +536,10 @@ begin
         if not is_join then
           deps := array[x.stage_key];
         end if;
-        -- A finished task of stage x in the trigger's scope stands in as the trigger.
+        -- A finished task of stage x (for a join: of any of its dependency
+        -- stages) in the trigger's scope stands in as the trigger.
         select * into trig from public.ai_tasks a
-        where a.stage_key = x.stage_key
+        where (a.stage_key = x.stage_key or is_join and a.stage_key = any(deps))
           and orchable.is_terminal(a.status)
           and case split_part(orchable.barrier_scope(t, cfg, is_join), ':', 1)
                 when 'batch' then a.batch_id = t.batch_id
