@@ -512,3 +512,51 @@ func TestPipelineTwoTenants(t *testing.T) {
 	}
 	require.Equal(t, 5, visible)
 }
+
+// Pause stops claims, resume restarts them, cancel marks unstarted tasks
+// cancelled, and execution_delay_seconds spaces starts within a batch.
+func TestBatchControl(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "bc-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bc"}, b.db, b.gen)
+
+	rows := []map[string]any{{"i": 1}, {"i": 2}, {"i": 3}}
+	batch := b.launch(ctx, t, b.user, p+"A", rows...)
+	rpc := func(fn string) map[string]any {
+		var out map[string]any
+		require.NoError(t, b.db.RPC(ctx, id, fn, map[string]any{"p_batch_id": batch}, &out))
+		return out
+	}
+	require.Equal(t, "paused", rpc("pause_batch")["status"])
+	claimed, err := r.Claim(ctx, id, 10, nil)
+	require.NoError(t, err)
+	require.Empty(t, claimed, "paused batches are not claimed")
+	require.Equal(t, "processing", rpc("resume_batch")["status"])
+	claimed, err = r.Claim(ctx, id, 1, nil)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	out := rpc("cancel_batch")
+	require.Equal(t, "cancelled", out["status"])
+	require.EqualValues(t, 2, out["cancelled_tasks"])
+	// The running task completes but spawns nothing; cancelling again is a no-op.
+	require.Equal(t, true, rpc("cancel_batch")["duplicate"])
+
+	// Spacing: one start per delay interval.
+	var delayed struct {
+		BatchID uuid.UUID `json:"batch_id"`
+	}
+	require.NoError(t, b.db.RPC(ctx, id, "launch_batch", map[string]any{"p_template_id": p + "A", "p_rows": rows, "p_execution_delay_seconds": 3600}, &delayed))
+	claimed, err = r.Claim(ctx, id, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1, "a delayed batch starts one task per interval")
+	claimed, err = r.Claim(ctx, id, 10, nil)
+	require.NoError(t, err)
+	require.Empty(t, claimed)
+	var next time.Time
+	require.NoError(t, b.pool.QueryRow(ctx, "select next_start_at from public.task_batches where id = $1", delayed.BatchID).Scan(&next))
+	require.Greater(t, time.Until(next), 59*time.Minute)
+}
