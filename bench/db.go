@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"embed"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -129,6 +130,11 @@ func (e *env) freshDB(ctx context.Context, river bool, conns int32) (*database, 
 			return nil, fmt.Errorf("error setting synchronous_commit: %w", err)
 		}
 	}
+	if e.o.Proposed && !river {
+		if err := applyProposed(ctx, e.dbURL(name)); err != nil {
+			return nil, err
+		}
+	}
 	cfg, err := pgxpool.ParseConfig(e.dbURL(name))
 	if err != nil {
 		return nil, fmt.Errorf("error parsing the database URL: %w", err)
@@ -215,6 +221,34 @@ func analyze(ctx context.Context, p *pgxpool.Pool, tables ...string) error {
 	for _, t := range tables {
 		if _, err := p.Exec(ctx, "analyze "+t); err != nil {
 			return fmt.Errorf("error analysing %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// proposed holds SQL changes recommended for the migrations, applied to the
+// bench databases with -proposed to measure them (never to the service).
+//
+//go:embed proposed/*.sql
+var proposed embed.FS //nolint:gochecknoglobals // embedded files
+
+func applyProposed(ctx context.Context, url string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("error connecting: %w", err)
+	}
+	defer conn.Close(ctx)
+	entries, err := proposed.ReadDir("proposed")
+	if err != nil {
+		return fmt.Errorf("error reading the proposed SQL: %w", err)
+	}
+	for _, en := range entries {
+		b, err := proposed.ReadFile("proposed/" + en.Name())
+		if err != nil {
+			return fmt.Errorf("error reading %s: %w", en.Name(), err)
+		}
+		if _, err := conn.Exec(ctx, string(b)); err != nil {
+			return fmt.Errorf("error applying proposed/%s: %w", en.Name(), err)
 		}
 	}
 	return nil

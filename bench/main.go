@@ -98,6 +98,7 @@ type options struct {
 	Out         string
 	CPUProfile  string
 	SkipBaseline bool
+	Proposed     bool
 }
 
 func main() {
@@ -129,6 +130,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.Out, "out", "results", "directory for the JSON results")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the River baselines (profiling)")
+	fs.BoolVar(&o.Proposed, "proposed", false, "apply the proposed SQL changes (proposed/*.sql) to the bench databases")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run . [flags] <scenario>|all\nscenarios:")
 		for _, s := range scenarios() {
@@ -332,8 +334,8 @@ func writeJSON(dir string, r Result) error {
 }
 
 func (e *env) conditions() string {
-	return fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d, PostgreSQL %s, synchronous_commit=%s, pool %d conns, runs %d, quick=%v",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.pgVersion, e.syncCommit(), e.o.Conns, e.o.Runs, e.o.Quick)
+	return fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d, PostgreSQL %s, synchronous_commit=%s, pool %d conns, runs %d, quick=%v, proposed SQL=%v",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.pgVersion, e.syncCommit(), e.o.Conns, e.o.Runs, e.o.Quick, e.o.Proposed)
 }
 
 func envOr(k, def string) string {
@@ -357,13 +359,3 @@ func percentile(d []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func stageOverhead(ctx context.Context, e *env) ([]Figure, error) { return nil, nil }
-func webhookAck(ctx context.Context, e *env) ([]Figure, error)    { return nil, nil }
-func wakeup(ctx context.Context, e *env) ([]Figure, error)        { return nil, nil }
-func keypool(ctx context.Context, e *env) ([]Figure, error)       { return nil, nil }
-func memory(ctx context.Context, e *env) ([]Figure, error)        { return nil, nil }
-
-const memoryChildArg = "memory-child"
-
-func memoryChild(ctx context.Context, args []string, w io.Writer) error { return nil }
