@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestMain lets the memory scenario re-execute the test binary as its child.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == memoryChildArg {
+		if err := memoryChild(context.Background(), os.Args[2:], os.Stdout); err != nil {
+			_, _ = os.Stderr.WriteString("memory child: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs every scenario once at a tiny size against the local
+// server (BENCH_DATABASE_URL, default postgres@127.0.0.1:5432). It checks
+// that the scenarios run and report, not the figures.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	out := t.TempDir()
+	var log testWriter
+	log.t = t
+	if err := run(t.Context(), []string{"-runs", "1", "-quick", "-out", out, "all"}, &log); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range scenarios() {
+		b, err := os.ReadFile(filepath.Join(out, s.name+"-latest.json"))
+		if err != nil {
+			t.Fatalf("%s: no result: %v", s.name, err)
+		}
+		var r Result
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if len(r.Figures) == 0 {
+			t.Errorf("%s: no figures", s.name)
+		}
+		for _, f := range r.Figures {
+			if f.Value < 0 {
+				t.Errorf("%s: %s = %v", s.name, f.Name, f.Value)
+			}
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
