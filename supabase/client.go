@@ -29,7 +29,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// Timeout bounds one call, retries included. Default 30s.
 	Timeout time.Duration
-	// MaxResponseBytes caps a response body. Default 32 MiB.
+	// MaxResponseBytes caps a response body. Default 32 MiB. A larger
+	// successful response fails with ErrResponseTooLarge (never retried); a
+	// larger error response keeps its status.
 	MaxResponseBytes int64
 	// Retry configures retries of idempotent calls.
 	Retry RetryConfig
@@ -167,10 +169,17 @@ func (c *Client) once(ctx context.Context, id Identity, method, u, accept string
 		}
 		return nil, unavailable("reading response", err)
 	}
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
 	if int64(len(data)) > c.cfg.MaxResponseBytes {
-		return nil, fmt.Errorf("supabase: response larger than %d bytes", c.cfg.MaxResponseBytes)
+		if !ok {
+			// An oversized error page (a gateway's HTML) still carries its
+			// status; only a snippet of it is kept anyway.
+			return nil, decodeError(resp.StatusCode, resp.Header.Get("Content-Type"), data[:c.cfg.MaxResponseBytes])
+		}
+		return nil, fmt.Errorf("%w: status %d, more than %d bytes (Config.MaxResponseBytes)",
+			ErrResponseTooLarge, resp.StatusCode, c.cfg.MaxResponseBytes)
 	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+	if ok {
 		return data, nil
 	}
 	return nil, decodeError(resp.StatusCode, resp.Header.Get("Content-Type"), data)

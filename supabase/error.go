@@ -38,6 +38,10 @@ var (
 	// ErrUnavailable: the database or gateway is unreachable or overloaded
 	// (502/503/504, PGRST000-003, 08*, 53*, connection errors).
 	ErrUnavailable = errors.New("supabase: unavailable")
+	// ErrResponseTooLarge: a successful response body exceeded
+	// Config.MaxResponseBytes (Client only). It is not an *Error and is not
+	// retried: narrow the query (columns, limit) or raise the cap.
+	ErrResponseTooLarge = errors.New("supabase: response too large")
 )
 
 // Error is a failed call, in PostgREST's terms: the HTTP status and the

@@ -2,6 +2,7 @@ package supabase
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -33,7 +34,8 @@ func (r RetryConfig) withDefaults() RetryConfig {
 
 // do runs call once, or, when idempotent, up to r.Attempts times while it
 // fails transiently, sleeping an exponential backoff with full jitter in a
-// select on ctx.Done.
+// select on ctx.Done. If ctx ends during a backoff, the error matches both
+// ctx's cause and the last failure.
 func (r RetryConfig) do(ctx context.Context, idempotent bool, call func() error) error {
 	err := call()
 	if !idempotent {
@@ -45,8 +47,9 @@ func (r RetryConfig) do(ctx context.Context, idempotent bool, call func() error)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			// Report why the call stopped, keeping the last failure.
 			t.Stop()
-			return err
+			return fmt.Errorf("supabase: %w during retry backoff (last error: %w)", context.Cause(ctx), err)
 		case <-t.C:
 		}
 		err = call()
