@@ -39,7 +39,9 @@ type DirectConfig struct {
 // "role" claim, request.jwt.claims, request.method, request.path), sent to
 // the server as one pipelined batch, so a call costs one network round trip
 // (plus one for the rollback when it fails). Function signatures are read
-// from pg_catalog once and cached.
+// from pg_catalog once and cached; a call that fails because the function
+// was dropped or recreated with other arguments (PGRST202, 42883, 42725)
+// refreshes the entry and is made once more.
 //
 // Direct trusts Identity.Claims: it does not verify Identity.Token. It
 // rejects expired claims ("exp") and roles other than anon, authenticated
@@ -93,21 +95,25 @@ func (d *Direct) RPC(ctx context.Context, id Identity, fn string, args any, out 
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
 	var result []byte
+	var params []any
+	if len(keys) > 0 {
+		params = []any{string(body)}
+	}
 	err = d.cfg.Retry.do(ctx, IsIdempotent(ctx), func() error {
-		sig, err := d.signature(ctx, fn, keys)
-		if err != nil {
-			return err
+		for fresh := false; ; fresh = true {
+			sig, cached, err := d.signature(ctx, fn, keys)
+			if err == nil {
+				err = d.run(ctx, id, !sig.Volatile, http.MethodPost, "/rpc/"+fn, sig.CallSQL(keys), params,
+					func(r pgx.Row) error { return r.Scan(&result) })
+			}
+			if fresh || !cached || !staleSignature(err) {
+				return err
+			}
+			// The function was dropped or recreated with another signature
+			// since it was cached: the transaction was rolled back, so look
+			// it up again and call once more.
+			d.funcs.Delete(fn)
 		}
-		var params []any
-		if len(keys) > 0 {
-			params = []any{string(body)}
-		}
-		err = d.run(ctx, id, !sig.Volatile, http.MethodPost, "/rpc/"+fn, sig.CallSQL(keys), params,
-			func(r pgx.Row) error { return r.Scan(&result) })
-		if errors.Is(err, ErrUndefined) {
-			d.funcs.Delete(fn) // the function changed under us: look it up again next time
-		}
-		return err
 	})
 	if err != nil {
 		return fmt.Errorf("rpc %s: %w", fn, err)
@@ -415,14 +421,15 @@ var sqlOps = map[Op]string{ //nolint:gochecknoglobals // constant lookup table
 }
 
 // signature returns the overload of fn accepting the named arguments keys,
-// from the cache or pg_catalog (one extra round trip, once per function).
-func (d *Direct) signature(ctx context.Context, fn string, keys []string) (*pgcall.Sig, error) {
-	v, ok := d.funcs.Load(fn)
-	if !ok {
+// from the cache or pg_catalog (one extra round trip, once per function),
+// and whether it came from the cache.
+func (d *Direct) signature(ctx context.Context, fn string, keys []string) (*pgcall.Sig, bool, error) {
+	v, cached := d.funcs.Load(fn)
+	if !cached {
 		d.roundTrips.Add(1)
 		sigs, err := pgcall.Lookup(ctx, d.pool, fn)
 		if err != nil {
-			return nil, d.mapErr(ctx, err, true)
+			return nil, false, d.mapErr(ctx, err, true)
 		}
 		if len(sigs) > 0 {
 			d.funcs.Store(fn, sigs)
@@ -430,7 +437,24 @@ func (d *Direct) signature(ctx context.Context, fn string, keys []string) (*pgca
 		v = sigs
 	}
 	if s := pgcall.Pick(v.([]*pgcall.Sig), keys); s != nil { //nolint:forcetypeassert // only []*pgcall.Sig is stored
-		return s, nil
+		return s, cached, nil
 	}
-	return nil, &Error{Status: http.StatusNotFound, Code: "PGRST202", Message: pgcall.NotFoundMessage(fn, keys), rows: -1}
+	return nil, cached, &Error{Status: http.StatusNotFound, Code: "PGRST202", Message: pgcall.NotFoundMessage(fn, keys), rows: -1}
+}
+
+// staleSignature reports whether err is what calling through an outdated
+// cached signature gives: no overload takes these argument names
+// (PGRST202), or the call matched no (42883) or several (42725) functions.
+// A signature change that none of these reveal (same argument names and
+// types, another return type or volatility) needs a new Direct.
+func staleSignature(err error) bool {
+	var se *Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code {
+	case "PGRST202", "42883", "42725":
+		return true
+	}
+	return false
 }

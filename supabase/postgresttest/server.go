@@ -390,46 +390,43 @@ func (s *Server) rpc(w http.ResponseWriter, req *request, fn string) error {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	v, ok := s.funcs.Load(fn)
-	if !ok {
-		sigs, err := pgcall.Lookup(req.r.Context(), s.pool, fn)
-		if err != nil {
-			return s.dbErr(err, req)
-		}
-		if len(sigs) > 0 {
-			s.funcs.Store(fn, sigs)
-		}
-		v = sigs
-	}
-	sig := pgcall.Pick(v.([]*pgcall.Sig), keys) //nolint:forcetypeassert // only []*pgcall.Sig is stored
-	if sig == nil {
-		return pgrst("PGRST202", pgcall.NotFoundMessage(fn, keys), "", req.authed)
-	}
 	var params []any
 	if len(keys) > 0 {
 		params = []any{string(body)}
 	}
-	var result []byte
-	err = s.within(req, !sig.Volatile, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(req.r.Context(), sig.CallSQL(keys), params...).Scan(&result); err != nil {
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "42883" {
-				s.funcs.Delete(fn)
-			}
-			return s.dbErr(err, req)
+	var (
+		sig    *pgcall.Sig
+		result []byte
+	)
+	for fresh := false; ; fresh = true {
+		var cached bool
+		sig, cached, err = s.signature(req, fn, keys)
+		if err == nil {
+			err = s.within(req, !sig.Volatile, func(tx pgx.Tx) error {
+				if err := tx.QueryRow(req.r.Context(), sig.CallSQL(keys), params...).Scan(&result); err != nil {
+					return s.dbErr(err, req)
+				}
+				if req.singular && sig.RetSet {
+					var rows []json.RawMessage
+					if err := json.Unmarshal(result, &rows); err != nil {
+						return s.dbErr(err, req)
+					}
+					if len(rows) != 1 {
+						return notSingular(len(rows), req)
+					}
+					result = rows[0]
+				}
+				return nil
+			})
 		}
-		if req.singular && sig.RetSet {
-			var rows []json.RawMessage
-			if err := json.Unmarshal(result, &rows); err != nil {
-				return s.dbErr(err, req)
-			}
-			if len(rows) != 1 {
-				return notSingular(len(rows), req)
-			}
-			result = rows[0]
+		if fresh || !cached || !staleSignature(err) {
+			break
 		}
-		return nil
-	})
+		// The function changed since it was cached (PostgREST reloads its
+		// schema cache on NOTIFY pgrst; this server on the failure): the
+		// transaction was rolled back, so look it up again and retry once.
+		s.funcs.Delete(fn)
+	}
 	if err != nil {
 		return err
 	}
@@ -440,6 +437,37 @@ func (s *Server) rpc(w http.ResponseWriter, req *request, fn string) error {
 	}
 	writeBody(w, req, http.StatusOK, result)
 	return nil
+}
+
+// signature returns the overload of fn taking keys, and whether it came
+// from the cache.
+func (s *Server) signature(req *request, fn string, keys []string) (*pgcall.Sig, bool, error) {
+	v, cached := s.funcs.Load(fn)
+	if !cached {
+		sigs, err := pgcall.Lookup(req.r.Context(), s.pool, fn)
+		if err != nil {
+			return nil, false, s.dbErr(err, req)
+		}
+		if len(sigs) > 0 {
+			s.funcs.Store(fn, sigs)
+		}
+		v = sigs
+	}
+	if sig := pgcall.Pick(v.([]*pgcall.Sig), keys); sig != nil { //nolint:forcetypeassert // only []*pgcall.Sig is stored
+		return sig, cached, nil
+	}
+	return nil, cached, pgrst("PGRST202", pgcall.NotFoundMessage(fn, keys), "", req.authed)
+}
+
+// staleSignature reports whether err is what an outdated cached signature
+// gives: PGRST202 (no overload takes these names), 42883 (no function
+// matches the call) or 42725 (several do).
+func staleSignature(err error) bool {
+	var se *supabase.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Code == "PGRST202" || se.Code == "42883" || se.Code == "42725"
 }
 
 func notSingular(n int, req *request) error {
