@@ -102,7 +102,10 @@ func orchNoop(ctx context.Context, e *env, n, workers int, transport string) (fl
 // root), offline model, direct transport, 100 workers; tasks/s against
 // River's no-op jobs/s for the same number of jobs, and round trips per task.
 func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
-	roots := max(10, e.o.Tasks/200) // 1,000 roots (13,000 tasks) at the default size
+	roots := max(10, e.o.Tasks/20) // 1,000 roots (13,000 tasks) at the default size
+	if e.o.Quick {
+		roots = 20
+	}
 	const perRoot = 13
 	workers := 100
 	db, err := e.freshDB(ctx, false, e.o.Conns)
