@@ -497,17 +497,24 @@ func (s *Server) result(tx pgx.Tx, req *request, sql string, params []any) (int,
 	if err := tx.QueryRow(req.r.Context(), sql, params...).Scan(&n, &body); err != nil {
 		return 0, nil, s.dbErr(err, req)
 	}
-	if req.singular {
-		if n != 1 {
-			return n, nil, notSingular(n, req)
-		}
-		var rows []json.RawMessage
-		if err := json.Unmarshal(body, &rows); err != nil || len(rows) != 1 {
-			return n, nil, notSingular(n, req)
-		}
-		body = rows[0]
+	body, err := singularBody(req, n, body)
+	return n, body, err
+}
+
+// singularBody applies the singular rule to a JSON array of n rows: with
+// the singular Accept, exactly one row, returned as an object.
+func singularBody(req *request, n int, body []byte) ([]byte, error) {
+	if !req.singular {
+		return body, nil
 	}
-	return n, body, nil
+	if n != 1 {
+		return nil, notSingular(n, req)
+	}
+	var rows []json.RawMessage
+	if err := json.Unmarshal(body, &rows); err != nil || len(rows) != 1 {
+		return nil, notSingular(n, req)
+	}
+	return rows[0], nil
 }
 
 func contentRange(offset, n int, total string) string {

@@ -471,26 +471,36 @@ select coalesce(array(select a.attname::text from pg_index i
 	return pk, nil
 }
 
-// write finishes an INSERT/UPDATE/DELETE … RETURNING _t.* statement (in
-// CTE _w) with the select= representation, singular check and status.
+// write finishes an INSERT/UPDATE/DELETE … RETURNING <alias> AS _r,
+// <inserted> AS _ins statement (in CTE _w) with the select= representation,
+// singular check and status.
 func (s *Server) write(w http.ResponseWriter, req *request, b *builder, table, cte string, okStatus int) error {
 	ctx := req.r.Context()
 	cols, err := s.selectList(ctx, b, table, "_t", req.r.URL.Query().Get("select"), 0)
 	if err != nil {
 		return err
 	}
-	sql := "with _w as (" + cte + ") select count(*)::int, coalesce(json_agg(_s), '[]'::json) from (select " + cols + " from _w _t) _s"
+	sql := "with _w as (" + cte + ") select count(*)::int, coalesce(json_agg(_s), '[]'::json), " +
+		"(select count(*) from _w where _ins)::int from (select " + cols + " from (select (_r).* from _w) _t) _s"
 	var (
-		n    int
-		body []byte
+		n, inserted int
+		body        []byte
 	)
 	err = s.within(req, false, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, sql, b.params...).Scan(&n, &body, &inserted); err != nil {
+			return s.dbErr(err, req)
+		}
 		var err error
-		n, body, err = s.result(tx, req, sql, b.params)
+		body, err = singularBody(req, n, body)
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if req.r.Method == http.MethodPost && req.prefer["resolution"] == "merge-duplicates" && inserted == 0 {
+		// An upsert that only updated rows (Response.hs: 200 unless a row
+		// was inserted).
+		okStatus = http.StatusOK
 	}
 	if req.r.Method == http.MethodPost {
 		w.Header().Set("Content-Range", "*/*")
@@ -499,7 +509,9 @@ func (s *Server) write(w http.ResponseWriter, req *request, b *builder, table, c
 	}
 	ret := req.prefer["return"]
 	if ret != "" {
-		w.Header().Set("Preference-Applied", "return="+ret)
+		// One header listing every applied preference, as PostgREST sends it.
+		applied := append(w.Header().Values("Preference-Applied"), "return="+ret)
+		w.Header().Set("Preference-Applied", strings.Join(applied, ", "))
 	}
 	if ret != "representation" {
 		if okStatus == http.StatusOK {
@@ -511,6 +523,13 @@ func (s *Server) write(w http.ResponseWriter, req *request, b *builder, table, c
 	writeBody(w, req, okStatus, body)
 	return nil
 }
+
+// What write expects a statement to return: the row, and whether it was
+// inserted (xmax = 0) rather than updated by ON CONFLICT.
+const (
+	returningRow    = " returning _t as _r, false as _ins"
+	returningInsert = " returning _i as _r, (_i.xmax = 0) as _ins"
+)
 
 // insert serves POST /<table>: one object or an array, columns=,
 // on_conflict=, Prefer resolution (references/api/tables_views.rst).
@@ -551,7 +570,7 @@ func (s *Server) insert(w http.ResponseWriter, req *request, table string) error
 	target := ident("public", table)
 	var cte string
 	if len(keys) == 0 {
-		cte = "insert into " + target + " as _i default values returning _i.*"
+		cte = "insert into " + target + " as _i default values" + returningInsert
 	} else {
 		qk := make([]string, len(keys))
 		for i, k := range keys {
@@ -579,7 +598,7 @@ func (s *Server) insert(w http.ResponseWriter, req *request, table string) error
 			}
 			w.Header().Add("Preference-Applied", "resolution="+res)
 		}
-		cte += " returning _i.*"
+		cte += returningInsert
 	}
 	return s.write(w, req, b, table, cte, http.StatusCreated)
 }
@@ -626,14 +645,14 @@ func (s *Server) update(w http.ResponseWriter, req *request, table string) error
 	target := ident("public", table)
 	if len(keys) == 0 {
 		// Nothing to set: PostgREST answers as if no row matched.
-		return s.write(w, req, b, table, "select * from "+target+" _t where false and "+payload+"::text is null", http.StatusOK)
+		return s.write(w, req, b, table, "select _t as _r, false as _ins from "+target+" _t where false and "+payload+"::text is null", http.StatusOK)
 	}
 	sets := make([]string, len(keys))
 	for i, k := range keys {
 		sets[i] = ident(k) + " = _b." + ident(k)
 	}
 	cte := "update " + target + " as _t set " + strings.Join(sets, ", ") +
-		" from json_populate_record(null::" + target + ", " + payload + "::json) _b" + wh + " returning _t.*"
+		" from json_populate_record(null::" + target + ", " + payload + "::json) _b" + wh + returningRow
 	return s.write(w, req, b, table, cte, http.StatusOK)
 }
 
@@ -644,5 +663,5 @@ func (s *Server) delete(w http.ResponseWriter, req *request, table string) error
 	if err != nil {
 		return err
 	}
-	return s.write(w, req, b, table, "delete from "+ident("public", table)+" as _t"+wh+" returning _t.*", http.StatusOK)
+	return s.write(w, req, b, table, "delete from "+ident("public", table)+" as _t"+wh+returningRow, http.StatusOK)
 }
