@@ -386,8 +386,8 @@ func TestClientHeaders(t *testing.T) {
 	t.Parallel()
 	type seen struct {
 		method, path, query string
-		header             http.Header
-		body               string
+		header              http.Header
+		body                string
 	}
 	record := func(t *testing.T) (*fakeBundle, chan seen) {
 		t.Helper()

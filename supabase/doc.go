@@ -46,11 +46,28 @@
 // GET requests (Select) are retried on transient errors (ErrUnavailable,
 // ErrSerialization) with exponential backoff and full jitter. RPCs are
 // retried only when the caller marks the call idempotent with Idempotent(ctx).
+// A Client response larger than Config.MaxResponseBytes fails with
+// ErrResponseTooLarge and is not retried.
 //
 // # Why not postgrest-go
 //
-// supabase-community/postgrest-go keeps one bearer token per client (shared
-// by all callers, so concurrent users race), accepts no *http.Client, returns
-// RPC errors as results and drops the HTTP status, details and hint of
-// errors, and never quotes filter values. See docs and platform-facts §D.
+// supabase-community/postgrest-go (v0.0.11/v0.0.12) does not fit a service
+// acting for many users at once:
+//
+//   - One bearer token per client: SetAuthToken mutates headers shared by
+//     every caller of that client, so two concurrent users race (a data race
+//     in v0.0.11; still one token per client in v0.0.12). Here the token
+//     travels with each call in Identity and is never stored on Client.
+//   - No custom *http.Client: no timeouts, transport tuning or tracing, and
+//     its transport mutates requests. Here Config.HTTPClient, Config.Timeout
+//     and context cancellation bound every call.
+//   - RPC errors come back as results: Rpc returns the body as a string and
+//     ignores the HTTP status. Here every non-2xx answer is an *Error.
+//   - Error statuses are dropped: errors become "(code) message" without
+//     the status, details or hint, and a gateway's HTML page becomes "error
+//     parsing error response", so 401/403/406/409/5xx cannot be told apart
+//     for retries. Here *Error keeps all of them and matches the sentinels.
+//
+// It also never quotes filter values (in.(…) with reserved characters).
+// See platform-facts §D.
 package supabase
