@@ -208,7 +208,11 @@ func TestDrillSlowAndMaliciousClients(t *testing.T) {
 	require.Equal(t, http.StatusRequestEntityTooLarge, api413, "oversized user API body")
 	require.Equal(t, map[int]int64{http.StatusUnauthorized: 1000}, byCode, "bad tokens must all get 401")
 	require.Zero(t, probeErrs.Load(), "/healthz failed during the storm")
-	require.Less(t, p(0.99), 250*time.Millisecond, "/healthz p99 during the storm")
+	// The bound is loose on purpose: this runs on 2 cores beside the rest of
+	// the race-enabled suite. It still catches starvation (a slowloris or a
+	// token storm blocking the server takes the p99 to the 3 s+ timeouts);
+	// the printed figures are the measurement (about 7 ms p99 when alone).
+	require.Less(t, p(0.99), 2*time.Second, "/healthz p99 during the storm")
 	require.Less(t, peak.Load(), int64(150*1024), "service RSS (kB) during the storm")
 	require.True(t, s.svc.running())
 }
