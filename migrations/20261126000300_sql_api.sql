@@ -183,6 +183,24 @@ begin
 end
 $$;
 
+-- The stage keys of every template from which the given template can be
+-- reached through next_stage_template_ids (its ancestors in the pipeline).
+create or replace function orchable.upstream_stages(p_template_id text) returns text[]
+  language sql stable
+  set search_path = ''
+as $$
+  with recursive up(id) as (
+    select p.id from public.prompt_templates p
+    where jsonb_typeof(p.next_stage_template_ids) = 'array' and p.next_stage_template_ids ? p_template_id
+    union
+    select p.id from up
+    join public.prompt_templates p
+      on jsonb_typeof(p.next_stage_template_ids) = 'array' and p.next_stage_template_ids ? up.id
+  )
+  select coalesce(array_agg(distinct t.stage_key) filter (where t.stage_key is not null), '{}')
+  from public.prompt_templates t where t.id in (select id from up)
+$$;
+
 ------------------------------------------------------------------------------
 -- Barriers (N:1 merge and join). check_barrier creates the successor's single
 -- child for a scope once every dependency stage in that scope has tasks and
@@ -208,7 +226,6 @@ declare
   sr uuid := case when kind = 'root' then split_part(scope, ':', 2)::uuid end;
   key text := 'barrier/' || succ.id || '/' || scope;
   max_step int;
-  ndeps int := cardinality(array(select distinct unnest(deps)));
   merged jsonb;
   merged_count int;
   failed_count int;
@@ -224,38 +241,34 @@ begin
     return 0;
   end if;
 
-  if is_join then
-    select max(t.step_number), count(distinct t.stage_key) into max_step, rc
-    from public.ai_tasks t
-    where (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr) and t.stage_key = any(deps);
-    if max_step is null then
-      return -1;
-    end if;
-    if rc < ndeps then
-      -- A dependency stage has no task yet. It may still come (wait), unless
-      -- nothing in this lineage is unfinished any more: then it never will
-      -- (its branch failed or split into nothing) and the join goes ahead
-      -- with the outputs that exist.
-      if exists (select 1 from public.ai_tasks t
-                 where (t.root_task_id = sr or t.id = sr)
-                   and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval')
-                   and t.stage_key is distinct from succ.stage_key) then
-        return -1;
-      end if;
-    end if;
-  else
-    max_step := trig.step_number;
-  end if;
-
+  -- Open while a dependency task in scope is unfinished (the common case,
+  -- answered from the (scope, stage_key, status) indexes) ...
   if exists (
     select 1 from public.ai_tasks t
     where (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr)
-      and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval')
-      and t.step_number <= max_step
-      and (t.stage_key = any(deps) or t.step_number < max_step)
-      and t.stage_key is distinct from succ.stage_key) then
+      and t.stage_key = any(deps)
+      and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval')) then
     return -1;
   end if;
+  -- ... or while anything upstream of the barrier in scope is unfinished: it
+  -- may still produce dependency tasks. When such a task finishes it either
+  -- creates children on the way to the dependencies (which check again when
+  -- they finish) or ends its branch, which re-checks barriers downstream
+  -- (orchable.recheck_downstream); so the last relevant finisher always
+  -- comes here. A dependency stage that never got a task in scope (its
+  -- branch failed or split into nothing) does not keep the barrier shut.
+  if exists (
+    select 1 from public.ai_tasks t
+    where (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr)
+      and t.stage_key = any(orchable.upstream_stages(succ.id))
+      and t.stage_key is distinct from succ.stage_key
+      and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval')) then
+    return -1;
+  end if;
+  select max(t.step_number) into max_step
+  from public.ai_tasks t
+  where (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr) and t.stage_key = any(deps);
+  max_step := coalesce(max_step, trig.step_number);
 
   -- The completed dependency task that finished last becomes the parent.
   select * into last_parent from public.ai_tasks t
@@ -594,10 +607,12 @@ begin
     where t.status = 'plan'
       and t.run_after <= now()
       and (p_task_ids is null or t.id = any(p_task_ids))
-      and not exists (
-        select 1 from public.task_batches b
-        where b.id = t.batch_id
-          and (b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0))
+      -- A scalar filter, not NOT EXISTS: as an anti-join the planner assumed
+      -- it removed almost every row and sorted the whole queue (O(queue));
+      -- this way it walks the runnable index in order and stops at p_limit.
+      and (t.batch_id is null or not coalesce((
+        select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
+        from public.task_batches b where b.id = t.batch_id), false))
     order by t.run_after, t.id
     limit p_limit
     for update of t skip locked
@@ -616,9 +631,6 @@ begin
     where b.execution_delay_seconds > 0
       and b.status not in ('paused', 'cancelled')
       and (b.next_start_at is null or b.next_start_at <= now())
-      and b.id in (select x.batch_id from public.ai_tasks x
-                   where x.status = 'plan' and x.run_after <= now() and x.batch_id is not null
-                     and (p_task_ids is null or x.id = any(p_task_ids)))
     limit greatest(p_limit - (select count(*) from cand), 0)
   ), spaced as (
     -- Re-checked under the row lock: of two concurrent claimers only the

@@ -21,6 +21,9 @@ type IdentitySource interface {
 	Identity(ctx context.Context, userID uuid.UUID) (supabase.Identity, error)
 }
 
+// maxClaim is the most tasks one claim_tasks call may return (its p_limit bound).
+const maxClaim = 1000
+
 // ErrStop is the cause of work contexts cancelled by a hard stop (after the
 // grace period). It is not an error of the task: the task is released.
 var ErrStop = errors.New("pipeline: stopping")
@@ -189,6 +192,11 @@ func (d *Dispatcher) loop() {
 			d.ring = d.ring[1:]
 			gen := d.hints[user]
 			n := min(d.free, d.cfg.ClaimBatch)
+			if len(d.ring) == 0 {
+				// Alone in the queue: nobody to be fair to, so fill every
+				// free slot in one round trip.
+				n = min(d.free, maxClaim)
+			}
 			d.free -= n
 			d.wg.Add(1)
 			go d.claimAndRun(user, gen, n)
