@@ -519,7 +519,6 @@ declare
   cfg jsonb;
   deps text[];
   is_join boolean;
-  trig public.ai_tasks;
   created int := 0;
   depth int := 0;
   rc int;
@@ -549,21 +548,12 @@ begin
         if not is_join then
           deps := array[x.stage_key];
         end if;
-        -- A finished task of stage x (for a join: of any of its dependency
-        -- stages) in the trigger's scope stands in as the trigger.
-        select * into trig from public.ai_tasks a
-        where (a.stage_key = x.stage_key or is_join and a.stage_key = any(deps))
-          and orchable.is_terminal(a.status)
-          and case split_part(orchable.barrier_scope(t, cfg, is_join), ':', 1)
-                when 'batch' then a.batch_id = t.batch_id
-                when 'launch' then a.launch_id = t.launch_id
-                else a.root_task_id = coalesce(t.root_task_id, t.id) end
-        order by a.completed_at desc nulls last
-        limit 1;
-        if trig.id is not null then
-          rc := orchable.check_barrier(trig, succ, cfg, deps, is_join);
-          created := created + greatest(rc, 0);
-        end if;
+        -- The dead-end task itself is the trigger: it sits in the barrier's
+        -- scope, and check_barrier takes the barrier's lock before it reads
+        -- anything, so a concurrent finisher of the feeding stage either sees
+        -- this task finished or is seen finished by it.
+        rc := orchable.check_barrier(t, succ, cfg, deps, is_join);
+        created := created + greatest(rc, 0);
       end loop;
       nxt := nxt || array(select jsonb_array_elements_text(case when jsonb_typeof(x.next_stage_template_ids) = 'array'
                                                                then x.next_stage_template_ids else '[]'::jsonb end));
@@ -673,11 +663,11 @@ $$;
 -- stage needs approval) mark it completed and create its successors, all in
 -- one transaction. Repeating a completion returns duplicate = true.
 ------------------------------------------------------------------------------
-create or replace function public.complete_task(
+create or replace function orchable.complete_one(
   p_task_id uuid,
   p_worker text,
   p_output jsonb,
-  p_usage jsonb default '{}'::jsonb
+  p_usage jsonb
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
@@ -745,6 +735,47 @@ begin
   return jsonb_build_object('status', case when needs_approval then 'generated' else 'completed' end,
                             'created', coalesce((res ->> 'created')::int, 0),
                             'waiting', coalesce((res ->> 'waiting')::int, 0));
+end
+$$;
+
+create or replace function public.complete_task(
+  p_task_id uuid,
+  p_worker text,
+  p_output jsonb,
+  p_usage jsonb default '{}'::jsonb
+) returns jsonb
+  language sql volatile
+  set search_path = ''
+as $$
+  select orchable.complete_one(p_task_id, p_worker, p_output, p_usage)
+$$;
+
+-- complete_tasks: complete_task for many tasks of the caller in one
+-- transaction (one commit), for workers that finish many tasks at once.
+-- p_items is a JSON array of {task_id, output, usage}. Each item is applied
+-- on its own (a failing item does not undo the others) and the result is an
+-- array in the same order: complete_task's result, or {"error", "code"}.
+create or replace function public.complete_tasks(p_worker text, p_items jsonb) returns jsonb
+  language plpgsql volatile
+  set search_path = ''
+as $$
+declare
+  item jsonb;
+  res jsonb;
+  out jsonb := '[]'::jsonb;
+begin
+  if p_items is null or jsonb_typeof(p_items) <> 'array' or jsonb_array_length(p_items) > 1000 then
+    raise exception using errcode = '22023', message = 'p_items must be a JSON array of at most 1000 {task_id, output, usage}';
+  end if;
+  for item in select e from jsonb_array_elements(p_items) with ordinality x(e, o) order by o loop
+    begin
+      res := orchable.complete_one((item ->> 'task_id')::uuid, p_worker, item -> 'output', coalesce(item -> 'usage', '{}'::jsonb));
+    exception when others then
+      res := jsonb_build_object('error', sqlerrm, 'code', sqlstate);
+    end;
+    out := out || jsonb_build_array(res);
+  end loop;
+  return out;
 end
 $$;
 
@@ -1313,6 +1344,7 @@ grant execute on function public.task_status_bucket(public.ai_task_status) to au
 revoke execute on function
   public.claim_tasks(text, integer, integer, uuid[]),
   public.complete_task(uuid, text, jsonb, jsonb),
+  public.complete_tasks(text, jsonb),
   public.fail_task(uuid, text, text, timestamptz, boolean),
   public.renew_leases(uuid[], text, integer),
   public.release_task(uuid, text),
@@ -1332,6 +1364,7 @@ revoke execute on function
 grant execute on function
   public.claim_tasks(text, integer, integer, uuid[]),
   public.complete_task(uuid, text, jsonb, jsonb),
+  public.complete_tasks(text, jsonb),
   public.fail_task(uuid, text, text, timestamptz, boolean),
   public.renew_leases(uuid[], text, integer),
   public.release_task(uuid, text),

@@ -135,6 +135,11 @@ type RunnerConfig struct {
 	ModelTimeout time.Duration
 	// WriteTimeout bounds one database write (complete/fail). Default 15s.
 	WriteTimeout time.Duration
+	// CompleteBatch is the most completions of one user written in one
+	// complete_tasks call (group commit: completions that finish while a
+	// batch is being written go together in the next). Default 100; 1
+	// writes each completion with its own complete_task call.
+	CompleteBatch int
 	// Hooks configures pre/post-process webhooks.
 	Hooks HookConfig
 	// Logger receives the runner's logs. Default: discard.
@@ -158,6 +163,7 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	out.BackoffMax = cmp.Or(out.BackoffMax, 10*time.Minute)
 	out.ModelTimeout = cmp.Or(out.ModelTimeout, 5*time.Minute)
 	out.WriteTimeout = cmp.Or(out.WriteTimeout, 15*time.Second)
+	out.CompleteBatch = cmp.Or(out.CompleteBatch, 100)
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -171,10 +177,11 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 // model (with regenerations) → post-process → complete, or fail/reschedule.
 // Every write goes through db as the task's owner.
 type Runner struct {
-	cfg   *RunnerConfig
-	db    supabase.DB
-	gen   Generator
-	hooks *hookClient
+	cfg       *RunnerConfig
+	db        supabase.DB
+	gen       Generator
+	hooks     *hookClient
+	completer *completer
 }
 
 // NewRunner builds a Runner.
@@ -183,7 +190,7 @@ func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
 		panic("pipeline: NewRunner needs a db and a generator")
 	}
 	cfg = cfg.withDefaults()
-	return &Runner{cfg: cfg, db: db, gen: gen, hooks: newHookClient(&cfg.Hooks)}
+	return &Runner{cfg: cfg, db: db, gen: gen, hooks: newHookClient(&cfg.Hooks), completer: newCompleter(db, cfg.WorkerID, cfg.CompleteBatch)}
 }
 
 // WorkerID is the lease owner name of this runner.
@@ -391,17 +398,14 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 	res := ex.Result
 	switch ex.Outcome {
 	case OutcomeCompleted:
-		var out struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-		}
 		args := map[string]any{
 			"p_task_id": c.Task.ID,
 			"p_worker":  r.cfg.WorkerID,
 			"p_output":  ex.output,
 			"p_usage":   usageArgs(ex.resp, ex.Regenerations),
 		}
-		if err := r.db.RPC(supabase.Idempotent(wctx), id, "complete_task", args, &out); err != nil {
+		out := r.completer.complete(wctx, id, c.Task.UserID, args)
+		if err := out.err; err != nil {
 			log.ErrorContext(ctx, "pipeline: error completing task", slog.String("error", err.Error()))
 			return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
 		}

@@ -1,0 +1,143 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/supabase"
+)
+
+// completer writes completions with group commit: per user, one batch is in
+// flight at a time; completions that arrive meanwhile wait and go together
+// in the next complete_tasks call (one transaction, one commit). Alone, a
+// completion is written at once, so batching adds no latency at low load;
+// under load many tasks share one round trip and one commit.
+type completer struct {
+	db       supabase.DB
+	worker   string
+	maxBatch int
+
+	mu     sync.Mutex
+	queues map[uuid.UUID]*completionQueue
+}
+
+type completionQueue struct {
+	waiting []*completion
+}
+
+type completion struct {
+	ctx  context.Context //nolint:containedctx // the waiting caller's context, used for its fallback write
+	id   supabase.Identity
+	args map[string]any // task_id, output, usage
+	done chan completionResult
+}
+
+type completionResult struct {
+	Status string
+	Error  string
+	err    error
+}
+
+func newCompleter(db supabase.DB, worker string, maxBatch int) *completer {
+	return &completer{db: db, worker: worker, maxBatch: max(maxBatch, 1), queues: map[uuid.UUID]*completionQueue{}}
+}
+
+// complete writes one completion and waits for its result.
+func (c *completer) complete(ctx context.Context, id supabase.Identity, user uuid.UUID, args map[string]any) completionResult {
+	if c.maxBatch <= 1 {
+		return c.single(ctx, id, args)
+	}
+	req := &completion{ctx: ctx, id: id, args: args, done: make(chan completionResult, 1)}
+	c.mu.Lock()
+	q, inFlight := c.queues[user]
+	if !inFlight {
+		q = &completionQueue{}
+		c.queues[user] = q
+		c.mu.Unlock()
+		go c.drain(user, []*completion{req})
+	} else {
+		q.waiting = append(q.waiting, req)
+		c.mu.Unlock()
+	}
+	return <-req.done
+}
+
+// drain writes batches for the user until nobody is waiting.
+func (c *completer) drain(user uuid.UUID, batch []*completion) {
+	for {
+		c.write(batch)
+		c.mu.Lock()
+		q := c.queues[user]
+		if len(q.waiting) == 0 {
+			delete(c.queues, user)
+			c.mu.Unlock()
+			return
+		}
+		n := min(len(q.waiting), c.maxBatch)
+		batch = q.waiting[:n:n]
+		q.waiting = q.waiting[n:]
+		c.mu.Unlock()
+	}
+}
+
+func (c *completer) write(batch []*completion) {
+	if len(batch) == 1 {
+		r := batch[0]
+		r.done <- c.single(r.ctx, r.id, r.args)
+		return
+	}
+	items := make([]map[string]any, len(batch))
+	for i, r := range batch {
+		items[i] = map[string]any{"task_id": r.args["p_task_id"], "output": r.args["p_output"], "usage": r.args["p_usage"]}
+	}
+	var results []json.RawMessage
+	ctx := batch[0].ctx
+	err := c.db.RPC(ctx, batch[0].id, "complete_tasks", map[string]any{"p_worker": c.worker, "p_items": items}, &results)
+	if err == nil && len(results) != len(batch) {
+		err = fmt.Errorf("complete_tasks returned %d results for %d items", len(results), len(batch))
+	}
+	for i, r := range batch {
+		if err != nil {
+			// The whole call failed (nothing was written: one transaction);
+			// complete_task is idempotent, so each falls back to its own call.
+			r.done <- c.single(r.ctx, r.id, r.args)
+			continue
+		}
+		var res struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+			Code   string `json:"code"`
+		}
+		if jerr := json.Unmarshal(results[i], &res); jerr != nil {
+			r.done <- completionResult{err: fmt.Errorf("error decoding complete_tasks result: %w", jerr)}
+			continue
+		}
+		if res.Code != "" {
+			// This item failed inside the batch (its changes were rolled
+			// back to its savepoint): a deadlock or serialisation conflict
+			// with another batch is retried alone; anything else is reported.
+			if res.Code == "40P01" || res.Code == "40001" || res.Code == "55P03" {
+				r.done <- c.single(r.ctx, r.id, r.args)
+				continue
+			}
+			r.done <- completionResult{err: supabase.NewError(res.Code, res.Error, "", "", true)}
+			continue
+		}
+		r.done <- completionResult{Status: res.Status, Error: res.Error}
+	}
+}
+
+func (c *completer) single(ctx context.Context, id supabase.Identity, args map[string]any) completionResult {
+	var out struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+	}
+	if err := c.db.RPC(supabase.Idempotent(ctx), id, "complete_task", args, &out); err != nil {
+		return completionResult{err: err}
+	}
+	return completionResult{Status: out.Status, Error: out.Error}
+}
