@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -559,4 +560,43 @@ func TestBatchControl(t *testing.T) {
 	var next time.Time
 	require.NoError(t, b.pool.QueryRow(ctx, "select next_start_at from public.task_batches where id = $1", delayed.BatchID).Scan(&next))
 	require.Greater(t, time.Until(next), 59*time.Minute)
+}
+
+// A commit that makes a task runnable wakes the LISTENing sweeper, which
+// hands the owner (named in the NOTIFY payload) to the dispatcher: the task
+// runs although the sweep interval is an hour and no webhook is sent.
+func TestListenNotifyWakeUp(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "ln-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}})
+	finished := make(chan pipeline.Result, 10)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "ln"}, b.db, b.gen)
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, Observer: chanObserver{finished}}, claimsIdentity{}, r)
+	d.Start(ctx)
+	t.Cleanup(func() { _ = d.Stop(context.Background()) })
+	s := pipeline.NewSweeper(&pipeline.SweeperConfig{Interval: time.Hour, FoldInterval: time.Hour, Listen: b.pool},
+		b.db, supabase.ServiceIdentity(""), d)
+	s.Start(ctx)
+	t.Cleanup(s.Stop)
+	// The first sweep runs at start; wait until the listener is up by
+	// launching only after a round trip through the database.
+	var listening bool
+	for range 200 {
+		require.NoError(t, b.pool.QueryRow(ctx, "select exists (select 1 from pg_stat_activity where query = 'listen orchable_wakeup' and datname = current_database())").Scan(&listening))
+		if listening {
+			break
+		}
+		runtime.Gosched()
+		<-time.After(5 * time.Millisecond) // polling a condition, bounded
+	}
+	require.True(t, listening)
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"i": 1})
+	select {
+	case res := <-finished:
+		require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the NOTIFY wake-up did not run the task")
+	}
 }

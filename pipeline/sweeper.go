@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,10 +218,31 @@ func (s *Sweeper) listenOnce(ctx context.Context) error {
 		return err
 	}
 	for {
-		if _, err := pc.WaitForNotification(ctx); err != nil {
+		n, err := pc.WaitForNotification(ctx)
+		if err != nil {
 			return err
 		}
+		s.wake(n.Payload)
+	}
+}
+
+// wake hands the owners named in a notification straight to the dispatcher
+// (no sweep needed); an empty or unreadable payload asks for a sweep.
+func (s *Sweeper) wake(payload string) {
+	if payload == "" {
 		s.Kick()
+		return
+	}
+	for _, p := range strings.Split(payload, ",") {
+		user, err := uuid.Parse(p)
+		if err != nil {
+			s.Kick()
+			return
+		}
+		if !s.disp.Notify(user) {
+			s.Kick()
+			return
+		}
 	}
 }
 
