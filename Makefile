@@ -11,10 +11,11 @@ run: ## Run the service locally on its embedded default and show a batch complet
 	$(GO) run . dev
 
 .PHONY: test
-test: ## Run the whole test suite (needs PostgreSQL at 127.0.0.1:5432; started if down), plus a smoke run of every benchmark scenario
+test: ## Run the whole test suite (needs PostgreSQL at 127.0.0.1:5432; started if down), a benchmark smoke run and every fuzz target for FUZZTIME (8s)
 	@bash scripts/ensure-postgres.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd bench && $(GO) test -count=1 -timeout 10m ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$${FUZZTIME:-8s}
 
 .PHONY: test/short
 test/short: ## Run the tests without the race detector
