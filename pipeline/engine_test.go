@@ -600,3 +600,66 @@ func TestListenNotifyWakeUp(t *testing.T) {
 		t.Fatal("the NOTIFY wake-up did not run the task")
 	}
 }
+
+// complete_tasks: leaves take the set-based path, tasks with successors the
+// per-item path, and a bad item fails alone.
+func TestCompleteTasksMixed(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "ct-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user,
+		stage{id: p + "L", key: "leaf", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}},
+		stage{id: p + "A", key: "head", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "B"}},
+		stage{id: p + "B", key: "tail", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}},
+	)
+	leafBatch := b.launch(ctx, t, b.user, p+"L", map[string]any{"i": 1}, map[string]any{"i": 2})
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"i": 3})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "ct"}, b.db, b.gen)
+	claimed, err := r.Claim(ctx, id, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, claimed, 3)
+	items := []map[string]any{}
+	for _, c := range claimed {
+		items = append(items, map[string]any{"task_id": c.Task.ID, "output": map[string]any{"v": 1}, "usage": map[string]any{"total_token_count": 7}})
+	}
+	items = append(items,
+		map[string]any{"task_id": claimed[0].Task.ID, "output": map[string]any{"v": 2}}, // a second, different completion: refused
+		map[string]any{"task_id": "not-a-uuid", "output": map[string]any{}},
+	)
+	var res []map[string]any
+	require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "ct", "p_items": items}, &res))
+	require.Len(t, res, 5)
+	for i, c := range claimed {
+		require.Equal(t, "completed", res[i]["status"], "item %d (%s)", i, deref(c.Task.StageKey))
+		if deref(c.Task.StageKey) == "head" {
+			require.EqualValues(t, 1, res[i]["created"])
+		}
+	}
+	require.Equal(t, "PT409", res[3]["code"])
+	require.Equal(t, "22P02", res[4]["code"])
+
+	tree := b.tree(ctx, t, b.user)
+	require.Equal(t, map[string]int{"leaf": 2, "head": 1, "tail": 1}, countBy(tree, func(r row) string { return r.Stage }))
+	for _, r := range tree {
+		if r.Stage != "tail" {
+			require.Equal(t, "completed", r.Status)
+			require.Equal(t, 7, *r.TotalTokens)
+			require.JSONEq(t, `{"v": 1}`, string(r.Output))
+		}
+	}
+	_, err = b.pool.Exec(ctx, "select public.fold_batch_counters()")
+	require.NoError(t, err)
+	var completed int
+	require.NoError(t, b.pool.QueryRow(ctx, "select completed_tasks from public.task_batches where id = $1", leafBatch).Scan(&completed))
+	require.Equal(t, 2, completed)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p != nil {
+		return *p
+	}
+	return zero
+}
