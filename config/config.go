@@ -156,7 +156,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.Model.Provider == "" {
 		c.Model.Provider = model.ProviderGemini
-		if len(c.Model.Pool.OperatorKeys) == 0 && r.str("GEMINI_API_KEY", "") == "" && c.Supabase.Transport == TransportDirect && strings.Contains(c.DB.URL, "127.0.0.1") {
+		if len(c.Model.Pool.OperatorKeys) == 0 && r.str("GEMINI_API_KEY", "") == "" && c.Supabase.Transport == TransportDirect && isLocal(c.DB.URL) {
 			// Local runs without keys use the offline provider.
 			c.Model.Provider = model.ProviderOffline
 		}
@@ -438,4 +438,17 @@ func (r *reader) keks(name string) []model.KEK {
 		out = append(out, model.KEK{ID: id, Key: key})
 	}
 	return out
+}
+
+// isLocal reports whether a database URL points at this machine.
+func isLocal(dbURL string) bool {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return false
+	}
+	switch u.Hostname() {
+	case "127.0.0.1", "localhost", "::1", "":
+		return true
+	}
+	return false
 }
