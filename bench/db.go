@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"embed"
 	"crypto/rand"
+	"embed"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"

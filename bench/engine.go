@@ -48,7 +48,7 @@ func (c *claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.I
 type engineConfig struct {
 	Workers    int
 	ClaimBatch int
-	DB         supabase.DB          // default: Direct over the pool
+	DB         supabase.DB             // default: Direct over the pool
 	IDs        pipeline.IdentitySource // default: claims only
 	Service    supabase.Identity
 	Listen     bool // LISTEN for orchable_wakeup (the NOTIFY path)

@@ -363,4 +363,3 @@ func orchWakeup(ctx context.Context, e *env, rate int, dur time.Duration, histor
 	}
 	return out, nil
 }
-

@@ -57,12 +57,12 @@ func (f *Figure) computeRatio() {
 
 // Result is one scenario's report (medians over its runs).
 type Result struct {
-	Scenario   string    `json:"scenario"`
-	Runs       int       `json:"runs"`
-	Started    time.Time `json:"started"`
-	Elapsed    string    `json:"elapsed"`
-	Conditions string    `json:"conditions"`
-	Figures    []Figure  `json:"figures"`
+	Scenario   string     `json:"scenario"`
+	Runs       int        `json:"runs"`
+	Started    time.Time  `json:"started"`
+	Elapsed    string     `json:"elapsed"`
+	Conditions string     `json:"conditions"`
+	Figures    []Figure   `json:"figures"`
 	PerRun     [][]Figure `json:"per_run"`
 }
 
@@ -87,16 +87,16 @@ func scenarios() []scenario {
 
 // options are the command-line settings shared by all scenarios.
 type options struct {
-	AdminURL    string
-	Runs        int
-	Quick       bool
-	Tasks       int // throughput-noop size
-	Workers     []int
-	ClaimBatch  int
-	Conns       int32
-	SyncCommit  string
-	Out         string
-	CPUProfile  string
+	AdminURL     string
+	Runs         int
+	Quick        bool
+	Tasks        int // throughput-noop size
+	Workers      []int
+	ClaimBatch   int
+	Conns        int32
+	SyncCommit   string
+	Out          string
+	CPUProfile   string
 	SkipBaseline bool
 	Proposed     bool
 }

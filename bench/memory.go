@@ -23,11 +23,11 @@ const memoryChildArg = "memory-child"
 
 // memoryReport is what the child process prints.
 type memoryReport struct {
-	IdleRSSKB  int64 `json:"idle_rss_kb"`
-	PeakRSSKB  int64 `json:"peak_rss_kb"` // VmHWM
-	InFlight   int   `json:"in_flight"`
+	IdleRSSKB  int64  `json:"idle_rss_kb"`
+	PeakRSSKB  int64  `json:"peak_rss_kb"` // VmHWM
+	InFlight   int    `json:"in_flight"`
 	HeapInuse  uint64 `json:"heap_inuse"`
-	Goroutines int   `json:"goroutines"`
+	Goroutines int    `json:"goroutines"`
 }
 
 // memory: peak RSS of a fresh process running the engine with 1,000 model
