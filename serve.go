@@ -305,16 +305,12 @@ type claimsIdentity struct {
 	issuer string
 }
 
-func (c claimsIdentity) identity(user uuid.UUID) supabase.Identity {
-	b, _ := json.Marshal(map[string]any{
+func (c claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
+	b, err := json.Marshal(map[string]any{
 		"sub": user.String(), "role": "authenticated", "aud": "authenticated", "aal": "aal1",
 		"iss": c.issuer, "is_anonymous": false, "exp": time.Now().Add(10 * time.Minute).Unix(),
 	})
-	return supabase.Identity{Claims: b}
-}
-
-func (c claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
-	return c.identity(user), nil
+	return supabase.Identity{Claims: b}, err
 }
 
 // rpcKeyStore is the key pool's storage over the data path (PostgREST), as

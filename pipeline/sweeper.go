@@ -133,14 +133,6 @@ func (s *Sweeper) run(ctx context.Context) {
 	}
 }
 
-// SweepOnce re-queues expired leases, folds progress and hands due work to
-// the dispatcher, once. Tests and the embedded dev mode use it.
-func (s *Sweeper) SweepOnce(ctx context.Context) {
-	s.requeue(ctx)
-	s.sweepDue(ctx)
-	s.fold(ctx)
-}
-
 func (s *Sweeper) sweepDue(ctx context.Context) {
 	var due []struct {
 		ID     uuid.UUID `json:"id"`
