@@ -573,7 +573,9 @@ func TestListenNotifyWakeUp(t *testing.T) {
 	b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}})
 	finished := make(chan pipeline.Result, 10)
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "ln"}, b.db, b.gen)
-	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, Observer: chanObserver{finished}}, claimsIdentity{}, r)
+	// Other tests share this database and their commits notify too: this
+	// dispatcher serves only this test's user.
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, Observer: chanObserver{finished}}, onlyUser{b.user}, r)
 	d.Start(ctx)
 	t.Cleanup(func() { _ = d.Stop(context.Background()) })
 	s := pipeline.NewSweeper(&pipeline.SweeperConfig{Interval: time.Hour, FoldInterval: time.Hour, Listen: b.pool},
@@ -662,4 +664,14 @@ func deref[T any](p *T) T {
 		return *p
 	}
 	return zero
+}
+
+// onlyUser is an IdentitySource that acts for one user and refuses others.
+type onlyUser struct{ user uuid.UUID }
+
+func (o onlyUser) Identity(ctx context.Context, user uuid.UUID) (supabase.Identity, error) {
+	if user != o.user {
+		return supabase.Identity{}, fmt.Errorf("user %s is not served by this test", user)
+	}
+	return claimsIdentity{}.Identity(ctx, user)
 }
