@@ -434,7 +434,9 @@ func TestPipelineConcurrencyAndCrash(t *testing.T) {
 	claimed, err := dead.Claim(ctx, id, 2, nil)
 	require.NoError(t, err)
 	require.Len(t, claimed, 2)
-	_, err = b.pool.Exec(ctx, "update public.ai_tasks set locked_until = now() - interval '1 second' where locked_by = 'dead'")
+	// Lease columns are engine state: only an engine write may move them.
+	_, err = b.pool.Exec(ctx, `with e as (select set_config('orchable.engine', 'on', true))
+		update public.ai_tasks set locked_until = now() - interval '1 second' from e where locked_by = 'dead'`)
 	require.NoError(t, err)
 	var requeue map[string]int
 	require.NoError(t, b.pool.QueryRow(ctx, "select public.requeue_expired_leases()::text").Scan(new(string)))

@@ -115,16 +115,23 @@ func TestImport(t *testing.T) {
 			plan.Templates[i].Template = "hijacked"
 		}
 
-		err := tb.db.RPC(ctx, asBob, "import_pipeline", args, nil)
-
-		require.ErrorIs(t, err, supabase.ErrForbidden)
+		// Bob sends Alice's ids: he gets private ids of his own (no error
+		// that would tell him Alice's ids exist), and Alice's rows are
+		// untouched.
+		var got pipeline.ImportResult
+		require.NoError(t, tb.db.RPC(ctx, asBob, "import_pipeline", args, &got))
+		require.NotEqual(t, res.ConfigID, got.ConfigID)
+		for i, id := range got.TemplateIDs {
+			require.NotEqual(t, res.TemplateIDs[i], id)
+		}
 		require.NotEqual(t, "hijacked", tb.template(ctx, t, res.TemplateIDs[0]).Template)
 		require.Equal(t, alice, tb.template(ctx, t, res.TemplateIDs[0]).UserID)
 
-		// Templates alone (a config id of Bob's own) are refused too.
+		// Templates alone (a config id of Bob's own): the same.
 		args["p_config"] = pipeline.ConfigRow{ID: uuid.New(), Name: "bob", Steps: json.RawMessage("[]")}
-		err = tb.db.RPC(ctx, asBob, "import_pipeline", args, nil)
-		require.ErrorIs(t, err, supabase.ErrForbidden)
+		var again pipeline.ImportResult
+		require.NoError(t, tb.db.RPC(ctx, asBob, "import_pipeline", args, &again))
+		require.Equal(t, got.TemplateIDs, again.TemplateIDs, "private ids are stable across re-imports")
 		require.Equal(t, alice, tb.template(ctx, t, res.TemplateIDs[0]).UserID)
 
 		// Bob importing the same bundle gets his own copy.

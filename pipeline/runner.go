@@ -62,6 +62,9 @@ type Template struct {
 	StageConfig       json.RawMessage `json:"stage_config"`
 	SystemInstruction *string         `json:"system_instruction"`
 	RequiresApproval  *bool           `json:"requires_approval"`
+	// UserID is the template's author. A task may run another user's
+	// public template, but never that author's hooks (SPEC §14).
+	UserID *uuid.UUID `json:"user_id"`
 }
 
 // Batch holds the task_batches columns the runner reads.
@@ -236,6 +239,9 @@ type execution struct {
 	resp      model.Response
 	permanent bool
 	retryAt   time.Time
+	// hooksIgnored names the hooks of a foreign template that were not
+	// called (recorded in the task's extra.hooks_ignored).
+	hooksIgnored []string
 }
 
 func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) execution {
@@ -253,7 +259,19 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 	if settings.SystemInstruction == "" {
 		settings.SystemInstruction = cmp.Or(deref(c.Template.SystemInstruction), extra.SystemInstruction)
 	}
-	cfg := stageConfig(c.Template.StageConfig, extra)
+	// Another user's template runs without its author's hooks: they would
+	// receive this task's input and output. The owner's own hooks (in the
+	// task's extra) still apply.
+	templateConfig := c.Template.StageConfig
+	var hooksIgnored []string
+	if c.Template.UserID == nil || *c.Template.UserID != c.Task.UserID {
+		hooksIgnored = foreignHooks(templateConfig)
+		templateConfig = nil
+		if len(hooksIgnored) > 0 {
+			log.InfoContext(ctx, "pipeline: hooks of another user's template ignored", slog.Any("hooks", hooksIgnored))
+		}
+	}
+	cfg := stageConfig(templateConfig, extra)
 
 	input := c.Task.InputData
 	if cfg.PreProcess.enabled() {
@@ -322,7 +340,21 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 		ex.output = out
 	}
 	ex.Outcome = OutcomeCompleted
+	ex.hooksIgnored = hooksIgnored
 	return ex
+}
+
+// foreignHooks lists the hooks a template's stage_config enables.
+func foreignHooks(raw json.RawMessage) []string {
+	s := stageConfig(raw, taskExtra{})
+	var out []string
+	if s.PreProcess.enabled() {
+		out = append(out, "pre_process")
+	}
+	if s.PostProcess.enabled() {
+		out = append(out, "post_process")
+	}
+	return out
 }
 
 // classify turns a model error into a permanent failure or a reschedule.
@@ -403,6 +435,9 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 			"p_worker":  r.cfg.WorkerID,
 			"p_output":  ex.output,
 			"p_usage":   usageArgs(ex.resp, ex.Regenerations),
+		}
+		if len(ex.hooksIgnored) > 0 {
+			args["p_usage"].(map[string]any)["hooks_ignored"] = ex.hooksIgnored
 		}
 		out := r.completer.complete(wctx, id, c.Task.UserID, args)
 		if err := out.err; err != nil {

@@ -59,7 +59,8 @@ type Sweeper struct {
 }
 
 // NewSweeper builds a sweeper. service is the service-role identity: it is
-// used only for due_tasks, requeue_expired_leases and fold_batch_counters.
+// used only for due_tasks, requeue_expired_leases and fold_batch_counters;
+// giving up on tasks whose lease expired too often runs as their owner.
 func NewSweeper(cfg *SweeperConfig, db supabase.DB, service supabase.Identity, disp *Dispatcher) *Sweeper {
 	c := *cfg
 	c.Interval = cmp.Or(c.Interval, 5*time.Second)
@@ -157,8 +158,8 @@ func (s *Sweeper) sweepDue(ctx context.Context) {
 
 func (s *Sweeper) requeue(ctx context.Context) {
 	var out struct {
-		Requeued int `json:"requeued"`
-		Failed   int `json:"failed"`
+		Requeued     int         `json:"requeued"`
+		GiveUpOwners []uuid.UUID `json:"give_up_owners"`
 	}
 	err := s.db.RPC(ctx, s.service, "requeue_expired_leases", map[string]any{"p_max_attempts": s.cfg.MaxLeaseLosses}, &out)
 	if err != nil {
@@ -167,9 +168,40 @@ func (s *Sweeper) requeue(ctx context.Context) {
 		}
 		return
 	}
-	if out.Requeued > 0 || out.Failed > 0 {
-		s.cfg.Logger.InfoContext(ctx, "sweeper: expired leases", slog.Int("requeued", out.Requeued), slog.Int("failed", out.Failed))
+	// Tasks that lost their lease too often are given up as their owner:
+	// failing them re-checks barriers downstream, which reads the owner's
+	// outputs and may create tasks, so it never runs as the service identity.
+	failed := 0
+	for _, owner := range out.GiveUpOwners {
+		n, err := s.giveUp(ctx, owner)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.cfg.Logger.WarnContext(ctx, "sweeper: giving up expired tasks failed",
+					slog.String("user_id", owner.String()), slog.String("error", err.Error()))
+			}
+			continue
+		}
+		failed += n
 	}
+	if out.Requeued > 0 || failed > 0 {
+		s.cfg.Logger.InfoContext(ctx, "sweeper: expired leases", slog.Int("requeued", out.Requeued), slog.Int("failed", failed))
+	}
+}
+
+// giveUp fails, as owner, the owner's tasks that lost their lease
+// MaxLeaseLosses times (fail_expired_tasks).
+func (s *Sweeper) giveUp(ctx context.Context, owner uuid.UUID) (int, error) {
+	id, err := s.disp.ids.Identity(ctx, owner)
+	if err != nil {
+		return 0, err
+	}
+	var res struct {
+		Failed int `json:"failed"`
+	}
+	if err := s.db.RPC(ctx, id, "fail_expired_tasks", map[string]any{"p_max_attempts": s.cfg.MaxLeaseLosses}, &res); err != nil {
+		return 0, err
+	}
+	return res.Failed, nil
 }
 
 func (s *Sweeper) fold(ctx context.Context) {

@@ -338,7 +338,8 @@ func TestContractTenancy(t *testing.T) {
 			var claimed []uuid.UUID
 			require.NoError(t, tr.db.RPC(ctx, userIdentity(t, bob), "t_claim", map[string]any{"p_worker": "w", "p_limit": 100}, &claimed))
 			require.NotContains(t, claimed, ids[0])
-			_, err := b.pool.Exec(ctx, "update public.ai_tasks set status = 'processing', locked_by = 'w' where id = $1", ids[0])
+			_, err := b.pool.Exec(ctx, `with e as (select set_config('orchable.engine', 'on', true))
+				update public.ai_tasks set status = 'processing', locked_by = 'w' from e where id = $1`, ids[0])
 			require.NoError(t, err)
 			var res json.RawMessage
 			require.NoError(t, tr.db.RPC(ctx, userIdentity(t, bob), "t_complete", map[string]any{"p_task_id": ids[0], "p_worker": "w", "p_output": map[string]any{"x": 1}}, &res))

@@ -54,7 +54,8 @@ create or replace function public.t_claim(p_worker text, p_limit int) returns se
              order by run_after, id limit p_limit for update skip locked)
   update public.ai_tasks t set status = 'processing', locked_by = p_worker,
     locked_until = now() + interval '1 minute', attempts = t.attempts + 1
-  from c where t.id = c.id
+  from c, (select set_config('orchable.engine', 'on', true)) e -- lease columns are engine state
+  where t.id = c.id
   returning t.id
 $$;
 create or replace function public.t_complete(p_task_id uuid, p_worker text, p_output jsonb) returns jsonb
@@ -63,6 +64,9 @@ create or replace function public.t_complete(p_task_id uuid, p_worker text, p_ou
   where id = p_task_id and status = 'processing' and locked_by = p_worker
   returning jsonb_build_object('id', id, 'status', status)
 $$;
+-- The migrations revoke EXECUTE from PUBLIC on functions created later
+-- (default privileges); test functions are granted explicitly.
+grant execute on all functions in schema public to anon, authenticated, service_role;
 `
 
 var fnOnce sync.Once //nolint:gochecknoglobals // create the test functions once per package
