@@ -38,6 +38,9 @@ var files embed.FS
 //go:embed shim/local_supabase.sql
 var shimSQL string
 
+//go:embed shim/legacy_default_privileges.sql
+var legacyDefaultPrivilegesSQL string
+
 // advisoryLockKey serialises concurrent runners (any stable 64-bit value).
 const advisoryLockKey int64 = 0x6f72636861626c65 // "orchable"
 
@@ -82,6 +85,11 @@ func All() ([]Migration, error) {
 // PostgREST test server; production code applies it only through Migrate
 // with Config.Local.
 func ShimSQL() string { return shimSQL }
+
+// LegacyDefaultPrivilegesSQL returns the default privileges of Supabase
+// projects created before 2026 (shim/legacy_default_privileges.sql), for
+// tests that check the migrations hold under them. Never applied by Migrate.
+func LegacyDefaultPrivilegesSQL() string { return legacyDefaultPrivilegesSQL }
 
 // Config configures Migrate.
 type Config struct {

@@ -311,10 +311,27 @@ func probe(ctx context.Context, t *testing.T, pool *pgxpool.Pool, tbl rlsTable, 
 	return filtered, ""
 }
 
+// privilegeVariants are the databases every privilege and RLS check runs on:
+// the migrations on the plain shim, and on the shim plus Supabase's pre-2026
+// default privileges (ALL on every new table, function and sequence to
+// anon, authenticated and service_role).
+func privilegeVariants(t *testing.T) map[string]*pgxpool.Pool {
+	t.Helper()
+	return map[string]*pgxpool.Pool{"default": dbtest.Pool(t), "legacy-default-privileges": dbtest.LegacyPool(t)}
+}
+
 func TestRLSMatrix(t *testing.T) {
 	t.Parallel()
+	for name, pool := range privilegeVariants(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testRLSMatrix(t, pool)
+		})
+	}
+}
+
+func testRLSMatrix(t *testing.T, pool *pgxpool.Pool) {
 	ctx := t.Context()
-	pool := dbtest.Pool(t)
 	f := newRLSFixture(ctx, t, pool)
 
 	cells := runMatrix(ctx, t, pool, f, rlsTables(), "")
@@ -356,8 +373,16 @@ func TestRLSMatrixCatchesBrokenPolicy(t *testing.T) {
 // Cross-tenant references that RLS must refuse beyond plain ownership.
 func TestRLSCrossTenantReferences(t *testing.T) {
 	t.Parallel()
+	for name, pool := range privilegeVariants(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testRLSCrossTenantReferences(t, pool)
+		})
+	}
+}
+
+func testRLSCrossTenantReferences(t *testing.T, pool *pgxpool.Pool) {
 	ctx := t.Context()
-	pool := dbtest.Pool(t)
 	f := newRLSFixture(ctx, t, pool)
 	a, b := f.users["a"], f.users["b"]
 
@@ -417,11 +442,78 @@ func TestRLSCrossTenantReferences(t *testing.T) {
 		rows, err := tx.Query(ctx, `
 select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
 where n.nspname in ('public', 'orchable') and has_function_privilege('anon', p.oid, 'execute')
-  and p.prokind = 'f' and p.provolatile = 'v'`)
+  and p.prokind = 'f'`)
 		require.NoError(t, err)
 		fns, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(t, err)
-		require.Empty(t, fns, "volatile functions executable by anon")
+		require.Empty(t, fns, "functions (volatile or stable) executable by anon")
+	})
+
+	t.Run("NothingExecutableByPublic", func(t *testing.T) {
+		t.Parallel()
+		rows, err := pool.Query(ctx, `
+select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+cross join lateral aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+where n.nspname in ('public', 'orchable') and p.prokind = 'f' and a.grantee = 0 and a.privilege_type = 'EXECUTE'`)
+		require.NoError(t, err)
+		fns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Empty(t, fns, "functions executable by PUBLIC")
+	})
+
+	t.Run("ServiceAndTriggerFunctionsNotForUsers", func(t *testing.T) {
+		t.Parallel()
+		rows, err := pool.Query(ctx, `
+select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+where n.nspname in ('public', 'orchable') and p.prokind = 'f'
+  and has_function_privilege('authenticated', p.oid, 'execute')
+  and (p.prorettype = 'trigger'::regtype
+       or p.proname in ('due_tasks', 'requeue_expired_leases', 'fold_batch_counters', 'set_engine_limits'))`)
+		require.NoError(t, err)
+		fns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Empty(t, fns, "service-only or trigger functions executable by authenticated")
+	})
+
+	t.Run("NoDangerousTablePrivileges", func(t *testing.T) {
+		t.Parallel()
+		// anon: nothing on any table of ours; authenticated: no TRUNCATE,
+		// REFERENCES or TRIGGER, and nothing on the deltas table; no
+		// sequence usable by either.
+		rows, err := pool.Query(ctx, `
+select c.relname || ' ' || r.rolname || ' ' || pr.p
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+cross join (values ('anon'), ('authenticated')) r(rolname)
+cross join (values ('SELECT'), ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('REFERENCES'), ('TRIGGER')) pr(p)
+where n.nspname = 'public' and c.relkind in ('r', 'v')
+  and has_table_privilege(r.rolname, c.oid, pr.p)
+  and (r.rolname = 'anon' or pr.p in ('TRUNCATE', 'REFERENCES', 'TRIGGER') or c.relname = 'task_batch_counter_deltas')
+union all
+select c.relname || ' ' || r.rolname || ' USAGE'
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+cross join (values ('anon'), ('authenticated')) r(rolname)
+where n.nspname = 'public' and c.relkind = 'S' and has_sequence_privilege(r.rolname, c.oid, 'USAGE')`)
+		require.NoError(t, err)
+		bad, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Empty(t, bad)
+	})
+
+	t.Run("FunctionsCreatedLaterAreNotPublic", func(t *testing.T) {
+		t.Parallel()
+		// A later migration (run as the migrating role) that forgets its
+		// revoke must not hand the function to PUBLIC or anon.
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		_, err = tx.Exec(ctx, "create function public.orchable_probe_later() returns int language sql as 'select 1'")
+		require.NoError(t, err)
+		var anon, public bool
+		require.NoError(t, tx.QueryRow(ctx, `select has_function_privilege('anon', 'public.orchable_probe_later()', 'execute'),
+			exists (select 1 from pg_proc p cross join lateral aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+			        where p.oid = 'public.orchable_probe_later()'::regprocedure and a.grantee = 0)`).Scan(&anon, &public))
+		require.False(t, anon, "anon can execute a function created later")
+		require.False(t, public, "PUBLIC can execute a function created later")
 	})
 
 	t.Run("NoSecurityDefinerWithoutSearchPath", func(t *testing.T) {

@@ -77,6 +77,15 @@ func URL(tb testing.TB) string {
 //	func TestMain(m *testing.M) { dbtest.Main(m) }
 func Main(m *testing.M, opts ...goleak.Option) {
 	code := m.Run()
+	if legacyPool != nil {
+		legacyPool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if conn, err := pgx.Connect(ctx, AdminURL()); err == nil {
+			_, _ = conn.Exec(ctx, "drop database if exists "+pgx.Identifier{legacyName}.Sanitize()+" with (force)")
+			_ = conn.Close(ctx)
+		}
+		cancel()
+	}
 	if pool != nil {
 		pool.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -306,4 +315,66 @@ func CreateUser(ctx context.Context, tb testing.TB, db interface {
 		tb.Fatalf("dbtest: create user: %v", err)
 	}
 	return id
+}
+
+// LegacyPool returns a pool on a second database of this test package,
+// created once: the local shim, then Supabase's pre-2026 default
+// privileges (every new table, function and sequence granted to anon,
+// authenticated and service_role), then every migration. Tests run their
+// privilege and RLS checks on both Pool and LegacyPool. The database is
+// dropped by Main.
+func LegacyPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	Pool(tb)
+	legacyOnce.Do(func() { legacyPool, legacyName, legacyErr = setupLegacy() })
+	if legacyErr != nil {
+		tb.Fatalf("dbtest: legacy database: %v", legacyErr)
+	}
+	return legacyPool
+}
+
+var (
+	legacyOnce sync.Once //nolint:gochecknoglobals // one database per test package
+	legacyPool *pgxpool.Pool
+	legacyName string
+	legacyErr  error
+)
+
+func setupLegacy() (*pgxpool.Pool, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		return nil, "", err
+	}
+	defer admin.Close(ctx)
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	name := "orchable_legacy_" + hex.EncodeToString(rnd[:])
+	if _, err := admin.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, "", err
+	}
+	url, err := withDatabase(AdminURL(), name)
+	if err != nil {
+		return nil, name, err
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, name, err
+	}
+	defer conn.Close(ctx)
+	for _, sql := range []string{migrations.ShimSQL(), migrations.LegacyDefaultPrivilegesSQL()} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return nil, name, err
+		}
+	}
+	p, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		return nil, name, err
+	}
+	if _, err := migrations.Migrate(ctx, p, &migrations.Config{}); err != nil {
+		p.Close()
+		return nil, name, err
+	}
+	return p, name, nil
 }
