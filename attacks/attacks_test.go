@@ -184,7 +184,9 @@ func attackSweeperRealLoop(t *testing.T, w *world) {
 		leak == 0 && !leakedToHook.Load() && w.snapshot(ctx, t, w.a) == before)
 }
 
-func containsString(s, sub string) bool { return len(sub) > 0 && len(s) >= len(sub) && indexOf(s, sub) >= 0 }
+func containsString(s, sub string) bool {
+	return len(sub) > 0 && len(s) >= len(sub) && indexOf(s, sub) >= 0
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
