@@ -191,6 +191,11 @@ func Load(getenv func(string) string) (*Config, error) {
 		Interval:       r.duration("SWEEP_INTERVAL", 5*time.Second),
 		FoldInterval:   r.duration("FOLD_INTERVAL", 500*time.Millisecond),
 		MaxLeaseLosses: r.integer("MAX_LEASE_LOSSES", 5),
+		EngineLimits: pipeline.EngineLimits{
+			MaxSplitItems:      r.integer("MAX_SPLIT_ITEMS", 10000),
+			MaxChildInputBytes: int64(r.integer("MAX_CHILD_INPUT_BYTES", 64<<20)),
+			MaxLineageDepth:    r.integer("MAX_LINEAGE_DEPTH", 100),
+		},
 	}
 
 	switch strings.ToLower(r.str("LOG_LEVEL", "info")) {
@@ -272,6 +277,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Pipeline.Sweeper.FoldInterval < 10*time.Millisecond {
 		bad("FOLD_INTERVAL", "must be at least 10ms")
+	}
+	if l := c.Pipeline.Sweeper.EngineLimits; l.MaxSplitItems < 1 {
+		bad("MAX_SPLIT_ITEMS", "must be at least 1")
+	}
+	if l := c.Pipeline.Sweeper.EngineLimits; l.MaxChildInputBytes < 1 {
+		bad("MAX_CHILD_INPUT_BYTES", "must be at least 1")
+	}
+	if l := c.Pipeline.Sweeper.EngineLimits; l.MaxLineageDepth < 2 {
+		bad("MAX_LINEAGE_DEPTH", "must be at least 2")
 	}
 	if err := c.Model.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("model settings (GEMINI_*/ORCHABLE_MODEL_*): %w", err))

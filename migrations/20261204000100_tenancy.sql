@@ -538,14 +538,21 @@ $$;
 -- Successor creation, as the parent's owner, with bounds.
 ------------------------------------------------------------------------------
 
--- The template ids along a task's lineage (for the depth cap's message).
-create or replace function orchable.lineage_templates(t public.ai_tasks) returns text
+-- The stages along a task's lineage from the last task that ran p_template
+-- (the cycle that brings the lineage back to it), or the last ten when it
+-- never ran: for the depth cap's message.
+create or replace function orchable.lineage_cycle(t public.ai_tasks, p_template text) returns text
   language sql stable
   set search_path = ''
 as $$
-  select coalesce(string_agg(coalesce(p.stage_key, p.prompt_template_id, '?'), ' → ' order by x.o), '')
-  from jsonb_array_elements_text(coalesce(t.hierarchy_path, '[]'::jsonb) || to_jsonb(t.id::text)) with ordinality x(id, o)
-  join public.ai_tasks p on p.id::text = x.id and p.user_id = t.user_id
+  with path as (
+    select x.o, coalesce(p.stage_key, p.prompt_template_id, '?') as k, p.prompt_template_id as tid
+    from jsonb_array_elements_text(coalesce(t.hierarchy_path, '[]'::jsonb) || to_jsonb(t.id::text)) with ordinality x(id, o)
+    join public.ai_tasks p on p.id::text = x.id and p.user_id = t.user_id
+  ), start as (
+    select coalesce(max(o) filter (where tid = p_template), greatest(max(o) - 9, 1)) as o from path
+  )
+  select coalesce(string_agg(k, ' → ' order by o), '') from path where o >= (select o from start)
 $$;
 
 create or replace function orchable.spawn_successors(parent public.ai_tasks, only_barriers boolean)
@@ -606,9 +613,9 @@ begin
     is_join := cardinality(deps) > 1 or (cardinality(deps) = 1 and deps[1] is distinct from parent.stage_key);
     if not only_barriers and parent.step_number + 1 > lim.max_depth then
       return jsonb_build_object('error', format(
-        'lineage depth cap reached: stage %s would run at step %s, above the limit of %s (MAX_LINEAGE_DEPTH); the pipeline probably loops: %s → %s',
+        'lineage depth cap reached: stage %s would run at step %s, above the limit of %s (MAX_LINEAGE_DEPTH); the pipeline loops: %s → %s',
         coalesce(succ.stage_key, succ.id), parent.step_number + 1, lim.max_depth,
-        right(orchable.lineage_templates(parent), 400), coalesce(succ.stage_key, succ.id)));
+        left(orchable.lineage_cycle(parent, succ.id), 400), coalesce(succ.stage_key, succ.id)));
     end if;
     if not is_join and card = '1:N' and not only_barriers then
       arr := orchable.json_path(result, cfg ->> 'split_path');
@@ -624,8 +631,9 @@ begin
       end if;
       -- Every child carries the parent's input plus its item(s).
       in_size := octet_length(coalesce(parent.input_data, '{}'::jsonb)::text);
+      bsize := case when cfg ->> 'batch_size' ~ '^[0-9]{1,6}$' then greatest((cfg ->> 'batch_size')::int, 1) else 10 end;
       est := case when coalesce(cfg ->> 'split_mode', 'per_item') = 'per_batch'
-                  then ceil(n::numeric / 10)::bigint * in_size else n::bigint * in_size end
+                  then ceil(n::numeric / bsize)::bigint * in_size else n::bigint * in_size end
              + octet_length(arr::text);
       if est > lim.max_child_input_bytes then
         return jsonb_build_object('error', format(

@@ -34,11 +34,31 @@ type SweeperConfig struct {
 	// MaxLeaseLosses is how often a task may lose its lease (its worker
 	// died) before it fails for good. Default 5.
 	MaxLeaseLosses int
+	// EngineLimits bound what one completion may create; the sweeper writes
+	// them to the database (set_engine_limits) at start, where the SQL
+	// engine applies them to every completion, whoever makes it. Zero
+	// fields keep the database's values.
+	EngineLimits EngineLimits
 	// Listen, when set, is a direct database pool used to LISTEN for the
 	// orchable_wakeup notification, which triggers a sweep at once.
 	Listen *pgxpool.Pool
 	// Logger receives sweeper logs. Default: discard.
 	Logger *slog.Logger
+}
+
+// EngineLimits bound fan-out and depth (SPEC §14). A completion that would
+// exceed one fails its task with a message naming the setting.
+type EngineLimits struct {
+	// MaxSplitItems is the most children one 1:N split may create
+	// (MAX_SPLIT_ITEMS, default 10,000).
+	MaxSplitItems int
+	// MaxChildInputBytes bounds the child input one split writes, estimated
+	// as children × the parent's input size plus the split array
+	// (MAX_CHILD_INPUT_BYTES, default 64 MiB).
+	MaxChildInputBytes int64
+	// MaxLineageDepth is the highest step a task may reach
+	// (MAX_LINEAGE_DEPTH, default 100); it stops template loops.
+	MaxLineageDepth int
 }
 
 // Sweeper finds work no webhook announced: as the service identity it lists
@@ -109,6 +129,7 @@ func (s *Sweeper) Stop() {
 }
 
 func (s *Sweeper) run(ctx context.Context) {
+	limitsSet := s.setLimits(ctx)
 	sweep := time.NewTicker(s.cfg.Interval)
 	fold := time.NewTicker(s.cfg.FoldInterval)
 	renew := time.NewTicker(s.cfg.RenewInterval)
@@ -122,6 +143,9 @@ func (s *Sweeper) run(ctx context.Context) {
 		case <-s.kick:
 			s.sweepDue(ctx)
 		case <-sweep.C:
+			if !limitsSet {
+				limitsSet = s.setLimits(ctx)
+			}
 			s.requeue(ctx)
 			s.sweepDue(ctx)
 		case <-fold.C:
@@ -132,6 +156,33 @@ func (s *Sweeper) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// setLimits writes the configured engine limits (service identity: they
+// apply to every tenant). It reports whether it succeeded; a failure is
+// retried on the next sweep.
+func (s *Sweeper) setLimits(ctx context.Context) bool {
+	l := s.cfg.EngineLimits
+	if l == (EngineLimits{}) {
+		return true
+	}
+	args := map[string]any{"p_max_split_items": nil, "p_max_child_input_bytes": nil, "p_max_depth": nil}
+	if l.MaxSplitItems > 0 {
+		args["p_max_split_items"] = l.MaxSplitItems
+	}
+	if l.MaxChildInputBytes > 0 {
+		args["p_max_child_input_bytes"] = l.MaxChildInputBytes
+	}
+	if l.MaxLineageDepth > 0 {
+		args["p_max_depth"] = l.MaxLineageDepth
+	}
+	if err := s.db.RPC(supabase.Idempotent(ctx), s.service, "set_engine_limits", args, nil); err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.WarnContext(ctx, "sweeper: setting engine limits failed; retrying at the next sweep", slog.String("error", err.Error()))
+		}
+		return false
+	}
+	return true
 }
 
 func (s *Sweeper) sweepDue(ctx context.Context) {
