@@ -21,7 +21,8 @@ import (
 // up root_task_id, poll progress with the .or() filter, read the batch with
 // the FK-hinted embed, approve (with and without an edit), retry a failed
 // task — while the service processes the work; a second user's client sees
-// and changes nothing.
+// and changes nothing, then launches the first user's published pipeline on
+// their own account.
 func TestFrontendSupabaseJS(t *testing.T) {
 	t.Parallel()
 	node, err := exec.LookPath("node")
@@ -56,7 +57,7 @@ func TestFrontendSupabaseJS(t *testing.T) {
 	cmd.Dir = "js"
 	cmd.Env = append(os.Environ(),
 		"SUPABASE_URL="+s.restURL, "SUPABASE_ANON_KEY="+s.anonKey, "USER_ID="+u.String(),
-		"USER_JWT="+s.userJWT(u), "OTHER_JWT="+s.userJWT(other), "TEMPLATE_ID="+root, "CONFIG_ID="+configID, "FAIL_MARKER="+marker)
+		"USER_JWT="+s.userJWT(u), "OTHER_JWT="+s.userJWT(other), "OTHER_USER_ID="+other.String(), "TEMPLATE_ID="+root, "CONFIG_ID="+configID, "FAIL_MARKER="+marker)
 	out, err := cmd.CombinedOutput()
 	t.Logf("frontend.mjs: %s", strings.TrimSpace(string(out)))
 	require.NoError(t, err, "frontend.mjs failed:\n%s", out)

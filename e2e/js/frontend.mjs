@@ -115,4 +115,34 @@ check(progressRpc.total === 4 && progressRpc.completed === 4, `get_batch_progres
 const edited = final.list.find((t) => t.stage_key === 'publish' && t.input_data && t.input_data.title === 'Edited')
 check(edited, 'the publish task of the edited draft does not hold the edited output')
 
-console.log(JSON.stringify({ ok: true, batch_id: batch.id, launch_id: launchId, tasks: final.list.length, ms: Date.now() - t0 }))
+// The author publishes the pipeline as the hub does (is_public on the
+// config); another user launches it, the same way, on their own account:
+// the published config's templates are usable, and the work is theirs.
+const otherId = env('OTHER_USER_ID')
+must(await sb.from('lab_orchestrator_configs').update({ is_public: true, hub_asset_id: crypto.randomUUID() }).eq('id', configId), 'publish config')
+const hubLaunch = crypto.randomUUID()
+const hubBatch = must(await other.from('task_batches').insert({
+  name: 'Hub launch', status: 'processing', orchestrator_config_id: configId, created_by: otherId,
+  global_context: {}, total_tasks: 1, execution_delay_seconds: 0, launch_id: hubLaunch,
+}).select(), 'other: insert task_batches on a published config')[0]
+const hubTask = must(await other.from('ai_tasks').insert([{
+  batch_id: hubBatch.id, launch_id: hubLaunch, stage_key: 'draft', task_type: 'generation', tier_source: 'premium_byok',
+  step_number: 1, status: 'plan', lo_code: 'HUB-0', prompt_template_id: templateId, user_id: otherId, sequence: 0,
+  input_data: { input_data: 'published pipelines' },
+}]).select(), 'other: insert ai_tasks on a published template')[0]
+const hubProgress = async () => must(await other.from('ai_tasks').select('id, stage_key, status, user_id')
+  .or(`batch_id.eq.${hubBatch.id},launch_id.eq.${hubLaunch}`), 'other: progress')
+await poll('hub draft generated', async () => {
+  const list = await hubProgress()
+  return { ok: list.some((t) => t.id === hubTask.id && t.status === 'generated'), state: list.map((t) => [t.stage_key, t.status]) }
+})
+must(await other.rpc('approve_task', { p_task_id: hubTask.id }), 'other: approve_task')
+const hubFinal = await poll('hub launch completed', async () => {
+  const list = await hubProgress()
+  return { ok: list.length === 2 && list.every((t) => t.status === 'completed'), state: list.map((t) => [t.stage_key, t.status]), list }
+})
+check(hubFinal.list.every((t) => t.user_id === otherId), 'hub launch tasks are not owned by the launcher')
+check(must(await sb.from('ai_tasks').select('id').eq('batch_id', hubBatch.id), 'author reads hub batch').length === 0,
+  'the author sees the launcher\'s tasks')
+
+console.log(JSON.stringify({ ok: true, batch_id: batch.id, launch_id: launchId, tasks: final.list.length, hub_tasks: hubFinal.list.length, ms: Date.now() - t0 }))
