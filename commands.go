@@ -47,13 +47,13 @@ func connect(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer, local bool) error {
+func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer, local, includeAll bool) error {
 	pool, err := connect(ctx, getenv("DATABASE_URL"))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	res, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: local, Logger: newLogger(stdout, slog.LevelInfo)})
+	res, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: local, IncludeAll: includeAll, Logger: newLogger(stdout, slog.LevelInfo)})
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,9 @@ func dev(ctx context.Context, getenv func(string) string, stdout io.Writer, rows
 		return err
 	}
 	defer pool.Close()
-	res, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
+	// The dev database is a scratch copy: a migration added out of order
+	// (an older timestamp than the newest applied) is applied anyway.
+	res, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true, IncludeAll: true})
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,7 @@
 //
 //	orchable serve                        run the service (webhooks, dispatcher, sweeper, user API)
 //	orchable dev                          run locally on the embedded default and show a batch completing
-//	orchable migrate [--local]            apply the embedded migrations (--local: the Supabase shim first)
+//	orchable migrate [--local] [--include-all]  apply the embedded migrations (--local: the Supabase shim first)
 //	orchable import --owner UUID DIR      import an original pipeline bundle as the owner's templates
 //	orchable keys encrypt                 encrypt plaintext user_api_keys rows in place (idempotent)
 //
@@ -39,7 +39,7 @@ const usage = `usage: orchable <command> [flags]
 commands:
   serve                      run the service
   dev [--rows N] [--once]    run locally on the embedded default (local PostgreSQL, offline model)
-  migrate [--local]          apply the embedded migrations to DATABASE_URL
+  migrate [--local] [--include-all]  apply the embedded migrations to DATABASE_URL
   import --owner UUID DIR    import a pipeline bundle (orchestration.json + prompts/*.md)
   keys encrypt               encrypt plaintext API keys in user_api_keys (needs ORCHABLE_KEKS)
 `
@@ -63,10 +63,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "migrate":
 		fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 		local := fs.Bool("local", false, "apply the local Supabase shim when the auth schema is missing")
+		includeAll := fs.Bool("include-all", false, "also apply migrations older than the newest applied one (as supabase db push --include-all)")
 		if err := fs.Parse(rest); err != nil {
 			return err
 		}
-		return migrate(ctx, getenv, stdout, *local)
+		return migrate(ctx, getenv, stdout, *local, *includeAll)
 	case "import":
 		fs := flag.NewFlagSet("import", flag.ContinueOnError)
 		owner := fs.String("owner", "", "UUID of the user who will own the templates")

@@ -44,11 +44,24 @@ var legacyDefaultPrivilegesSQL string
 // advisoryLockKey serialises concurrent runners (any stable 64-bit value).
 const advisoryLockKey int64 = 0x6f72636861626c65 // "orchable"
 
-var fileNameRE = regexp.MustCompile(`^([0-9]{14})_(.+)\.sql$`)
+// fileNameRE is the Supabase CLI's migration file pattern: a numeric
+// version (normally a 14-digit UTC timestamp), an underscore and a name.
+var fileNameRE = regexp.MustCompile(`^([0-9]+)_(.+)\.sql$`)
+
+// The Supabase CLI's refusals (pkg/migration/apply.go), worded as it words
+// them, so `orchable migrate` and `supabase db push` agree.
+var (
+	// ErrMissingLocal: the database records a version that no embedded
+	// migration has (someone else migrated it, or this binary is older).
+	ErrMissingLocal = errors.New("Remote migration versions not found in local migrations directory.") //nolint:staticcheck // the CLI's wording
+	// ErrMissingRemote: an embedded migration older than the newest applied
+	// one has not been applied (history would be rewritten out of order).
+	ErrMissingRemote = errors.New("Found local migration files to be inserted before the last migration on remote database.") //nolint:staticcheck // the CLI's wording
+)
 
 // Migration is one embedded migration file.
 type Migration struct {
-	Version string // 14-digit UTC timestamp
+	Version string // numeric, normally a 14-digit UTC timestamp
 	Name    string // the part after the underscore, without .sql
 	File    string // file name
 	SQL     string
@@ -96,6 +109,9 @@ type Config struct {
 	// Local applies the local Supabase shim first when the auth schema is
 	// missing (plain PostgreSQL for development and tests). Default false.
 	Local bool
+	// IncludeAll applies embedded migrations older than the newest applied
+	// one instead of refusing (the CLI's --include-all).
+	IncludeAll bool
 	// Logger receives one line per applied migration. Default: discard.
 	Logger *slog.Logger
 }
@@ -182,25 +198,43 @@ alter table supabase_migrations.schema_migrations add column if not exists name 
 		return nil, fmt.Errorf("error creating supabase_migrations.schema_migrations: %w", err)
 	}
 
-	applied := map[string]bool{}
-	rows, err := conn.Query(ctx, "select version from supabase_migrations.schema_migrations")
+	rows, err := conn.Query(ctx, "select version, statements from supabase_migrations.schema_migrations")
 	if err != nil {
 		return nil, fmt.Errorf("error reading migration history: %w", err)
 	}
-	versions, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	type record struct {
+		Version    string
+		Statements []string
+	}
+	history, err := pgx.CollectRows(rows, pgx.RowToStructByPos[record])
 	if err != nil {
 		return nil, fmt.Errorf("error reading migration history: %w", err)
 	}
-	for _, v := range versions {
-		applied[v] = true
+	applied := make(map[string][]string, len(history))
+	remote := make([]string, 0, len(history))
+	for _, h := range history {
+		applied[h.Version] = h.Statements
+		remote = append(remote, h.Version)
+	}
+	if err := checkHistory(all, remote, cfg.IncludeAll); err != nil {
+		return nil, err
 	}
 
 	for _, m := range all {
-		if applied[m.Version] {
+		stmts := SplitStatements(m.SQL)
+		if recorded, ok := applied[m.Version]; ok {
 			res.Skipped = append(res.Skipped, m.Version)
+			if recorded != nil && !slices.Equal(recorded, stmts) {
+				logger.WarnContext(ctx, "migrate: an applied migration differs from the embedded file; the database keeps what was applied",
+					slog.String("version", m.Version), slog.String("name", m.Name))
+			}
 			continue
 		}
-		stmts := SplitStatements(m.SQL)
+		// Settings a previous file changed with set_config(..., false) must
+		// not leak into the next one (the CLI runs RESET ALL too).
+		if _, err := conn.Exec(ctx, "reset all"); err != nil {
+			return res, fmt.Errorf("error resetting the session before %s: %w", m.File, err)
+		}
 		err := inTx(ctx, conn.Conn(), func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "set local lock_timeout = '4s'"); err != nil {
 				return err
@@ -220,6 +254,42 @@ alter table supabase_migrations.schema_migrations add column if not exists name 
 		logger.InfoContext(ctx, "migrate: applied", slog.String("version", m.Version), slog.String("name", m.Name))
 	}
 	return res, nil
+}
+
+// checkHistory applies the Supabase CLI's rules to the recorded versions
+// (remote) and the embedded migrations: every recorded version must exist
+// locally, and no unapplied local migration may be older than the newest
+// recorded one (unless includeAll).
+func checkHistory(local []Migration, remote []string, includeAll bool) error {
+	have := make(map[string]bool, len(local))
+	for _, m := range local {
+		have[m.Version] = true
+	}
+	var missing []string
+	latest := ""
+	recorded := make(map[string]bool, len(remote))
+	for _, v := range remote {
+		recorded[v] = true
+		latest = max(latest, v)
+		if !have[v] {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("%w\nMake sure this binary is up to date. If the versions were reverted on purpose, repair the history:\n"+
+			"  supabase migration repair --status reverted %s", ErrMissingLocal, strings.Join(missing, " "))
+	}
+	var early []string
+	for _, m := range local {
+		if !recorded[m.Version] && m.Version < latest {
+			early = append(early, m.File)
+		}
+	}
+	if len(early) > 0 && !includeAll {
+		return fmt.Errorf("%w\n  %s\nRerun with --include-all to apply them anyway", ErrMissingRemote, strings.Join(early, "\n  "))
+	}
+	return nil
 }
 
 func inTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
