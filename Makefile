@@ -43,3 +43,7 @@ bench: ## Run the benchmark scenarios (see docs/performance.md)
 .PHONY: db/reset
 db/reset: ## Drop and recreate the local development database
 	psql -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists orchable with (force)' -c 'create database orchable'
+
+.PHONY: sql
+sql: ## Write the next migration from the changed function sources in sql/functions (docs/sql-source.md)
+	$(GO) run ./migrations/cmd/sqlgen

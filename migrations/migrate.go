@@ -68,18 +68,25 @@ type Migration struct {
 }
 
 // All returns the embedded migrations in version order.
-func All() ([]Migration, error) {
-	entries, err := fs.ReadDir(files, ".")
+func All() ([]Migration, error) { return Load(files) }
+
+// Load reads the migrations (*.sql at the top of fsys) in version order;
+// the SQL source tools read the directory on disk with it.
+func Load(fsys fs.FS) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
-		return nil, fmt.Errorf("error reading embedded migrations: %w", err)
+		return nil, fmt.Errorf("error reading migrations: %w", err)
 	}
 	var out []Migration
 	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".sql") {
+			continue
+		}
 		m := fileNameRE.FindStringSubmatch(e.Name())
 		if m == nil {
 			return nil, fmt.Errorf("migration file %q does not match <YYYYMMDDHHMMSS>_<name>.sql", e.Name())
 		}
-		body, err := fs.ReadFile(files, e.Name())
+		body, err := fs.ReadFile(fsys, e.Name())
 		if err != nil {
 			return nil, fmt.Errorf("error reading migration %s: %w", e.Name(), err)
 		}

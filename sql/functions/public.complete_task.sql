@@ -1,0 +1,11 @@
+create or replace function public.complete_task(
+  p_task_id uuid,
+  p_worker text,
+  p_output jsonb,
+  p_usage jsonb default '{}'::jsonb
+) returns jsonb
+  language sql volatile
+  set search_path = ''
+as $$
+  select orchable.complete_one(p_task_id, p_worker, p_output, p_usage)
+$$;

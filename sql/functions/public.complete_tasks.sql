@@ -1,0 +1,82 @@
+-- complete_tasks: complete_task for many tasks of the caller in one
+-- transaction (one commit), for workers that finish many tasks at once.
+-- p_items is a JSON array of {task_id, output, usage}. Each item is applied
+-- on its own (a failing item does not undo the others) and the result is an
+-- array in the same order: complete_task's result, or {"error", "code"}.
+create or replace function public.complete_tasks(p_worker text, p_items jsonb) returns jsonb
+  language plpgsql volatile
+  set search_path = ''
+as $$
+declare
+  item jsonb;
+  res jsonb;
+  results jsonb[] := '{}';
+  fast jsonb;
+  leaf_result constant jsonb := '{"status": "completed", "created": 0, "waiting": 0}';
+  uid uuid := orchable.require_user('complete_tasks');
+begin
+  perform orchable.engine_on();
+  if p_items is null or jsonb_typeof(p_items) <> 'array' or jsonb_array_length(p_items) > 1000 then
+    raise exception using errcode = '22023', message = 'p_items must be a JSON array of at most 1000 {task_id, output, usage}';
+  end if;
+
+  -- Set-based fast path for the common case: tasks processing under this
+  -- worker whose stage has no successors and needs no approval (a leaf:
+  -- completing it creates nothing). One UPDATE for all of them.
+  with items as (
+    select (e ->> 'task_id')::uuid as task_id, e -> 'output' as output, coalesce(e -> 'usage', '{}'::jsonb) as u
+    from jsonb_array_elements(p_items) e
+    where e ->> 'task_id' ~ '^[0-9a-fA-F-]{36}$' and jsonb_typeof(e -> 'output') is not null and e -> 'output' <> 'null'::jsonb
+  ), leaves as (
+    select t.id from public.ai_tasks t
+    join items i on i.task_id = t.id
+    left join public.prompt_templates p on p.id = t.prompt_template_id
+    where t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
+      and not t.requires_approval and not coalesce(p.requires_approval, false)
+      and t.next_task_config is null and not (t.extra ? 'next_stage_configs')
+      and p.next_stage_template_id is null
+      and coalesce(jsonb_array_length(case when jsonb_typeof(p.next_stage_template_ids) = 'array' then p.next_stage_template_ids end), 0) = 0
+    for update of t
+  ), done as (
+    update public.ai_tasks t set
+      status = 'completed',
+      output_data = i.output,
+      error_message = null,
+      completed_at = now(),
+      model_id = coalesce(i.u ->> 'model_id', t.model_id),
+      model_version = coalesce(i.u ->> 'model_version', t.model_version),
+      api_key_id = coalesce((i.u ->> 'api_key_id')::uuid, t.api_key_id),
+      prompt_token_count = coalesce((i.u ->> 'prompt_token_count')::int, t.prompt_token_count),
+      candidates_token_count = coalesce((i.u ->> 'candidates_token_count')::int, t.candidates_token_count),
+      thoughts_token_count = coalesce((i.u ->> 'thoughts_token_count')::int, t.thoughts_token_count),
+      total_token_count = coalesce((i.u ->> 'total_token_count')::int, t.total_token_count),
+      extra = t.extra || jsonb_strip_nulls(jsonb_build_object(
+        'used_api_key_name', i.u ->> 'api_key_name',
+        'response_id', i.u ->> 'response_id',
+        'regenerations', (i.u ->> 'regenerations')::int,
+        'hooks_ignored', i.u -> 'hooks_ignored'))
+    from items i
+    where t.id = i.task_id and t.id in (select id from leaves)
+    returning t.id
+  )
+  select coalesce(jsonb_object_agg(id::text, true), '{}'::jsonb) into fast from done;
+
+  -- Everything else one by one, each isolated from the others.
+  for item in select e from jsonb_array_elements(p_items) with ordinality x(e, o) order by o loop
+    if fast ? lower(item ->> 'task_id') then
+      res := leaf_result;
+      -- Only the first item of a task took the fast path; a repeated item
+      -- is checked like any other (a different output is refused).
+      fast := fast - lower(item ->> 'task_id');
+    else
+      begin
+        res := orchable.complete_one((item ->> 'task_id')::uuid, p_worker, item -> 'output', coalesce(item -> 'usage', '{}'::jsonb));
+      exception when others then
+        res := jsonb_build_object('error', sqlerrm, 'code', sqlstate);
+      end;
+    end if;
+    results := results || res; -- in place: plpgsql appends to an expanded array
+  end loop;
+  return to_jsonb(results);
+end
+$$;
