@@ -20,8 +20,12 @@ type Config struct {
 	// URL is the project URL (SUPABASE_URL), e.g. https://<ref>.supabase.co.
 	// Required. Requests go to URL + "/rest/v1".
 	URL string
-	// APIKey is the publishable (or legacy anon) key sent as the apikey
-	// header on every request. Required by the Supabase gateway.
+	// APIKey is the key sent as the apikey header on every request
+	// (required by the Supabase gateway): the publishable key
+	// (sb_publishable_…) or legacy anon JWT for user calls, the secret key
+	// (sb_secret_…) or legacy service_role JWT for the service client. A new
+	// key (sb_…) is never sent as a bearer: the gateway gives a request that
+	// carries no JWT the key's role. A legacy key identity keeps its bearer.
 	APIKey string
 	// HTTPClient is shared by all calls. Default: a client with a tuned
 	// transport (keep-alives, 256 idle connections per host) and no overall
@@ -81,6 +85,10 @@ func New(cfg *Config) (*Client, error) {
 	c.Retry = c.Retry.withDefaults()
 	return &Client{base: strings.TrimRight(c.URL, "/") + "/rest/v1", key: c.APIKey, http: c.HTTPClient, cfg: c}, nil
 }
+
+// isNewAPIKey reports whether key is a new-format API key
+// (sb_publishable_…, sb_secret_…), which is not a JWT.
+func isNewAPIKey(key string) bool { return strings.HasPrefix(key, "sb_") }
 
 // Accept values (PostgREST references/api/resource_representation.rst).
 const (
@@ -147,7 +155,16 @@ func (c *Client) once(ctx context.Context, id Identity, method, u, accept string
 		return nil, fmt.Errorf("supabase: building request: %w", err)
 	}
 	req.Header.Set("apikey", c.key)
-	if id.Token != "" {
+	switch {
+	case id.Token == "":
+	case isNewAPIKey(id.Token):
+		// sb_publishable_…/sb_secret_… are not JWTs: the gateway takes the
+		// role from the apikey header alone. Such a token is only ever this
+		// client's own key; anything else would act with the wrong key.
+		if id.Token != c.key {
+			return nil, errors.New("supabase: an sb_ API key as the identity's token must be the client's APIKey")
+		}
+	default:
 		req.Header.Set("Authorization", "Bearer "+id.Token)
 	}
 	req.Header.Set("Accept", accept)
@@ -284,6 +301,10 @@ func filterValue(f Filter) string {
 		return "in.(" + strings.Join(parts, ",") + ")"
 	case OpIs:
 		kw, _ := isKeyword(f.Value)
+		if kw == "not_null" {
+			// is.not_null exists only from PostgREST v13; this works on all.
+			return "not.is.null"
+		}
 		return "is." + kw
 	}
 	return string(f.Op) + "." + formatValue(f.Value)

@@ -521,7 +521,7 @@ func TestClientFilterEncoding(t *testing.T) {
 		{"InMixed", supabase.In("c", "plain", `a,b.c:(d) "q" \z`), `in.(plain,"a,b.c:(d) \"q\" \\z")`},
 		{"InEmptyList", supabase.In[string]("c"), "in.()"},
 		{"IsNull", supabase.Is("c", nil), "is.null"},
-		{"IsNotNull", supabase.Is("c", supabase.IsNotNull), "is.not_null"},
+		{"IsNotNullWorksBeforeV13", supabase.Is("c", supabase.IsNotNull), "not.is.null"},
 		{"IsTrue", supabase.Is("c", true), "is.true"},
 		{"IsFalse", supabase.Is("c", false), "is.false"},
 	}

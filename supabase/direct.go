@@ -32,6 +32,12 @@ type DirectConfig struct {
 	Retry RetryConfig
 	// Now is the clock used to check the "exp" claim. Default time.Now.
 	Now func() time.Time
+	// Authenticator is the role whose settings (ALTER ROLE … SET, e.g.
+	// Supabase's statement_timeout and lock_timeout of 8 s) every call
+	// applies first, as PostgREST's login session has them; the called
+	// role's settings and the function's own statement_timeout follow, as
+	// PostgREST applies them. Default "authenticator".
+	Authenticator string
 }
 
 // Direct is the direct-PostgreSQL transport: each call is one transaction
@@ -51,6 +57,9 @@ type Direct struct {
 	cfg        DirectConfig
 	roundTrips atomic.Int64
 	funcs      sync.Map // function name → []*pgcall.Sig
+
+	settingsMu sync.Mutex
+	settings   map[string][][2]string // role → its settings, once read
 }
 
 var _ DB = (*Direct)(nil)
@@ -72,6 +81,9 @@ func NewDirect(pool *pgxpool.Pool, cfg *DirectConfig) *Direct {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Authenticator == "" {
+		c.Authenticator = "authenticator"
 	}
 	c.Retry = c.Retry.withDefaults()
 	return &Direct{pool: pool, cfg: c}
@@ -103,7 +115,7 @@ func (d *Direct) RPC(ctx context.Context, id Identity, fn string, args any, out 
 		for fresh := false; ; fresh = true {
 			sig, cached, err := d.signature(ctx, fn, keys)
 			if err == nil {
-				err = d.run(ctx, id, !sig.Volatile, http.MethodPost, "/rpc/"+fn, sig.CallSQL(keys), params,
+				err = d.runHoisting(ctx, id, !sig.Volatile, http.MethodPost, "/rpc/"+fn, sig.Hoisted, sig.CallSQL(keys), params,
 					func(r pgx.Row) error { return r.Scan(&result) })
 			}
 			if fresh || !cached || !staleSignature(err) {
@@ -247,14 +259,70 @@ const (
 		"set_config('search_path', $5, true)"
 )
 
+// roleSettingsSQL reads the settings of the API roles and the
+// authenticator that a user may change (what PostgREST reads:
+// Config/Database.hs queryRoleSettings).
+const roleSettingsSQL = `
+select r.rolname::text, split_part(c.setting, '=', 1), substr(c.setting, strpos(c.setting, '=') + 1)
+from pg_roles r cross join lateral unnest(r.rolconfig) c(setting)
+join pg_settings ps on ps.name = split_part(c.setting, '=', 1) and ps.context = 'user'
+where r.rolname = any($1)`
+
+// roleSettings returns the settings every call as role applies: the
+// authenticator's, then the role's. They are read once.
+func (d *Direct) roleSettings(ctx context.Context, role string) ([][2]string, error) {
+	d.settingsMu.Lock()
+	defer d.settingsMu.Unlock()
+	if d.settings == nil {
+		d.roundTrips.Add(1)
+		rows, err := d.pool.Query(ctx, roleSettingsSQL, []string{"anon", "authenticated", "service_role", d.cfg.Authenticator})
+		if err != nil {
+			return nil, err
+		}
+		m := map[string][][2]string{}
+		for rows.Next() {
+			var r, name, value string
+			if err := rows.Scan(&r, &name, &value); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			m[r] = append(m[r], [2]string{name, value})
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		d.settings = m
+	}
+	return append(slices.Clone(d.settings[d.cfg.Authenticator]), d.settings[role]...), nil
+}
+
 // run executes sql (which must return exactly one row, read by scan) in a
 // transaction as the identity, pipelined in one batch.
 func (d *Direct) run(ctx context.Context, id Identity, readOnly bool, method, path, sql string, params []any, scan func(pgx.Row) error) error {
+	return d.runHoisting(ctx, id, readOnly, method, path, nil, sql, params, scan)
+}
+
+// runHoisting is run with a function's hoisted settings applied after the
+// role's.
+func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, method, path string, hoisted [][2]string,
+	sql string, params []any, scan func(pgx.Row) error,
+) error {
 	role, claims, err := d.identityRole(id)
 	if err != nil {
 		return err
 	}
 	authed := role != "anon"
+	settings, err := d.roleSettings(ctx, role)
+	if err != nil {
+		return d.mapErr(ctx, err, authed)
+	}
+	settings = append(settings, hoisted...)
+	setSQL := setIdentity
+	setParams := []any{role, claims, method, path, d.cfg.SearchPath}
+	for _, kv := range settings {
+		setSQL += fmt.Sprintf(", set_config($%d, $%d, true)", len(setParams)+1, len(setParams)+2)
+		setParams = append(setParams, kv[0], kv[1])
+	}
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
 		return d.mapErr(ctx, err, authed)
@@ -267,7 +335,7 @@ func (d *Direct) run(ctx context.Context, id Identity, readOnly bool, method, pa
 	} else {
 		b.Queue(beginRW)
 	}
-	b.Queue(setIdentity, role, claims, method, path, d.cfg.SearchPath)
+	b.Queue(setSQL, setParams...)
 	b.Queue(sql, params...)
 	b.Queue("commit")
 
@@ -436,10 +504,15 @@ func (d *Direct) signature(ctx context.Context, fn string, keys []string) (*pgca
 		}
 		v = sigs
 	}
-	if s := pgcall.Pick(v.([]*pgcall.Sig), keys); s != nil { //nolint:forcetypeassert // only []*pgcall.Sig is stored
-		return s, cached, nil
+	switch sigs := pgcall.Pick(v.([]*pgcall.Sig), keys); len(sigs) { //nolint:forcetypeassert // only []*pgcall.Sig is stored
+	case 0:
+		return nil, cached, &Error{Status: http.StatusNotFound, Code: "PGRST202", Message: pgcall.NotFoundMessage(fn, keys), rows: -1}
+	case 1:
+		return sigs[0], cached, nil
+	default:
+		// PostgREST never picks one of several overloads (PGRST203).
+		return nil, cached, NewError("PGRST203", pgcall.AmbiguousMessage(sigs), "", pgcall.AmbiguousHint, true)
 	}
-	return nil, cached, &Error{Status: http.StatusNotFound, Code: "PGRST202", Message: pgcall.NotFoundMessage(fn, keys), rows: -1}
 }
 
 // staleSignature reports whether err is what calling through an outdated
@@ -453,7 +526,7 @@ func staleSignature(err error) bool {
 		return false
 	}
 	switch se.Code {
-	case "PGRST202", "42883", "42725":
+	case "PGRST202", "PGRST203", "42883", "42725":
 		return true
 	}
 	return false

@@ -137,21 +137,39 @@ func isUndefinedCode(c string) bool {
 	return false
 }
 
-// statusFor maps a SQLSTATE to the HTTP status PostgREST answers with
-// (PostgREST docs references/errors.rst, "SQLSTATE → HTTP"; v14).
-// authenticated reports whether the request carried a JWT: 42501 is 403 then,
-// 401 otherwise.
-func statusFor(sqlstate string, authenticated bool) int {
+// statusFor maps a SQLSTATE (and, for a few codes, the message) to the HTTP
+// status PostgREST answers with (src/library/PostgREST/Error.hs
+// mapSQLtoHTTP; v14). authenticated reports whether the request carried a
+// JWT: 42501 is 403 then, 401 otherwise. The PostgREST test server keeps its
+// own copy, so a test comparing the two finds a mismatch.
+func statusFor(sqlstate, message string, authenticated bool) int {
 	switch sqlstate {
 	case "23503", "23505":
 		return http.StatusConflict
 	case "25006":
 		return http.StatusMethodNotAllowed
+	case "21000":
+		if strings.HasSuffix(message, "requires a WHERE clause") {
+			return http.StatusBadRequest // pg-safeupdate
+		}
+		return http.StatusInternalServerError
+	case "22023":
+		if strings.HasPrefix(message, "role") && strings.HasSuffix(message, "does not exist") {
+			return http.StatusUnauthorized // the JWT's role does not exist
+		}
+		return http.StatusBadRequest
 	case "53400":
 		return http.StatusInternalServerError
+	case "57P01":
+		return http.StatusServiceUnavailable
 	case "P0001":
 		return http.StatusBadRequest
-	case "42883", "42P01":
+	case "42883":
+		if strings.HasPrefix(message, "function xmlagg(") {
+			return http.StatusNotAcceptable
+		}
+		return http.StatusNotFound
+	case "42P01":
 		return http.StatusNotFound
 	case "42P17":
 		return http.StatusInternalServerError
@@ -163,11 +181,12 @@ func statusFor(sqlstate string, authenticated bool) int {
 	case "PT402":
 		return http.StatusPaymentRequired
 	}
-	if len(sqlstate) == 5 && strings.HasPrefix(sqlstate, "PT") {
-		// RAISE sqlstate 'PTxyz' gives HTTP xyz.
-		if n, err := strconv.Atoi(sqlstate[2:]); err == nil && n >= 100 && n < 600 {
+	if rest, ok := strings.CutPrefix(sqlstate, "PT"); ok {
+		// RAISE sqlstate 'PTxyz' gives HTTP xyz; anything unreadable is 500.
+		if n, err := strconv.Atoi(rest); err == nil && n >= 100 && n <= 999 {
 			return n
 		}
+		return http.StatusInternalServerError
 	}
 	if len(sqlstate) < 2 {
 		return http.StatusBadRequest
@@ -184,22 +203,24 @@ func statusFor(sqlstate string, authenticated bool) int {
 }
 
 // pgrstStatus maps PostgREST's own codes to their HTTP status
-// (references/errors.rst, "PostgREST Error Codes").
+// (src/library/PostgREST/Error.hs, the ErrorHeaders instances).
 func pgrstStatus(code string) int {
 	switch code {
 	case "PGRST000", "PGRST001", "PGRST002":
 		return http.StatusServiceUnavailable
 	case "PGRST003":
 		return http.StatusGatewayTimeout
-	case "PGRST106", codeNotSingular:
+	case "PGRST101", "PGRST105", "PGRST117":
+		return http.StatusMethodNotAllowed
+	case "PGRST103":
+		return http.StatusRequestedRangeNotSatisfiable
+	case "PGRST106", "PGRST107", codeNotSingular:
 		return http.StatusNotAcceptable
-	case "PGRST107":
-		return http.StatusUnsupportedMediaType
 	case "PGRST201", "PGRST203":
 		return http.StatusMultipleChoices
-	case "PGRST202", "PGRST205":
+	case "PGRST125", "PGRST126", "PGRST202", "PGRST205":
 		return http.StatusNotFound
-	case "PGRST300":
+	case "PGRST111", "PGRST112", "PGRST121", "PGRST300":
 		return http.StatusInternalServerError
 	case "PGRST301", "PGRST302", "PGRST303":
 		return http.StatusUnauthorized
@@ -214,7 +235,7 @@ func NewError(code, message, details, hint string, authenticated bool) *Error {
 	if strings.HasPrefix(code, "PGRST") {
 		e.Status = pgrstStatus(code)
 	} else {
-		e.Status = statusFor(code, authenticated)
+		e.Status = statusFor(code, message, authenticated)
 	}
 	if code == codeNotSingular {
 		e.rows = rowsFromDetails(details)

@@ -43,6 +43,12 @@ type testBundle struct {
 // JWKS serves.
 func setup(t *testing.T) *testBundle {
 	t.Helper()
+	return setupWith(t, nil)
+}
+
+// setupWith is setup with the server's Config adjusted by configure.
+func setupWith(t *testing.T, configure func(*postgresttest.Config)) *testBundle {
+	t.Helper()
 	pool := dbtest.Pool(t)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -60,9 +66,13 @@ func setup(t *testing.T) *testBundle {
 		_, _ = w.Write(jwks)
 	}))
 	t.Cleanup(jwksSrv.Close)
-	url := postgresttest.Start(t, pool, &postgresttest.Config{
+	cfg := &postgresttest.Config{
 		JWTSecret: testSecret, JWKSURL: jwksSrv.URL + "/auth/v1/.well-known/jwks.json", APIKeys: []string{testAPIKey},
-	})
+	}
+	if configure != nil {
+		configure(cfg)
+	}
+	url := postgresttest.Start(t, pool, cfg)
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &testBundle{pool: pool, url: url + "/rest/v1", es256: key, client: &http.Client{Transport: tr}}
@@ -122,6 +132,7 @@ type req struct {
 	accept string
 	body   any // marshalled to JSON unless a string
 	noKey  bool
+	apikey string // instead of testAPIKey
 }
 
 func (b *testBundle) do(ctx context.Context, t *testing.T, r req) *response {
@@ -138,7 +149,10 @@ func (b *testBundle) do(ctx context.Context, t *testing.T, r req) *response {
 	}
 	hr, err := http.NewRequestWithContext(ctx, r.method, b.url+r.path, rd)
 	require.NoError(t, err)
-	if !r.noKey {
+	switch {
+	case r.apikey != "":
+		hr.Header.Set("apikey", r.apikey)
+	case !r.noKey:
 		hr.Header.Set("apikey", testAPIKey)
 	}
 	if r.token != "" {

@@ -28,8 +28,28 @@
 //     rollback when the result is not exactly one row
 //     (references/api/resource_representation.rst "Singular or plural").
 //
+// Like PostgREST it is strict where orchable could otherwise pass a test and
+// fail on a real project: an RPC that more than one overload accepts answers
+// 300 PGRST203; a bulk insert whose objects have different keys answers 400
+// PGRST102 unless columns= is given; is.not_null is refused (PostgREST
+// before v13 has no such value: send not.is.null); reads and set-returning
+// RPCs return at most Config.MaxRows rows (db-max-rows; Supabase's default is
+// 1000); the role's settings (pg_roles.rolconfig, e.g. statement_timeout) are
+// applied to every request after the authenticator's; a function's own
+// statement_timeout is hoisted to the transaction (v12); and error statuses
+// come from this package's copy of PostgREST's tables (errors.go), not from
+// the client's.
+//
+// In front of it, it models the Supabase gateway's API keys: legacy JWT keys
+// (Config.APIKeys) and new-format keys (Config.PublishableKeys and
+// Config.SecretKeys, which are not JWTs). A new-format key in apikey with no
+// bearer, or with a bearer equal to it, acts as anon (publishable) or
+// service_role (secret); any other bearer that is not a JWT is refused with
+// 401.
+//
 // Not implemented: GET /rpc, filters and select on RPC results, schemas
-// other than public, Prefer: missing=default/handling/tx, range headers.
+// other than public, Prefer: missing=default/handling/tx, range headers,
+// RAISE SQLSTATE 'PGRST' with a JSON message.
 package postgresttest
 
 import (
@@ -54,7 +74,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orchable/orchable/supabase"
 	"github.com/orchable/orchable/supabase/internal/pgcall"
 )
 
@@ -65,9 +84,27 @@ type Config struct {
 	JWTSecret []byte
 	// JWKSURL, when set, verifies asymmetric tokens (ES256, RS256) by kid.
 	JWKSURL string
-	// APIKeys, when non-empty, are the accepted apikey header values (what
-	// the Supabase gateway checks); a request without one gets 401.
+	// APIKeys are accepted legacy apikey header values (anon and
+	// service_role JWTs; what the Supabase gateway checks). When APIKeys,
+	// PublishableKeys and SecretKeys are all empty the apikey is not checked;
+	// otherwise a request without an accepted one gets 401.
 	APIKeys []string
+	// PublishableKeys are accepted new-format publishable keys
+	// (sb_publishable_…): with no bearer (or a bearer equal to the key) the
+	// request runs as AnonRole.
+	PublishableKeys []string
+	// SecretKeys are accepted new-format secret keys (sb_secret_…): with no
+	// bearer (or a bearer equal to the key) the request runs as
+	// service_role.
+	SecretKeys []string
+	// MaxRows is PostgREST's db-max-rows: reads, embedded lists and
+	// set-returning RPCs return at most this many rows. Default 1000
+	// (Supabase's "Max rows"); negative means no limit.
+	MaxRows int
+	// Authenticator is the role PostgREST logs in as; its settings
+	// (rolconfig) are applied to every request before the impersonated
+	// role's, as its login session would have them. Default "authenticator".
+	Authenticator string
 	// AnonRole is the role without a token (PostgREST db-anon-role).
 	// Default "anon".
 	AnonRole string
@@ -93,6 +130,10 @@ type Server struct {
 	pkMu   sync.Mutex
 	pks    map[string][]string
 	funcs  sync.Map // fn → []*pgcall.Sig
+
+	settingsOnce sync.Once
+	settings     map[string][][2]string // role → its (name, value) settings
+	settingsErr  error
 }
 
 // New returns a Server over pool. Close releases the JWKS refresher.
@@ -109,6 +150,12 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg *Config) (*Server, error) 
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 8 << 20
+	}
+	if c.MaxRows == 0 {
+		c.MaxRows = 1000
+	}
+	if c.Authenticator == "" {
+		c.Authenticator = "authenticator"
 	}
 	s := &Server{pool: pool, cfg: c, pks: map[string][]string{}}
 	if c.JWKSURL != "" {
@@ -156,6 +203,8 @@ type request struct {
 	authed   bool
 	singular bool
 	prefer   map[string]string
+	// gatewayRole: the role came from a new-format API key.
+	gatewayRole bool
 }
 
 // ServeHTTP implements http.Handler.
@@ -165,19 +214,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"message": "no Route matched with those values"})
 		return
 	}
-	if len(s.cfg.APIKeys) > 0 {
-		key := r.Header.Get("apikey")
-		if key == "" {
-			key = r.URL.Query().Get("apikey")
-		}
-		if !slices.Contains(s.cfg.APIKeys, key) {
-			writeJSON(w, http.StatusUnauthorized, map[string]any{
-				"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key.",
-			})
-			return
-		}
-	}
 	req := &request{r: r, path: path, prefer: parsePrefer(r.Header.Values("Prefer"))}
+	if !s.gateway(w, r, req) {
+		return
+	}
 	if err := s.authenticate(r, req); err != nil {
 		writeError(w, err)
 		return
@@ -188,7 +228,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(path, "/rpc/"):
 		if r.Method != http.MethodPost {
-			err = pgrst("PGRST101", "Only GET and POST are allowed for rpc in this test server (POST only)", "", req.authed)
+			err = pgrst("PGRST101", "Cannot use the "+r.Method+" method on RPC (this test server serves POST only)", "")
 			break
 		}
 		err = s.rpc(w, req, strings.TrimPrefix(path, "/rpc/"))
@@ -204,7 +244,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case http.MethodDelete:
 			err = s.delete(w, req, table)
 		default:
-			err = pgrst("PGRST117", "Unsupported HTTP method: "+r.Method, "", req.authed)
+			err = pgrst("PGRST117", "Unsupported HTTP method: "+r.Method, "")
 		}
 	}
 	if err != nil {
@@ -212,14 +252,64 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// bearer returns the Authorization header's bearer token.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// gateway checks the API key the way the Supabase gateway does and reports
+// whether the request may go on. A new-format key with no bearer, or with a
+// bearer equal to it, sets the request's role here (publishable: anon;
+// secret: service_role); a bearer that is not a JWT and is not the apikey is
+// refused. Legacy keys leave the bearer to PostgREST.
+func (s *Server) gateway(w http.ResponseWriter, r *http.Request, req *request) bool {
+	if len(s.cfg.APIKeys)+len(s.cfg.PublishableKeys)+len(s.cfg.SecretKeys) == 0 {
+		return true
+	}
+	key := r.Header.Get("apikey")
+	if key == "" {
+		key = r.URL.Query().Get("apikey")
+	}
+	publishable, secret := slices.Contains(s.cfg.PublishableKeys, key), slices.Contains(s.cfg.SecretKeys, key)
+	if !publishable && !secret && !slices.Contains(s.cfg.APIKeys, key) {
+		writeJSON(w, http.StatusUnauthorized, map[string]any{
+			"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key.",
+		})
+		return false
+	}
+	tok := bearer(r)
+	if tok != "" && tok != key && (strings.HasPrefix(tok, "sb_") || (publishable || secret) && strings.Count(tok, ".") != 2) {
+		// An API key that is not the apikey, or (with a new-format apikey)
+		// any bearer that is not a JWT: the gateway has no role for it.
+		// Behind a legacy key, PostgREST itself rejects a malformed JWT.
+		writeJSON(w, http.StatusUnauthorized, map[string]any{
+			"message": "Invalid JWT", "hint": "The Authorization bearer must be a JWT or the same key as the apikey header.",
+		})
+		return false
+	}
+	if (publishable || secret) && (tok == "" || tok == key) {
+		req.role = s.cfg.AnonRole
+		if secret {
+			req.role = "service_role"
+		}
+		req.claims = `{"role":"` + req.role + `"}`
+		req.authed = secret
+		req.gatewayRole = true
+	}
+	return true
+}
+
 // authenticate verifies the bearer token like PostgREST (references/auth.rst):
 // signature, exp/nbf/iat with 30 s skew, role claim (anon role without one).
 func (s *Server) authenticate(r *http.Request, req *request) error {
-	h := r.Header.Get("Authorization")
-	tok := ""
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		tok = strings.TrimSpace(h[7:])
+	if req.gatewayRole {
+		return nil
 	}
+	tok := bearer(r)
 	if tok == "" {
 		req.role, req.claims = s.cfg.AnonRole, `{"role":"`+s.cfg.AnonRole+`"}`
 		return nil
@@ -248,7 +338,9 @@ func (s *Server) authenticate(r *http.Request, req *request) error {
 		case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 			code = "PGRST303"
 		}
-		return &jwtError{pgrst(code, msg, "", false)}
+		e := pgrst(code, msg, "")
+		e.jwt = true
+		return e
 	}
 	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
 	req.claims = string(payload)
@@ -259,22 +351,73 @@ func (s *Server) authenticate(r *http.Request, req *request) error {
 	req.role = role
 	req.authed = role != s.cfg.AnonRole
 	if !slices.Contains(s.cfg.Roles, role) {
-		// The authenticator of a Supabase project can only switch to these.
-		return supabase.NewError("42501", fmt.Sprintf("permission denied to set role \"%s\"", role), "", "", req.authed)
+		// What SET ROLE answers for a role that does not exist (22023, which
+		// PostgREST maps to 401), or that the authenticator of a Supabase
+		// project may not switch to (42501).
+		var exists bool
+		if err := s.pool.QueryRow(r.Context(), "select exists (select 1 from pg_roles where rolname = $1)", role).Scan(&exists); err != nil {
+			return s.dbErr(err, req)
+		}
+		if !exists {
+			return sqlError("22023", fmt.Sprintf("role \"%s\" does not exist", role), "", "", req.authed)
+		}
+		return sqlError("42501", fmt.Sprintf("permission denied to set role \"%s\"", role), "", "", req.authed)
 	}
 	return nil
 }
 
-// jwtError marks errors that get a WWW-Authenticate header (Error.hs).
-type jwtError struct{ err *supabase.Error }
-
-func (e *jwtError) Error() string { return e.err.Error() }
-func (e *jwtError) Unwrap() error { return e.err }
-
 // within runs fn in one transaction as the request's identity; any error
 // (including a singular-response failure) rolls it back.
 func (s *Server) within(req *request, readOnly bool, fn func(tx pgx.Tx) error) error {
+	return s.withinHoisting(req, readOnly, nil, fn)
+}
+
+// roleSettingsSQL reads the settings of the roles a request can run as
+// (PostgREST Config/Database.hs queryRoleSettings: ALTER ROLE … SET, for
+// settings a user may change).
+const roleSettingsSQL = `
+select r.rolname::text, split_part(c.setting, '=', 1), substr(c.setting, strpos(c.setting, '=') + 1)
+from pg_roles r cross join lateral unnest(r.rolconfig) c(setting)
+join pg_settings ps on ps.name = split_part(c.setting, '=', 1) and ps.context = 'user'
+where r.rolname = any($1)`
+
+// roleSettings returns each role's settings, read once.
+func (s *Server) roleSettings(ctx context.Context) (map[string][][2]string, error) {
+	s.settingsOnce.Do(func() {
+		rows, err := s.pool.Query(ctx, roleSettingsSQL, append(slices.Clone(s.cfg.Roles), s.cfg.Authenticator))
+		if err != nil {
+			s.settingsErr = err
+			return
+		}
+		m := map[string][][2]string{}
+		for rows.Next() {
+			var role, name, value string
+			if err := rows.Scan(&role, &name, &value); err != nil {
+				s.settingsErr = err
+				rows.Close()
+				return
+			}
+			m[role] = append(m[role], [2]string{name, value})
+		}
+		s.settings, s.settingsErr = m, rows.Err()
+	})
+	return s.settings, s.settingsErr
+}
+
+// withinHoisting is within, with a function's hoisted settings (its own
+// SET statement_timeout; PostgREST db-hoisted-tx-settings) applied last.
+func (s *Server) withinHoisting(req *request, readOnly bool, hoisted [][2]string, fn func(tx pgx.Tx) error) error {
 	ctx := req.r.Context()
+	roleSettings, err := s.roleSettings(ctx)
+	if err != nil {
+		return s.dbErr(err, req)
+	}
+	// The authenticator's login settings, then the role's (PreQuery.hs
+	// roleSettingsSql), then the function's.
+	var settings [][2]string
+	settings = append(settings, roleSettings[s.cfg.Authenticator]...)
+	settings = append(settings, roleSettings[req.role]...)
+	settings = append(settings, hoisted...)
 	mode := pgx.ReadWrite
 	if readOnly {
 		mode = pgx.ReadOnly
@@ -289,10 +432,15 @@ func (s *Server) within(req *request, readOnly bool, fn func(tx pgx.Tx) error) e
 		headers[strings.ToLower(k)] = v[0]
 	}
 	hb, _ := json.Marshal(headers)
-	if _, err := tx.Exec(ctx, "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), "+
-		"set_config('request.headers', $3, true), set_config('request.method', $4, true), "+
-		"set_config('request.path', $5, true), set_config('search_path', 'public, extensions', true)",
-		req.role, req.claims, string(hb), req.r.Method, req.path); err != nil {
+	sql := "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), " +
+		"set_config('request.headers', $3, true), set_config('request.method', $4, true), " +
+		"set_config('request.path', $5, true), set_config('search_path', 'public, extensions', true)"
+	params := []any{req.role, req.claims, string(hb), req.r.Method, req.path}
+	for _, kv := range settings {
+		sql += fmt.Sprintf(", set_config($%d, $%d, true)", len(params)+1, len(params)+2)
+		params = append(params, kv[0], kv[1])
+	}
+	if _, err := tx.Exec(ctx, sql, params...); err != nil {
 		return s.dbErr(err, req)
 	}
 	if err := fn(tx); err != nil {
@@ -307,17 +455,13 @@ func (s *Server) within(req *request, readOnly bool, fn func(tx pgx.Tx) error) e
 func (s *Server) dbErr(err error, req *request) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return supabase.NewError(pgErr.Code, pgErr.Message, pgErr.Detail, pgErr.Hint, req.authed)
+		return sqlError(pgErr.Code, pgErr.Message, pgErr.Detail, pgErr.Hint, req.authed)
 	}
-	var se *supabase.Error
-	if errors.As(err, &se) {
+	var ae *apiError
+	if errors.As(err, &ae) {
 		return err
 	}
-	return pgrst("PGRST000", err.Error(), "", req.authed)
-}
-
-func pgrst(code, msg, details string, authed bool) *supabase.Error {
-	return supabase.NewError(code, msg, details, "", authed)
+	return pgrst("PGRST000", err.Error(), "")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -329,9 +473,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError writes PostgREST's error body (references/errors.rst), with
 // Proxy-Status, and WWW-Authenticate for JWT errors.
 func writeError(w http.ResponseWriter, err error) {
-	var se *supabase.Error
-	if !errors.As(err, &se) {
-		se = supabase.NewError("PGRST000", err.Error(), "", "", false)
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = pgrst("PGRST000", err.Error(), "")
 	}
 	nullable := func(s string) any {
 		if s == "" {
@@ -339,13 +483,12 @@ func writeError(w http.ResponseWriter, err error) {
 		}
 		return s
 	}
-	w.Header().Set("Proxy-Status", "PostgREST; error="+se.Code)
-	var je *jwtError
-	if errors.As(err, &je) {
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="`+se.Message+`"`)
+	w.Header().Set("Proxy-Status", "PostgREST; error="+ae.code)
+	if ae.jwt {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="`+ae.message+`"`)
 	}
-	writeJSON(w, se.StatusCode(), map[string]any{
-		"code": se.Code, "message": se.Message, "details": nullable(se.Details), "hint": nullable(se.Hint),
+	writeJSON(w, ae.status, map[string]any{
+		"code": ae.code, "message": ae.message, "details": nullable(ae.details), "hint": nullable(ae.hint),
 	})
 }
 
@@ -366,7 +509,7 @@ func parsePrefer(values []string) map[string]string {
 func readBody(w http.ResponseWriter, req *request, limit int64) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.r.Body, limit))
 	if err != nil {
-		return nil, pgrst("PGRST102", "Empty or invalid json: "+err.Error(), "", req.authed)
+		return nil, pgrst("PGRST102", "Empty or invalid json: "+err.Error(), "")
 	}
 	return body, nil
 }
@@ -383,7 +526,7 @@ func (s *Server) rpc(w http.ResponseWriter, req *request, fn string) error {
 	}
 	var args map[string]json.RawMessage
 	if err := json.Unmarshal(body, &args); err != nil {
-		return pgrst("PGRST102", "Empty or invalid json", err.Error(), req.authed)
+		return pgrst("PGRST102", "Empty or invalid json", err.Error())
 	}
 	keys := make([]string, 0, len(args))
 	for k := range args {
@@ -402,8 +545,8 @@ func (s *Server) rpc(w http.ResponseWriter, req *request, fn string) error {
 		var cached bool
 		sig, cached, err = s.signature(req, fn, keys)
 		if err == nil {
-			err = s.within(req, !sig.Volatile, func(tx pgx.Tx) error {
-				if err := tx.QueryRow(req.r.Context(), sig.CallSQL(keys), params...).Scan(&result); err != nil {
+			err = s.withinHoisting(req, !sig.Volatile, sig.Hoisted, func(tx pgx.Tx) error {
+				if err := tx.QueryRow(req.r.Context(), sig.CallSQLLimit(keys, s.cfg.MaxRows), params...).Scan(&result); err != nil {
 					return s.dbErr(err, req)
 				}
 				if req.singular && sig.RetSet {
@@ -453,26 +596,36 @@ func (s *Server) signature(req *request, fn string, keys []string) (*pgcall.Sig,
 		}
 		v = sigs
 	}
-	if sig := pgcall.Pick(v.([]*pgcall.Sig), keys); sig != nil { //nolint:forcetypeassert // only []*pgcall.Sig is stored
-		return sig, cached, nil
+	switch sigs := pgcall.Pick(v.([]*pgcall.Sig), keys); len(sigs) { //nolint:forcetypeassert // only []*pgcall.Sig is stored
+	case 0:
+		return nil, cached, pgrst("PGRST202", pgcall.NotFoundMessage(fn, keys), "")
+	case 1:
+		return sigs[0], cached, nil
+	default:
+		e := pgrst("PGRST203", pgcall.AmbiguousMessage(sigs), "")
+		e.hint = pgcall.AmbiguousHint
+		return nil, cached, e
 	}
-	return nil, cached, pgrst("PGRST202", pgcall.NotFoundMessage(fn, keys), "", req.authed)
 }
 
 // staleSignature reports whether err is what an outdated cached signature
-// gives: PGRST202 (no overload takes these names), 42883 (no function
-// matches the call) or 42725 (several do).
+// gives: PGRST202 (no overload takes these names), PGRST203 (several do),
+// 42883 (no function matches the call) or 42725 (several do).
 func staleSignature(err error) bool {
-	var se *supabase.Error
-	if !errors.As(err, &se) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
 		return false
 	}
-	return se.Code == "PGRST202" || se.Code == "42883" || se.Code == "42725"
+	switch ae.code {
+	case "PGRST202", "PGRST203", "42883", "42725":
+		return true
+	}
+	return false
 }
 
-func notSingular(n int, req *request) error {
+func notSingular(n int, _ *request) error {
 	return pgrst("PGRST116", "Cannot coerce the result to a single JSON object",
-		fmt.Sprintf("The result contains %d rows", n), req.authed)
+		fmt.Sprintf("The result contains %d rows", n))
 }
 
 func writeBody(w http.ResponseWriter, req *request, status int, body []byte) {

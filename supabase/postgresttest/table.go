@@ -3,6 +3,7 @@ package postgresttest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -53,7 +54,7 @@ func (s *Server) where(b *builder, q url.Values) (string, error) {
 				c, err = b.logic(strings.TrimPrefix(k, "not."), v, neg)
 			default:
 				if strings.Contains(k, ".") {
-					return "", pgrst("PGRST100", "filters on embedded resources are not supported by this test server: "+k, "", b.authed)
+					return "", pgrst("PGRST100", "filters on embedded resources are not supported by this test server: "+k, "")
 				}
 				c, err = b.cond(k, v)
 			}
@@ -73,7 +74,7 @@ func (s *Server) where(b *builder, q url.Values) (string, error) {
 func (b *builder) logic(op, v string, neg bool) (string, error) {
 	inner, ok := strings.CutPrefix(v, "(")
 	if !ok || !strings.HasSuffix(inner, ")") {
-		return "", pgrst("PGRST100", "\""+v+"\" is not a valid logic tree", "", b.authed)
+		return "", pgrst("PGRST100", "\""+v+"\" is not a valid logic tree", "")
 	}
 	inner = inner[:len(inner)-1]
 	var parts []string
@@ -93,7 +94,7 @@ func (b *builder) logic(op, v string, neg bool) (string, error) {
 		default:
 			col, expr, found := strings.Cut(item, ".")
 			if !found {
-				return "", pgrst("PGRST100", "\""+item+"\" is not a valid filter", "", b.authed)
+				return "", pgrst("PGRST100", "\""+item+"\" is not a valid filter", "")
 			}
 			c, err = b.cond(col, expr)
 		}
@@ -171,7 +172,7 @@ func (b *builder) cond(col, expr string) (string, error) {
 	}
 	op, val, ok := strings.Cut(expr, ".")
 	if !ok {
-		return "", pgrst("PGRST100", "\""+expr+"\" is not a valid filter for "+col, "", b.authed)
+		return "", pgrst("PGRST100", "\""+expr+"\" is not a valid filter for "+col, "")
 	}
 	c := "_t." + ident(col)
 	var sql string
@@ -179,7 +180,7 @@ func (b *builder) cond(col, expr string) (string, error) {
 	case "in":
 		inner, ok := strings.CutPrefix(val, "(")
 		if !ok || !strings.HasSuffix(inner, ")") {
-			return "", pgrst("PGRST100", "in needs a list: "+val, "", b.authed)
+			return "", pgrst("PGRST100", "in needs a list: "+val, "")
 		}
 		items := splitTop(inner[:len(inner)-1])
 		if len(items) == 0 {
@@ -192,15 +193,19 @@ func (b *builder) cond(col, expr string) (string, error) {
 		}
 		sql = c + " in (" + strings.Join(ps, ", ") + ")"
 	case "is":
-		kw := map[string]string{"null": "null", "not_null": "not null", "true": "true", "false": "false", "unknown": "unknown"}[strings.ToLower(val)]
+		// PostgREST before v13 knows only these four (not_null came in
+		// v13.0.0, #3747); a project on v12 refuses is.not_null, so this
+		// server does too: not.is.null works everywhere.
+		kw := map[string]string{"null": "null", "true": "true", "false": "false", "unknown": "unknown"}[strings.ToLower(val)]
 		if kw == "" {
-			return "", pgrst("PGRST100", "is: unknown value "+val, "", b.authed)
+			return "", pgrst("PGRST100", `"failed to parse filter (is.`+val+`)" (line 1, column 4)`,
+				`unexpected "`+val+`" expecting null or trilean value (unknown, true, false)`)
 		}
 		sql = c + " is " + kw
 	default:
 		o, ok := cmpOps[op]
 		if !ok {
-			return "", pgrst("PGRST100", "unsupported operator "+op, "", b.authed)
+			return "", pgrst("PGRST100", "unsupported operator "+op, "")
 		}
 		if op == "like" || op == "ilike" {
 			val = strings.ReplaceAll(val, "*", "%")
@@ -232,7 +237,7 @@ func (b *builder) orderBy(v string) (string, error) {
 			case "nullslast":
 				sql += " nulls last"
 			default:
-				return "", pgrst("PGRST100", "invalid order "+item, "", b.authed)
+				return "", pgrst("PGRST100", "invalid order "+item, "")
 			}
 		}
 		parts = append(parts, sql)
@@ -323,7 +328,7 @@ func (s *Server) foreignKeys(ctx context.Context) ([]foreignKey, error) {
 // embed builds the subquery for relation rel (with optional !hint) of table.
 func (s *Server) embed(ctx context.Context, b *builder, table, alias, rel, as, sel string, depth int) (string, error) {
 	if depth > 3 {
-		return "", pgrst("PGRST100", "embedding too deep", "", b.authed)
+		return "", pgrst("PGRST100", "embedding too deep", "")
 	}
 	rel, hint, _ := strings.Cut(rel, "!")
 	if hint == "inner" || hint == "left" {
@@ -351,10 +356,10 @@ func (s *Server) embed(ctx context.Context, b *builder, table, alias, rel, as, s
 	}
 	switch len(ms) {
 	case 0:
-		return "", pgrst("PGRST200", "Could not find a relationship between '"+table+"' and '"+rel+"' in the schema cache", "", b.authed)
+		return "", pgrst("PGRST200", "Could not find a relationship between '"+table+"' and '"+rel+"' in the schema cache", "")
 	case 1:
 	default:
-		return "", pgrst("PGRST201", "Could not embed because more than one relationship was found for '"+table+"' and '"+rel+"'", "", b.authed)
+		return "", pgrst("PGRST201", "Could not embed because more than one relationship was found for '"+table+"' and '"+rel+"'", "")
 	}
 	m := ms[0]
 	sub := "_e" + strconv.Itoa(depth)
@@ -371,6 +376,11 @@ func (s *Server) embed(ctx context.Context, b *builder, table, alias, rel, as, s
 		}
 	}
 	inner := "select " + cols + " from " + ident("public", rel) + " " + sub + " where " + strings.Join(on, " and ")
+	if !m.toParent && s.cfg.MaxRows > 0 {
+		// db-max-rows limits every node of the read plan (Plan.hs
+		// treeRestrictRange).
+		inner += " limit " + strconv.Itoa(s.cfg.MaxRows)
+	}
 	name := ident(rel)
 	if as != "" {
 		name = ident(as)
@@ -400,17 +410,26 @@ func (s *Server) read(w http.ResponseWriter, req *request, table string) error {
 	}
 	whereParams := slices.Clone(b.params)
 	limit, offset := "", 0
+	lim := s.cfg.MaxRows
 	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return pgrst("PGRST100", "invalid limit "+v, "", req.authed)
+		l, err := strconv.Atoi(v)
+		if err != nil {
+			return pgrst("PGRST100", "invalid limit "+v, "")
 		}
-		limit = " limit " + b.param(n)
+		if l < 0 {
+			return pgrst("PGRST103", "Requested range not satisfiable", "Limit should be greater than or equal to zero.")
+		}
+		if lim <= 0 || l < lim {
+			lim = l // db-max-rows caps what the client asks for
+		}
+	}
+	if lim >= 0 {
+		limit = " limit " + b.param(lim)
 	}
 	if v := q.Get("offset"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return pgrst("PGRST100", "invalid offset "+v, "", req.authed)
+			return pgrst("PGRST100", "invalid offset "+v, "")
 		}
 		offset = n
 		limit += " offset " + b.param(n)
@@ -443,6 +462,11 @@ func (s *Server) read(w http.ResponseWriter, req *request, table string) error {
 	w.Header().Set("Content-Range", contentRange(offset, n, total))
 	status := http.StatusOK
 	if total != "*" {
+		if t, _ := strconv.Atoi(total); offset > t {
+			// RangeQuery.hs rangeStatus: an offset past the end is 416.
+			return pgrst("PGRST103", "Requested range not satisfiable",
+				fmt.Sprintf("An offset of %d was requested, but there are only %s rows.", offset, total))
+		}
 		w.Header().Set("Preference-Applied", "count=exact")
 		if t, _ := strconv.Atoi(total); n < t-offset || offset > 0 && n < t {
 			status = http.StatusPartialContent // Response.hs rangeStatus
@@ -548,7 +572,7 @@ func (s *Server) insert(w http.ResponseWriter, req *request, table string) error
 		body, _ = json.Marshal(rows)
 	}
 	if err != nil {
-		return pgrst("PGRST102", "Empty or invalid json", err.Error(), req.authed)
+		return pgrst("PGRST102", "Empty or invalid json", err.Error())
 	}
 	q := req.r.URL.Query()
 	var keys []string
@@ -557,11 +581,23 @@ func (s *Server) insert(w http.ResponseWriter, req *request, table string) error
 			keys = append(keys, strings.Trim(strings.TrimSpace(k), `"`))
 		}
 	} else {
-		for _, r := range rows {
-			for k := range r {
-				if !slices.Contains(keys, k) {
+		// Without columns=, every object must have the same keys
+		// (ApiRequest/Payload.hs: "All object keys must match").
+		for i, r := range rows {
+			if i == 0 {
+				for k := range r {
 					keys = append(keys, k)
 				}
+				continue
+			}
+			same := len(r) == len(keys)
+			for _, k := range keys {
+				if _, ok := r[k]; !ok {
+					same = false
+				}
+			}
+			if !same {
+				return pgrst("PGRST102", "All object keys must match", "")
 			}
 		}
 		slices.Sort(keys)
@@ -629,7 +665,7 @@ func (s *Server) update(w http.ResponseWriter, req *request, table string) error
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil {
-		return pgrst("PGRST102", "Empty or invalid json", err.Error(), req.authed)
+		return pgrst("PGRST102", "Empty or invalid json", err.Error())
 	}
 	keys := make([]string, 0, len(obj))
 	for k := range obj {
