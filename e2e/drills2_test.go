@@ -148,8 +148,9 @@ func TestDrillWebhookStorm(t *testing.T) {
 	u := s.createUser()
 	_, root := s.importBundle(u, fixtureDir("orc-09-code-review"))
 	l := s.launchBatch(u, root, "webhook storm", fixtureRows("storm", rows))
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)) //nolint:gosec // drill randomness
-	firstRows := map[uuid.UUID]json.RawMessage{}                   // the INSERT record, replayed later
+	seed := drillSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 7))        //nolint:gosec // drill randomness
+	firstRows := map[uuid.UUID]json.RawMessage{} // the INSERT record, replayed later
 	var sent, non202 atomic.Int64
 	sendAll := func(bodies [][]byte) {
 		rng.Shuffle(len(bodies), func(i, j int) { bodies[i], bodies[j] = bodies[j], bodies[i] })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -100,7 +101,8 @@ func TestDrillKill9(t *testing.T) {
 	_, root := s.importBundle(u, fixtureDir("orc-02-lesson-plan"))
 	start := time.Now()
 	l := s.launchBatch(u, root, "kill -9", fixtureRows("kill", rows))
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9)) //nolint:gosec // drill randomness
+	seed := drillSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 9)) //nolint:gosec // drill randomness
 	var killedInFlight []int
 	for i := range kills {
 		// A deliberate pause (timer, not a condition wait) picks a random
@@ -128,4 +130,20 @@ func TestDrillKill9(t *testing.T) {
 	require.Equal(t, map[string]int{"completed": rep.Tasks}, rep.ByStatus)
 	mismatch, msg := s.counterMismatch(l.BatchID)
 	require.False(t, mismatch, msg)
+}
+
+// drillSeed is the random seed of a drill: ORCHABLE_DRILL_SEED replays a
+// run, else the clock. It is logged, so a failure can be replayed.
+func drillSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano()) //nolint:gosec // a clock reading as a seed
+	if v := os.Getenv("ORCHABLE_DRILL_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("ORCHABLE_DRILL_SEED=%q: %v", v, err)
+		}
+		seed = n
+	}
+	t.Logf("drill seed %d (replay with ORCHABLE_DRILL_SEED=%d)", seed, seed)
+	return seed
 }

@@ -14,9 +14,11 @@ import (
 // plans cleanly, or is rejected with an error; it never panics or loops.
 func FuzzParseBundle(f *testing.F) {
 	for _, dir := range []string{"orc-01-quiz-gen", "orc-02-lesson-plan", "orc-05-social-media", "orc-09-code-review", "orc-10-lesson-plan-advanced"} {
-		if b, err := os.ReadFile("testdata/bundles/" + dir + "/" + pipeline.BundleFile); err == nil {
-			f.Add(b)
+		b, err := os.ReadFile("testdata/bundles/" + dir + "/" + pipeline.BundleFile)
+		if err != nil {
+			f.Fatalf("seed bundle %s: %v", dir, err) // a missing seed would silently weaken the fuzzer
 		}
+		f.Add(b)
 	}
 	f.Add([]byte(`{"orchestratorName":"x","steps":[{"id":"step_A","stage_key":"a","cardinality":"1:N","dependsOn":["step_A"]}]}`))
 	f.Add([]byte(`{"steps":null}`))
