@@ -54,10 +54,22 @@ type userRun struct {
 // in the exact Supabase format for the root tasks.
 func TestAcceptance(t *testing.T) {
 	t.Parallel()
-	for _, transport := range []string{direct, postgrest} {
-		t.Run(map[string]string{direct: "Direct", postgrest: "PostgREST"}[transport], func(t *testing.T) {
+	variants := []struct {
+		name string
+		opts stackOpts
+	}{
+		{"Direct", stackOpts{Transport: direct}},
+		{"PostgREST", stackOpts{Transport: postgrest}},
+		// New-format keys end to end: users call with their JWTs and the
+		// publishable key, the sweeper with the secret key in apikey alone.
+		// Without DATABASE_URL (no LISTEN) only the sweeper finds the
+		// children, so the run completes only if the secret key works.
+		{"PostgRESTNewKeys", stackOpts{Transport: postgrest, NewKeys: true, NoDatabaseURL: true, Env: map[string]string{"SWEEP_INTERVAL": "200ms"}}},
+	}
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStack(t, stackOpts{Transport: transport})
+			s := newStack(t, v.opts)
 			users := []*userRun{{user: s.createUser()}, {user: s.createUser()}}
 			roots := map[string]string{} // user/fixture → root template
 			for _, u := range users {

@@ -164,6 +164,10 @@ type stackOpts struct {
 	Env map[string]string
 	// NoService does not start orchable serve.
 	NoService bool
+	// NewKeys gives the project new-format API keys (sb_publishable_…,
+	// sb_secret_…, not JWTs) instead of legacy JWT keys: the PostgREST test
+	// server models the gateway (the apikey alone carries the key's role).
+	NewKeys bool
 }
 
 // stack is one fresh database with the three processes around it.
@@ -228,10 +232,16 @@ func newStack(t *testing.T, opts stackOpts) *stack {
 	// PostgREST test server.
 	restAddr := freeAddr(t)
 	s.restURL = "http://" + restAddr
-	s.anonKey = s.sign(jwt.MapClaims{"role": "anon", "iss": "supabase", "iat": time.Now().Unix(), "exp": time.Now().Add(24 * time.Hour).Unix()})
-	s.serviceKey = s.sign(jwt.MapClaims{"role": "service_role", "iss": "supabase", "iat": time.Now().Unix(), "exp": time.Now().Add(24 * time.Hour).Unix()})
-	s.procs = append(s.procs, startProc(t, s.dir, "postgresttest", bin.postgrest,
-		[]string{"-listen", restAddr, "-db", s.dbURL, "-jwt-secret", s.secret, "-anon-key", s.anonKey + "," + s.serviceKey}, nil))
+	restArgs := []string{"-listen", restAddr, "-db", s.dbURL, "-jwt-secret", s.secret}
+	if opts.NewKeys {
+		s.anonKey, s.serviceKey = "sb_publishable_"+randHex(16), "sb_secret_"+randHex(16)
+		restArgs = append(restArgs, "-publishable-key", s.anonKey, "-secret-key", s.serviceKey)
+	} else {
+		s.anonKey = s.sign(jwt.MapClaims{"role": "anon", "iss": "supabase", "iat": time.Now().Unix(), "exp": time.Now().Add(24 * time.Hour).Unix()})
+		s.serviceKey = s.sign(jwt.MapClaims{"role": "service_role", "iss": "supabase", "iat": time.Now().Unix(), "exp": time.Now().Add(24 * time.Hour).Unix()})
+		restArgs = append(restArgs, "-anon-key", s.anonKey+","+s.serviceKey)
+	}
+	s.procs = append(s.procs, startProc(t, s.dir, "postgresttest", bin.postgrest, restArgs, nil))
 	waitFor(t, 20*time.Second, 20*time.Millisecond, "the PostgREST test server", func() (bool, string) {
 		code, body := s.rest(s.serviceKey, http.MethodGet, "/rest/v1/task_batches?select=id&limit=1", nil)
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
@@ -284,6 +294,10 @@ func newStack(t *testing.T, opts stackOpts) *stack {
 	}
 	if !opts.NoDatabaseURL {
 		env["DATABASE_URL"] = s.dbURL
+	}
+	if opts.NewKeys {
+		// The names a project with new keys uses.
+		env["SUPABASE_ANON_KEY"], env["SUPABASE_PUBLISHABLE_KEY"] = "", s.anonKey
 	}
 	for k, v := range opts.Env {
 		env[k] = v
@@ -395,8 +409,13 @@ func (s *stack) rest(token, method, path string, body any) (int, []byte) {
 	}
 	req, err := http.NewRequest(method, s.restURL+path, rd)
 	require.NoError(s.t, err)
-	req.Header.Set("apikey", s.anonKey)
-	req.Header.Set("Authorization", "Bearer "+token)
+	if strings.HasPrefix(token, "sb_") {
+		// A new-format key is not a JWT: it goes in apikey alone.
+		req.Header.Set("apikey", token)
+	} else {
+		req.Header.Set("apikey", s.anonKey)
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := httpClient.Do(req)
 	if err != nil {
