@@ -440,9 +440,27 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 			args["p_usage"].(map[string]any)["hooks_ignored"] = ex.hooksIgnored
 		}
 		out := r.completer.complete(wctx, id, c.Task.UserID, args)
+		if out.err != nil {
+			out = r.retryCompletion(ctx, id, args, out, log)
+		}
 		if err := out.err; err != nil {
-			log.ErrorContext(ctx, "pipeline: error completing task", slog.String("error", err.Error()))
-			return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
+			// The output was valid but cannot be written: fail the task with
+			// that reason rather than let its lease expire, which would run
+			// the model again for an answer we already had.
+			log.ErrorContext(ctx, "pipeline: error completing task; failing it", slog.String("error", err.Error()))
+			msg := fmt.Sprintf("the model's output was valid but could not be written after %d attempts (%v); "+
+				"the task was failed instead of calling the model again: retry it to run it again", completeWriteAttempts, err)
+			fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
+			defer fcancel()
+			fargs := map[string]any{
+				"p_task_id": c.Task.ID, "p_worker": r.cfg.WorkerID, "p_error": truncate(msg, 4000),
+				"p_permanent": true, "p_retry_at": nil,
+			}
+			if ferr := r.db.RPC(supabase.Idempotent(fctx), id, "fail_task", fargs, nil); ferr != nil {
+				log.ErrorContext(ctx, "pipeline: error recording the failed completion", slog.String("error", ferr.Error()))
+				return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
+			}
+			return Result{Outcome: OutcomeFailed, Err: errors.New(msg), Usage: res.Usage, ModelLatency: res.ModelLatency}
 		}
 		switch out.Status {
 		case "generated":
@@ -476,6 +494,31 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 	default:
 		return r.release(id, c, log)
 	}
+}
+
+// completeWriteAttempts is how many times a completion is written before the
+// task is failed instead (complete_task is idempotent: a repeat of a write
+// that did commit answers duplicate=true).
+const completeWriteAttempts = 4
+
+// retryCompletion writes a completion whose first write failed again, alone
+// (complete_task), each attempt with its own WriteTimeout and a growing pause
+// (200ms, 400ms, …). Shutdown does not cut it short: the output is paid for.
+func (r *Runner) retryCompletion(ctx context.Context, id supabase.Identity, args map[string]any,
+	out completionResult, log *slog.Logger,
+) completionResult {
+	pause := 200 * time.Millisecond
+	for attempt := 2; attempt <= completeWriteAttempts && out.err != nil; attempt++ {
+		log.WarnContext(ctx, "pipeline: error completing task; writing it again",
+			slog.String("error", out.err.Error()), slog.Int("attempt", attempt))
+		t := time.NewTimer(pause)
+		<-t.C
+		pause *= 2
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
+		out = r.completer.single(wctx, id, args)
+		cancel()
+	}
+	return out
 }
 
 func (r *Runner) release(id supabase.Identity, c *Claimed, log *slog.Logger) Result {

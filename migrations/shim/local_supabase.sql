@@ -24,6 +24,18 @@ end
 $$;
 
 grant anon, authenticated, service_role to authenticator;
+
+-- Supabase's per-role settings (supabase/postgres migrations): PostgREST logs
+-- in as authenticator (8 s statement and lock timeouts for its session) and
+-- applies the impersonated role's own settings to each request (anon 3 s,
+-- authenticated 8 s; service_role has none, so the authenticator's 8 s
+-- holds). The PostgREST test server and the direct transport apply them the
+-- same way, so a statement that is too slow for a real project fails in the
+-- tests too. Roles are cluster-wide: this sets them for every database.
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+alter role authenticator set statement_timeout = '8s';
+alter role authenticator set lock_timeout = '8s';
 -- The connecting superuser must be able to `set local role` to each of them
 -- (PostgREST connects as authenticator; tests and the direct transport as the owner).
 grant anon, authenticated, service_role to current_user;
