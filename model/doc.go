@@ -45,7 +45,9 @@
 // because Gemini quotas are per project and model, limits requests and tokens
 // per minute locally, and keeps health and blocks durable in api_key_health and
 // api_key_project_blocks through a [KeyStore] ([PgStore] over pgx as the
-// user, so RLS applies). Key material is encrypted at rest with [Cipher].
+// user, so RLS applies). Key material is encrypted at rest with [Cipher]:
+// AES-256-GCM, each ciphertext bound to its row and owner ([KeyRow]), so a
+// value copied to another row or user does not decrypt.
 //
 // API keys never appear in logs, errors or task data.
 package model

@@ -181,7 +181,9 @@ type candidate struct {
 // recently used, with room in its project's per-minute budget for a request
 // of about tokens input tokens. When none is free it returns a *NoKeyError
 // with the earliest time one will be; when the user has no key at all, an
-// *Error of KindNoKey that should fail the task.
+// *Error of KindNoKey that should fail the task. A stored key whose value
+// cannot be decrypted (a KEK missing here, or a ciphertext bound to another
+// row or owner) is skipped with a warning on Config.Logger.
 func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, tokens int) (*Lease, error) {
 	var stored []StoredKey
 	if p.store != nil && userID != uuid.Nil {
@@ -191,10 +193,20 @@ func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, t
 		}
 	}
 	cands := make([]candidate, 0, len(stored)+len(p.cfg.Pool.OperatorKeys))
+	undecryptable := 0
 	for _, sk := range stored {
-		secret, err := p.cipher.Decrypt(sk.Ciphertext)
+		// The store returns the acting user's own rows (RLS), so the owner a
+		// ciphertext must be bound to is userID.
+		secret, err := p.cipher.Decrypt(sk.Ciphertext, KeyRow{ID: sk.ID, UserID: userID})
 		if err != nil {
-			return nil, fmt.Errorf("error decrypting API key %s: %w", sk.ID, err)
+			// A value this instance cannot read (a KEK missing from its
+			// configuration, or a ciphertext copied from another row) must
+			// not stop the user's other keys from working.
+			undecryptable++
+			p.cfg.Logger.WarnContext(ctx, "model: skipping API key that cannot be decrypted",
+				slog.String("key_id", sk.ID.String()), slog.String("user_id", userID.String()),
+				slog.String("error", err.Error()))
+			continue
 		}
 		group := "user:" + userID.String() + "/key:" + sk.ID.String()
 		if sk.Project != "" {
@@ -222,6 +234,11 @@ func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, t
 		})
 	}
 	if len(cands) == 0 {
+		if undecryptable > 0 {
+			return nil, newError(KindNoKey, RetryNever, ScopeNone, 0, fmt.Sprintf(
+				"no usable Gemini API key: %d stored key(s) cannot be decrypted; enter the key again in the API key settings",
+				undecryptable), nil)
+		}
 		return nil, newError(KindNoKey, RetryNever, ScopeNone, 0,
 			"no active Gemini API key: add one in the API key settings", nil)
 	}

@@ -136,17 +136,35 @@ type EncryptResult struct {
 	Scanned int
 	// Encrypted is the number of plaintext rows encrypted.
 	Encrypted int
-	// Reencrypted is the number of rows moved from an older KEK to the active one.
+	// Reencrypted is the number of ciphertexts rewritten as v2 under the
+	// active KEK (legacy v1 values, and values under an older KEK).
 	Reencrypted int
+	// Unreadable lists the rows left as they were because their value cannot
+	// be decrypted with the configured KEKs (a KEK missing from the
+	// configuration, a corrupted value, or a ciphertext copied from another
+	// row). The service skips these keys.
+	Unreadable []UnreadableKey
+}
+
+// UnreadableKey is a row EncryptStoredKeys could not decrypt.
+type UnreadableKey struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+	// Err wraps ErrDecrypt and never contains key material.
+	Err error
 }
 
 // EncryptStoredKeys encrypts every plaintext user_api_keys.api_key_encrypted
-// with the active KEK and re-encrypts values written under an older KEK, in
-// one transaction. It is idempotent: a second run changes nothing. It must run
-// with a connection that can read and update every row (the table owner or
-// the service role); `orchable keys encrypt` calls it. A value that cannot be
-// decrypted with the configured KEKs aborts the run with ErrDecrypt, naming the
-// row but never the key.
+// with the active KEK, bound to its row and owner (enc:v2), and rewrites
+// legacy v1 values and values written under an older KEK the same way, in
+// one transaction. It is idempotent: a second run changes nothing. It must
+// run with a connection that can read and update every row (the table owner
+// or the service role); `orchable keys encrypt` calls it.
+//
+// A value that cannot be decrypted is left as it is and reported in
+// Unreadable rather than aborting the run: users write this column
+// themselves, so one tenant's bad value must not stop the operator from
+// rotating everyone else's keys.
 func EncryptStoredKeys(ctx context.Context, db TxBeginner, c *Cipher) (EncryptResult, error) {
 	var res EncryptResult
 	if c.ActiveKID() == "" {
@@ -157,18 +175,18 @@ func EncryptStoredKeys(ctx context.Context, db TxBeginner, c *Cipher) (EncryptRe
 		return res, fmt.Errorf("error beginning transaction: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err := tx.Query(ctx, `select id, api_key_encrypted from public.user_api_keys order by id for update`)
+	rows, err := tx.Query(ctx, `select id, user_id, api_key_encrypted from public.user_api_keys order by id for update`)
 	if err != nil {
 		return res, fmt.Errorf("error reading user_api_keys: %w", err)
 	}
 	type row struct {
-		id     uuid.UUID
+		KeyRow
 		stored string
 	}
 	var todo []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.id, &r.stored); err != nil {
+		if err := rows.Scan(&r.ID, &r.UserID, &r.stored); err != nil {
 			rows.Close()
 			return res, fmt.Errorf("error reading user_api_keys: %w", err)
 		}
@@ -182,16 +200,17 @@ func EncryptStoredKeys(ctx context.Context, db TxBeginner, c *Cipher) (EncryptRe
 		return res, fmt.Errorf("error reading user_api_keys: %w", err)
 	}
 	for _, r := range todo {
-		plain, err := c.Decrypt(r.stored)
+		plain, err := c.Decrypt(r.stored, r.KeyRow)
 		if err != nil {
-			return EncryptResult{}, fmt.Errorf("error decrypting key %s: %w", r.id, err)
+			res.Unreadable = append(res.Unreadable, UnreadableKey{ID: r.ID, UserID: r.UserID, Err: err})
+			continue
 		}
-		enc, err := c.Encrypt(plain)
+		enc, err := c.Encrypt(plain, r.KeyRow)
 		if err != nil {
-			return EncryptResult{}, fmt.Errorf("error encrypting key %s: %w", r.id, err)
+			return EncryptResult{}, fmt.Errorf("error encrypting key %s: %w", r.ID, err)
 		}
-		if _, err := tx.Exec(ctx, `update public.user_api_keys set api_key_encrypted = $2 where id = $1`, r.id, enc); err != nil {
-			return EncryptResult{}, fmt.Errorf("error updating key %s: %w", r.id, err)
+		if _, err := tx.Exec(ctx, `update public.user_api_keys set api_key_encrypted = $2 where id = $1`, r.ID, enc); err != nil {
+			return EncryptResult{}, fmt.Errorf("error updating key %s: %w", r.ID, err)
 		}
 		if IsEncrypted(r.stored) {
 			res.Reencrypted++

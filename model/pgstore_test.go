@@ -1,8 +1,12 @@
 package model
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,15 +34,29 @@ func insertKeys(ctx context.Context, t *testing.T, db *pgxpool.Pool, user uuid.U
 	require.NoError(t, err)
 	var ids []uuid.UUID
 	for i, k := range keys {
-		enc, err := c.Encrypt(k.secret)
+		id := uuid.New()
+		enc, err := c.Encrypt(k.secret, KeyRow{ID: id, UserID: user})
 		require.NoError(t, err)
-		var id uuid.UUID
-		require.NoError(t, db.QueryRow(ctx, `insert into public.user_api_keys (user_id, key_name, api_key_encrypted, project, model_preference, priority)
-values ($1, $2, $3, nullif($4, ''), coalesce(nullif($5, ''), 'gemini-test'), $6) returning id`,
-			user, "key-"+string(rune('a'+i)), enc, k.project, k.pref, max(k.priority, 1)).Scan(&id))
+		insertRow(ctx, t, db, id, user, "key-"+string(rune('a'+i)), enc, k)
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// insertRow stores one user_api_keys row with the value given as is.
+func insertRow(ctx context.Context, t *testing.T, db *pgxpool.Pool, id, user uuid.UUID, name, stored string, k dbKey) {
+	t.Helper()
+	_, err := db.Exec(ctx, `insert into public.user_api_keys (id, user_id, key_name, api_key_encrypted, project, model_preference, priority)
+values ($1, $2, $3, $4, nullif($5, ''), coalesce(nullif($6, ''), 'gemini-test'), $7)`,
+		id, user, name, stored, k.project, k.pref, max(k.priority, 1))
+	require.NoError(t, err)
+}
+
+func storedValue(ctx context.Context, t *testing.T, db *pgxpool.Pool, id uuid.UUID) string {
+	t.Helper()
+	var stored string
+	require.NoError(t, db.QueryRow(ctx, `select api_key_encrypted from public.user_api_keys where id = $1`, id).Scan(&stored))
+	return stored
 }
 
 func TestPgStore(t *testing.T) {
@@ -176,32 +194,49 @@ func TestEncryptStoredKeys(t *testing.T) {
 	user := dbtest.CreateUser(ctx, t, db)
 	old, err := NewCipher([]KEK{kek("old-kek", 3)})
 	require.NoError(t, err)
-	oldCT, err := old.Encrypt("AIza-under-old-kek")
+	testC, err := NewCipher([]KEK{testKEK()})
 	require.NoError(t, err)
-	var ids []uuid.UUID
-	for i, stored := range []string{"AIza-plain-one", "AIza-plain-two", oldCT} {
-		var id uuid.UUID
-		require.NoError(t, db.QueryRow(ctx, `insert into public.user_api_keys (user_id, key_name, api_key_encrypted) values ($1, $2, $3) returning id`,
-			user, "legacy-"+string(rune('a'+i)), stored).Scan(&id))
-		ids = append(ids, id)
+	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()}
+	oldV2, err := old.Encrypt("AIza-v2-under-old-kek", KeyRow{ID: ids[3], UserID: user})
+	require.NoError(t, err)
+	stored := []string{
+		"AIza-plain-one",
+		"AIza-plain-two",
+		encryptV1(t, old, "AIza-v1-under-old-kek"),
+		oldV2,
+		encryptV1(t, testC, "AIza-v1-under-active-kek"),
+	}
+	want := []string{"AIza-plain-one", "AIza-plain-two", "AIza-v1-under-old-kek", "AIza-v2-under-old-kek", "AIza-v1-under-active-kek"}
+	for i, id := range ids {
+		insertRow(ctx, t, db, id, user, "legacy-"+string(rune('a'+i)), stored[i], dbKey{})
 	}
 
-	// The active KEK is the shared test KEK, so keys other tests inserted
-	// (already under it) are left alone and the counts below are exact.
+	// Before the rewrite the pool reads plaintext, v1 and v2 values alike.
 	c, err := NewCipher([]KEK{testKEK(), kek("old-kek", 3)})
 	require.NoError(t, err)
+	pool, err := NewKeyPool(&Config{KEKs: []KEK{testKEK(), kek("old-kek", 3)}}, NewPgStore(db), c)
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	for range ids {
+		lease, err := pool.Acquire(ctx, user, "gemini-test", 1)
+		require.NoError(t, err)
+		seen[lease.Key.apiKey] = true
+		require.NoError(t, lease.Release(ctx, uuid.Nil, Usage{}, nil))
+	}
+	require.Len(t, seen, len(ids), "every legacy value is usable: %v", seen)
+
+	// The active KEK is the shared test KEK, so keys other tests inserted
+	// (v2 under it) are left alone and the counts below are exact.
 	res, err := EncryptStoredKeys(ctx, db, c)
 	require.NoError(t, err)
 	require.Equal(t, 2, res.Encrypted)
-	require.Equal(t, 1, res.Reencrypted)
+	require.Equal(t, 3, res.Reencrypted, "v1 under the old KEK, v2 under the old KEK, v1 under the active KEK")
 
-	want := []string{"AIza-plain-one", "AIza-plain-two", "AIza-under-old-kek"}
 	for i, id := range ids {
-		var stored string
-		require.NoError(t, db.QueryRow(ctx, `select api_key_encrypted from public.user_api_keys where id = $1`, id).Scan(&stored))
-		require.Equal(t, "test-kek", KIDOf(stored))
-		require.NotContains(t, stored, "AIza")
-		plain, err := c.Decrypt(stored)
+		s := storedValue(ctx, t, db, id)
+		require.True(t, strings.HasPrefix(s, "enc:v2:test-kek:"), s)
+		require.NotContains(t, s, "AIza")
+		plain, err := c.Decrypt(s, KeyRow{ID: id, UserID: user})
 		require.NoError(t, err)
 		require.Equal(t, want[i], plain)
 	}
@@ -210,20 +245,112 @@ func TestEncryptStoredKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, res.Encrypted+res.Reencrypted, "a second run changes nothing")
 
-	// A KEK set that cannot read a row fails loudly and changes nothing.
+	// A KEK set that cannot read a row leaves it as it is and names it,
+	// without key material.
 	wrong, err := NewCipher([]KEK{kek("newer-kek", 5)})
 	require.NoError(t, err)
-	_, err = EncryptStoredKeys(ctx, db, wrong)
-	require.ErrorIs(t, err, ErrDecrypt)
-	require.NotContains(t, err.Error(), "AIza")
-	var stored string
-	require.NoError(t, db.QueryRow(ctx, `select api_key_encrypted from public.user_api_keys where id = $1`, ids[0]).Scan(&stored))
-	require.Equal(t, "test-kek", KIDOf(stored))
+	before := storedValue(ctx, t, db, ids[0])
+	res, err = EncryptStoredKeys(ctx, db, wrong)
+	require.NoError(t, err)
+	unreadable := map[uuid.UUID]error{}
+	for _, u := range res.Unreadable {
+		unreadable[u.ID] = u.Err
+	}
+	for _, id := range ids {
+		require.ErrorIs(t, unreadable[id], ErrDecrypt)
+		require.NotContains(t, unreadable[id].Error(), "AIza")
+	}
+	require.Equal(t, before, storedValue(ctx, t, db, ids[0]))
 
-	// The pool reads the encrypted keys.
-	pool, err := NewKeyPool(&Config{KEKs: []KEK{testKEK()}}, NewPgStore(db), nil)
+	// Rotation: a new active KEK rewrites every row; once it has, the
+	// previous KEK can be retired. This runs in a transaction rolled back
+	// at once: it rewrites the whole table, and the package's other tests
+	// read their keys with the test KEK.
+	tx, err := db.Begin(ctx)
 	require.NoError(t, err)
-	lease, err := pool.Acquire(ctx, user, "gemini-test", 1)
+	defer func() { _ = tx.Rollback(ctx) }()
+	rotated, err := NewCipher([]KEK{kek("rotated-kek", 8), testKEK()})
 	require.NoError(t, err)
-	require.Contains(t, want, lease.Key.apiKey)
+	res, err = EncryptStoredKeys(ctx, tx, rotated)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, res.Reencrypted, len(ids))
+	newOnly, err := NewCipher([]KEK{kek("rotated-kek", 8)})
+	require.NoError(t, err)
+	for i, id := range ids {
+		var s string
+		require.NoError(t, tx.QueryRow(ctx, `select api_key_encrypted from public.user_api_keys where id = $1`, id).Scan(&s))
+		require.True(t, strings.HasPrefix(s, "enc:v2:rotated-kek:"), s)
+		plain, err := newOnly.Decrypt(s, KeyRow{ID: id, UserID: user})
+		require.NoError(t, err)
+		require.Equal(t, want[i], plain)
+	}
+	require.NoError(t, tx.Rollback(ctx))
+}
+
+// TestPoolRejectsMovedCiphertexts: an attacker who can write
+// api_key_encrypted copies a victim's v2 ciphertext into a row of their own,
+// into another row of the victim, or relabels its key id. The pool skips
+// those rows with a warning and keeps serving the user's genuine keys; it
+// never hands out the victim's key for the attacker's work.
+func TestPoolRejectsMovedCiphertexts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := dbtest.Pool(t)
+	victim := dbtest.CreateUser(ctx, t, db)
+	attacker := dbtest.CreateUser(ctx, t, db)
+	victimIDs := insertKeys(ctx, t, db, victim, dbKey{secret: "AIza-victim", priority: 5})
+	victimCT := storedValue(ctx, t, db, victimIDs[0])
+	body := strings.TrimPrefix(victimCT, "enc:v2:test-kek:")
+	require.NotEqual(t, victimCT, body)
+
+	// Into the attacker's own row, as their only key.
+	stolen := uuid.New()
+	insertRow(ctx, t, db, stolen, attacker, "stolen", victimCT, dbKey{})
+	// Into another row of the victim (with a better priority), and
+	// relabelled to a second KEK id that has the same key bytes.
+	moved, relabelled := uuid.New(), uuid.New()
+	insertRow(ctx, t, db, moved, victim, "moved", victimCT, dbKey{priority: 1})
+	insertRow(ctx, t, db, relabelled, victim, "relabelled", "enc:v2:test-kek-alias:"+body, dbKey{priority: 1})
+
+	logs := &bytes.Buffer{}
+	var mu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(&lockedWriter{w: logs, mu: &mu}, nil))
+	keks := []KEK{testKEK(), {ID: "test-kek-alias", Key: testKEK().Key}}
+	pool, err := NewKeyPool(&Config{KEKs: keks, Logger: logger}, NewPgStore(db), nil)
+	require.NoError(t, err)
+
+	_, err = pool.Acquire(ctx, attacker, "gemini-test", 1)
+	var me *Error
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, KindNoKey, me.Kind)
+	require.Contains(t, me.Message, "cannot be decrypted")
+
+	for range 3 {
+		lease, err := pool.Acquire(ctx, victim, "gemini-test", 1)
+		require.NoError(t, err, "the victim's genuine key still works")
+		require.Equal(t, victimIDs[0].String(), lease.Key.ID)
+		require.Equal(t, "AIza-victim", lease.Key.apiKey)
+		require.NoError(t, lease.Release(ctx, uuid.Nil, Usage{}, nil))
+	}
+
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	for _, id := range []uuid.UUID{stolen, moved, relabelled} {
+		require.Contains(t, out, id.String())
+	}
+	require.Contains(t, out, `"level":"WARN"`)
+	require.Contains(t, out, "another row, owner or key id")
+	require.NotContains(t, out, "AIza")
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
