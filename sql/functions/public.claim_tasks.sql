@@ -93,7 +93,13 @@ begin
   )
   select coalesce(jsonb_agg(jsonb_build_object(
     'task', to_jsonb(u),
-    'template', (select to_jsonb(p) from orchable.usable_template(u.prompt_template_id, uid) p where p.id is not null),
+    -- Only a template the owner may use (own, public, or of a published
+    -- pipeline); written out rather than a function call per claimed row.
+    'template', (select to_jsonb(p) from public.prompt_templates p
+                 where p.id = u.prompt_template_id
+                   and (p.user_id = uid or p.is_public or exists (
+                     select 1 from public.lab_orchestrator_configs c
+                     where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))),
     'batch', (select jsonb_build_object('id', b.id, 'name', b.name, 'status', b.status, 'global_context', b.global_context,
                                         'execution_delay_seconds', b.execution_delay_seconds, 'launch_id', b.launch_id)
               from public.task_batches b where b.id = u.batch_id)
