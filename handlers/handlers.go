@@ -115,6 +115,15 @@ func Register(e *echo.Echo, d *Deps) {
 	e.POST("/api/v1/tasks/:id/approve", api.approveTask, auth...)
 	e.POST("/api/v1/tasks/:id/reject", api.rejectTask, auth...)
 	e.POST("/api/v1/tasks/:id/retry", api.retryTask, auth...)
+	// Reads (bounded pages, the caller's own rows) and imports, for the console.
+	e.GET("/api/v1/batches", api.listBatches, auth...)
+	e.GET("/api/v1/batches/:id/tasks", api.batchTasks, auth...)
+	e.GET("/api/v1/batches/:id/pipeline", api.batchPipeline, auth...)
+	e.GET("/api/v1/tasks/:id", api.getTask, auth...)
+	e.GET("/api/v1/approvals", api.approvalQueue, auth...)
+	e.GET("/api/v1/pipelines", api.listPipelines, auth...)
+	e.POST("/api/v1/pipelines", api.importPipeline, auth...)
+	e.GET("/api/v1/keys", api.listKeys, auth...)
 }
 
 // requestLogger logs one line per request: method, route, path, status,
