@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orchable/orchable/config"
+	"github.com/orchable/orchable/console"
 	"github.com/orchable/orchable/migrations"
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
@@ -122,9 +123,31 @@ func dataPath(ctx context.Context, cfg *config.Config) (supabase.DB, pipeline.Id
 	return client, ids, func() {}, nil
 }
 
+// breakFrontendFlag is the acknowledgement `orchable keys encrypt` needs.
+const (
+	breakFrontendFlag      = "break-original-frontend"
+	breakFrontendFlagUsage = "--" + breakFrontendFlag
+)
+
+// breakFrontendRefusal explains why `orchable keys encrypt` needs the flag.
+const breakFrontendRefusal = `keys encrypt: refusing to run without ` + breakFrontendFlagUsage + `.
+
+Encrypting replaces every API key in user_api_keys.api_key_encrypted with a
+ciphertext (enc:v2:...) that only this service, holding ORCHABLE_KEKS, can read.
+The original orchable front end reads that column back as the plaintext key (the
+API key settings page, and runs started in the browser): after encryption it
+would send the ciphertext to the model vendor and those calls would fail, and
+keys it saves afterwards stay plaintext until the next run.
+
+Runs through this service are not affected. If only this service calls the
+model with users' keys, run again with ` + breakFrontendFlagUsage + `.
+See the README, "Key encryption".`
+
 // encryptKeys encrypts plaintext api_key_encrypted values in place with the
-// active KEK (and re-encrypts values under older KEKs). It runs with a
-// direct connection as the table owner; running it twice changes nothing.
+// active KEK, bound to their row and owner, and rewrites legacy v1 values and
+// values under older KEKs. It runs with a direct connection as the table
+// owner; running it twice changes nothing. Rows it cannot decrypt are listed
+// (ids only) and left as they are.
 func encryptKeys(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := config.Load(getenv)
 	if err != nil {
@@ -146,7 +169,11 @@ func encryptKeys(ctx context.Context, getenv func(string) string, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "user_api_keys: %d scanned, %d encrypted, %d re-encrypted with the active KEK\n", res.Scanned, res.Encrypted, res.Reencrypted)
+	fmt.Fprintf(stdout, "user_api_keys: %d scanned, %d encrypted, %d re-encrypted with the active KEK %s, %d unreadable\n",
+		res.Scanned, res.Encrypted, res.Reencrypted, cipher.ActiveKID(), len(res.Unreadable))
+	for _, u := range res.Unreadable {
+		fmt.Fprintf(stdout, "  unreadable: key %s of user %s left as it is: %v\n", u.ID, u.UserID, u.Err)
+	}
 	return nil
 }
 
@@ -238,6 +265,7 @@ func dev(ctx context.Context, getenv func(string) string, stdout io.Writer, rows
 	}
 	if err := db.RPC(ctx, id, "launch_batch", map[string]any{
 		"p_template_id": imp.RootTemplateID, "p_rows": input, "p_name": "Demo batch " + time.Now().Format("15:04:05"),
+		"p_orchestrator_config_id": imp.ConfigID,
 	}, &launched); err != nil {
 		return fmt.Errorf("error launching the demo batch: %w", err)
 	}
@@ -248,14 +276,27 @@ func dev(ctx context.Context, getenv func(string) string, stdout io.Writer, rows
 	defer cancel()
 	readyc := make(chan *app, 1)
 	errc := make(chan error, 1)
-	go func() { errc <- serve(ctx, devEnv, stdout, func(a *app) { readyc <- a }) }()
+	devSession := func() (console.Session, error) {
+		t, err := minter.Mint(devUserID)
+		if err != nil {
+			return console.Session{}, err
+		}
+		return console.Session{AccessToken: t.JWT, ExpiresAt: t.ExpiresAt, UserID: devUserID.String(), Email: "dev@orchable.local"}, nil
+	}
+	go func() {
+		errc <- serve(ctx, devEnv, stdout, func(a *app) {
+			a.console.EnableDevSignIn(devSession) // `orchable dev` only
+			readyc <- a
+		})
+	}()
 	var a *app
 	select {
 	case a = <-readyc:
 	case err := <-errc:
 		return err
 	}
-	fmt.Fprintf(stdout, "service   http://%s (offline model, direct transport)\n\n", hostPort(a))
+	fmt.Fprintf(stdout, "service   http://%s (offline model, direct transport)\n", hostPort(a))
+	fmt.Fprintf(stdout, "console   http://%s%s/ (sign in as the demo user)\n\n", hostPort(a), console.Path)
 
 	start := time.Now()
 	if err := watchBatch(ctx, stdout, db, id, launched.BatchID); err != nil {

@@ -6,7 +6,7 @@
 //	orchable dev                          run locally on the embedded default and show a batch completing
 //	orchable migrate [--local] [--include-all]  apply the embedded migrations (--local: the Supabase shim first)
 //	orchable import --owner UUID DIR      import an original pipeline bundle as the owner's templates
-//	orchable keys encrypt                 encrypt plaintext user_api_keys rows in place (idempotent)
+//	orchable keys encrypt --break-original-frontend  encrypt user_api_keys rows in place (idempotent)
 //
 // main.go is wiring only: configuration → logger → database → clients →
 // pipeline → Echo → run.
@@ -41,7 +41,9 @@ commands:
   dev [--rows N] [--once]    run locally on the embedded default (local PostgreSQL, offline model)
   migrate [--local] [--include-all]  apply the embedded migrations to DATABASE_URL
   import --owner UUID DIR    import a pipeline bundle (orchestration.json + prompts/*.md)
-  keys encrypt               encrypt plaintext API keys in user_api_keys (needs ORCHABLE_KEKS)
+  keys encrypt --break-original-frontend
+                             encrypt API keys in user_api_keys (needs ORCHABLE_KEKS; the original
+                             front end can no longer use them, see README "Key encryption")
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -79,8 +81,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		return importBundle(ctx, getenv, stdout, *owner, fs.Arg(0))
 	case "keys":
-		if len(rest) != 1 || rest[0] != "encrypt" {
-			return errors.New("usage: orchable keys encrypt")
+		if len(rest) == 0 || rest[0] != "encrypt" {
+			return errors.New("usage: orchable keys encrypt " + breakFrontendFlagUsage)
+		}
+		fs := flag.NewFlagSet("keys encrypt", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		ack := fs.Bool(breakFrontendFlag, false, "acknowledge that the original front end can no longer read the encrypted keys")
+		if err := fs.Parse(rest[1:]); err != nil {
+			return fmt.Errorf("%w\nusage: orchable keys encrypt %s", err, breakFrontendFlagUsage)
+		}
+		if fs.NArg() != 0 {
+			return errors.New("usage: orchable keys encrypt " + breakFrontendFlagUsage)
+		}
+		if !*ack {
+			return errors.New(breakFrontendRefusal)
 		}
 		return encryptKeys(ctx, getenv, stdout)
 	case "help", "-h", "--help":
