@@ -95,8 +95,9 @@ type body struct {
 //   - anything else: 500.
 //
 // Responses with a 5xx status carry a generic message plus "request_id", and
-// the internal error is logged here, once. Tokens never reach the log: the
-// errors of rls never contain them.
+// the internal error is logged here, once: at error level, or warn for
+// not_ready, which readiness probes repeat while a dependency is down. Tokens
+// never reach the log: the errors of rls never contain them.
 func HTTPErrorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -108,7 +109,12 @@ func HTTPErrorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		status, b, header := render(err)
 		if status >= http.StatusInternalServerError {
 			b.RequestID = c.Response().Header().Get(echo.HeaderXRequestID)
-			logger.ErrorContext(c.Request().Context(), "handlers: request failed",
+			level := slog.LevelError
+			if he, ok := errors.AsType[*Error](err); ok && he.Code == CodeNotReady {
+				// Failed readiness probes repeat while a dependency is down.
+				level = slog.LevelWarn
+			}
+			logger.Log(c.Request().Context(), level, "handlers: request failed",
 				slog.String("method", c.Request().Method),
 				slog.String("path", c.Path()),
 				slog.Int("status", status),

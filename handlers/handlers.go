@@ -44,7 +44,8 @@ type Deps struct {
 	// Wake is told about new work (webhooks, launches, retries, approvals).
 	Wake Waker
 	// Ready checks the database and the configuration for GET /readyz; a
-	// non-nil error makes it answer 503 with the error's text, so the error
+	// non-nil error makes it answer 503 "not ready". The error's text is
+	// logged (warn), never returned, so it may name hosts and databases but
 	// must not contain secrets.
 	Ready func(ctx context.Context) error
 	// Metrics is served at GET /metrics. Nil means NewMetrics().

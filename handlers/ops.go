@@ -26,12 +26,14 @@ func (h *opsHandler) healthz(c echo.Context) error {
 }
 
 // readyz answers 200 when the database and the configuration are usable,
-// otherwise 503 not_ready with the reason.
+// otherwise 503 not_ready with a generic message. The endpoint is public, and
+// the reason (a driver error names the database host, user and name) is only
+// logged, at warn level, by the error handler.
 func (h *opsHandler) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
 	if err := h.ready(ctx); err != nil {
-		return NewError(http.StatusServiceUnavailable, CodeNotReady, "not ready: "+err.Error(), err)
+		return NewError(http.StatusServiceUnavailable, CodeNotReady, "not ready", err)
 	}
 	return c.JSON(http.StatusOK, statusResponse{Status: "ready"})
 }

@@ -2,11 +2,15 @@ package handlers_test
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/model"
@@ -50,8 +54,42 @@ func TestReadyz(t *testing.T) {
 		res := b.do(t, http.MethodGet, "/readyz", nil, nil)
 		res.requireError(t, http.StatusServiceUnavailable, "not_ready")
 		body := res.json(t)
-		require.Contains(t, body["message"], "connection refused")
+		require.Equal(t, "not ready", body["message"])
 		require.NotEmpty(t, body["request_id"])
+	})
+
+	// A dead database: the driver's error names host, port, user and
+	// database. Anyone may call /readyz, so none of that is in the body;
+	// the log has it, at warn level.
+	t.Run("DeadDatabaseRevealsNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		require.NoError(t, l.Close())
+		const user, dbName = "readyz_secret_user", "readyz_secret_db"
+		_, dbErr := pgx.Connect(t.Context(), "postgres://"+user+":hunter2@127.0.0.1:"+port+"/"+dbName+"?connect_timeout=2&sslmode=disable")
+		require.Error(t, dbErr)
+		for _, detail := range []string{"127.0.0.1", port, user, dbName} {
+			require.Contains(t, dbErr.Error(), detail, "the driver error must carry the detail for this test to mean anything")
+		}
+		b.setReady(fmt.Errorf("database: %w", dbErr))
+
+		res := b.do(t, http.MethodGet, "/readyz", nil, nil)
+		res.requireError(t, http.StatusServiceUnavailable, "not_ready")
+		require.Equal(t, "not ready", res.json(t)["message"])
+		for _, detail := range []string{"127.0.0.1", ":" + port, user, dbName, "hunter2", "connect", "refused"} {
+			require.NotContains(t, string(res.Body), detail)
+		}
+
+		logs := b.logs.String()
+		require.Contains(t, logs, `"level":"WARN"`)
+		require.Contains(t, logs, `"path":"/readyz"`)
+		for _, detail := range []string{"127.0.0.1", user, dbName} {
+			require.Contains(t, logs, detail)
+		}
+		require.NotContains(t, logs, "hunter2")
 	})
 }
 
