@@ -16,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orchable/orchable/config"
+	"github.com/orchable/orchable/console"
 	"github.com/orchable/orchable/handlers"
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
@@ -34,6 +35,7 @@ type app struct {
 	sweeper *pipeline.Sweeper
 	srv     *http.Server
 	ln      net.Listener
+	console *console.Console
 	closers []func()
 }
 
@@ -176,6 +178,9 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (a *ap
 		logger.Warn("orchable: no WEBHOOK_SECRET or WEBHOOK_SIGNING_SECRET; the webhook endpoint refuses every call and the sweeper alone finds work")
 	}
 	handlers.Register(e, deps)
+	// The console: static pages that sign in against Supabase Auth and call
+	// the user API as the user (no dev sign-in here; see dev).
+	a.console = console.Register(e, &console.Config{SupabaseURL: cfg.Supabase.URL, AnonKey: cfg.Supabase.AnonKey})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
