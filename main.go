@@ -41,6 +41,7 @@ commands:
   dev [--rows N] [--once]    run locally on the embedded default (local PostgreSQL, offline model)
   migrate [--local] [--include-all]  apply the embedded migrations to DATABASE_URL
   import --owner UUID DIR    import a pipeline bundle (orchestration.json + prompts/*.md)
+  webhooks install|uninstall|sql  opt-in filtered ai_tasks webhook triggers (pg_net + Vault; see README)
   keys encrypt --break-original-frontend
                              encrypt API keys in user_api_keys (needs ORCHABLE_KEKS; the original
                              front end can no longer use them, see README "Key encryption")
@@ -97,6 +98,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return errors.New(breakFrontendRefusal)
 		}
 		return encryptKeys(ctx, getenv, stdout)
+	case "webhooks":
+		return webhooksCmd(ctx, getenv, stdout, rest)
 	case "help", "-h", "--help":
 		_, _ = io.WriteString(stdout, usage)
 		return nil
