@@ -25,11 +25,18 @@
 // identity travels with each call, never on the shared struct.
 //
 //   - Client speaks the PostgREST protocol over net/http (Supabase's Data API,
-//     <SUPABASE_URL>/rest/v1). It forwards Identity.Token as the bearer token.
+//     <SUPABASE_URL>/rest/v1). It forwards Identity.Token as the bearer token,
+//     except a new-format API key (sb_secret_…, sb_publishable_…), which is
+//     not a JWT: it travels in the apikey header alone, where the gateway
+//     takes the key's role from it. Queries work on PostgREST v12 and later
+//     (is not null is sent as not.is.null; is.not_null needs v13).
 //   - Direct talks to PostgreSQL through a pgx pool and does what PostgREST
 //     does for each request, in ONE network round trip: begin; set the role
 //     from the "role" claim (anon/authenticated/service_role only) and
-//     request.jwt.claims; call; commit. It does not verify Identity.Token: it
+//     request.jwt.claims, and apply the settings PostgREST applies (the
+//     authenticator's, then the role's, from ALTER ROLE … SET — on Supabase
+//     statement_timeout 8 s for authenticated, 3 s for anon, lock_timeout
+//     8 s — then the function's own statement_timeout); call; commit. It does not verify Identity.Token: it
 //     trusts Identity.Claims, so only pass identities that came from a
 //     verified or freshly minted token.
 //
@@ -37,7 +44,8 @@
 //
 // Both transports return *Error for anything the database or PostgREST
 // refused, with the HTTP status PostgREST would use (the mapping lives in
-// one table, statusFor, shared by both), so callers branch with errors.Is on
+// one table, statusFor, shared by both; the PostgREST test server keeps its
+// own copy of PostgREST's table, so a test can catch a mismatch), so callers branch with errors.Is on
 // the sentinels (ErrNotFound, ErrConflict, ErrForbidden, ErrJWT,
 // ErrUnavailable, …) and never import pgx or net/http details.
 //
