@@ -27,6 +27,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// put replaces el's children, skipping null, undefined and false, and
+// flattening arrays.
+function put(el, ...children) {
+  el.replaceChildren(...children.flat(2).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function svg(tag, attrs, ...children) {
   const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs || {})) if (v !== undefined && v !== null) el.setAttribute(k, v);
@@ -149,16 +155,16 @@ async function viewBatches(params) {
   const list = h("div", { class: "batch-list", id: "batch-list" });
   const pager = h("div", { class: "row" });
   const err = h("div");
-  view.replaceChildren(
+  put(view, 
     h("div", { class: "row spread" }, h("h1", { text: "Batches" }), h("a", { class: "button primary", href: "#/launch" }, "Launch a batch")),
     err, list, pager);
   const cards = new Map();
   const progress = new Map(); // batch id → {status, data}
   const load = async () => {
     let page;
-    try { page = await api("GET", `/batches?limit=${limit}&offset=${offset}`); err.replaceChildren(); } catch (e) { err.replaceChildren(errorBox(e)); return; }
+    try { page = await api("GET", `/batches?limit=${limit}&offset=${offset}`); put(err, ); } catch (e) { put(err, errorBox(e)); return; }
     if (page.items.length === 0) {
-      list.replaceChildren(h("div", { class: "card empty" }, offset ? "No more batches." : "No batches yet. ", !offset && h("a", { href: "#/launch" }, "Launch one.")));
+      put(list, h("div", { class: "card empty" }, offset ? "No more batches." : "No batches yet. ", !offset && h("a", { href: "#/launch" }, "Launch one.")));
     }
     // Per-stage counts for the unfinished batches on this page (at most
     // five) and once for each finished one.
@@ -194,10 +200,10 @@ async function viewBatches(params) {
         if (!actions || !actions.contains(document.activeElement)) actions = fresh;
         c.key = key;
       }
-      c.el.replaceChildren(info, stages, actions);
+      put(c.el, info, stages, actions);
     });
     for (const [id, c] of cards) if (!seen.has(id)) { c.el.remove(); cards.delete(id); }
-    pager.replaceChildren(
+    put(pager, 
       offset > 0 ? h("a", { class: "button", href: `#/batches?offset=${Math.max(0, offset - limit)}` }, "← Newer") : null,
       page.has_more ? h("a", { class: "button", href: `#/batches?offset=${offset + limit}` }, "Older →") : null);
   };
@@ -273,7 +279,7 @@ function taskRow(t) {
 function fillTaskRow(row, t, toggle) {
   row.dataset.status = t.status;
   const keep = row.querySelector(".toggle");
-  row.replaceChildren(
+  put(row, 
     toggle || keep || h("span"),
     h("span", {}, badge(t.status)),
     h("span", {}, h("a", { href: `#/task/${t.id}`, title: t.id }, `${t.stage_key || "task"} ${short(t.id)}`)),
@@ -322,8 +328,8 @@ function taskList(query, batchId, nested) {
       const page = await fetchPage(loaded, 50);
       loaded += page.items.length;
       render(page.items);
-      if (!loaded) ul.replaceChildren(h("li", { class: "muted small", text: nested && query.startsWith("parent=") && query !== "parent=none" ? "No children." : "No tasks match." }));
-      more.replaceChildren(page.has_more ? h("button", { type: "button", onclick: self.load }, "Load more") : "");
+      if (!loaded) put(ul, h("li", { class: "muted small", text: nested && query.startsWith("parent=") && query !== "parent=none" ? "No children." : "No tasks match." }));
+      put(more, page.has_more ? h("button", { type: "button", onclick: self.load }, "Load more") : "");
     },
     // refresh re-reads what is shown (at most 200 rows per level) and the
     // expanded levels (at most 10).
@@ -345,20 +351,20 @@ async function viewBatch(id) {
     h("option", { value: "" }, "Tree (parent → children)"),
     ...["failed", "generated", "processing", "plan", "completed", "cancelled"].map((s) => h("option", { value: s }, s === "generated" ? "awaiting approval" : s)));
   const tasksBox = h("div", { class: "card", id: "tasks" });
-  view.replaceChildren(head, graph, h("div", { class: "row spread" }, h("h2", { text: "Tasks" }), filter), tasksBox);
+  put(view, head, graph, h("div", { class: "row spread" }, h("h2", { text: "Tasks" }), filter), tasksBox);
   let pipe = null;
   let prog = null;
   let list = null;
   const showList = () => {
     list = taskList(filter.value ? `status=${filter.value}` : "parent=none", id, !filter.value);
-    tasksBox.replaceChildren(h("div", { class: "t muted small", "aria-hidden": "true" }, h("span"), h("span", { text: "status" }), h("span", { text: "task" }),
+    put(tasksBox, h("div", { class: "t muted small", "aria-hidden": "true" }, h("span"), h("span", { text: "status" }), h("span", { text: "task" }),
       h("span", { class: "wide", text: "started" }), h("span", { text: "took" }), h("span", { class: "wide", text: "tokens" }), h("span", { class: "wide", text: "key" })), list.wrap);
     return list.load();
   };
   filter.addEventListener("change", () => showList().catch((e) => tasksBox.append(errorBox(e))));
   const loadProgress = async () => {
     try { prog = await api("GET", `/batches/${id}`); } catch (e) {
-      head.replaceChildren(h("h1", { text: "Batch" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
+      put(head, h("h1", { text: "Batch" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
       graph.remove(); tasksBox.remove(); filter.parentElement?.remove();
       stopTimers();
       return false;
@@ -367,7 +373,7 @@ async function viewBatch(id) {
     const pct = total ? Math.round((100 * (done + prog.failed)) / total) : 0;
     const actions = head.querySelector(".actions");
     const fresh = h("div", { class: "actions" }, batchActions({ id, status: prog.status, failed: prog.failed }, loadProgress));
-    head.replaceChildren(
+    put(head, 
       h("div", { class: "row spread" }, h("h1", {}, prog.name || "Batch", " ", badge(prog.status)),
         actions && actions.contains(document.activeElement) ? actions : fresh),
       h("div", { class: "card" },
@@ -377,12 +383,12 @@ async function viewBatch(id) {
         bar(total, done, prog.failed, prog.processing, prog.awaiting_approval),
         h("div", { class: "small muted", text: `Created ${fmtTime(prog.created_at)}${prog.completed_at ? ` · finished ${fmtTime(prog.completed_at)}` : ""} · times in ${zone}` }),
         h("div", { class: "stages", style: "margin-top:.5rem" }, stageRows(prog.by_stage || {}, pipe ? pipe.stages.map((s) => s.stage_key) : null))));
-    if (pipe) graph.replaceChildren(drawGraph(pipe, prog.by_stage || {}));
+    if (pipe) put(graph, drawGraph(pipe, prog.by_stage || {}));
     return true;
   };
   if (!(await loadProgress())) return;
-  try { pipe = await api("GET", `/batches/${id}/pipeline`); graph.replaceChildren(drawGraph(pipe, prog.by_stage || {})); } catch (e) {
-    graph.replaceChildren(h("p", { class: "muted", text: `The pipeline graph is not available: ${e.message}` }));
+  try { pipe = await api("GET", `/batches/${id}/pipeline`); put(graph, drawGraph(pipe, prog.by_stage || {})); } catch (e) {
+    put(graph, h("p", { class: "muted", text: `The pipeline graph is not available: ${e.message}` }));
   }
   await showList().catch((e) => tasksBox.append(errorBox(e)));
   let quiet = 0;
@@ -397,10 +403,10 @@ async function viewBatch(id) {
 }
 
 async function viewTask(id) {
-  view.replaceChildren(h("p", { class: "muted", text: "Loading…" }));
+  put(view, h("p", { class: "muted", text: "Loading…" }));
   let d;
   try { d = await api("GET", `/tasks/${id}`); } catch (e) {
-    view.replaceChildren(h("h1", { text: "Task" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
+    put(view, h("h1", { text: "Task" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
     return;
   }
   const t = d.task;
@@ -408,7 +414,7 @@ async function viewTask(id) {
   const link = (hash, idv) => (idv ? h("a", { href: hash, title: idv }, short(idv)) : "—");
   const actions = h("div", { class: "card", id: "task-actions" });
   const children = h("div", { id: "children" });
-  view.replaceChildren(
+  put(view, 
     h("div", { class: "row" }, h("a", { href: `#/batch/${t.batch_id}` }, "← Batch"), h("h1", {}, `${t.stage_key || "Task"} ${short(t.id)} `, badge(t.status))),
     actions,
     h("div", { class: "two" },
@@ -450,8 +456,8 @@ async function viewTask(id) {
       const out = [];
       try { v = JSON.parse(editor.value); } catch (e) { out.push(`Not valid JSON: ${e.message}`); }
       if (!out.length && schema) out.push(...validate(schema, v));
-      problems.replaceChildren(...out.slice(0, 20).map((p) => h("li", { text: p })));
-      if (!out.length) problems.replaceChildren(h("li", { class: "ok-text", text: schema ? "Valid against the stage's output schema." : "Valid JSON (the stage has no output schema)." }));
+      put(problems, ...out.slice(0, 20).map((p) => h("li", { text: p })));
+      if (!out.length) put(problems, h("li", { class: "ok-text", text: schema ? "Valid against the stage's output schema." : "Valid JSON (the stage has no output schema)." }));
       approveEdited.disabled = out.length > 0;
       return out.length ? undefined : v;
     };
@@ -467,7 +473,7 @@ async function viewTask(id) {
     };
     const approve = h("button", { type: "button", class: "primary", "data-action": "approve" }, "Approve");
     approve.addEventListener("click", () => act(approve, "POST", `/tasks/${t.id}/approve`, undefined, "Approved"));
-    actions.replaceChildren(
+    put(actions, 
       h("div", { class: "row spread" }, h("strong", { text: "This task waits for your approval." }), approve),
       h("details", { id: "edit-box" }, h("summary", { text: "Edit the output, then approve" }),
         h("label", { for: "edit-output", text: "Output (JSON), checked against the stage's output schema" }), editor, problems, notes, " ", approveEdited),
@@ -481,9 +487,9 @@ async function viewTask(id) {
     retry.addEventListener("click", () => {
       if (window.confirm("Run this task again and remove everything derived from it?")) act(retry, "POST", `/tasks/${t.id}/retry`, undefined, "Queued again");
     });
-    actions.replaceChildren(h("div", { class: "row spread" }, h("span", { class: "muted", text: t.status === "failed" ? "This task failed." : "This task is finished." }), retry));
+    put(actions, h("div", { class: "row spread" }, h("span", { class: "muted", text: t.status === "failed" ? "This task failed." : "This task is finished." }), retry));
   } else {
-    actions.replaceChildren(h("span", { class: "muted", text: "This task is queued or running; this page refreshes until it finishes." }));
+    put(actions, h("span", { class: "muted", text: "This task is queued or running; this page refreshes until it finishes." }));
     every(2500, async () => {
       const n = await api("GET", `/tasks/${id}`);
       if (n.task.status !== t.status || n.task.updated_at !== t.updated_at) route();
@@ -494,13 +500,15 @@ async function viewTask(id) {
 async function viewApprovals(params) {
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   const body = h("div", { id: "approvals" });
-  view.replaceChildren(h("h1", { text: "Waiting for approval" }), body);
-  const load = async () => {
+  put(view, h("h1", { text: "Waiting for approval" }), body);
+  const load = async (force) => {
     let page;
-    try { page = await api("GET", `/approvals?limit=50&offset=${offset}`); } catch (e) { body.replaceChildren(errorBox(e)); return; }
-    if (!page.items.length) { body.replaceChildren(h("div", { class: "card empty", text: "Nothing waits for your approval." })); return; }
-    if (body.contains(document.activeElement) && document.activeElement.tagName === "BUTTON") return;
-    body.replaceChildren(h("div", { class: "card" }, h("table", {},
+    try { page = await api("GET", `/approvals?limit=50&offset=${offset}`); } catch (e) { put(body, errorBox(e)); return; }
+    if (!page.items.length) { put(body, h("div", { class: "card empty", text: "Nothing waits for your approval." })); return; }
+    // A periodic refresh leaves the table alone while a button in it has
+    // the keyboard focus.
+    if (!force && body.contains(document.activeElement) && document.activeElement.tagName === "BUTTON") return;
+    put(body, h("div", { class: "card" }, h("table", {},
       h("thead", {}, h("tr", {}, h("th", { text: "Task" }), h("th", { text: "Batch" }), h("th", { class: "hide-narrow", text: "Generated" }), h("th", { text: "" }))),
       h("tbody", {}, page.items.map((t) => h("tr", { "data-task": t.id },
         h("td", {}, h("a", { href: `#/task/${t.id}` }, `${t.stage_key} ${short(t.id)}`)),
@@ -510,14 +518,14 @@ async function viewApprovals(params) {
           h("a", { class: "button", href: `#/task/${t.id}` }, "Review"),
           h("button", { type: "button", class: "primary", "data-action": "approve", onclick: async (ev) => {
             ev.target.disabled = true;
-            try { await api("POST", `/tasks/${t.id}/approve`); toast("Approved"); await load(); } catch (e) { toast(e.message, true); ev.target.disabled = false; }
+            try { await api("POST", `/tasks/${t.id}/approve`); toast("Approved"); await load(true); } catch (e) { toast(e.message, true); ev.target.disabled = false; }
           } }, "Approve")))))))),
     h("div", { class: "row" },
       offset > 0 ? h("a", { class: "button", href: `#/approvals?offset=${Math.max(0, offset - 50)}` }, "← Previous") : null,
       page.has_more ? h("a", { class: "button", href: `#/approvals?offset=${offset + 50}` }, "Next →") : null));
   };
-  await load();
-  every(5000, load);
+  await load(true);
+  every(5000, () => load(false));
 }
 
 async function viewLaunch() {
@@ -534,7 +542,7 @@ async function viewLaunch() {
   const reparse = () => {
     const r = parseRows(rowsText.value);
     rows = r.rows;
-    parsed.replaceChildren(
+    put(parsed, 
       rows.length ? h("span", { class: "ok-text", text: `${rows.length} row(s) ready${rows.length > 10000 ? " — more than 10,000 is refused" : ""}.` }) : "",
       r.problems.length ? h("ul", { class: "problems" }, r.problems.map((p) => h("li", { text: p }))) : "");
     launch.disabled = !rows.length || r.problems.length > 0 || !pick.value || rows.length > 10000;
@@ -554,7 +562,7 @@ async function viewLaunch() {
       const r = await api("POST", "/batches", { template_id: p.root_template_id, orchestrator_config_id: p.id, rows, name: name.value.trim() || null });
       toast(`Launched ${r.task_ids.length} task(s)`);
       location.hash = `#/batch/${r.batch_id}`;
-    } catch (e) { err.replaceChildren(errorBox(e)); launch.disabled = false; }
+    } catch (e) { put(err, errorBox(e)); launch.disabled = false; }
   });
 
   // Import a bundle: orchestration.json and its prompts/*.md.
@@ -564,25 +572,25 @@ async function viewLaunch() {
   importBtn.addEventListener("click", async () => {
     const files = [...bundleFiles.files];
     const orch = files.find((f) => f.name === "orchestration.json");
-    if (!orch) { importOut.replaceChildren(errorBox(new Error("Choose the bundle's orchestration.json and its prompt files (*.md)."))); return; }
+    if (!orch) { put(importOut, errorBox(new Error("Choose the bundle's orchestration.json and its prompt files (*.md)."))); return; }
     importBtn.disabled = true;
     try {
       const prompts = {};
       for (const f of files) if (f.name.endsWith(".md")) prompts[f.name] = await f.text();
       const r = await api("POST", "/pipelines", { orchestration: JSON.parse(await orch.text()), prompts });
-      importOut.replaceChildren(h("p", { class: "ok-text", text: `Imported: ${r.template_ids.length} stage(s).` }));
+      put(importOut, h("p", { class: "ok-text", text: `Imported: ${r.template_ids.length} stage(s).` }));
       await loadPipelines(r.config_id);
-    } catch (e) { importOut.replaceChildren(errorBox(e)); } finally { importBtn.disabled = false; }
+    } catch (e) { put(importOut, errorBox(e)); } finally { importBtn.disabled = false; }
   });
   const loadPipelines = async (select) => {
     const r = await api("GET", "/pipelines");
     pipelines = r.items.filter((p) => p.root_template_id);
-    pick.replaceChildren(...pipelines.map((p) => h("option", { value: p.id }, p.name)));
-    if (!pipelines.length) pick.replaceChildren(h("option", { value: "" }, "No pipelines yet — import a bundle below"));
+    put(pick, ...pipelines.map((p) => h("option", { value: p.id }, p.name)));
+    if (!pipelines.length) put(pick, h("option", { value: "" }, "No pipelines yet — import a bundle below"));
     if (select) pick.value = select;
     showStages();
   };
-  view.replaceChildren(h("h1", { text: "Launch a batch" }), err,
+  put(view, h("h1", { text: "Launch a batch" }), err,
     h("div", { class: "card" },
       h("label", { for: "launch-pipeline", text: "Pipeline" }), pick, stagesInfo,
       h("label", { for: "launch-name", text: "Name" }), name,
@@ -593,19 +601,19 @@ async function viewLaunch() {
     h("div", { class: "card" },
       h("p", { class: "small muted", text: "Choose orchestration.json and the prompt files (prompts/*.md) of a bundle. Re-importing a bundle updates it in place." }),
       h("div", { class: "row" }, bundleFiles, importBtn), importOut));
-  try { await loadPipelines(); } catch (e) { err.replaceChildren(errorBox(e)); }
+  try { await loadPipelines(); } catch (e) { put(err, errorBox(e)); }
 }
 
 async function viewKeys() {
   const body = h("div", { id: "keys" });
-  view.replaceChildren(h("h1", { text: "API keys" }),
+  put(view, h("h1", { text: "API keys" }),
     h("p", { class: "small muted", text: "Health of your model API keys. Key material is never shown or sent to this page." }), body);
   const load = async () => {
     let r;
-    try { r = await api("GET", "/keys"); } catch (e) { body.replaceChildren(errorBox(e)); return; }
-    if (!r.items.length) { body.replaceChildren(h("div", { class: "card empty", text: "You have no API keys stored. Tasks use the service's default key, if it has one." })); return; }
+    try { r = await api("GET", "/keys"); } catch (e) { put(body, errorBox(e)); return; }
+    if (!r.items.length) { put(body, h("div", { class: "card empty", text: "You have no API keys stored. Tasks use the service's default key, if it has one." })); return; }
     const now = Date.now();
-    body.replaceChildren(h("div", { class: "card" }, h("table", {},
+    put(body, h("div", { class: "card" }, h("table", {},
       h("thead", {}, h("tr", {}, ["Key", "State", "Blocked until", "Reason", "Last used", "Requests"].map((x, i) => h("th", { class: i > 3 ? "hide-narrow" : "", text: x })))),
       h("tbody", {}, r.items.map((k) => {
         const blocked = k.blocked_until && Date.parse(k.blocked_until) > now;
@@ -634,14 +642,14 @@ function viewSignIn() {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     submit.disabled = true;
-    try { await signInWithPassword(email.value, password.value); afterSignIn(); } catch (e) { err.replaceChildren(errorBox(e)); submit.disabled = false; }
+    try { await signInWithPassword(email.value, password.value); afterSignIn(); } catch (e) { put(err, errorBox(e)); submit.disabled = false; }
   });
   const dev = settings.dev_sign_in ? h("div", { class: "card" },
     h("p", { text: "Development mode: sign in as the demo user, without a password." }),
     h("button", { type: "button", class: "primary", id: "dev-signin", onclick: async () => {
-      try { await signInDev(); afterSignIn(); } catch (e) { err.replaceChildren(errorBox(e)); }
+      try { await signInDev(); afterSignIn(); } catch (e) { put(err, errorBox(e)); }
     } }, "Sign in as the demo user")) : null;
-  view.replaceChildren(h("div", { class: "signin" }, h("h1", { text: "Sign in" }), err, dev, settings.dev_sign_in ? null : form));
+  put(view, h("div", { class: "signin" }, h("h1", { text: "Sign in" }), err, dev, settings.dev_sign_in ? null : form));
   (dev ? dev.querySelector("button") : email).focus();
 }
 
@@ -667,7 +675,7 @@ function route() {
     if (a.dataset.nav === (parts[0] === "batch" || parts[0] === "task" ? "batches" : parts[0])) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
-  const run = (p) => p.catch((e) => view.replaceChildren(errorBox(e)));
+  const run = (p) => p.catch((e) => put(view, errorBox(e)));
   switch (parts[0]) {
     case "batch": return run(viewBatch(parts[1]));
     case "task": return run(viewTask(parts[1]));
@@ -683,4 +691,4 @@ window.addEventListener("console:visible", route);
 document.getElementById("sign-out").addEventListener("click", () => { signOut(); location.hash = "#/signin"; route(); });
 whenSignedOut(() => { stopTimers(); route(); });
 
-loadSettings().then((s) => { settings = s; route(); }).catch((e) => view.replaceChildren(errorBox(e)));
+loadSettings().then((s) => { settings = s; route(); }).catch((e) => put(view, errorBox(e)));
