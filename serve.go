@@ -47,7 +47,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	logger := newLogger(stdout, cfg.Log.Level)
 	a, err := newApp(ctx, cfg, logger)
 	if err != nil {
-		return err
+		return config.EnvNames(err)
 	}
 	if ready != nil {
 		ready(a)
@@ -55,8 +55,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	return a.run(ctx)
 }
 
-func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (a *app, err error) {
-	a = &app{cfg: cfg, log: logger}
+func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *app, err error) {
+	// a is not the named result: every error return sets that to nil, and
+	// the deferred close must still reach what was opened.
+	a := &app{cfg: cfg, log: logger}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -204,7 +206,12 @@ func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeli
 	mcfg := cfg.Model
 	mcfg.Logger = a.log
 	if mcfg.Provider == model.ProviderOffline {
+		a.log.Warn("orchable: ORCHABLE_MODEL_PROVIDER=offline: no model is called; every task completes with generated filler (for local runs only)")
 		return model.NewOffline(&mcfg)
+	}
+	if len(mcfg.Pool.OperatorKeys) == 0 {
+		a.log.Warn("orchable: no GEMINI_API_KEY or GEMINI_OPERATOR_KEYS: tasks run only for owners who stored a Gemini key in user_api_keys; tasks of the others fail with \"no active Gemini API key\"",
+			slog.String("default_model", mcfg.DefaultModel))
 	}
 	cipher, err := model.NewCipher(mcfg.KEKs)
 	if err != nil {

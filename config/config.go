@@ -154,12 +154,15 @@ func Load(getenv func(string) string) (*Config, error) {
 		},
 		KEKs: r.keks("ORCHABLE_KEKS"),
 	}
+	// The offline provider (generated filler, no model) only when asked for:
+	// `orchable dev` sets it; nothing about the database implies it.
+	c.Model.Provider = strings.ToLower(c.Model.Provider)
 	if c.Model.Provider == "" {
 		c.Model.Provider = model.ProviderGemini
-		if len(c.Model.Pool.OperatorKeys) == 0 && r.str("GEMINI_API_KEY", "") == "" && c.Supabase.Transport == TransportDirect && isLocal(c.DB.URL) {
-			// Local runs without keys use the offline provider.
-			c.Model.Provider = model.ProviderOffline
-		}
+	}
+	// One default model for the client and the runner: model.DefaultModel.
+	if c.Model.DefaultModel == "" {
+		c.Model.DefaultModel = model.DefaultModel
 	}
 	if k := r.str("GEMINI_API_KEY", ""); k != "" {
 		c.Model.Pool.OperatorKeys = append(c.Model.Pool.OperatorKeys, model.OperatorKey{Name: "default", Project: r.str("GEMINI_API_KEY_PROJECT", ""), APIKey: k})
@@ -287,12 +290,17 @@ func (c *Config) Validate() error {
 	if l := c.Pipeline.Sweeper.EngineLimits; l.MaxLineageDepth < 2 {
 		bad("MAX_LINEAGE_DEPTH", "must be at least 2")
 	}
-	if err := c.Model.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("model settings (GEMINI_*/ORCHABLE_MODEL_*): %w", err))
+	switch c.Model.Provider {
+	case model.ProviderGemini, model.ProviderOffline:
+		if err := c.Model.Validate(); err != nil {
+			errs = append(errs, EnvNames(err))
+		}
+	default:
+		bad("ORCHABLE_MODEL_PROVIDER", fmt.Sprintf("%q is not gemini or offline (offline completes tasks with generated filler; only for local runs)", c.Model.Provider))
 	}
 	if c.Supabase.URL != "" {
 		if err := c.Auth.WithDefaults().Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("auth settings (SUPABASE_*/JWT_*/WEBHOOK_*): %w", err))
+			errs = append(errs, EnvNames(err))
 		}
 	}
 	return errors.Join(errs...)
@@ -454,15 +462,3 @@ func (r *reader) keks(name string) []model.KEK {
 	return out
 }
 
-// isLocal reports whether a database URL points at this machine.
-func isLocal(dbURL string) bool {
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		return false
-	}
-	switch u.Hostname() {
-	case "127.0.0.1", "localhost", "::1", "":
-		return true
-	}
-	return false
-}

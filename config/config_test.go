@@ -31,7 +31,9 @@ func TestLoad(t *testing.T) {
 			given: map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x"},
 			expectCheck: func(t *testing.T, c *config.Config) {
 				require.Equal(t, config.TransportDirect, c.Supabase.Transport)
-				require.Equal(t, model.ProviderOffline, c.Model.Provider, "local runs without keys use the offline model")
+				require.Equal(t, model.ProviderGemini, c.Model.Provider, "a local database does not imply the offline model")
+				require.Equal(t, model.DefaultModel, c.Model.DefaultModel)
+				require.Equal(t, model.DefaultModel, c.Pipeline.Runner.DefaultModel, "one default model for the client and the runner")
 				require.Equal(t, ":8080", c.HTTP.Addr)
 				require.Equal(t, 50, c.Pipeline.Dispatcher.Concurrency)
 				require.Equal(t, 5*time.Minute, c.Pipeline.Runner.LeaseDuration)

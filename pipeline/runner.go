@@ -121,7 +121,8 @@ type RunnerConfig struct {
 	WorkerID string
 	// LeaseDuration is the lease a claim takes. Default 5m.
 	LeaseDuration time.Duration
-	// DefaultModel is used when a stage names no model. Default gemini-2.5-flash.
+	// DefaultModel is used when a stage names no model. Default
+	// model.DefaultModel (the one default; config passes GEMINI_MODEL).
 	DefaultModel string
 	// MaxRegenerations is how many more times the model is asked after an
 	// output that is not valid JSON or does not match the schema. Default 2;
@@ -155,7 +156,7 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	out := *c
 	out.WorkerID = cmp.Or(out.WorkerID, "orchable-"+uuid.NewString()[:8])
 	out.LeaseDuration = cmp.Or(out.LeaseDuration, 5*time.Minute)
-	out.DefaultModel = cmp.Or(out.DefaultModel, "gemini-2.5-flash")
+	out.DefaultModel = cmp.Or(out.DefaultModel, model.DefaultModel)
 	if out.MaxRegenerations == 0 {
 		out.MaxRegenerations = 2
 	} else if out.MaxRegenerations < 0 {
