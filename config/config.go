@@ -461,4 +461,3 @@ func (r *reader) keks(name string) []model.KEK {
 	}
 	return out
 }
-
