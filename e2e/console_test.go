@@ -17,9 +17,11 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/model/geminitest"
+	"github.com/orchable/orchable/supabase/dbtest"
 )
 
 // fakeAuth is the part of Supabase Auth the console uses: the password and
@@ -185,6 +187,15 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	b := &browser{t: t, ctx: bctx, shots: shots}
 	b.run(chromedp.Navigate(s.svcURL() + "/console/"))
+
+	// `orchable serve` has no dev sign-in.
+	resp, err := httpClient.Post(s.svcURL()+"/console/dev/session", "application/json", nil)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.NotEqual(t, http.StatusOK, resp.StatusCode)
+	devSignIn, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`fetch('config.json').then(r => r.json()).then(c => c.dev_sign_in)`, chromedp.EvalAwaitPromise))
+	require.NoError(t, err)
+	require.False(t, devSignIn)
 
 	// Sign in with a wrong password first: the error is shown.
 	b.run(chromedp.WaitVisible(chromedp.CSS("#signin-email")))
@@ -403,4 +414,64 @@ func (b *browser) shot(name string) {
 		return
 	}
 	_ = os.WriteFile(filepath.Join(b.shots, name+".png"), buf, 0o600)
+}
+
+// TestConsoleDevSignIn runs `orchable dev` (the embedded default that
+// `make run` starts) and signs in to its console as the demo user without a
+// password: the demo batch is there, finished, with its three-stage graph.
+func TestConsoleDevSignIn(t *testing.T) {
+	t.Parallel()
+	chrome := browserPath(t)
+	shots := os.Getenv("CONSOLE_SCREENSHOTS")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	ctx := context.Background()
+	admin := dbtest.AdminURL()
+	name := "e2e_dev_" + randHex(6)
+	dbURL, err := replaceDB(admin, name)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(cctx, admin); err == nil {
+			_, _ = c.Exec(cctx, "drop database if exists "+name+" with (force)")
+			_ = c.Close(cctx)
+		}
+	})
+	addr := freeAddr(t)
+	dev := startProc(t, t.TempDir(), "orchable-dev", bin.orchable, []string{"dev", "--rows", "2"}, []string{"DATABASE_URL=" + dbURL, "ORCHABLE_ADDR=" + addr})
+	consoleURL := ""
+	waitFor(t, 60*time.Second, 50*time.Millisecond, "orchable dev to serve", func() (bool, string) {
+		if !dev.running() {
+			b, _ := os.ReadFile(dev.log)
+			require.FailNowf(t, "orchable dev exited", "%v\n%s", dev.err, b)
+		}
+		b, _ := os.ReadFile(dev.log)
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "console   "); ok {
+				consoleURL, _, _ = strings.Cut(rest, " ")
+			}
+		}
+		return consoleURL != "" && strings.Contains(string(b), "serving; Ctrl-C"), "not yet"
+	})
+	require.Equal(t, "http://localhost:"+addr[strings.LastIndex(addr, ":")+1:]+"/console/", consoleURL)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 800), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)))
+	b := &browser{t: t, ctx: bctx, shots: shots}
+	b.run(chromedp.Navigate(consoleURL), chromedp.WaitVisible(chromedp.CSS("#dev-signin")))
+	b.run(chromedp.Click(chromedp.CSS("#dev-signin")))
+	b.waitJS(`document.querySelector('#batch-list [data-batch]')?.textContent.includes('100% done') && document.querySelector('#who-name').textContent === 'dev@orchable.local'`, "the demo batch, finished")
+	b.shot("20-dev-batches")
+	b.run(chromedp.Click(chromedp.CSS("#batch-list [data-batch] a")))
+	b.waitJS(`document.querySelectorAll('#graph svg g.node').length === 3 && document.querySelector('#graph svg').textContent.includes('1:N') && document.querySelector('#graph svg').textContent.includes('N:1') && document.querySelector('#batch-pct')?.dataset.pct === '100'`, "the demo pipeline's graph")
+	b.run(chromedp.Click(chromedp.CSS("#tasks .toggle")))
+	b.waitJS(`document.querySelectorAll('#tasks .tree ul [data-task]').length > 0`, "a mapper's designer children")
+	b.shot("21-dev-batch")
 }

@@ -18,6 +18,7 @@ function h(tag, attrs, ...children) {
     else if (k === "text") el.textContent = v;
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "value") el.value = v;
+    else if (k === "style") Object.assign(el.style, v); // CSSOM: allowed by the CSP, unlike style attributes
     else el.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
@@ -55,9 +56,11 @@ function short(id) { return id ? id.slice(0, 8) : "—"; }
 function badge(status) { return h("span", { class: `badge s-${status}`, text: status === "generated" ? "awaiting approval" : status }); }
 
 function toast(msg, bad = false) {
+  const box = document.getElementById("toast");
   const el = h("div", { class: bad ? "msg bad" : "msg", text: msg });
-  document.getElementById("toast").append(el);
-  setTimeout(() => el.remove(), 5000);
+  box.append(el);
+  while (box.children.length > 3) box.firstChild.remove();
+  setTimeout(() => el.remove(), bad ? 6000 : 3500);
 }
 
 function errorBox(e) {
@@ -77,10 +80,10 @@ function jsonBlock(value, label, id) {
 function bar(total, done, failed, running, waiting) {
   const pct = (n) => (total > 0 ? `${(100 * n) / total}%` : "0%");
   const el = h("div", { class: "bar", role: "img", "aria-label": `${done} of ${total} done, ${failed} failed` },
-    h("span", { class: "ok", style: `width:${pct(done)}` }),
-    h("span", { class: "bad", style: `width:${pct(failed)}` }),
-    h("span", { class: "wait", style: `width:${pct(waiting || 0)}` }),
-    h("span", { class: "run", style: `width:${pct(running || 0)}` }));
+    h("span", { class: "ok", style: { width: pct(done) } }),
+    h("span", { class: "bad", style: { width: pct(failed) } }),
+    h("span", { class: "wait", style: { width: pct(waiting || 0) } }),
+    h("span", { class: "run", style: { width: pct(running || 0) } }));
   return el;
 }
 
@@ -140,7 +143,7 @@ function stageRows(byStage, order) {
     const waiting = s.generated || 0;
     return h("div", { class: "st", "data-stage": k },
       h("span", { text: k || "(none)" }), bar(total, done, failed, running, waiting),
-      h("span", { class: "small muted", text: `${done}/${total}${failed ? ` · ${failed}✗` : ""}${waiting ? ` · ${waiting}⏸` : ""}` }));
+      h("span", { class: "small muted", text: `${done}/${total}${failed ? ` · ${failed} failed` : ""}${waiting ? ` · ${waiting} awaiting` : ""}` }));
   });
 }
 
@@ -238,7 +241,7 @@ function drawGraph(pipe, byStage) {
   const ncols = Object.keys(cols).length || 1;
   const width = 20 + ncols * W + (ncols - 1) * GX;
   const height = 20 + maxRows * H + (maxRows - 1) * GY;
-  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `Pipeline ${pipe.name}: ${stages.map((s) => s.stage_key).join(", ")}` });
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": `Pipeline ${pipe.name}: ${stages.map((s) => s.stage_key).join(", ")}` });
   const defs = svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },
     svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#7b8799" })));
   root.append(defs);
@@ -286,7 +289,8 @@ function fillTaskRow(row, t, toggle) {
     h("span", { class: "wide muted", title: `created ${fmtTime(t.created_at)}`, text: fmtTime(t.started_at || t.created_at) }),
     h("span", { text: fmtDur(t.started_at, t.completed_at) }),
     h("span", { class: "wide", title: "total tokens", text: t.total_token_count != null ? `${fmtNum(t.total_token_count)} tok` : "—" }),
-    h("span", { class: "wide muted", title: "API key name", text: t.api_key_name || (t.error_message ? `⚠ ${t.error_message}` : "") }));
+    t.error_message ? h("span", { class: "wide bad-text", title: t.error_message, text: t.error_message })
+      : h("span", { class: "wide muted", title: "API key name", text: t.api_key_name || (t.api_key_id ? "(removed key)" : "—") }));
 }
 
 // taskList is a paged, refreshable list of tasks (a tree level or a flat
@@ -369,6 +373,10 @@ async function viewBatch(id) {
       stopTimers();
       return false;
     }
+    renderProgress();
+    return true;
+  };
+  const renderProgress = () => {
     const done = prog.completed, total = prog.total;
     const pct = total ? Math.round((100 * (done + prog.failed)) / total) : 0;
     const actions = head.querySelector(".actions");
@@ -382,12 +390,11 @@ async function viewBatch(id) {
           h("span", { class: "small muted", text: `${fmtNum(total)} tasks · ${done} completed · ${prog.processing} running · ${prog.pending} waiting · ${prog.awaiting_approval} awaiting approval · ${prog.failed} failed · ${fmtNum(prog.total_tokens)} tokens` })),
         bar(total, done, prog.failed, prog.processing, prog.awaiting_approval),
         h("div", { class: "small muted", text: `Created ${fmtTime(prog.created_at)}${prog.completed_at ? ` · finished ${fmtTime(prog.completed_at)}` : ""} · times in ${zone}` }),
-        h("div", { class: "stages", style: "margin-top:.5rem" }, stageRows(prog.by_stage || {}, pipe ? pipe.stages.map((s) => s.stage_key) : null))));
+        h("div", { class: "stages", style: { marginTop: ".5rem" } }, stageRows(prog.by_stage || {}, pipe ? pipe.stages.map((s) => s.stage_key) : null))));
     if (pipe) put(graph, drawGraph(pipe, prog.by_stage || {}));
-    return true;
   };
   if (!(await loadProgress())) return;
-  try { pipe = await api("GET", `/batches/${id}/pipeline`); put(graph, drawGraph(pipe, prog.by_stage || {})); } catch (e) {
+  try { pipe = await api("GET", `/batches/${id}/pipeline`); renderProgress(); } catch (e) {
     put(graph, h("p", { class: "muted", text: `The pipeline graph is not available: ${e.message}` }));
   }
   await showList().catch((e) => tasksBox.append(errorBox(e)));
@@ -638,7 +645,7 @@ function viewSignIn() {
   const form = h("form", { class: "card" },
     h("label", { for: "signin-email", text: "Email" }), email,
     h("label", { for: "signin-password", text: "Password" }), password,
-    h("div", { class: "row", style: "margin-top:.8rem" }, submit));
+    h("div", { class: "row", style: { marginTop: ".8rem" } }, submit));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     submit.disabled = true;
@@ -688,7 +695,12 @@ function route() {
 
 window.addEventListener("hashchange", () => { route(); view.focus({ preventScroll: true }); });
 window.addEventListener("console:visible", route);
-document.getElementById("sign-out").addEventListener("click", () => { signOut(); location.hash = "#/signin"; route(); });
+document.getElementById("sign-out").addEventListener("click", () => {
+  signOut();
+  put(document.getElementById("toast"));
+  location.hash = "#/signin";
+  route();
+});
 whenSignedOut(() => { stopTimers(); route(); });
 
 loadSettings().then((s) => { settings = s; route(); }).catch((e) => put(view, errorBox(e)));
