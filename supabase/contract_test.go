@@ -30,8 +30,9 @@ type testBundle struct {
 	transports []transport
 }
 
-// setup returns both transports over this package's database: Direct, and
-// Client talking to the PostgREST-protocol test server.
+// setup returns the transports over this package's database: Direct,
+// Client talking to the PostgREST-protocol test server, and Direct over a
+// pool in the transaction-pooler-safe mode (supabase.ParsePoolConfig).
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	pool := testPool(t)
@@ -41,6 +42,8 @@ func setup(t *testing.T) *testBundle {
 	return &testBundle{pool: pool, transports: []transport{
 		{"Direct", supabase.NewDirect(pool, nil)},
 		{"PostgREST", c},
+		// The direct transport as it runs behind a transaction-mode pooler.
+		{"DirectPoolerSafe", supabase.NewDirect(poolerSafePool(t), nil)},
 	}}
 }
 
