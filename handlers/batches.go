@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -15,8 +17,9 @@ import (
 // apiHandler serves the user API (SPEC §10). Every call goes to the database
 // as the caller.
 type apiHandler struct {
-	db   supabase.DB
-	wake Waker
+	db       supabase.DB
+	wake     Waker
+	progress *progressCache
 }
 
 // wakeUp tells the dispatcher that user has work now, falling back to a sweep
@@ -125,8 +128,35 @@ func (h *apiHandler) batchCall(c echo.Context, fn string, wake bool) error {
 }
 
 // batchProgress answers get_batch_progress: counts by status and stage.
+// With max_age=<seconds> (1 to 10) the caller accepts an answer that old,
+// shared with the caller's other viewers of the batch (see progressCache).
 func (h *apiHandler) batchProgress(c echo.Context) error {
-	return h.batchCall(c, "get_batch_progress", false)
+	s := c.QueryParam("max_age")
+	if s == "" {
+		return h.batchCall(c, "get_batch_progress", false)
+	}
+	secs, err := strconv.Atoi(s)
+	if err != nil || secs < 1 || time.Duration(secs)*time.Second > MaxProgressAge {
+		return badRequest(CodeValidation, "max_age must be 1 to 10 seconds", err)
+	}
+	id, user, err := caller(c)
+	if err != nil {
+		return err
+	}
+	batchID, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	out, err := h.progress.get(ctx, progressKey{user: user, batch: batchID}, time.Duration(secs)*time.Second, func() (json.RawMessage, error) {
+		var out json.RawMessage
+		err := h.db.RPC(ctx, id, "get_batch_progress", batchArgs{BatchID: batchID}, &out)
+		return out, err
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(http.StatusOK, out)
 }
 
 // pauseBatch stops new claims for the batch's tasks.

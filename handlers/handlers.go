@@ -105,7 +105,7 @@ func Register(e *echo.Echo, d *Deps) {
 	wh := &webhookHandler{wake: d.Wake, metrics: metrics}
 	e.POST("/webhooks/supabase", wh.handle, wh.observe, d.WebhookAuth)
 
-	api := &apiHandler{db: d.DB, wake: d.Wake}
+	api := &apiHandler{db: d.DB, wake: d.Wake, progress: newProgressCache()}
 	auth := []echo.MiddlewareFunc{d.UserAuth, middleware.BodyLimit(strconv.FormatInt(maxBody, 10) + "B")}
 	e.POST("/api/v1/batches", api.launchBatch, auth...)
 	e.GET("/api/v1/batches/:id", api.batchProgress, auth...)

@@ -173,7 +173,7 @@ async function viewBatches(params) {
     // five) and once for each finished one.
     const want = page.items.filter((b) => !finished(b.status) || !progress.has(b.id) || progress.get(b.id).status !== b.status).slice(0, 5);
     await Promise.all(want.map(async (b) => {
-      try { progress.set(b.id, { status: b.status, data: await api("GET", `/batches/${b.id}`) }); } catch { /* shown next time */ }
+      try { progress.set(b.id, { status: b.status, data: await api("GET", `/batches/${b.id}?max_age=3`) }); } catch { /* shown next time */ }
     }));
     const seen = new Set();
     page.items.forEach((b, i) => {
@@ -367,7 +367,7 @@ async function viewBatch(id) {
   };
   filter.addEventListener("change", () => showList().catch((e) => tasksBox.append(errorBox(e))));
   const loadProgress = async () => {
-    try { prog = await api("GET", `/batches/${id}`); } catch (e) {
+    try { prog = await api("GET", `/batches/${id}?max_age=2`); } catch (e) {
       put(head, h("h1", { text: "Batch" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
       graph.remove(); tasksBox.remove(); filter.parentElement?.remove();
       stopTimers();
@@ -398,14 +398,17 @@ async function viewBatch(id) {
     put(graph, h("p", { class: "muted", text: `The pipeline graph is not available: ${e.message}` }));
   }
   await showList().catch((e) => tasksBox.append(errorBox(e)));
-  let quiet = 0;
+  // Polling: progress every 2.5 s (every 10 s for batches over 2,000
+  // tasks, whose count costs more); the shown task rows with it while the
+  // batch moves, every 40 s once it stands still.
+  let tick = 0;
   every(2500, async () => {
+    tick++;
+    if (prog && prog.total > 2000 && tick % 4 !== 0) return;
     const wasOpen = prog && (prog.pending > 0 || prog.processing > 0);
-    await loadProgress();
-    // The tree is re-read every other tick while the batch moves, and once
-    // after it stops.
+    if (!(await loadProgress())) return;
     const open = prog.pending > 0 || prog.processing > 0;
-    if (open || wasOpen || quiet++ % 4 === 0) await list.refresh();
+    if (open || wasOpen || tick % 16 === 0) await list.refresh();
   });
 }
 
