@@ -3,6 +3,7 @@ package handlers
 import (
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +36,16 @@ type Metrics struct {
 	usersWaiting  prometheus.Gauge
 	running       prometheus.Gauge
 	claimFailures *prometheus.CounterVec
+	answers       *prometheus.CounterVec
+	fallbacks     *prometheus.CounterVec
+
+	modelsMu sync.Mutex
+	models   map[string]bool // model label values seen, at most maxModelLabels
 }
+
+// maxModelLabels bounds the model label: model ids come from stage settings
+// (configuration), and past this many distinct ids the rest count as "other".
+const maxModelLabels = 32
 
 var _ pipeline.Observer = (*Metrics)(nil)
 
@@ -92,12 +102,22 @@ func NewMetrics() *Metrics {
 			Namespace: ns, Name: "claim_failures_total",
 			Help: "Failed claim calls by reason (unavailable, other).",
 		}, []string{"reason"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "model_answers_total",
+			Help: "Task runs answered, by the model id of the stage's chain that answered (at most 32 ids, then \"other\").",
+		}, []string{"model"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "model_fallbacks_total",
+			Help: "Model calls moved to the next model of a stage's fallback chain, by the model that failed.",
+		}, []string{"model"}),
+		models: map[string]bool{},
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tasks, m.stageLatency, m.modelLatency, m.tokens, m.regenerations, m.keyOutcomes,
 		m.webhookAck, m.webhooks, m.usersWaiting, m.running, m.claimFailures,
+		m.answers, m.fallbacks,
 	)
 	return m
 }
@@ -123,6 +143,27 @@ func (m *Metrics) TaskFinished(res pipeline.Result, stage string, elapsed time.D
 	if res.Regenerations > 0 {
 		m.regenerations.Add(float64(res.Regenerations))
 	}
+	if res.Model != "" {
+		m.answers.WithLabelValues(m.modelLabel(res.Model)).Inc()
+	}
+	for _, f := range res.FallbackFrom {
+		m.fallbacks.WithLabelValues(m.modelLabel(f)).Inc()
+	}
+}
+
+// modelLabel is id while fewer than maxModelLabels ids have been seen, and
+// "other" for new ids after that.
+func (m *Metrics) modelLabel(id string) string {
+	m.modelsMu.Lock()
+	defer m.modelsMu.Unlock()
+	if m.models[id] {
+		return id
+	}
+	if len(m.models) >= maxModelLabels {
+		return "other"
+	}
+	m.models[id] = true
+	return id
 }
 
 func (m *Metrics) addTokens(kind string, n int) {

@@ -58,19 +58,67 @@ func NewClient(cfg *Config, pool *KeyPool) (*Client, error) {
 
 // Generate calls the model for req with a key from the pool. When the key or
 // its project is at fault (429, invalid key) it tries another key, up to
-// Config.MaxKeyAttempts. See the package documentation for the errors.
+// Config.MaxKeyAttempts. When the model itself fails (503 overloaded, its
+// quota exhausted on every key, not found or retired) it tries the next
+// model of req.Settings' fallback chain with the same request and output
+// schema; Response.Model says which model answered. A failure that is the
+// prompt's or the key's (safety, invalid key, bad request) never falls back.
+// See the package documentation for the errors.
 func (c *Client) Generate(ctx context.Context, req Request) (Response, error) {
-	model := req.Settings.Model
-	if model == "" {
-		model = c.cfg.DefaultModel
+	settings := req.Settings
+	if settings.Model == "" {
+		settings.Model = c.cfg.DefaultModel
 	}
+	chain := settings.Chain()
 	gcfg, err := c.generateConfig(req)
 	if err != nil {
 		return Response{}, err
 	}
+	var failed []string
+	for i, model := range chain {
+		resp, err := c.generateOn(ctx, req, model, gcfg)
+		if err == nil {
+			resp.Model = model
+			resp.FallbackFrom = failed
+			return resp, nil
+		}
+		if i == len(chain)-1 || ctx.Err() != nil || !ModelFault(err) {
+			return resp, err
+		}
+		c.cfg.Logger.InfoContext(ctx, "model: falling back to the next model of the chain",
+			slog.String("model", model), slog.String("next", chain[i+1]), slog.String("error", err.Error()))
+		failed = append(failed, model)
+	}
+	return Response{}, errors.New("model: empty model chain")
+}
+
+// ModelFault reports whether err is the model's fault rather than the
+// prompt's or the key's, so another model may answer: overloaded or
+// unavailable (503, 500), not found or retired (404), the model's quota
+// exhausted for the project (429) or no key free for it until later.
+func ModelFault(err error) bool {
+	var nk *NoKeyError
+	if errors.As(err, &nk) {
+		return !nk.Until.IsZero()
+	}
+	var me *Error
+	if !errors.As(err, &me) {
+		return false
+	}
+	switch me.Kind {
+	case KindModelNotFound, KindRateLimited, KindQuotaExhausted:
+		return true
+	case KindServer:
+		return me.StatusCode == 503 || me.StatusCode == 500 || me.StatusCode == 529
+	default:
+		return false
+	}
+}
+
+// generateOn is one model of the chain: up to MaxKeyAttempts keys.
+func (c *Client) generateOn(ctx context.Context, req Request, model string, gcfg *genai.GenerateContentConfig) (Response, error) {
 	contents := []*genai.Content{genai.NewContentFromText(req.Prompt, genai.RoleUser)}
 	tokens := estimateTokens(req.Prompt, req.Settings.SystemInstruction)
-
 	var lastErr error
 	for range c.cfg.MaxKeyAttempts {
 		lease, err := c.pool.Acquire(ctx, req.UserID, model, tokens)

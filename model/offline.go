@@ -63,6 +63,7 @@ func (o *Offline) Generate(ctx context.Context, req Request) (Response, error) {
 		Usage:        Usage{PromptTokens: prompt, CandidatesTokens: cand, TotalTokens: prompt + cand},
 		ModelVersion: o.cfg.Offline.ModelVersion + "/" + model,
 		ResponseID:   fmt.Sprintf("offline-%016x", seed),
+		Model:        model,
 	}, nil
 }
 

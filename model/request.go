@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -34,6 +36,21 @@ type Settings struct {
 	SystemInstruction string `json:"system_instruction,omitempty"`
 	// Generation holds the sampling parameters.
 	Generation GenerationConfig `json:"generation"`
+	// Fallbacks are the models tried, in order, when Model fails for a
+	// reason of the model (overloaded, its quota exhausted, not found); see
+	// Client.Generate. Read from fallback_models (or fallbackModels).
+	Fallbacks []string `json:"fallback_models,omitempty"`
+}
+
+// Chain is Model followed by the fallbacks, without repeats or empty ids.
+func (s Settings) Chain() []string {
+	out := make([]string, 0, 1+len(s.Fallbacks))
+	for _, m := range append([]string{s.Model}, s.Fallbacks...) {
+		if m != "" && !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // GenerationConfig are the sampling parameters. Nil or zero fields are left
@@ -69,14 +86,35 @@ type Response struct {
 	// KeyID is the user_api_keys.id (or operator key id) that served the call;
 	// empty for the offline provider. Never the key itself.
 	KeyID string
+	// Model is the model id that answered: Settings.Model, or a fallback.
+	Model string
+	// FallbackFrom lists the models of the chain that failed for a reason of
+	// the model before Model answered, in order (empty when the first did).
+	FallbackFrom []string
 }
 
-// Usage are token counts (Gemini usageMetadata).
+// Usage are token counts (Gemini usageMetadata). PromptTokens includes
+// CachedTokens (the part of the prompt served from a cached content, billed
+// at the cached rate) and ToolUsePromptTokens.
 type Usage struct {
-	PromptTokens     int `json:"prompt_token_count"`
-	CandidatesTokens int `json:"candidates_token_count"`
-	ThoughtsTokens   int `json:"thoughts_token_count"`
-	TotalTokens      int `json:"total_token_count"`
+	PromptTokens        int `json:"prompt_token_count"`
+	CachedTokens        int `json:"cached_content_token_count"`
+	CandidatesTokens    int `json:"candidates_token_count"`
+	ThoughtsTokens      int `json:"thoughts_token_count"`
+	ToolUsePromptTokens int `json:"tool_use_prompt_token_count"`
+	TotalTokens         int `json:"total_token_count"`
+}
+
+// Add returns the sum of u and v.
+func (u Usage) Add(v Usage) Usage {
+	return Usage{
+		PromptTokens:        u.PromptTokens + v.PromptTokens,
+		CachedTokens:        u.CachedTokens + v.CachedTokens,
+		CandidatesTokens:    u.CandidatesTokens + v.CandidatesTokens,
+		ThoughtsTokens:      u.ThoughtsTokens + v.ThoughtsTokens,
+		ToolUsePromptTokens: u.ToolUsePromptTokens + v.ToolUsePromptTokens,
+		TotalTokens:         u.TotalTokens + v.TotalTokens,
+	}
 }
 
 // ResolveSettings reads a stage's model settings: the template's
@@ -92,7 +130,10 @@ type Usage struct {
 //	{"model": "...", "temperature": 0.2, "top_p": 0.9, "top_k": 40,
 //	 "max_output_tokens": 2048, "system_instruction": "..."}
 //
-// are read (camelCase and snake_case spellings of each field). Flat
+// are read (camelCase and snake_case spellings of each field). Either shape
+// may list fallback models, fallback_models (or fallbackModels): an array of
+// model ids or one comma-separated string; a task-level list replaces the
+// template's. Flat
 // thinkingBudget/thinkingLevel written next to the sampling fields are moved
 // into the thinking config. defaultModel is used when neither sets a model.
 func ResolveSettings(templateSettings, taskOverride json.RawMessage, defaultModel string) (Settings, error) {
@@ -127,6 +168,18 @@ func (s *Settings) overlay(m map[string]any) error {
 	}
 	if v := firstString(m, "systemInstruction", "system_instruction"); v != "" {
 		s.SystemInstruction = v
+	}
+	for _, key := range []string{"fallback_models", "fallbackModels"} {
+		v, ok := m[key]
+		if !ok || v == nil {
+			continue
+		}
+		list, err := modelList(key, v)
+		if err != nil {
+			return err
+		}
+		s.Fallbacks = list
+		break
 	}
 	// Legacy flat fields live at the top level.
 	if err := s.Generation.overlay(m); err != nil {
@@ -202,6 +255,33 @@ func (t *ThinkingConfig) overlay(m map[string]any) error {
 		t.Level = v
 	}
 	return nil
+}
+
+// modelList reads a list of model ids: a JSON array of strings or one
+// comma-separated string.
+func modelList(key string, v any) ([]string, error) {
+	var raw []string
+	switch v := v.(type) {
+	case string:
+		raw = strings.Split(v, ",")
+	case []any:
+		for _, e := range v {
+			id, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%s holds a %T, want model ids (strings)", key, e)
+			}
+			raw = append(raw, id)
+		}
+	default:
+		return nil, fmt.Errorf("%s is a %T, want an array of model ids", key, v)
+	}
+	out := make([]string, 0, len(raw))
+	for _, id := range raw {
+		if id = strings.TrimSpace(id); id != "" {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 func firstString(m map[string]any, keys ...string) string {

@@ -16,13 +16,15 @@ const maxSnippet = 200
 // blocked prompts and bad finish reasons are permanent; invalid or
 // non-conforming JSON asks for regeneration.
 func (v *Validator) fromGenai(resp *genai.GenerateContentResponse, schema []byte, model string) (Response, error) {
-	out := Response{ModelVersion: resp.ModelVersion, ResponseID: resp.ResponseID}
+	out := Response{ModelVersion: resp.ModelVersion, ResponseID: resp.ResponseID, Model: model}
 	if u := resp.UsageMetadata; u != nil {
 		out.Usage = Usage{
-			PromptTokens:     int(u.PromptTokenCount),
-			CandidatesTokens: int(u.CandidatesTokenCount),
-			ThoughtsTokens:   int(u.ThoughtsTokenCount),
-			TotalTokens:      int(u.TotalTokenCount),
+			PromptTokens:        int(u.PromptTokenCount),
+			CachedTokens:        int(u.CachedContentTokenCount),
+			CandidatesTokens:    int(u.CandidatesTokenCount),
+			ThoughtsTokens:      int(u.ThoughtsTokenCount),
+			ToolUsePromptTokens: int(u.ToolUsePromptTokenCount),
+			TotalTokens:         int(u.TotalTokenCount),
 		}
 	}
 	if pf := resp.PromptFeedback; pf != nil && pf.BlockReason != "" {

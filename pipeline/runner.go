@@ -112,6 +112,10 @@ type Result struct {
 	// Regenerations is how many times the model was asked again after an
 	// invalid output.
 	Regenerations int
+	// Model is the model that answered (empty when none did); FallbackFrom
+	// the models of the stage's chain that failed before it.
+	Model        string
+	FallbackFrom []string
 }
 
 // RunnerConfig configures a Runner. Zero values take the defaults.
@@ -312,6 +316,7 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 			ex.resp = resp
 			ex.output = resp.Output
 			ex.Usage = resp.Usage
+			ex.Model, ex.FallbackFrom = resp.Model, resp.FallbackFrom
 			break
 		}
 		if ctx.Err() != nil {
@@ -539,12 +544,16 @@ func usageArgs(resp model.Response, regenerations int) map[string]any {
 		"candidates_token_count": resp.Usage.CandidatesTokens,
 		"thoughts_token_count":   resp.Usage.ThoughtsTokens,
 		"total_token_count":      resp.Usage.TotalTokens,
+		"model_id":               nilIfEmpty(resp.Model),
 		"model_version":          nilIfEmpty(resp.ModelVersion),
 		"response_id":            nilIfEmpty(resp.ResponseID),
 		"regenerations":          regenerations,
 	}
 	if _, err := uuid.Parse(resp.KeyID); err == nil {
 		u["api_key_id"] = resp.KeyID
+	}
+	if len(resp.FallbackFrom) > 0 {
+		u["fallback_from"] = resp.FallbackFrom
 	}
 	return u
 }

@@ -48,6 +48,11 @@ type Config struct {
 	DefaultQuota Quota
 	// RetiredModels answer 404 NOT_FOUND.
 	RetiredModels []string
+	// UnavailableModels answer 503 UNAVAILABLE ("The model is overloaded").
+	UnavailableModels []string
+	// ExhaustedModels answer 429 RESOURCE_EXHAUSTED with the per-day quota of
+	// the model used up, for every project.
+	ExhaustedModels []string
 	// Clock drives the quota windows. Default the wall clock.
 	Clock interface{ Now() time.Time }
 	// Latency returns the simulated latency of the n-th call (from 1).
@@ -333,6 +338,14 @@ func (s *Server) admit(call *Call, key string) (Reply, int) {
 		return Reply{Kind: ReplyError, Status: 404, StatusText: "NOT_FOUND",
 			Message: fmt.Sprintf("models/%s is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.", call.Model)}, 404
 	}
+	if slices.Contains(s.cfg.UnavailableModels, call.Model) {
+		return Reply{Kind: ReplyError, Status: 503, StatusText: "UNAVAILABLE",
+			Message: "The model is overloaded. Please try again later."}, 503
+	}
+	if slices.Contains(s.cfg.ExhaustedModels, call.Model) {
+		return s.quotaReply(call, "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+			"generativelanguage.googleapis.com/generate_content_free_tier_requests", 0, 13*time.Second), 429
+	}
 	if r, limited := s.checkQuota(call); limited {
 		return r, 429
 	}
@@ -397,6 +410,12 @@ func (s *Server) checkQuota(call *Call) (Reply, bool) {
 		u.dayN++
 		return Reply{}, false
 	}
+	return s.quotaReply(call, quotaID, metric, limit, retry), true
+}
+
+// quotaReply is Gemini's 429 body for a quota; it counts the 429 for the
+// project. Called with s.mu held.
+func (s *Server) quotaReply(call *Call, quotaID, metric string, limit int, retry time.Duration) Reply {
 	ps := s.stats.ByProject[call.Project]
 	ps.RateLimited++
 	if strings.Contains(quotaID, "PerDay") {
@@ -417,7 +436,7 @@ func (s *Server) checkQuota(call *Call) (Reply, bool) {
 			}}},
 			{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": protoDuration(retry)},
 		},
-	}, true
+	}
 }
 
 func (s *Server) respond(ctx context.Context, w http.ResponseWriter, call *Call, reply Reply, status int) {
