@@ -31,11 +31,26 @@ grant anon, authenticated, service_role to authenticator;
 -- authenticated 8 s; service_role has none, so the authenticator's 8 s
 -- holds). The PostgREST test server and the direct transport apply them the
 -- same way, so a statement that is too slow for a real project fails in the
--- tests too. Roles are cluster-wide: this sets them for every database.
-alter role anon set statement_timeout = '3s';
-alter role authenticated set statement_timeout = '8s';
-alter role authenticator set statement_timeout = '8s';
-alter role authenticator set lock_timeout = '8s';
+-- tests too. Roles are cluster-wide: this sets them for every database, once
+-- (parallel migrations of other databases race on the same catalog row, so a
+-- value already there is left alone and a concurrent update is tolerated).
+do $$
+declare
+  s record;
+begin
+  for s in select * from (values ('anon', 'statement_timeout', '3s'), ('authenticated', 'statement_timeout', '8s'),
+                                 ('authenticator', 'statement_timeout', '8s'), ('authenticator', 'lock_timeout', '8s')) v(r, k, val)
+  loop
+    if not exists (select from pg_roles where rolname = s.r and rolconfig @> array[s.k || '=' || s.val]) then
+      begin
+        execute format('alter role %I set %s = %L', s.r, s.k, s.val);
+      exception when sqlstate 'XX000' then
+        null; -- "tuple concurrently updated": another migration is setting it
+      end;
+    end if;
+  end loop;
+end
+$$;
 -- The connecting superuser must be able to `set local role` to each of them
 -- (PostgREST connects as authenticator; tests and the direct transport as the owner).
 grant anon, authenticated, service_role to current_user;
