@@ -37,7 +37,12 @@ func connect(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
 	if rawURL == "" {
 		return nil, errors.New("DATABASE_URL is required")
 	}
-	pool, err := pgxpool.New(ctx, rawURL)
+	// Behind a transaction pooler: unnamed statements, no statement cache.
+	cfg, err := supabase.ParsePoolConfig(rawURL, supabase.DetectPooler(rawURL))
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
@@ -49,7 +54,14 @@ func connect(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
 }
 
 func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer, local, includeAll bool) error {
-	pool, err := connect(ctx, getenv("DATABASE_URL"))
+	dbURL := getenv("DATABASE_URL")
+	if supabase.DetectPooler(dbURL) == supabase.PoolerTransaction {
+		// The runner holds a session advisory lock across several
+		// transactions: behind a transaction pooler it can be taken on one
+		// server connection and released on another (a later migrate hangs).
+		return &supabase.TransactionPoolerError{Op: "orchable migrate", Host: supabase.PoolerHost(dbURL)}
+	}
+	pool, err := connect(ctx, dbURL)
 	if err != nil {
 		return err
 	}

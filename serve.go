@@ -29,6 +29,7 @@ type app struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	pool    *pgxpool.Pool // nil with the PostgREST transport and no DATABASE_URL
+	pooler  supabase.PoolerMode
 	db      supabase.DB
 	ids     pipeline.IdentitySource
 	disp    *pipeline.Dispatcher
@@ -67,7 +68,8 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 
 	// Database.
 	if cfg.DB.URL != "" {
-		pcfg, err := pgxpool.ParseConfig(cfg.DB.URL)
+		a.pooler = supabase.DetectPooler(cfg.DB.URL)
+		pcfg, err := supabase.ParsePoolConfig(cfg.DB.URL, a.pooler)
 		if err != nil {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
@@ -135,7 +137,16 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 	a.disp = pipeline.NewDispatcher(&dcfg, a.ids, runner)
 	scfg := cfg.Pipeline.Sweeper
 	scfg.Logger = logger
-	scfg.Listen = a.pool
+	if a.pooler == supabase.PoolerTransaction {
+		// LISTEN through a transaction pooler is accepted and then receives
+		// nothing: the sweeper and the webhooks carry the wake-ups.
+		logger.Warn("orchable: DATABASE_URL is a transaction-mode pooler (port 6543 or pgbouncer=true): LISTEN is off, "+
+			"so new work is found by webhooks and by the sweeper every SWEEP_INTERVAL; queries use unnamed statements. "+
+			"Use the direct connection or the session pooler (port 5432) to keep LISTEN",
+			slog.Duration("sweep_interval", scfg.Interval))
+	} else {
+		scfg.Listen = a.pool
+	}
 	a.sweeper = pipeline.NewSweeper(&scfg, serviceDB, service, a.disp)
 
 	// HTTP.
@@ -263,7 +274,8 @@ func (a *app) run(ctx context.Context) error {
 		close(errc)
 	}()
 	a.log.Info("orchable: serving", slog.String("addr", a.ln.Addr().String()),
-		slog.String("transport", a.cfg.Supabase.Transport), slog.String("model", a.cfg.Model.Provider))
+		slog.String("transport", a.cfg.Supabase.Transport), slog.String("model", a.cfg.Model.Provider),
+		slog.String("database_pooler", string(a.pooler)))
 
 	var serveErr error
 	select {

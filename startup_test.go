@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/supabase"
 	"github.com/orchable/orchable/supabase/dbtest"
 )
 
@@ -135,4 +137,40 @@ func TestServeModelDefaults(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMigrateRefusesTransactionPooler: migrate refuses a transaction-mode
+// pooler before connecting, naming the URLs to use instead; the same
+// database without the pooler flag migrates (nothing left to apply).
+func TestMigrateRefusesTransactionPooler(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	for _, given := range []string{
+		"postgresql://postgres.abcdefghijklmnop:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres",
+		"postgresql://postgres:pw@db.abcdefghijklmnop.supabase.co:6543/postgres",
+		withParam(t, dbtest.URL(t), "pgbouncer", "true"),
+	} {
+		var out bytes.Buffer
+		err := run(ctx, []string{"migrate"}, func(k string) string { return map[string]string{"DATABASE_URL": given}[k] }, &out)
+		var perr *supabase.TransactionPoolerError
+		require.ErrorAs(t, err, &perr, given)
+		require.Contains(t, err.Error(), "transaction-mode pooler")
+		require.Contains(t, err.Error(), "direct connection")
+		require.Contains(t, err.Error(), "session pooler")
+		require.Empty(t, out.String())
+	}
+	var out bytes.Buffer
+	require.NoError(t, run(ctx, []string{"migrate"}, func(k string) string { return map[string]string{"DATABASE_URL": dbtest.URL(t)}[k] }, &out))
+	require.Contains(t, out.String(), "0 applied")
+}
+
+// withParam returns rawURL with the query parameter k=v.
+func withParam(t *testing.T, rawURL, k, v string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set(k, v)
+	u.RawQuery = q.Encode()
+	return u.String()
 }

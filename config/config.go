@@ -177,6 +177,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		BackoffBase:      r.duration("RETRY_BACKOFF_BASE", 2*time.Second),
 		BackoffMax:       r.duration("RETRY_BACKOFF_MAX", 10*time.Minute),
 		ModelTimeout:     r.duration("MODEL_TIMEOUT", 5*time.Minute),
+		Prices:           r.prices("MODEL_PRICES"),
 		Hooks: pipeline.HookConfig{
 			Timeout:          r.duration("HOOK_TIMEOUT", 30*time.Second),
 			MaxResponseBytes: int64(r.integer("HOOK_MAX_RESPONSE_BYTES", 1<<20)),
@@ -382,6 +383,16 @@ func (r *reader) list(name string) []string {
 }
 
 // limits parses "model=rpm:10,tpm:250000;model2=rpm:5".
+// prices reads a JSON price table laid over model.DefaultPrices.
+func (r *reader) prices(name string) model.PriceTable {
+	t, err := model.ParsePrices(r.str(name, ""))
+	if err != nil {
+		r.fail(name, err.Error())
+		return model.DefaultPrices()
+	}
+	return t
+}
+
 func (r *reader) limits(name string) map[string]model.Limit {
 	v := r.str(name, "")
 	if v == "" {

@@ -69,6 +69,19 @@ func TestLoad(t *testing.T) {
 			expectErr: []string{"WORKER_CONCURRENCY", "LEASE_DURATION", "LOG_LEVEL", "SWEEP_INTERVAL"},
 		},
 		{
+			name:  "ModelPrices",
+			given: map[string]string{"DATABASE_URL": "postgres://h/x", "MODEL_PRICES": `{"my-model":{"input":2,"cached_input":0.2,"output":8}}`},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				require.Equal(t, model.Price{Input: 2, CachedInput: 0.2, Output: 8, Thinking: 8}, c.Pipeline.Runner.Prices["my-model"])
+				require.Equal(t, model.DefaultPrices()["gemini-3.5-flash"], c.Pipeline.Runner.Prices["gemini-3.5-flash"], "defaults stay")
+			},
+		},
+		{
+			name:      "BadModelPrices",
+			given:     map[string]string{"DATABASE_URL": "postgres://h/x", "MODEL_PRICES": `{"my-model":{"input":-2}}`},
+			expectErr: []string{"MODEL_PRICES", "non-negative"},
+		},
+		{
 			name:      "UnknownTransport",
 			given:     map[string]string{"ORCHABLE_TRANSPORT": "carrier-pigeon"},
 			expectErr: []string{"ORCHABLE_TRANSPORT"},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -116,6 +117,12 @@ type Result struct {
 	// the models of the stage's chain that failed before it.
 	Model        string
 	FallbackFrom []string
+	// Billed is the usage of every model call of the run (regenerations
+	// included); CostUSD its estimated cost (Priced false when a model that
+	// answered has no price).
+	Billed  model.Usage
+	CostUSD float64
+	Priced  bool
 }
 
 // RunnerConfig configures a Runner. Zero values take the defaults.
@@ -148,6 +155,10 @@ type RunnerConfig struct {
 	// batch is being written go together in the next). Default 100; 1
 	// writes each completion with its own complete_task call.
 	CompleteBatch int
+	// Prices turn token usage into an estimated cost (recorded with each
+	// completed task in extra.usage.estimated_cost_usd). Default
+	// model.DefaultPrices (MODEL_PRICES overrides).
+	Prices model.PriceTable
 	// Hooks configures pre/post-process webhooks.
 	Hooks HookConfig
 	// Logger receives the runner's logs. Default: discard.
@@ -172,6 +183,9 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	out.ModelTimeout = cmp.Or(out.ModelTimeout, 5*time.Minute)
 	out.WriteTimeout = cmp.Or(out.WriteTimeout, 15*time.Second)
 	out.CompleteBatch = cmp.Or(out.CompleteBatch, 100)
+	if out.Prices == nil {
+		out.Prices = model.DefaultPrices()
+	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -312,6 +326,7 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 		resp, err := r.gen.Generate(mctx, req)
 		ex.ModelLatency += r.cfg.Now().Sub(start)
 		cancel()
+		r.bill(&ex.Result, cmp.Or(resp.Model, settings.Model), resp.Usage, attempt == 0)
 		if err == nil {
 			ex.resp = resp
 			ex.output = resp.Output
@@ -440,7 +455,7 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 			"p_task_id": c.Task.ID,
 			"p_worker":  r.cfg.WorkerID,
 			"p_output":  ex.output,
-			"p_usage":   usageArgs(ex.resp, ex.Regenerations),
+			"p_usage":   usageArgs(ex.resp, ex.Result),
 		}
 		if len(ex.hooksIgnored) > 0 {
 			args["p_usage"].(map[string]any)["hooks_ignored"] = ex.hooksIgnored
@@ -538,7 +553,41 @@ func (r *Runner) release(id supabase.Identity, c *Claimed, log *slog.Logger) Res
 	return Result{Outcome: OutcomeReleased}
 }
 
-func usageArgs(resp model.Response, regenerations int) map[string]any {
+// bill adds one model call's usage and its estimated cost to res.
+func (r *Runner) bill(res *Result, modelID string, u model.Usage, first bool) {
+	if first {
+		res.Priced = true
+	}
+	if u == (model.Usage{}) {
+		return
+	}
+	res.Billed = res.Billed.Add(u)
+	cost, ok := r.cfg.Prices.Cost(modelID, u)
+	res.CostUSD += cost
+	res.Priced = res.Priced && ok
+}
+
+// usageDetail is what a completed task records in extra.usage: every usage
+// field of every call of the run and the estimated cost.
+func usageDetail(res Result) map[string]any {
+	u := res.Billed
+	d := map[string]any{
+		"prompt_token_count":          u.PromptTokens,
+		"cached_content_token_count":  u.CachedTokens,
+		"candidates_token_count":      u.CandidatesTokens,
+		"thoughts_token_count":        u.ThoughtsTokens,
+		"tool_use_prompt_token_count": u.ToolUsePromptTokens,
+		"total_token_count":           u.TotalTokens,
+		"calls":                       res.Regenerations + 1,
+	}
+	if res.Priced {
+		d["estimated_cost_usd"] = math.Round(res.CostUSD*1e9) / 1e9
+	}
+	return d
+}
+
+func usageArgs(resp model.Response, res Result) map[string]any {
+	regenerations := res.Regenerations
 	u := map[string]any{
 		"prompt_token_count":     resp.Usage.PromptTokens,
 		"candidates_token_count": resp.Usage.CandidatesTokens,
@@ -555,6 +604,7 @@ func usageArgs(resp model.Response, regenerations int) map[string]any {
 	if len(resp.FallbackFrom) > 0 {
 		u["fallback_from"] = resp.FallbackFrom
 	}
+	u["usage"] = usageDetail(res)
 	return u
 }
 

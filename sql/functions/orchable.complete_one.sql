@@ -60,7 +60,9 @@ begin
       'used_api_key_name', u ->> 'api_key_name',
       'response_id', u ->> 'response_id',
       'regenerations', (u ->> 'regenerations')::int,
-      'hooks_ignored', u -> 'hooks_ignored'))
+      'hooks_ignored', u -> 'hooks_ignored',
+      'fallback_from', u -> 'fallback_from',
+      'usage', u -> 'usage'))
   where id = p_task_id
   returning * into t;
 
