@@ -42,6 +42,7 @@ commands:
   migrate [--local] [--include-all]  apply the embedded migrations to DATABASE_URL
   import --owner UUID DIR    import a pipeline bundle (orchestration.json + prompts/*.md)
   webhooks install|uninstall|sql  opt-in filtered ai_tasks webhook triggers (pg_net + Vault; see README)
+  webhooks signing install|uninstall|sql  opt-in Standard Webhooks signing trigger (not installed by migrate)
   keys encrypt --break-original-frontend
                              encrypt API keys in user_api_keys (needs ORCHABLE_KEKS; the original
                              front end can no longer use them, see README "Key encryption")

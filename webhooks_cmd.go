@@ -15,7 +15,9 @@ const webhooksUsage = `usage:
   orchable webhooks install [--url URL]   create the filtered ai_tasks webhook triggers (pg_net, Vault);
                                           with --url, store URL and WEBHOOK_SECRET in Vault too
   orchable webhooks uninstall             drop them
-  orchable webhooks sql                   print the SQL (to review, or to paste into the SQL editor)`
+  orchable webhooks sql                   print the SQL (to review, or to paste into the SQL editor)
+  orchable webhooks signing install|uninstall|sql
+                                          the opt-in Standard Webhooks signing trigger (full rows, every write)`
 
 // webhooksCmd runs `orchable webhooks …`: the opt-in filtered webhook
 // triggers (package webhooks). It connects with DATABASE_URL as the
@@ -26,6 +28,8 @@ func webhooksCmd(ctx context.Context, getenv func(string) string, stdout io.Writ
 	}
 	header := getenv("WEBHOOK_SECRET_HEADER")
 	switch args[0] {
+	case "signing":
+		return signingCmd(ctx, getenv, stdout, args[1:])
 	case "sql":
 		s, err := webhooks.SQL(header)
 		if err != nil {

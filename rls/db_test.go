@@ -48,13 +48,13 @@ func TestMintedTokenInDatabase(t *testing.T) {
 	require.Equal(t, owner, taskOwner)
 }
 
-// TestSigningTriggerMatchesVerifier runs the optional signing migration against stand-ins for
+// TestSigningTriggerMatchesVerifier runs the opt-in signing script against stand-ins for
 // pg_net and Vault, fires it with an ai_tasks insert, and checks that the Go verifier accepts the
 // captured request exactly as pg_net would send it.
 func TestSigningTriggerMatchesVerifier(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	migration, err := os.ReadFile("../migrations/20261126000900_optional_webhook_signing.sql")
+	migration, err := os.ReadFile("../webhooks/signing.sql")
 	require.NoError(t, err)
 	tx := dbtest.TestTx(ctx, t)
 	_, err = tx.Exec(ctx, `
