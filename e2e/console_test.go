@@ -474,4 +474,12 @@ func TestConsoleDevSignIn(t *testing.T) {
 	b.run(chromedp.Click(chromedp.CSS("#tasks .toggle")))
 	b.waitJS(`document.querySelectorAll('#tasks .tree ul [data-task]').length > 0`, "a mapper's designer children")
 	b.shot("21-dev-batch")
+
+	// The page's cost while open on a finished batch: count the API
+	// requests it makes over four progress polls (~10 s).
+	t0 := b.eval(`String(performance.now())`)
+	b.waitJS(`performance.getEntriesByType('resource').filter(e => e.startTime > `+t0+` && e.name.includes('max_age=')).length >= 4`, "four progress polls")
+	rate := b.eval(`(() => { const es = performance.getEntriesByType('resource').filter(e => e.startTime > ` + t0 + ` && e.name.includes('/api/v1/'));
+		const span = (es[es.length - 1].startTime - ` + t0 + `) / 1000; return es.length + ' requests in ' + span.toFixed(1) + ' s = ' + (es.length / span).toFixed(2) + ' requests/s' })()`)
+	t.Logf("console batch page, finished batch, one viewer: %s", rate)
 }
