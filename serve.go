@@ -161,6 +161,8 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		Metrics:      metrics,
 		Logger:       logger,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+
+		AllowAnonymousLaunch: cfg.HTTP.AllowAnonymousLaunch,
 	}
 	if cfg.Supabase.URL != "" {
 		verifier, err := rls.NewVerifier(ctx, base, &cfg.Auth)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/google/uuid"
@@ -52,6 +53,11 @@ type Deps struct {
 	Metrics *Metrics
 	// Logger receives request logs and 5xx errors. Nil discards them.
 	Logger *slog.Logger
+	// AllowAnonymousLaunch lets anonymous sign-ins (is_anonymous true in
+	// the token) launch, resume, retry, approve and reject. Default false:
+	// those calls answer 403 anonymous_not_allowed; reads, pause and cancel
+	// stay open to them.
+	AllowAnonymousLaunch bool
 	// MaxBodyBytes caps user API request bodies (413 beyond). Default
 	// DefaultMaxBodyBytes. Webhook bodies are capped by WebhookAuth.
 	MaxBodyBytes int64
@@ -107,15 +113,17 @@ func Register(e *echo.Echo, d *Deps) {
 
 	api := &apiHandler{db: d.DB, wake: d.Wake, progress: newProgressCache()}
 	auth := []echo.MiddlewareFunc{d.UserAuth, middleware.BodyLimit(strconv.FormatInt(maxBody, 10) + "B")}
-	e.POST("/api/v1/batches", api.launchBatch, auth...)
+	// Routes that start model work: anonymous sign-ins only when allowed.
+	starts := append(slices.Clone(auth), denyAnonymous(d.AllowAnonymousLaunch))
+	e.POST("/api/v1/batches", api.launchBatch, starts...)
 	e.GET("/api/v1/batches/:id", api.batchProgress, auth...)
 	e.POST("/api/v1/batches/:id/pause", api.pauseBatch, auth...)
-	e.POST("/api/v1/batches/:id/resume", api.resumeBatch, auth...)
+	e.POST("/api/v1/batches/:id/resume", api.resumeBatch, starts...)
 	e.POST("/api/v1/batches/:id/cancel", api.cancelBatch, auth...)
-	e.POST("/api/v1/batches/:id/retry-failed", api.retryFailedInBatch, auth...)
-	e.POST("/api/v1/tasks/:id/approve", api.approveTask, auth...)
-	e.POST("/api/v1/tasks/:id/reject", api.rejectTask, auth...)
-	e.POST("/api/v1/tasks/:id/retry", api.retryTask, auth...)
+	e.POST("/api/v1/batches/:id/retry-failed", api.retryFailedInBatch, starts...)
+	e.POST("/api/v1/tasks/:id/approve", api.approveTask, starts...)
+	e.POST("/api/v1/tasks/:id/reject", api.rejectTask, starts...)
+	e.POST("/api/v1/tasks/:id/retry", api.retryTask, starts...)
 	// Reads (bounded pages, the caller's own rows) and imports, for the console.
 	e.GET("/api/v1/batches", api.listBatches, auth...)
 	e.GET("/api/v1/batches/:id/tasks", api.batchTasks, auth...)
