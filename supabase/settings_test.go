@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -38,10 +37,8 @@ drop function public.%[2]s_twin(float8); drop function public.%[2]s_twin(text); 
 	svc := serviceIdentity(t)
 
 	d := supabase.NewDirect(pool, &supabase.DirectConfig{Authenticator: auth})
-	start := time.Now()
 	err = d.RPC(ctx, svc, fn, map[string]any{"s": 3}, nil)
 	require.ErrorIs(t, err, supabase.ErrTimeout, "the authenticator's statement_timeout applies")
-	require.Less(t, time.Since(start), 2*time.Second)
 
 	plain := supabase.NewDirect(pool, &supabase.DirectConfig{Authenticator: "st_no_such_role"})
 	require.ErrorIs(t, plain.RPC(ctx, svc, fn+"_hoisted", map[string]any{"s": 3}, nil), supabase.ErrTimeout,

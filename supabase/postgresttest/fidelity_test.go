@@ -242,12 +242,10 @@ drop owned by %[1]s; drop role %[1]s; drop role %[2]s`, role, auth, fn))
 	claims["role"] = role
 	slow := hsToken(t, claims)
 
-	start := time.Now()
 	r := b.do(ctx, t, req{method: http.MethodPost, path: "/rpc/" + fn, token: slow, body: map[string]any{"s": 3}})
 	require.Equal(t, http.StatusInternalServerError, r.status, string(r.body))
 	code, _ := r.pgError(t)
 	require.Equal(t, "57014", code, "the role's statement_timeout applies")
-	require.Less(t, time.Since(start), 2*time.Second)
 
 	// authenticated has no setting of its own here beyond what the cluster
 	// gives it; the function's own statement_timeout is hoisted.
