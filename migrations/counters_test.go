@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/supabase/dbtest"
@@ -75,8 +76,7 @@ func TestBatchCountersUnderConcurrency(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 
-	var folded int
-	require.NoError(t, pool.QueryRow(ctx, "select public.fold_batch_counters()").Scan(&folded))
+	dbtest.FoldCounters(ctx, t, pool)
 	var total, pending, processing, completed, failed int
 	var status string
 	require.NoError(t, pool.QueryRow(ctx, `select total_tasks, pending_tasks, processing_tasks, completed_tasks, failed_tasks, status
@@ -96,8 +96,99 @@ func TestBatchCountersUnderConcurrency(t *testing.T) {
 	// Deleting tasks keeps counters exact too.
 	_, err = pool.Exec(ctx, "delete from public.ai_tasks where id = any($1)", ids[:100])
 	require.NoError(t, err)
-	_, err = pool.Exec(ctx, "select public.fold_batch_counters()")
-	require.NoError(t, err)
+	dbtest.FoldCounters(ctx, t, pool)
 	require.NoError(t, pool.QueryRow(ctx, "select total_tasks from public.task_batches where id = $1", batch).Scan(&total))
 	require.Equal(t, tasks-100, total)
+}
+
+// get_batch_progress and pause_batch decide on the tasks' exact counts, not
+// on the folded task_batches row: with the row deliberately left behind the
+// tasks (as between two folds), progress reports the status and completed_at
+// the tasks imply, and pause_batch refuses a batch the tasks have finished and
+// pauses one they have reopened.
+func TestBatchStateFromExactCounts(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := dbtest.Pool(t)
+	user := dbtest.CreateUser(ctx, t, pool)
+	var batch uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, "insert into public.task_batches (name, created_by, status) values ('exact', $1, 'processing') returning id", user).Scan(&batch))
+	var ids []uuid.UUID
+	rows, err := pool.Query(ctx, `insert into public.ai_tasks (user_id, batch_id, status, completed_at)
+		select $1, $2, 'completed', timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => i) from generate_series(1, 3) i
+		returning id`, user, batch)
+	require.NoError(t, err)
+	ids, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	require.NoError(t, err)
+	require.Len(t, ids, 3)
+
+	// lag folds what is pending, then writes a stale row over it, as if the
+	// tasks had moved after the last fold.
+	lag := func(status string, completedAt *time.Time) {
+		t.Helper()
+		dbtest.FoldCounters(ctx, t, pool)
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		_, err = tx.Exec(ctx, "select set_config('orchable.folding', 'on', true)")
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, `update public.task_batches set status = $2, completed_at = $3, total_tasks = 0,
+			pending_tasks = 0, processing_tasks = 0, completed_tasks = 0, failed_tasks = 0 where id = $1`, batch, status, completedAt)
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit(ctx))
+	}
+	asUser := func(sql string) (map[string]any, error) {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		dbtest.AsUser(ctx, t, tx, user)
+		var out map[string]any
+		if err := tx.QueryRow(ctx, sql, batch).Scan(&out); err != nil {
+			return nil, err
+		}
+		return out, tx.Commit(ctx)
+	}
+
+	// Finished by its tasks, "pending" in the row.
+	lag("pending", nil)
+	p, err := asUser("select public.get_batch_progress($1)")
+	require.NoError(t, err)
+	require.EqualValues(t, 3, p["completed"])
+	require.EqualValues(t, 0, p["pending"])
+	require.Equal(t, "completed", p["status"])
+	at, err := time.Parse(time.RFC3339, p["completed_at"].(string))
+	require.NoError(t, err)
+	require.True(t, at.Equal(time.Date(2026, 1, 1, 0, 0, 3, 0, time.UTC)), "completed_at %v is the last task's", at)
+	_, err = asUser("select public.pause_batch($1)")
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "PT409", pgErr.Code)
+	require.Contains(t, pgErr.Message, "is completed")
+
+	// Reopened by a retry, "completed" in the row.
+	_, err = pool.Exec(ctx, "update public.ai_tasks set status = 'plan', completed_at = null where id = $1", ids[0])
+	require.NoError(t, err)
+	now := time.Now()
+	lag("completed", &now)
+	p, err = asUser("select public.get_batch_progress($1)")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, p["pending"])
+	require.Equal(t, "processing", p["status"])
+	require.Nil(t, p["completed_at"])
+	p, err = asUser("select public.pause_batch($1)")
+	require.NoError(t, err)
+	require.Equal(t, "paused", p["status"])
+	p, err = asUser("select public.get_batch_progress($1)")
+	require.NoError(t, err)
+	require.Equal(t, "paused", p["status"])
+	require.Nil(t, p["completed_at"])
+
+	// A failed task makes a finished batch failed.
+	_, err = pool.Exec(ctx, "update public.ai_tasks set status = 'failed', completed_at = now() where id = $1", ids[0])
+	require.NoError(t, err)
+	lag("processing", nil)
+	p, err = asUser("select public.get_batch_progress($1)")
+	require.NoError(t, err)
+	require.Equal(t, "failed", p["status"])
+	require.NotNil(t, p["completed_at"])
 }

@@ -291,8 +291,7 @@ func TestPipelineSplitMerge(t *testing.T) {
 	require.EqualValues(t, 8, b.gen.calls.Load())
 
 	// Counters equal a recount after a fold.
-	_, err := b.pool.Exec(ctx, "select public.fold_batch_counters()")
-	require.NoError(t, err)
+	dbtest.FoldCounters(ctx, t, b.pool)
 	var total, completed, failed, pending, processing int
 	var status string
 	require.NoError(t, b.pool.QueryRow(ctx, `select total_tasks, completed_tasks, failed_tasks, pending_tasks, processing_tasks, status from public.task_batches where id = $1`, batch).
@@ -653,8 +652,7 @@ func TestCompleteTasksMixed(t *testing.T) {
 			require.JSONEq(t, `{"v": 1}`, string(r.Output))
 		}
 	}
-	_, err = b.pool.Exec(ctx, "select public.fold_batch_counters()")
-	require.NoError(t, err)
+	dbtest.FoldCounters(ctx, t, b.pool)
 	var completed int
 	require.NoError(t, b.pool.QueryRow(ctx, "select completed_tasks from public.task_batches where id = $1", leafBatch).Scan(&completed))
 	require.Equal(t, 2, completed)

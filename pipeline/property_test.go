@@ -15,6 +15,7 @@ import (
 
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
+	"github.com/orchable/orchable/supabase/dbtest"
 )
 
 // flakyModel fails a task permanently when hash(task id, seed) says so and
@@ -275,8 +276,7 @@ func checkTree(ctx context.Context, t *testing.T, b *bundle, stages []stage, bat
 	}
 	require.Equal(t, len(expect)+roots, len(tasks))
 
-	_, err = b.pool.Exec(ctx, "select public.fold_batch_counters()")
-	require.NoError(t, err)
+	dbtest.FoldCounters(ctx, t, b.pool)
 	var total, completed, failed int
 	require.NoError(t, b.pool.QueryRow(ctx, "select total_tasks, completed_tasks, failed_tasks from public.task_batches where id = $1", batch).Scan(&total, &completed, &failed))
 	nc, nf := 0, 0

@@ -378,3 +378,32 @@ func setupLegacy() (*pgxpool.Pool, string, error) {
 	}
 	return p, name, nil
 }
+
+// FoldCounters folds the batch counter deltas and returns only once every
+// delta committed before the call is in task_batches. public.fold_batch_counters
+// returns 0 at once when another session holds its advisory lock (the
+// sweeper's contract); tests that fold and then read counters would read the
+// other session's half. This takes the same transaction-level lock blocking
+// (advisory locks are reentrant within a session), so it waits for the other
+// folder to commit, then folds what is left. Returns the batches updated.
+func FoldCounters(ctx context.Context, tb testing.TB, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}) int {
+	tb.Helper()
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		tb.Fatalf("dbtest: fold: begin: %v", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock(hashtext('orchable.fold_batch_counters'))"); err != nil {
+		tb.Fatalf("dbtest: fold: lock: %v", err)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, "select public.fold_batch_counters()").Scan(&n); err != nil {
+		tb.Fatalf("dbtest: fold: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		tb.Fatalf("dbtest: fold: commit: %v", err)
+	}
+	return n
+}
