@@ -137,11 +137,7 @@ func browserPath(t *testing.T) string {
 func TestConsoleInBrowser(t *testing.T) {
 	t.Parallel()
 	chrome := browserPath(t)
-	shots := os.Getenv("CONSOLE_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
-	require.NoError(t, os.MkdirAll(shots, 0o755))
+	shots := screenshotDir(t)
 
 	auth := &fakeAuth{users: map[string]fakeUser{}, refresh: map[string]uuid.UUID{}}
 	authSrv := httptest.NewServer(auth)
@@ -175,17 +171,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		return geminitest.Reply{}, false
 	})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 800), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	t.Cleanup(cancelBrowser)
-	// The first action starts the browser on bctx (no timeout on it); the
-	// later ones get their own timeouts (see browser.run).
-	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)))
-
-	b := &browser{t: t, ctx: bctx, shots: shots}
+	b := newBrowser(t, chrome, shots)
+	bctx := b.ctx
 	b.run(chromedp.Navigate(s.svcURL() + "/console/"))
 
 	// `orchable serve` has no dev sign-in.
@@ -348,6 +335,32 @@ func (f *fakeAuth) passwordGrants() int {
 	return f.password
 }
 
+// newBrowser starts headless Chromium at 1280×800 for the test.
+func newBrowser(t *testing.T, chrome, shots string) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 800), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	// The first action starts the browser on bctx (no timeout on it); the
+	// later ones get their own timeouts (see browser.run).
+	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)))
+	return &browser{t: t, ctx: bctx, shots: shots}
+}
+
+// screenshotDir is CONSOLE_SCREENSHOTS, or the test's temporary directory.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("CONSOLE_SCREENSHOTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	return dir
+}
+
 // browser runs chromedp actions and fails the test with what it waited for.
 type browser struct {
 	t     *testing.T
@@ -422,11 +435,7 @@ func (b *browser) shot(name string) {
 func TestConsoleDevSignIn(t *testing.T) {
 	t.Parallel()
 	chrome := browserPath(t)
-	shots := os.Getenv("CONSOLE_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
-	ctx := context.Background()
+	shots := screenshotDir(t)
 	admin := dbtest.AdminURL()
 	name := "e2e_dev_" + randHex(6)
 	dbURL, err := replaceDB(admin, name)
@@ -457,14 +466,7 @@ func TestConsoleDevSignIn(t *testing.T) {
 	})
 	require.Equal(t, "http://localhost:"+addr[strings.LastIndex(addr, ":")+1:]+"/console/", consoleURL)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 800), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	t.Cleanup(cancelAlloc)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	t.Cleanup(cancelBrowser)
-	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)))
-	b := &browser{t: t, ctx: bctx, shots: shots}
+	b := newBrowser(t, chrome, shots)
 	b.run(chromedp.Navigate(consoleURL), chromedp.WaitVisible(chromedp.CSS("#dev-signin")))
 	b.run(chromedp.Click(chromedp.CSS("#dev-signin")))
 	b.waitJS(`document.querySelector('#batch-list [data-batch]')?.textContent.includes('100% done') && document.querySelector('#who-name').textContent === 'dev@orchable.local'`, "the demo batch, finished")
@@ -482,4 +484,56 @@ func TestConsoleDevSignIn(t *testing.T) {
 	rate := b.eval(`(() => { const es = performance.getEntriesByType('resource').filter(e => e.startTime > ` + t0 + ` && e.name.includes('/api/v1/'));
 		const span = (es[es.length - 1].startTime - ` + t0 + `) / 1000; return es.length + ' requests in ' + span.toFixed(1) + ' s = ' + (es.length / span).toFixed(2) + ' requests/s' })()`)
 	t.Logf("console batch page, finished batch, one viewer: %s", rate)
+}
+
+// TestConsoleLargeBatch opens a 10,000-task batch (and 2,500 tasks waiting
+// for approval) in the console: the batch page, its first page of tasks,
+// the next page, a filtered list and the approval queue all come up in
+// pages, without reading the whole batch.
+func TestConsoleLargeBatch(t *testing.T) {
+	t.Parallel()
+	chrome := browserPath(t)
+	shots := screenshotDir(t)
+	auth := &fakeAuth{users: map[string]fakeUser{}, refresh: map[string]uuid.UUID{}}
+	authSrv := httptest.NewServer(auth)
+	t.Cleanup(authSrv.Close)
+	auth.url = authSrv.URL
+	s := newStack(t, stackOpts{InProcGemini: true, Env: map[string]string{"SUPABASE_URL": authSrv.URL}})
+	auth.sign = s.sign
+	carol := s.createUser()
+	auth.users["carol@example.test"] = fakeUser{id: carol, password: "carol-pw"}
+	configID, _ := s.importBundle(carol, localBundle("e2e-review"))
+
+	// 10,000 finished or waiting tasks (none runnable, so the service
+	// leaves them alone): 2,500 roots waiting for approval, 2,500 failed,
+	// 5,000 completed.
+	ctx := context.Background()
+	var batchID uuid.UUID
+	require.NoError(t, s.db.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, orchestrator_config_id)
+		values ('Ten thousand', 'processing', $1, $2) returning id`, carol, configID).Scan(&batchID))
+	_, err := s.db.Exec(ctx, `insert into public.ai_tasks (user_id, batch_id, stage_key, step_number, status, input_data, output_data, error_message, started_at, completed_at, total_token_count)
+		select $1, $2, case when g % 4 = 3 then 'publish' else 'draft' end, case when g % 4 = 3 then 2 else 1 end,
+		  (array['generated', 'failed', 'completed', 'completed'])[1 + g % 4]::public.ai_task_status,
+		  jsonb_build_object('topic', 'row ' || g), case when g % 4 <> 1 then jsonb_build_object('title', 't' || g, 'body', repeat('x', 50)) end,
+		  case when g % 4 = 1 then 'scripted failure ' || g end, now() - interval '1 minute', now(), 42
+		from generate_series(0, 9999) g`, carol, batchID)
+	require.NoError(t, err)
+
+	b := newBrowser(t, chrome, shots)
+	b.run(chromedp.Navigate(s.svcURL()+"/console/"), chromedp.WaitVisible(chromedp.CSS("#signin-email")))
+	b.signIn("carol@example.test", "carol-pw")
+	b.waitJS(`document.querySelector('[data-batch]') !== null`, "the batch in the list")
+	start := time.Now()
+	b.goTo("#/batch/" + batchID.String())
+	b.waitJS(`document.querySelector('#batch-pct')?.parentElement.textContent.includes('10,000 tasks') && document.querySelectorAll('#tasks .tree > li').length === 50 && document.querySelectorAll('#graph svg g.node').length === 2`, "the first page of the 10,000-task batch")
+	t.Logf("10,000-task batch page: progress, graph and the first 50 tasks in %s", time.Since(start).Round(time.Millisecond))
+	b.shot("30-large-batch")
+	b.run(chromedp.Click(chromedp.CSS("#tasks > div > .more button")))
+	b.waitJS(`document.querySelectorAll('#tasks .tree > li').length === 100`, "the second page of tasks")
+	b.run(chromedp.SetValue(chromedp.CSS("#task-filter"), "failed"))
+	b.eval(`String(document.querySelector('#task-filter').dispatchEvent(new Event('change')))`)
+	b.waitJS(`document.querySelectorAll('#tasks .tree > li').length === 50 && [...document.querySelectorAll('#tasks [data-task]')].every(r => r.dataset.status === 'failed')`, "a page of failed tasks")
+	b.goTo("#/approvals")
+	b.waitJS(`document.querySelectorAll('#approvals tr[data-task]').length === 50 && document.body.textContent.includes('Next →')`, "a page of the approval queue")
+	b.shot("31-large-approvals")
 }

@@ -226,6 +226,10 @@ type stageInfo struct {
 	StageKey         *string         `json:"stage_key"`
 	OutputSchema     json.RawMessage `json:"output_schema"`
 	RequiresApproval *bool           `json:"requires_approval"`
+	// ModelID is the stage's default_ai_settings.model_id, if set.
+	ModelID string `json:"model_id,omitempty"`
+	// AISettings is read to fill ModelID and not returned.
+	AISettings json.RawMessage `json:"default_ai_settings,omitempty"`
 }
 
 // getTask answers one task with its input, output, usage and key name, and
@@ -251,12 +255,18 @@ func (h *apiHandler) getTask(c echo.Context) error {
 	out := taskDetail{Task: task}
 	if tid, ok := task["prompt_template_id"].(string); ok && tid != "" {
 		var stages []stageInfo
-		sq := supabase.Query{Columns: []string{"id", "name", "stage_key", "output_schema", "requires_approval"}, Filters: []supabase.Filter{supabase.Eq("id", tid)}, Limit: 1}
+		sq := supabase.Query{Columns: []string{"id", "name", "stage_key", "output_schema", "requires_approval", "default_ai_settings"}, Filters: []supabase.Filter{supabase.Eq("id", tid)}, Limit: 1}
 		if err := h.db.Select(ctx, id, "prompt_templates", sq, &stages); err != nil {
 			return err
 		}
 		if len(stages) == 1 {
-			out.Stage = &stages[0]
+			st := &stages[0]
+			var ai struct {
+				ModelID string `json:"model_id"`
+			}
+			_ = json.Unmarshal(st.AISettings, &ai) // settings without a model id show none
+			st.ModelID, st.AISettings = ai.ModelID, nil
+			out.Stage = st
 		}
 	}
 	return c.JSON(http.StatusOK, out)

@@ -143,7 +143,7 @@ function stageRows(byStage, order) {
     const waiting = s.generated || 0;
     return h("div", { class: "st", "data-stage": k },
       h("span", { text: k || "(none)" }), bar(total, done, failed, running, waiting),
-      h("span", { class: "small muted", text: `${done}/${total}${failed ? ` · ${failed} failed` : ""}${waiting ? ` · ${waiting} awaiting` : ""}` }));
+      h("span", { class: "small muted", text: `${fmtNum(done)}/${fmtNum(total)}${failed ? ` · ${fmtNum(failed)} failed` : ""}${waiting ? ` · ${fmtNum(waiting)} awaiting` : ""}` }));
   });
 }
 
@@ -231,7 +231,7 @@ function drawGraph(pipe, byStage) {
   stages.forEach((s) => d(s.stage_key));
   const cols = {};
   stages.forEach((s) => { (cols[depth[s.stage_key]] ||= []).push(s); });
-  const W = 190, H = 78, GX = 90, GY = 24;
+  const W = 236, H = 78, GX = 90, GY = 24;
   const pos = {};
   let maxRows = 1;
   Object.entries(cols).forEach(([c, list]) => {
@@ -266,10 +266,10 @@ function drawGraph(pipe, byStage) {
     const cls = failed ? "bad" : waiting ? "wait" : total && done === total ? "done" : "";
     root.append(svg("g", { class: `node ${cls}`, "data-stage": s.stage_key, transform: `translate(${p.x},${p.y})` },
       svg("rect", { width: W, height: H, rx: 8 }),
-      svg("text", { x: 10, y: 20, "font-weight": "700" }, s.label.length > 24 ? `${s.label.slice(0, 23)}…` : s.label),
+      svg("text", { x: 10, y: 20, "font-weight": "700" }, s.label.length > 30 ? `${s.label.slice(0, 29)}…` : s.label),
       svg("text", { x: 10, y: 38, fill: "#5d6b7e" }, `${s.stage_key}${s.requires_approval ? " · approval" : ""}`),
-      svg("text", { x: 10, y: 58 }, `${done}/${total} done${running ? ` · ${running} running` : ""}`),
-      svg("text", { x: 10, y: 73, fill: failed ? "#c23a3a" : "#7d5fc7" }, `${failed ? `${failed} failed` : ""}${failed && waiting ? " · " : ""}${waiting ? `${waiting} awaiting` : ""}`)));
+      svg("text", { x: 10, y: 58 }, `${fmtNum(done)}/${fmtNum(total)} done${running ? ` · ${fmtNum(running)} running` : ""}`),
+      svg("text", { x: 10, y: 73, fill: failed ? "#c23a3a" : "#7d5fc7" }, `${failed ? `${fmtNum(failed)} failed` : ""}${failed && waiting ? " · " : ""}${waiting ? `${fmtNum(waiting)} awaiting` : ""}`)));
   }
   return root;
 }
@@ -297,7 +297,7 @@ function fillTaskRow(row, t, toggle) {
 // filtered list). Rows update in place.
 function taskList(query, batchId, nested) {
   const ul = h("ul", { class: "tree" });
-  const more = h("div");
+  const more = h("div", { class: "more" });
   const wrap = h("div", {}, ul, more);
   const rows = new Map(); // id → {li, row, child}
   let loaded = 0;
@@ -332,7 +332,7 @@ function taskList(query, batchId, nested) {
       const page = await fetchPage(loaded, 50);
       loaded += page.items.length;
       render(page.items);
-      if (!loaded) put(ul, h("li", { class: "muted small", text: nested && query.startsWith("parent=") && query !== "parent=none" ? "No children." : "No tasks match." }));
+      if (!loaded) put(ul, h("li", { class: "muted small", text: query.startsWith("parent=") && query !== "parent=none" ? "No children." : "No tasks match." }));
       put(more, page.has_more ? h("button", { type: "button", onclick: self.load }, "Load more") : "");
     },
     // refresh re-reads what is shown (at most 200 rows per level) and the
@@ -387,7 +387,7 @@ async function viewBatch(id) {
       h("div", { class: "card" },
         h("div", { class: "row spread" },
           h("strong", { id: "batch-pct", "data-pct": String(pct), text: `${pct}% finished` }),
-          h("span", { class: "small muted", text: `${fmtNum(total)} tasks · ${done} completed · ${prog.processing} running · ${prog.pending} waiting · ${prog.awaiting_approval} awaiting approval · ${prog.failed} failed · ${fmtNum(prog.total_tokens)} tokens` })),
+          h("span", { class: "small muted", text: `${fmtNum(total)} tasks · ${fmtNum(done)} completed · ${fmtNum(prog.processing)} running · ${fmtNum(Math.max(0, prog.pending - prog.awaiting_approval))} queued · ${fmtNum(prog.awaiting_approval)} awaiting approval · ${fmtNum(prog.failed)} failed · ${fmtNum(prog.total_tokens)} tokens` })),
         bar(total, done, prog.failed, prog.processing, prog.awaiting_approval),
         h("div", { class: "small muted", text: `Created ${fmtTime(prog.created_at)}${prog.completed_at ? ` · finished ${fmtTime(prog.completed_at)}` : ""} · times in ${zone}` }),
         h("div", { class: "stages", style: { marginTop: ".5rem" } }, stageRows(prog.by_stage || {}, pipe ? pipe.stages.map((s) => s.stage_key) : null))));
@@ -432,7 +432,7 @@ async function viewTask(id) {
         kv("Task", h("code", { text: t.id })), kv("Batch", link(`#/batch/${t.batch_id}`, t.batch_id)),
         kv("Stage", `${t.stage_key || "—"} (step ${t.step_number}${t.total_steps ? ` of ${t.total_steps}` : ""})`),
         kv("Parent", link(`#/task/${t.parent_task_id}`, t.parent_task_id)), kv("Root", link(`#/task/${t.root_task_id}`, t.root_task_id)),
-        kv("Model", t.model_id ? `${t.model_id}${t.model_version ? ` (${t.model_version})` : ""}` : "—"),
+        kv("Model", t.model_id ? `${t.model_id}${t.model_version ? ` (${t.model_version})` : ""}` : d.stage?.model_id ? `${d.stage.model_id} (the stage's setting)` : "—"),
         kv("API key", t.api_key_name || (t.api_key_id ? "(a key you no longer have)" : "—")),
         kv("Attempts", `${t.attempts} model attempt(s), retried ${t.retry_count} time(s)`))),
       h("div", { class: "card" }, h("dl", { class: "kv" },
