@@ -22,6 +22,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/orchable/orchable/config"
 )
 
 func main() {
@@ -29,7 +31,7 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "orchable:", err)
+		fmt.Fprintln(os.Stderr, "orchable:", config.EnvNames(err))
 		os.Exit(1)
 	}
 }
