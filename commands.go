@@ -425,9 +425,16 @@ func printSummary(ctx context.Context, w io.Writer, pool *pgxpool.Pool, batch uu
 	}
 	var status string
 	var counters [5]int
-	_, _ = pool.Exec(ctx, "select public.fold_batch_counters()")
-	_ = pool.QueryRow(ctx, `select status, total_tasks, completed_tasks, failed_tasks, pending_tasks, processing_tasks from public.task_batches where id = $1`, batch).
-		Scan(&status, &counters[0], &counters[1], &counters[2], &counters[3], &counters[4])
+	// Fold and read in one transaction that waits for the fold lock: the
+	// sweeper may be folding at this moment, and fold_batch_counters returns
+	// 0 at once then, before its folder has committed.
+	if tx, err := pool.Begin(ctx); err == nil {
+		_, _ = tx.Exec(ctx, "select pg_advisory_xact_lock(hashtext('orchable.fold_batch_counters'))")
+		_, _ = tx.Exec(ctx, "select public.fold_batch_counters()")
+		_ = tx.QueryRow(ctx, `select status, total_tasks, completed_tasks, failed_tasks, pending_tasks, processing_tasks from public.task_batches where id = $1`, batch).
+			Scan(&status, &counters[0], &counters[1], &counters[2], &counters[3], &counters[4])
+		_ = tx.Commit(ctx)
+	}
 	fmt.Fprintf(w, "          %d tasks, %d tokens; batch status %s (counters: %d total, %d completed, %d failed)\n",
 		total, tokens, status, counters[0], counters[1], counters[2])
 	var out json.RawMessage
