@@ -528,6 +528,10 @@ func TestConsoleLargeBatch(t *testing.T) {
 	b.waitJS(`document.querySelector('#batch-pct')?.parentElement.textContent.includes('10,000 tasks') && document.querySelectorAll('#tasks .tree > li').length === 50 && document.querySelectorAll('#graph svg g.node').length === 2`, "the first page of the 10,000-task batch")
 	t.Logf("10,000-task batch page: progress, graph and the first 50 tasks in %s", time.Since(start).Round(time.Millisecond))
 	b.shot("30-large-batch")
+	b.run(chromedp.Click(chromedp.CSS(`h1 ~ .actions [data-action="pause"]`)))
+	b.waitJS(`document.querySelector('h1 .badge')?.textContent === 'paused' && document.querySelector('[data-action="resume"]') !== null`, "the batch paused")
+	b.run(chromedp.Click(chromedp.CSS(`[data-action="resume"]`)))
+	b.waitJS(`document.querySelector('h1 .badge')?.textContent !== 'paused' && document.querySelector('[data-action="pause"]') !== null`, "the batch resumed")
 	b.run(chromedp.Click(chromedp.CSS("#tasks > div > .more button")))
 	b.waitJS(`document.querySelectorAll('#tasks .tree > li').length === 100`, "the second page of tasks")
 	b.run(chromedp.SetValue(chromedp.CSS("#task-filter"), "failed"))
@@ -536,4 +540,23 @@ func TestConsoleLargeBatch(t *testing.T) {
 	b.goTo("#/approvals")
 	b.waitJS(`document.querySelectorAll('#approvals tr[data-task]').length === 50 && document.body.textContent.includes('Next →')`, "a page of the approval queue")
 	b.shot("31-large-approvals")
+
+	// A large output starts collapsed.
+	var big uuid.UUID
+	require.NoError(t, s.db.QueryRow(ctx, `insert into public.ai_tasks (user_id, batch_id, stage_key, step_number, status, input_data, output_data)
+		values ($1, $2, 'draft', 1, 'completed', '{"topic": "big"}', jsonb_build_object('title', 'big', 'body', repeat('lorem ipsum ', 4000))) returning id`, carol, batchID).Scan(&big))
+	b.goTo("#/task/" + big.String())
+	b.waitJS(`document.querySelector('details:not([open]) > summary')?.textContent.startsWith('Show output (') && document.querySelector('#task-output').closest('details')?.open === false && !document.querySelector('#task-output').checkVisibility()`, "the large output collapsed")
+
+	// The page's CSV reader and schema validator, in the page.
+	rows, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`import('./rows.js').then(m => JSON.stringify(m.parseRows('topic,grade\n"fractions, decimals",6\n"say ""hi""",7\n')))`, chromedp.EvalAwaitPromise))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"rows": [{"topic": "fractions, decimals", "grade": "6"}, {"topic": "say \"hi\"", "grade": "7"}], "problems": []}`, rows)
+	problems, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](`import('./schema.js').then(m => m.validate(
+		{type: "object", required: ["n", "tags"], additionalProperties: false, properties: {n: {type: "integer", minimum: 5}, tags: {type: "array", maxItems: 1, items: {enum: ["a", "b"]}}}},
+		{n: 4.5, tags: ["a", "c"], extra: true}))`, chromedp.EvalAwaitPromise))
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{
+		"$.n: expected integer, got number", "$.tags: must have at most 1 items", `$.tags[1]: must be one of "a", "b"`, `$: property "extra" is not allowed`,
+	}, problems)
 }

@@ -163,6 +163,7 @@ async function viewBatches(params) {
     err, list, pager);
   const cards = new Map();
   const progress = new Map(); // batch id → {status, data}
+  const orders = new Map(); // pipeline (config) id → stage keys in pipeline order, read once
   const load = async () => {
     let page;
     try { page = await api("GET", `/batches?limit=${limit}&offset=${offset}`); put(err, ); } catch (e) { put(err, errorBox(e)); return; }
@@ -174,6 +175,11 @@ async function viewBatches(params) {
     const want = page.items.filter((b) => !finished(b.status) || !progress.has(b.id) || progress.get(b.id).status !== b.status).slice(0, 5);
     await Promise.all(want.map(async (b) => {
       try { progress.set(b.id, { status: b.status, data: await api("GET", `/batches/${b.id}?max_age=3`) }); } catch { /* shown next time */ }
+      const cfg = b.orchestrator_config_id;
+      if (cfg && !orders.has(cfg)) {
+        orders.set(cfg, null);
+        try { orders.set(cfg, (await api("GET", `/batches/${b.id}/pipeline`)).stages.map((st) => st.stage_key)); } catch { /* alphabetical */ }
+      }
     }));
     const seen = new Set();
     page.items.forEach((b, i) => {
@@ -195,7 +201,7 @@ async function viewBatches(params) {
         h("div", { class: "row" }, h("a", { href: `#/batch/${b.id}`, text: b.name || short(b.id) }), badge(b.status)),
         h("div", { class: "small muted", text: `${fmtTime(b.created_at)} · ${fmtNum(total)} tasks · ${pct}% done${waiting ? ` · ${waiting} awaiting approval` : ""}${failed ? ` · ${failed} failed` : ""}` }));
       const stages = h("div", { class: "stages" }, h("div", { class: "st" }, h("span", { class: "small", text: "all stages" }), bar(total, done, failed, running, waiting), h("span", { class: "small muted", text: `${pct}%` })),
-        p ? stageRows(p.by_stage || {}) : []);
+        p ? stageRows(p.by_stage || {}, orders.get(b.orchestrator_config_id)) : []);
       const key = `${b.status}|${b.failed_tasks}|${p ? p.failed : ""}`;
       let actions = c.el.querySelector(".actions");
       if (c.key !== key || !actions) {
