@@ -33,8 +33,8 @@ const (
 // it to NewClient, NewKeyPool and NewOffline.
 type Config struct {
 	// Provider is "gemini" (default) or "offline". The offline provider needs
-	// no keys and no network; configuration should choose it for local runs
-	// without keys.
+	// no keys and no network, and completes tasks with generated filler:
+	// configuration chooses it only when asked for, never by inference.
 	Provider string
 	// BaseURL is the Gemini endpoint (GEMINI_BASE_URL). Default
 	// https://generativelanguage.googleapis.com/. Point it at a gateway, or at

@@ -13,7 +13,8 @@ import (
 // Offline is a provider that needs no key and no network: its output is
 // deterministic (seeded by the task id) and conforms to the request's output
 // schema, and stages without a schema get a short deterministic text. It is
-// the default for local runs without keys and the model of the benchmarks.
+// used only when asked for (`orchable dev`, tests, the benchmarks): it calls
+// no model, so tasks complete with generated filler.
 type Offline struct {
 	cfg       *Config
 	validator *Validator

@@ -52,7 +52,7 @@ const (
 	// a Supabase Database Webhook created in Studio can send.
 	WebhookModeSharedSecret WebhookMode = "shared_secret"
 	// WebhookModeStandard verifies a Standard Webhooks signature (webhook-id, webhook-timestamp,
-	// webhook-signature), as sent by the trigger in migrations/20261126000900_optional_webhook_signing.sql.
+	// webhook-signature), as sent by the opt-in trigger in webhooks/signing.sql.
 	WebhookModeStandard WebhookMode = "standard"
 )
 

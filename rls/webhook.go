@@ -42,8 +42,8 @@ const (
 //     space-separated "v1,<base64 HMAC-SHA256>" entries over "<webhook-id>.<webhook-timestamp>.<body>"
 //     with the key from Config.WebhookSigningSecret ("whsec_<base64>"); the timestamp must be within
 //     Config.WebhookTolerance (default 5 min) of now, and a webhook-id already accepted within that
-//     window is rejected. The trigger in migrations/20261126000900_optional_webhook_signing.sql
-//     sends exactly this.
+//     window is rejected. The opt-in trigger in webhooks/signing.sql
+//     (orchable webhooks signing install) sends exactly this.
 //
 // It is safe for concurrent use. The replay cache lives in memory, per instance: with several
 // instances, a replay sent to another instance is not caught here, so handlers must still be
