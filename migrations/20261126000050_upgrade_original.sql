@@ -229,6 +229,8 @@ begin
       constraint user_api_keys_provider_check check (provider in ('gemini', 'deepseek', 'openai', 'qwen', 'minimax')),
     add column if not exists project text,
     add column if not exists deactivated_reason text,
+    alter column thinking_mode_enabled drop not null,
+    alter column thinking_token_limit drop not null,
     alter column user_id set default auth.uid();
   update public.user_api_keys set pool_type = 'personal' where pool_type is null;
   alter table public.user_api_keys alter column pool_type set not null, alter column pool_type set default 'personal';

@@ -121,6 +121,17 @@ func tableCounts(ctx context.Context, t *testing.T, db *pgxpool.Pool) map[string
 	return out
 }
 
+// columns lists the shared tables' columns and whether they are NOT NULL.
+func columns(ctx context.Context, t *testing.T, db *pgxpool.Pool) []string {
+	t.Helper()
+	rows, err := db.Query(ctx, `select table_name || '.' || column_name || ' ' || is_nullable
+		from information_schema.columns where table_schema = 'public' and table_name = any($1) order by 1`, sharedTables)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return out
+}
+
 // policies lists the row-level security policies on the shared tables.
 func policies(ctx context.Context, t *testing.T, db *pgxpool.Pool) []string {
 	t.Helper()
@@ -148,11 +159,15 @@ func policies(ctx context.Context, t *testing.T, db *pgxpool.Pool) []string {
 // over ai_tasks.
 func TestUpgradeOriginalDatabase(t *testing.T) {
 	t.Parallel()
-	t.Run("CurrentEnum", func(t *testing.T) { t.Parallel(); testUpgrade(t, false) })
-	t.Run("OlderEnum", func(t *testing.T) { t.Parallel(); testUpgrade(t, true) })
+	t.Run("CurrentEnum", func(t *testing.T) { t.Parallel(); testUpgrade(t, false, false) })
+	t.Run("OlderEnum", func(t *testing.T) { t.Parallel(); testUpgrade(t, true, false) })
+	t.Run("DBPush", func(t *testing.T) { t.Parallel(); testUpgrade(t, false, true) })
 }
 
-func testUpgrade(t *testing.T, oldEnum bool) {
+// testUpgrade upgrades an original database with orchable migrate (twice),
+// or, with push, statement by statement in one transaction per file as
+// supabase db push applies migrations/.
+func testUpgrade(t *testing.T, oldEnum, push bool) {
 	ctx := t.Context()
 	db := emptyDB(ctx, t)
 	schema := originalSchemaSQL
@@ -167,12 +182,26 @@ func testUpgrade(t *testing.T, oldEnum bool) {
 	s := seedOriginal(ctx, t, db, oldEnum)
 	before := tableCounts(ctx, t, db)
 
-	res, err := migrations.Migrate(ctx, db, &migrations.Config{Local: true})
-	require.NoError(t, err)
-	require.NotEmpty(t, res.Applied)
-	res, err = migrations.Migrate(ctx, db, &migrations.Config{Local: true})
-	require.NoError(t, err)
-	require.Empty(t, res.Applied, "the second run applies nothing")
+	if push {
+		all, err := migrations.All()
+		require.NoError(t, err)
+		for _, m := range all {
+			tx, err := db.Begin(ctx)
+			require.NoError(t, err)
+			for _, stmt := range migrations.SplitStatements(m.SQL) {
+				_, err := tx.Exec(ctx, stmt, pgx.QueryExecModeSimpleProtocol)
+				require.NoError(t, err, "%s: %.80s", m.File, stmt)
+			}
+			require.NoError(t, tx.Commit(ctx))
+		}
+	} else {
+		res, err := migrations.Migrate(ctx, db, &migrations.Config{Local: true})
+		require.NoError(t, err)
+		require.NotEmpty(t, res.Applied)
+		res, err = migrations.Migrate(ctx, db, &migrations.Config{Local: true})
+		require.NoError(t, err)
+		require.Empty(t, res.Applied, "the second run applies nothing")
+	}
 
 	// No row lost: every row is in its table or in the archive.
 	after := tableCounts(ctx, t, db)
@@ -204,6 +233,11 @@ func testUpgrade(t *testing.T, oldEnum bool) {
 	var approveArgs string
 	require.NoError(t, db.QueryRow(ctx, `select pg_get_function_identity_arguments('public.approve_task'::regproc)`).Scan(&approveArgs))
 	require.NotContains(t, approveArgs, "p_user_id")
+
+	// Every column a new database has on the shared tables is there, with
+	// the same nullability (types may be the original's wider or narrower
+	// ones, e.g. varchar(255) for text).
+	require.Equal(t, columns(ctx, t, dbtest.Pool(t)), columns(ctx, t, db))
 
 	// The policies on the shared tables are exactly a new database's.
 	require.Equal(t, policies(ctx, t, dbtest.Pool(t)), policies(ctx, t, db))
