@@ -13,6 +13,10 @@ create or replace function public.launch_batch(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  -- A launch of up to 100,000 rows takes longer than Supabase's 8 s for
+  -- authenticated; PostgREST (v12+) and the direct transport apply a
+  -- function's own statement_timeout to the call.
+  set statement_timeout = '60s'
 as $$
 declare
   tpl public.prompt_templates;
