@@ -25,12 +25,17 @@ import (
 // their own account.
 func TestFrontendSupabaseJS(t *testing.T) {
 	t.Parallel()
+	frontendFlow(t, stackOpts{InProcGemini: true, Env: map[string]string{"SWEEP_INTERVAL": "200ms"}})
+}
+
+// frontendFlow is TestFrontendSupabaseJS on a stack made with opts.
+func frontendFlow(t *testing.T, opts stackOpts) {
 	node, err := exec.LookPath("node")
 	require.NoError(t, err, "node is not installed: install Node.js 20 and run `npm ci --prefix e2e/js`")
 	_, err = os.Stat(filepath.Join("js", "node_modules", "@supabase", "supabase-js", "package.json"))
 	require.NoError(t, err, "e2e/js/node_modules is missing: run `npm ci --prefix e2e/js` (.ci/run does)")
 
-	s := newStack(t, stackOpts{InProcGemini: true, Env: map[string]string{"SWEEP_INTERVAL": "200ms"}})
+	s := newStack(t, opts)
 	const marker = "[[drill:fail_once]]"
 	var mu sync.Mutex
 	failed := false
@@ -58,6 +63,9 @@ func TestFrontendSupabaseJS(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"SUPABASE_URL="+s.restURL, "SUPABASE_ANON_KEY="+s.anonKey, "USER_ID="+u.String(),
 		"USER_JWT="+s.userJWT(u), "OTHER_JWT="+s.userJWT(other), "OTHER_USER_ID="+other.String(), "TEMPLATE_ID="+root, "CONFIG_ID="+configID, "FAIL_MARKER="+marker)
+	if opts.Original {
+		cmd.Env = append(cmd.Env, "HUB_ASSET_ID="+originalHubAsset)
+	}
 	out, err := cmd.CombinedOutput()
 	t.Logf("frontend.mjs: %s", strings.TrimSpace(string(out)))
 	require.NoError(t, err, "frontend.mjs failed:\n%s", out)

@@ -164,6 +164,11 @@ type stackOpts struct {
 	Env map[string]string
 	// NoService does not start orchable serve.
 	NoService bool
+	// Original gives the database the original orchable schema
+	// (migrations/testdata/original_schema.sql, after the local shim)
+	// before orchable migrate, which upgrades it in place; migrate runs
+	// twice.
+	Original bool
 	// NewKeys gives the project new-format API keys (sb_publishable_…,
 	// sb_secret_…, not JWTs) instead of legacy JWT keys: the PostgREST test
 	// server models the gateway (the apikey alone carries the key's role).
@@ -223,6 +228,11 @@ func newStack(t *testing.T, opts stackOpts) *stack {
 			_ = c.Close(cctx)
 		}
 	})
+	if opts.Original {
+		createOriginalSchema(t, s.dbURL)
+		out, err := runCmd(bin.orchable, []string{"migrate", "--local"}, []string{"DATABASE_URL=" + s.dbURL})
+		require.NoError(t, err, "orchable migrate --local (upgrade):\n%s", out)
+	}
 	out, err := runCmd(bin.orchable, []string{"migrate", "--local"}, []string{"DATABASE_URL=" + s.dbURL})
 	require.NoError(t, err, "orchable migrate --local:\n%s", out)
 	s.db, err = pgxpool.New(ctx, s.dbURL)

@@ -119,7 +119,10 @@ check(edited, 'the publish task of the edited draft does not hold the edited out
 // config); another user launches it, the same way, on their own account:
 // the published config's templates are usable, and the work is theirs.
 const otherId = env('OTHER_USER_ID')
-must(await sb.from('lab_orchestrator_configs').update({ is_public: true, hub_asset_id: crypto.randomUUID() }).eq('id', configId), 'publish config')
+// HUB_ASSET_ID: an existing hub asset (an upgraded original database keeps
+// the original's foreign key to hub_assets).
+const hubAssetId = process.env.HUB_ASSET_ID || crypto.randomUUID()
+must(await sb.from('lab_orchestrator_configs').update({ is_public: true, hub_asset_id: hubAssetId }).eq('id', configId), 'publish config')
 const hubLaunch = crypto.randomUUID()
 const hubBatch = must(await other.from('task_batches').insert({
   name: 'Hub launch', status: 'processing', orchestrator_config_id: configId, created_by: otherId,
