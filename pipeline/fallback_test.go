@@ -40,7 +40,7 @@ func TestStageFallsBackToNextModel(t *testing.T) {
 		`{"model_id":"gemini-first","fallback_models":["gemini-second","gemini-third"],"generationConfig":{"temperature":0.2}}`,
 		`{"type":"object","properties":{"summary":{"type":"string"}},"required":["summary"]}`, b.user)
 	require.NoError(t, err)
-	b.launch(ctx, t, b.user, "tpl-fb", map[string]any{"topic": "tides"}, map[string]any{"topic": "volcanoes [[fakegemini:safety]]"})
+	batchID := b.launch(ctx, t, b.user, "tpl-fb", map[string]any{"topic": "tides"}, map[string]any{"topic": "volcanoes [[fakegemini:safety]]"})
 
 	prices := model.DefaultPrices()
 	prices["gemini-second"] = model.Price{Input: 1, CachedInput: 0.1, Output: 4, Thinking: 4}
@@ -88,6 +88,21 @@ func TestStageFallsBackToNextModel(t *testing.T) {
 	require.NotNil(t, extra.Usage.Thoughts)
 	require.NotNil(t, extra.Usage.Cost)
 	require.InDelta(t, (float64(extra.Usage.Prompt)*1+float64(extra.Usage.Candidates)*4)/1e6, *extra.Usage.Cost, 1e-9)
+
+	// Batch progress shows the batch's tokens and estimated cost.
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	var progress struct {
+		Tokens struct {
+			Prompt, CachedContent, Candidates, Thoughts, Total int64
+		} `json:"tokens"`
+		Cost     float64 `json:"estimated_cost_usd"`
+		Unpriced int     `json:"unpriced_tasks"`
+	}
+	require.NoError(t, b.db.RPC(ctx, id, "get_batch_progress", map[string]any{"p_batch_id": batchID}, &progress))
+	require.Equal(t, int64(extra.Usage.Prompt), progress.Tokens.Prompt)
+	require.Equal(t, int64(extra.Usage.Candidates), progress.Tokens.Candidates)
+	require.InDelta(t, *extra.Usage.Cost, progress.Cost, 1e-6)
+	require.Zero(t, progress.Unpriced)
 
 	blocked := byTopic["volcanoes"]
 	require.Equal(t, "failed", blocked.Status)
