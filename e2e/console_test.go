@@ -35,6 +35,7 @@ type fakeAuth struct {
 	url      string
 	sign     func(jwt.MapClaims) string
 	password int // successful password grants
+	refreshs int // successful refresh-token grants
 }
 
 type fakeUser struct {
@@ -86,6 +87,7 @@ func (f *fakeAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		delete(f.refresh, body.RefreshToken)
+		f.refreshs++
 		for e, u := range f.users {
 			if u.id == id {
 				email = e
@@ -192,6 +194,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.signIn("alice@example.test", "alice-pw")
 	b.waitJS(`document.querySelector('#batch-list .empty') !== null`, "the empty batches list")
 	b.shot("02-batches-empty")
+
+	// A session about to expire is refreshed with its refresh token (after
+	// a reload, as a returning visitor's would be).
+	b.eval(`(() => { const k = 'orchable.console.session', s = JSON.parse(localStorage.getItem(k)); s.expires_at = Date.now() + 5000; localStorage.setItem(k, JSON.stringify(s)); return 'ok' })()`)
+	b.run(chromedp.Reload())
+	b.waitJS(`document.querySelector('#batch-list .empty') !== null`, "the batches list after the refresh")
+	require.Equal(t, 1, auth.grants(func(f *fakeAuth) int { return f.refreshs }))
 
 	// Import the bundle through the page.
 	bundle := localBundle("e2e-review")
@@ -325,14 +334,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitJS(`document.querySelector('#keys .empty') !== null`, "no keys for Bob")
 	page = b.eval(`document.documentElement.outerHTML`)
 	require.NotContains(t, page, "alice")
-	require.Equal(t, 2, auth.passwordGrants())
+	require.Equal(t, 2, auth.grants(func(f *fakeAuth) int { return f.password }))
 	t.Logf("console screenshots in %s", shots)
 }
 
-func (f *fakeAuth) passwordGrants() int {
+// grants reads a counter of f under its lock.
+func (f *fakeAuth) grants(read func(*fakeAuth) int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.password
+	return read(f)
 }
 
 // newBrowser starts headless Chromium at 1280×800 for the test.
