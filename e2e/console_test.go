@@ -551,6 +551,14 @@ func TestConsoleLargeBatch(t *testing.T) {
 	b.waitJS(`document.querySelectorAll('#approvals tr[data-task]').length === 50 && document.body.textContent.includes('Next →')`, "a page of the approval queue")
 	b.shot("31-large-approvals")
 
+	// Reject one waiting task with a reason.
+	var waiting uuid.UUID
+	require.NoError(t, s.db.QueryRow(ctx, `select id from public.ai_tasks where batch_id = $1 and status = 'generated' limit 1`, batchID).Scan(&waiting))
+	b.goTo("#/task/" + waiting.String())
+	b.run(chromedp.WaitVisible(chromedp.CSS("#reject-reason")), chromedp.SetValue(chromedp.CSS("#reject-reason"), "off topic"),
+		chromedp.Click(chromedp.CSS(`[data-action="reject"]`)))
+	b.waitJS(`document.querySelector('h1 .badge')?.textContent === 'failed' && document.querySelector('#task-error')?.textContent.includes('rejected by reviewer: off topic')`, "the rejected task")
+
 	// A large output starts collapsed.
 	var big uuid.UUID
 	require.NoError(t, s.db.QueryRow(ctx, `insert into public.ai_tasks (user_id, batch_id, stage_key, step_number, status, input_data, output_data)
