@@ -148,14 +148,15 @@ begin
     alter column steps set default '[]'::jsonb,
     alter column created_by set default auth.uid();
   update public.lab_orchestrator_configs set is_public = coalesce(is_public, false),
-    created_at = coalesce(created_at, now()), updated_at = coalesce(updated_at, now()),
-    steps = case when jsonb_typeof(steps) = 'array' then steps else jsonb_build_array(steps) end
-  where is_public is null or created_at is null or updated_at is null or jsonb_typeof(steps) <> 'array';
+    created_at = coalesce(created_at, now()), updated_at = coalesce(updated_at, now())
+  where is_public is null or created_at is null or updated_at is null;
   alter table public.lab_orchestrator_configs
     alter column is_public set not null, alter column created_at set not null, alter column updated_at set not null;
   if not exists (select 1 from pg_constraint where conname = 'valid_steps'
                  and conrelid = 'public.lab_orchestrator_configs'::regclass) then
-    alter table public.lab_orchestrator_configs add constraint valid_steps check (jsonb_typeof(steps) = 'array');
+    -- NOT VALID: a config whose steps are not an array is kept as it is;
+    -- new and changed rows must hold an array, as on a new database.
+    alter table public.lab_orchestrator_configs add constraint valid_steps check (jsonb_typeof(steps) = 'array') not valid;
   end if;
 
   alter table public.prompt_templates
