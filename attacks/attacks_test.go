@@ -163,7 +163,7 @@ func attackSweeperRealLoop(t *testing.T, w *world) {
 	// As if the trigger had let the forged lease through.
 	w.forge(ctx, t, "update public.ai_tasks set locked_until = now() - interval '1 hour', locked_by = 'ghost', attempts = 5 where id = $1", planted)
 
-	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "attack-loop", Hooks: pipeline.HookConfig{HTTPClient: collector.Client()}}, w.db, echoModel{secret: "B-OWN"})
+	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "attack-loop", Hooks: pipeline.HookConfig{AllowLoopbackForTests: true}}, w.db, echoModel{secret: "B-OWN"})
 	disp := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 4}, claimsIdentity{}, runner)
 	disp.Start(ctx)
 	t.Cleanup(func() { _ = disp.Stop(context.Background()) })
@@ -348,7 +348,7 @@ func attackPublicTemplateHooks(t *testing.T, w *world) {
 	w.templates(ctx, t, w.b, stage{id: pb, key: "pub", cfg: hooks, isPublic: true})
 	w.templates(ctx, t, w.a, stage{id: pa, key: "own", cfg: hooks})
 
-	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "hooks", Hooks: pipeline.HookConfig{HTTPClient: collector.Client()}}, w.db, echoModel{secret: "A-OUT"})
+	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "hooks", Hooks: pipeline.HookConfig{AllowLoopbackForTests: true}}, w.db, echoModel{secret: "A-OUT"})
 	run := func(tpl string) (int64, string) {
 		before := calls.Load()
 		l := w.launch(ctx, t, w.a, tpl, map[string]any{"private": "A-INPUT"})

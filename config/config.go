@@ -44,6 +44,13 @@ type HTTP struct {
 	ShutdownGrace time.Duration
 	// MaxBodyBytes caps user API request bodies (API_MAX_BODY_BYTES). Default 8 MiB.
 	MaxBodyBytes int64
+	// MetricsToken, when set, is the bearer token GET /metrics requires
+	// (METRICS_TOKEN). Empty leaves /metrics open.
+	MetricsToken rls.Secret
+	// MetricsStageLabels is how many distinct stage keys get a stage label
+	// of their own; later ones are counted as "other"
+	// (METRICS_STAGE_LABELS). Default 50; 0 drops the stage label.
+	MetricsStageLabels int
 	// AllowAnonymousLaunch lets anonymous sign-ins (is_anonymous true) start
 	// work through the API (ALLOW_ANONYMOUS_LAUNCH). Default false: 403.
 	AllowAnonymousLaunch bool
@@ -95,6 +102,8 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.HTTP.ShutdownGrace = r.duration("SHUTDOWN_GRACE", 60*time.Second)
 	c.HTTP.MaxBodyBytes = int64(r.integer("API_MAX_BODY_BYTES", 8<<20))
+	c.HTTP.MetricsToken = rls.Secret(r.str("METRICS_TOKEN", ""))
+	c.HTTP.MetricsStageLabels = r.integer("METRICS_STAGE_LABELS", 50)
 	c.HTTP.AllowAnonymousLaunch = r.boolean("ALLOW_ANONYMOUS_LAUNCH", false)
 
 	c.DB.URL = r.str("DATABASE_URL", "")
@@ -183,17 +192,20 @@ func Load(getenv func(string) string) (*Config, error) {
 		ModelTimeout:     r.duration("MODEL_TIMEOUT", 5*time.Minute),
 		Prices:           r.prices("MODEL_PRICES"),
 		Hooks: pipeline.HookConfig{
-			Timeout:          r.duration("HOOK_TIMEOUT", 30*time.Second),
-			MaxResponseBytes: int64(r.integer("HOOK_MAX_RESPONSE_BYTES", 1<<20)),
-			AllowedHosts:     r.list("HOOK_ALLOWED_HOSTS"),
+			Timeout:               r.duration("HOOK_TIMEOUT", 10*time.Second),
+			MaxResponseBytes:      int64(r.integer("HOOK_MAX_RESPONSE_BYTES", 1<<20)),
+			AllowedHosts:          r.list("HOOK_ALLOWED_HOSTS"),
+			AllowedPorts:          r.ports("HOOK_ALLOWED_PORTS", []int{80, 443}),
+			AllowLoopbackForTests: r.boolean("HOOK_ALLOW_LOOPBACK_FOR_TESTS", false),
 		},
 	}
 	if c.Pipeline.Runner.MaxRegenerations == 0 {
 		c.Pipeline.Runner.MaxRegenerations = -1 // explicit 0 means none
 	}
 	c.Pipeline.Dispatcher = pipeline.DispatcherConfig{
-		Concurrency: r.integer("WORKER_CONCURRENCY", 50),
-		ClaimBatch:  r.integer("CLAIM_BATCH", 10),
+		Concurrency:    r.integer("WORKER_CONCURRENCY", 50),
+		ClaimBatch:     r.integer("CLAIM_BATCH", 10),
+		FairShareFloor: r.integer("FAIR_SHARE_FLOOR", 1),
 	}
 	c.Pipeline.Sweeper = pipeline.SweeperConfig{
 		Interval:       r.duration("SWEEP_INTERVAL", 5*time.Second),
@@ -292,6 +304,20 @@ func (c *Config) Validate() error {
 	if l := c.Pipeline.Sweeper.EngineLimits; l.MaxChildInputBytes < 1 {
 		bad("MAX_CHILD_INPUT_BYTES", "must be at least 1")
 	}
+	if h := c.Pipeline.Runner.Hooks; h.Timeout <= 0 {
+		bad("HOOK_TIMEOUT", "must be positive")
+	} else if err := h.Validate(); err != nil {
+		bad("HOOK_ALLOWED_HOSTS", err.Error())
+	}
+	if c.HTTP.MetricsToken.IsSet() && len(c.HTTP.MetricsToken.Reveal()) < 16 {
+		bad("METRICS_TOKEN", "must be at least 16 characters")
+	}
+	if c.HTTP.MetricsStageLabels < 0 || c.HTTP.MetricsStageLabels > 1000 {
+		bad("METRICS_STAGE_LABELS", "must be between 0 and 1000")
+	}
+	if d := c.Pipeline.Dispatcher; d.FairShareFloor < 1 {
+		bad("FAIR_SHARE_FLOOR", "must be at least 1")
+	}
 	if l := c.Pipeline.Sweeper.EngineLimits; l.MaxLineageDepth < 2 {
 		bad("MAX_LINEAGE_DEPTH", "must be at least 2")
 	}
@@ -382,6 +408,24 @@ func (r *reader) list(name string) []string {
 		if s = strings.TrimSpace(s); s != "" {
 			out = append(out, s)
 		}
+	}
+	return out
+}
+
+// ports parses a comma-separated list of TCP ports.
+func (r *reader) ports(name string, def []int) []int {
+	items := r.list(name)
+	if len(items) == 0 {
+		return def
+	}
+	out := make([]int, 0, len(items))
+	for _, s := range items {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 65535 {
+			r.fail(name, fmt.Sprintf("%q is not a TCP port", s))
+			return def
+		}
+		out = append(out, n)
 	}
 	return out
 }

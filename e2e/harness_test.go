@@ -301,6 +301,8 @@ func newStack(t *testing.T, opts stackOpts) *stack {
 		"RETRY_BACKOFF_MAX":       "2s",
 		"LOG_LEVEL":               "info",
 		"WORKER_ID":               "e2e-" + randHex(3),
+		// Hook targets in these tests are httptest servers on loopback.
+		"HOOK_ALLOW_LOOPBACK_FOR_TESTS": "true",
 	}
 	if !opts.NoDatabaseURL {
 		env["DATABASE_URL"] = s.dbURL

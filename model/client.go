@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 
 	"google.golang.org/genai"
@@ -22,6 +23,7 @@ type Client struct {
 	validator  *Validator
 	classifier *classifier
 	httpClient *http.Client
+	caches     *cacheManager // nil without Config.Cache.Store
 
 	mu      sync.Mutex
 	clients map[[32]byte]*genai.Client
@@ -46,7 +48,12 @@ func NewClient(cfg *Config, pool *KeyPool) (*Client, error) {
 		base = http.DefaultTransport
 	}
 	hc.Transport = &limitTransport{base: base, limit: cfg.MaxResponseBytes}
+	var caches *cacheManager
+	if cfg.Cache.Store != nil {
+		caches = &cacheManager{cfg: cfg.Cache, log: cfg.Logger, clock: cfg.Clock, local: map[localCacheKey]*localCache{}}
+	}
 	return &Client{
+		caches:     caches,
 		cfg:        cfg,
 		pool:       pool,
 		validator:  NewValidator(),
@@ -130,7 +137,7 @@ func (c *Client) generateOn(ctx context.Context, req Request, model string, gcfg
 			}
 			return Response{}, err
 		}
-		resp, err := c.call(ctx, lease.Key, model, contents, gcfg, req.OutputSchema)
+		resp, err := c.callShared(ctx, lease.Key, req, model, contents, gcfg)
 		if rerr := lease.Release(context.WithoutCancel(ctx), req.TaskID, resp.Usage, err); rerr != nil {
 			c.cfg.Logger.WarnContext(ctx, "model: key health not recorded", slog.String("key_id", lease.Key.ID), slog.String("error", rerr.Error()))
 		}
@@ -147,11 +154,47 @@ func (c *Client) generateOn(ctx context.Context, req Request, model string, gcfg
 	return Response{}, lastErr
 }
 
+// callShared calls the model, through an explicit cached content of the
+// request's shared content when it is large enough. Any failure of the cache
+// (not created, expired, another project's, refused) falls back to the
+// uncached call: a cache never fails a task.
+func (c *Client) callShared(ctx context.Context, key Key, req Request, model string, contents []*genai.Content, gcfg *genai.GenerateContentConfig) (Response, error) {
+	if !c.caches.cacheable(req) {
+		return c.call(ctx, key, model, contents, gcfg, req.OutputSchema)
+	}
+	gc, err := c.genaiClient(ctx, key)
+	if err != nil {
+		return Response{}, err
+	}
+	name := c.caches.lookup(ctx, gc, key, req, model)
+	if name == "" {
+		return c.call(ctx, key, model, contents, gcfg, req.OutputSchema)
+	}
+	cached := *gcfg
+	cached.CachedContent = name
+	cached.SystemInstruction = nil // part of the cached content
+	rest := strings.TrimPrefix(req.Prompt, req.Shared)
+	if strings.TrimSpace(rest) == "" {
+		rest = "Answer as instructed."
+	}
+	resp, err := c.callRaw(ctx, gc, model, []*genai.Content{genai.NewContentFromText(rest, genai.RoleUser)}, &cached, req.OutputSchema)
+	if err != nil && ctx.Err() == nil && isCacheError(err) {
+		c.cfg.Logger.InfoContext(ctx, "model: cached content refused; calling uncached", slog.String("cache", name), slog.String("error", err.Error()))
+		c.caches.forget(name)
+		return c.call(ctx, key, model, contents, gcfg, req.OutputSchema)
+	}
+	return resp, err
+}
+
 func (c *Client) call(ctx context.Context, key Key, model string, contents []*genai.Content, gcfg *genai.GenerateContentConfig, schema json.RawMessage) (Response, error) {
 	gc, err := c.genaiClient(ctx, key)
 	if err != nil {
 		return Response{}, err
 	}
+	return c.callRaw(ctx, gc, model, contents, gcfg, schema)
+}
+
+func (c *Client) callRaw(ctx context.Context, gc *genai.Client, model string, contents []*genai.Content, gcfg *genai.GenerateContentConfig, schema json.RawMessage) (Response, error) {
 	resp, err := gc.Models.GenerateContent(ctx, model, contents, gcfg)
 	if err != nil {
 		return Response{}, c.classifier.classify(ctx, err, model, c.cfg.Clock.Now())

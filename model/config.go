@@ -26,6 +26,8 @@ const (
 	DefaultMaxResponseBytes = 8 << 20
 	DefaultMaxKeyAttempts   = 3
 	DefaultKeyBlockDuration = 24 * time.Hour
+	DefaultCacheMinTokens   = 4096
+	DefaultCacheTTL         = 15 * time.Minute
 )
 
 // Config configures the Gemini client, the key pool and the offline provider.
@@ -62,6 +64,8 @@ type Config struct {
 	Pool PoolConfig
 	// Offline configures the offline provider.
 	Offline OfflineConfig
+	// Cache configures explicit context caching of shared content.
+	Cache CacheConfig
 	// KEKs are the key-encryption keys for api_key_encrypted, the first one
 	// active (used to encrypt); the others are still accepted to decrypt, which
 	// is how a KEK is rotated. Empty means keys are stored in plaintext
@@ -149,6 +153,10 @@ func (c *Config) WithDefaults() *Config {
 	out.Pool.RateLimitDelay = cmp.Or(out.Pool.RateLimitDelay, defaultRateLimitDelay)
 	out.Pool.KeyBlockDuration = cmp.Or(out.Pool.KeyBlockDuration, DefaultKeyBlockDuration)
 	out.Offline.ModelVersion = cmp.Or(out.Offline.ModelVersion, "offline")
+	if out.Cache.MinTokens == 0 {
+		out.Cache.MinTokens = DefaultCacheMinTokens
+	}
+	out.Cache.TTL = cmp.Or(out.Cache.TTL, DefaultCacheTTL)
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -173,6 +181,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		return errors.New("model.Config.RequestTimeout: must not be negative")
+	}
+	if c.Cache.TTL < 0 || (c.Cache.TTL > 0 && c.Cache.TTL < time.Minute) {
+		return errors.New("model.Config.Cache.TTL: must be at least 1m")
 	}
 	if c.MaxKeyAttempts < 0 {
 		return errors.New("model.Config.MaxKeyAttempts: must not be negative")

@@ -185,11 +185,36 @@ type candidate struct {
 // cannot be decrypted (a KEK missing here, or a ciphertext bound to another
 // row or owner) is skipped with a warning on Config.Logger.
 func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, tokens int) (*Lease, error) {
+	cands, undecryptable, err := p.candidates(ctx, userID, model)
+	if err != nil {
+		return nil, err
+	}
+	return p.pick(cands, undecryptable, model, tokens, userID)
+}
+
+// keyOfProject returns one of the user's (or the operator's) keys whose
+// cache scope (cacheScope) is project, for managing that project's cached
+// contents. It takes no rate-limit budget.
+func (p *KeyPool) keyOfProject(ctx context.Context, userID uuid.UUID, project, model string) (Key, bool, error) {
+	cands, _, err := p.candidates(ctx, userID, model)
+	if err != nil {
+		return Key{}, false, err
+	}
+	for _, c := range cands {
+		if cacheScope(c.key) == project {
+			return c.key, true, nil
+		}
+	}
+	return Key{}, false, nil
+}
+
+// candidates are the user's usable keys (decrypted) and the operator keys.
+func (p *KeyPool) candidates(ctx context.Context, userID uuid.UUID, model string) ([]candidate, int, error) {
 	var stored []StoredKey
 	if p.store != nil && userID != uuid.Nil {
 		var err error
 		if stored, err = p.store.UsableKeys(ctx, userID, model); err != nil {
-			return nil, fmt.Errorf("error loading API keys: %w", err)
+			return nil, 0, fmt.Errorf("error loading API keys: %w", err)
 		}
 	}
 	cands := make([]candidate, 0, len(stored)+len(p.cfg.Pool.OperatorKeys))
@@ -233,6 +258,11 @@ func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, t
 			bucket:   groupModel{group: group, model: model},
 		})
 	}
+	return cands, undecryptable, nil
+}
+
+// pick leases the best free candidate.
+func (p *KeyPool) pick(cands []candidate, undecryptable int, model string, tokens int, userID uuid.UUID) (*Lease, error) {
 	if len(cands) == 0 {
 		if undecryptable > 0 {
 			return nil, newError(KindNoKey, RetryNever, ScopeNone, 0, fmt.Sprintf(

@@ -22,6 +22,14 @@ type Request struct {
 	Settings Settings
 	// Prompt is the rendered user prompt.
 	Prompt string
+	// BatchID is the task's batch (uuid.Nil when none); explicit cached
+	// contents are shared per batch.
+	BatchID uuid.UUID
+	// Shared is the start of Prompt that every task of the batch's stage
+	// shares (fixed instructions and the batch's documents), or "". With the
+	// system instruction it forms a stable prefix for implicit caching and,
+	// when large enough, is cached explicitly (see CacheConfig).
+	Shared string
 	// OutputSchema is the stage's output_schema (JSON). When empty the output
 	// is {"result": "<text>"}; otherwise structured output is requested and the
 	// answer is validated against it.

@@ -35,6 +35,13 @@ type DispatcherConfig struct {
 	// ClaimBatch is the most tasks claimed for one user in one round trip.
 	// Smaller is fairer, larger is cheaper. Default 10.
 	ClaimBatch int
+	// FairShareFloor is the fewest slots a user may always hold. While
+	// other users have runnable work, a user holds at most
+	// max(FairShareFloor, ceil(Concurrency / active users)) slots, where a
+	// slot is held from the claim until the result is written (a slot
+	// blocked on a slow hook or model call counts); a user alone gets every
+	// slot. Default 1.
+	FairShareFloor int
 	// MaxUsers bounds the users remembered as having work (backpressure:
 	// past it new hints are dropped and the sweeper finds the work later).
 	// Default 100000.
@@ -65,8 +72,11 @@ type Stats struct {
 // users: it keeps a round-robin ring of users that may have due work (from
 // webhooks, NOTIFY wake-ups and the sweeper), and on each turn claims at
 // most ClaimBatch of one user's due tasks, as that user, then moves on. A
-// hint is only a hint: claims are conditional in the database, so duplicate
-// or stale hints cost an empty claim and never a duplicate run.
+// user never holds more than a fair share of the slots while others have
+// work (FairShareFloor): users at their share wait in the ring until one of
+// their slots frees. A hint is only a hint: claims are conditional in the
+// database, so duplicate or stale hints cost an empty claim and never a
+// duplicate run.
 type Dispatcher struct {
 	cfg    *DispatcherConfig
 	ids    IdentitySource
@@ -76,6 +86,7 @@ type Dispatcher struct {
 	ring     []uuid.UUID           // users with hints, in turn order
 	hints    map[uuid.UUID]uint64  // user → hint generation
 	running  map[uuid.UUID]*runner // task → running state
+	held     map[uuid.UUID]int     // user → slots held (claims in flight and running tasks); no zero entries
 	free     int                   // free slots
 	stopping bool
 
@@ -99,6 +110,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 	c := *cfg
 	c.Concurrency = cmp.Or(c.Concurrency, 50)
 	c.ClaimBatch = cmp.Or(c.ClaimBatch, 10)
+	c.FairShareFloor = max(c.FairShareFloor, 1)
 	c.MaxUsers = cmp.Or(c.MaxUsers, 100000)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -109,6 +121,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 		runner:   r,
 		hints:    map[uuid.UUID]uint64{},
 		running:  map[uuid.UUID]*runner{},
+		held:     map[uuid.UUID]int{},
 		free:     c.Concurrency,
 		wake:     make(chan struct{}, 1),
 		loopDone: make(chan struct{}),
@@ -187,23 +200,61 @@ func (d *Dispatcher) loop() {
 			d.mu.Unlock()
 			return
 		}
-		for d.free > 0 && len(d.ring) > 0 {
+		// Each user is looked at once per pass: a user at its fair share is
+		// put back at the end of the ring and waits for a slot of its own
+		// to free (runOne signals).
+		share := d.fairShare()
+		for tries := len(d.ring); d.free > 0 && tries > 0 && len(d.ring) > 0; tries-- {
 			user := d.ring[0]
 			d.ring = d.ring[1:]
+			room := share - d.held[user]
+			if room <= 0 {
+				d.ring = append(d.ring, user)
+				continue
+			}
 			gen := d.hints[user]
-			n := min(d.free, d.cfg.ClaimBatch)
+			n := min(d.free, d.cfg.ClaimBatch, room)
 			if len(d.ring) == 0 {
-				// Alone in the queue: nobody to be fair to, so fill every
-				// free slot in one round trip.
-				n = min(d.free, maxClaim)
+				// Alone in the queue: fill every free slot the share allows
+				// in one round trip (all of them when nobody else has work).
+				n = min(d.free, maxClaim, room)
 			}
 			d.free -= n
+			d.held[user] += n
 			d.wg.Add(1)
 			go d.claimAndRun(user, gen, n)
 		}
 		d.report()
 		d.mu.Unlock()
 		<-d.wake
+	}
+}
+
+// fairShare is the most slots one user may hold now:
+// max(FairShareFloor, ceil(Concurrency / active users)), where the active
+// users are those with a hint (runnable work) or a held slot. A user alone
+// gets every slot. It must be called with d.mu held.
+func (d *Dispatcher) fairShare() int {
+	active := len(d.hints)
+	for u := range d.held { // at most Concurrency entries
+		if _, ok := d.hints[u]; !ok {
+			active++
+		}
+	}
+	if active <= 1 {
+		return d.cfg.Concurrency
+	}
+	return max(d.cfg.FairShareFloor, (d.cfg.Concurrency+active-1)/active)
+}
+
+// release gives back n of user's held slots. It must be called with d.mu held.
+func (d *Dispatcher) release(user uuid.UUID, n int) {
+	if n <= 0 {
+		return
+	}
+	d.free += n
+	if d.held[user] -= n; d.held[user] <= 0 {
+		delete(d.held, user)
 	}
 }
 
@@ -221,7 +272,7 @@ func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n int) {
 	ctx := d.workCtx
 	claimed, err := d.claim(ctx, user, n)
 	d.mu.Lock()
-	d.free += n - len(claimed)
+	d.release(user, n-len(claimed))
 	switch {
 	case err != nil:
 		// Keep the hint out of the ring: the sweeper retries later, so a
@@ -260,16 +311,23 @@ func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n int) {
 	id, err := d.ids.Identity(ctx, user)
 	if err != nil { // cannot happen after a successful claim with the same source, but be safe
 		d.cfg.Logger.Error("pipeline: no identity for user", slog.String("user_id", user.String()), slog.String("error", err.Error()))
+		d.mu.Lock()
+		for i := range claimed {
+			delete(d.running, claimed[i].Task.ID)
+		}
+		d.release(user, len(claimed)) // the leases expire and the sweeper requeues them
+		d.mu.Unlock()
+		d.signal()
 		return
 	}
 	for i := 1; i < len(claimed); i++ {
 		d.wg.Add(1)
 		go func(c *Claimed) {
 			defer d.wg.Done()
-			d.runOne(ctx, id, c)
+			d.runOne(ctx, user, id, c)
 		}(&claimed[i])
 	}
-	d.runOne(ctx, id, &claimed[0])
+	d.runOne(ctx, user, id, &claimed[0])
 }
 
 func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claimed, error) {
@@ -280,13 +338,13 @@ func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claime
 	return d.runner.Claim(ctx, id, n, nil)
 }
 
-func (d *Dispatcher) runOne(ctx context.Context, id supabase.Identity, c *Claimed) {
+func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Identity, c *Claimed) {
 	start := time.Now()
 	res := d.runner.Run(ctx, id, c)
 	d.finished.Add(1)
 	d.mu.Lock()
 	delete(d.running, c.Task.ID)
-	d.free++
+	d.release(user, 1)
 	// The user may have more due work (e.g. the successors just created).
 	if !d.stopping && (res.Outcome == OutcomeCompleted || res.Outcome == OutcomeFailed) {
 		if _, ok := d.hints[c.Task.UserID]; !ok {

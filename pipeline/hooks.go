@@ -8,26 +8,41 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 )
 
-// HookConfig bounds the pre/post-process webhooks stages may call.
+// HookConfig bounds the pre/post-process webhooks stages may call. Hook
+// URLs, methods and headers are written by users: see hookdial.go for what
+// the client refuses.
 type HookConfig struct {
-	// Timeout bounds one webhook call. Default 30s (the original's n8n limit).
+	// Timeout bounds one webhook call, connection included: a budget of its
+	// own, shorter than the model's (HOOK_TIMEOUT). Default 10s.
 	Timeout time.Duration
 	// MaxResponseBytes caps the response body. Default 1 MiB.
 	MaxResponseBytes int64
-	// AllowedHosts, when not empty, is the list of host names (or host:port)
-	// webhooks may be sent to; any other URL fails the stage. Empty allows
-	// any http(s) URL. Redirects are never followed, so a call only ever
-	// reaches the configured URL.
+	// AllowedHosts, when not empty, is the list of host names (or
+	// host:port) webhooks may be sent to, compared case-insensitively; a
+	// host:port entry allows that port for that host alone. Any other URL
+	// fails the stage. A listed host must still resolve to public
+	// addresses: the list narrows, it never opens the inside.
 	AllowedHosts []string
-	// HTTPClient is used for the calls. Default: a client with no redirects.
-	HTTPClient *http.Client
+	// AllowedPorts are the ports hooks may use (HOOK_ALLOWED_PORTS).
+	// Default 80 and 443.
+	AllowedPorts []int
+	// AllowLoopbackForTests lets hooks reach 127.0.0.0/8 and [::1] on any
+	// port (HOOK_ALLOW_LOOPBACK_FOR_TESTS). For tests whose hook target is
+	// an httptest server; never set it in production.
+	AllowLoopbackForTests bool
+	// Resolver resolves hook host names. Default net.DefaultResolver.
+	// Whatever it answers, the address is checked again at connect time.
+	Resolver *net.Resolver
+	// Logger receives failure details at debug level. Default: the runner's.
+	Logger *slog.Logger
 }
 
 // stageSettings is the part of a stage config the runner needs.
@@ -79,21 +94,28 @@ func stageConfig(raw json.RawMessage, extra taskExtra) stageSettings {
 }
 
 type hookClient struct {
-	cfg  HookConfig
-	http *http.Client
+	cfg   HookConfig
+	guard *hookGuard
+	http  *http.Client
+	log   *slog.Logger
 }
 
-func newHookClient(cfg *HookConfig) *hookClient {
+func newHookClient(cfg *HookConfig, logger *slog.Logger) *hookClient {
 	c := *cfg
-	c.Timeout = cmp.Or(c.Timeout, 30*time.Second)
+	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
 	c.MaxResponseBytes = cmp.Or(c.MaxResponseBytes, 1<<20)
-	hc := c.HTTPClient
-	if hc == nil {
-		hc = &http.Client{
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	log := cmp.Or(c.Logger, logger)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	return &hookClient{cfg: c, http: hc}
+	g, err := newHookGuard(&c)
+	if err != nil {
+		panic(err) // config.Validate checks the ports and hosts first
+	}
+	if c.AllowLoopbackForTests {
+		log.Warn("pipeline: HOOK_ALLOW_LOOPBACK_FOR_TESTS is set: stage hooks may reach loopback (127.0.0.0/8, [::1]) on any port; for tests only")
+	}
+	return &hookClient{cfg: c, guard: g, http: newHookHTTPClient(g, c.Resolver, c.Timeout), log: log}
 }
 
 // preProcess sends the task input to the stage's pre-process webhook and
@@ -165,41 +187,56 @@ func (h *hookClient) postProcess(ctx context.Context, spec hookSpec, input, outp
 
 func (h *hookClient) call(ctx context.Context, spec hookSpec, body json.RawMessage) (json.RawMessage, error) {
 	u, err := url.Parse(spec.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("webhook_url %q is not an http(s) URL", spec.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil, errors.New("webhook_url is not an http(s) URL (without credentials)")
 	}
-	if len(h.cfg.AllowedHosts) > 0 && !slices.Contains(h.cfg.AllowedHosts, u.Host) && !slices.Contains(h.cfg.AllowedHosts, u.Hostname()) {
-		return nil, fmt.Errorf("webhook host %s is not in the allowed hosts", u.Host)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
-	method := strings.ToUpper(cmp.Or(spec.Method, http.MethodPost))
+	if err := h.guard.checkURL(u.Hostname(), port); err != nil {
+		h.log.DebugContext(ctx, "pipeline: webhook refused before dialling", slog.String("host", u.Host), slog.String("error", err.Error()))
+		return nil, err
+	}
+	method, err := hookMethod(spec.Method)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeoutCause(ctx, h.cfg.Timeout, fmt.Errorf("webhook call timed out after %s", h.cfg.Timeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, errors.New("webhook request could not be built")
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if dropped := setHookHeaders(req, spec.Headers); len(dropped) > 0 {
+		h.log.DebugContext(ctx, "pipeline: webhook headers dropped", slog.String("host", u.Host), slog.Any("headers", dropped))
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Header.Set("User-Agent", "orchable")
-	for k, v := range spec.Headers {
-		req.Header.Set(k, v)
-	}
 	resp, err := h.http.Do(req)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(cause, context.DeadlineExceeded) {
+				logUnreachable(ctx, h.log, u.Host, err)
+			}
 			return nil, cause
 		}
-		return nil, fmt.Errorf("error calling %s: %w", u.Host, err)
+		logUnreachable(ctx, h.log, u.Host, err)
+		return nil, errHookUnreachable
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, h.cfg.MaxResponseBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("error reading the webhook response: %w", err)
+		logUnreachable(ctx, h.log, u.Host, err)
+		return nil, errors.New("error reading the webhook response")
 	}
 	if int64(len(data)) > h.cfg.MaxResponseBytes {
 		return nil, fmt.Errorf("webhook response exceeds %d bytes", h.cfg.MaxResponseBytes)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("webhook answered HTTP %d", resp.StatusCode)
+		return nil, fmt.Errorf("webhook answered HTTP %d (redirects are not followed)", resp.StatusCode)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return json.RawMessage("{}"), nil

@@ -212,7 +212,7 @@ func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
 		panic("pipeline: NewRunner needs a db and a generator")
 	}
 	cfg = cfg.withDefaults()
-	return &Runner{cfg: cfg, db: db, gen: gen, hooks: newHookClient(&cfg.Hooks), completer: newCompleter(db, cfg.WorkerID, cfg.CompleteBatch)}
+	return &Runner{cfg: cfg, db: db, gen: gen, hooks: newHookClient(&cfg.Hooks, cfg.Logger), completer: newCompleter(db, cfg.WorkerID, cfg.CompleteBatch)}
 }
 
 // WorkerID is the lease owner name of this runner.

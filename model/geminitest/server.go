@@ -53,6 +53,15 @@ type Config struct {
 	// ExhaustedModels answer 429 RESOURCE_EXHAUSTED with the per-day quota of
 	// the model used up, for every project.
 	ExhaustedModels []string
+	// ImplicitCaching reports a repeated request start (at least
+	// MinCacheTokens, same project and model) as cached tokens, as Gemini's
+	// implicit caching does (see caches.go).
+	ImplicitCaching bool
+	// MinCacheTokens is the smallest cached content (and implicit hit), in
+	// tokens. Default 1024.
+	MinCacheTokens int
+	// RejectCaches makes every cached content creation fail with 400.
+	RejectCaches bool
 	// Clock drives the quota windows. Default the wall clock.
 	Clock interface{ Now() time.Time }
 	// Latency returns the simulated latency of the n-th call (from 1).
@@ -120,6 +129,11 @@ type Call struct {
 	SystemInstruction string
 	GenerationConfig  map[string]any
 	Status            int
+	// CachedContent is the cachedContent the request named ("" for none);
+	// CachedTokens the tokens answered as cached (explicit or implicit).
+	CachedContent string
+	CachedTokens  int
+	cachedText    string
 }
 
 // ProjectStats count one project's calls.
@@ -157,6 +171,11 @@ type Server struct {
 	stats   Stats
 	calls   []Call
 	n       int
+
+	caches     map[string]*cachedContent
+	cacheSeq   int
+	cacheStats CacheStats
+	prefixes   map[string]map[uint64]bool // project/model → implicit prefix hashes
 }
 
 type usage struct {
@@ -271,10 +290,14 @@ type request struct {
 		} `json:"parts"`
 	} `json:"systemInstruction"`
 	GenerationConfig map[string]any `json:"generationConfig"`
+	CachedContent    string         `json:"cachedContent"`
 }
 
 // ServeHTTP implements the generateContent endpoint.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.serveCaches(w, r) {
+		return
+	}
 	model, ok := parsePath(r)
 	if !ok {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "Requested entity was not found.", nil)
@@ -285,7 +308,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Invalid JSON payload received. "+err.Error(), nil)
 		return
 	}
-	call := Call{Model: model, GenerationConfig: body.GenerationConfig, KeyIndex: -1}
+	call := Call{Model: model, GenerationConfig: body.GenerationConfig, KeyIndex: -1, CachedContent: body.CachedContent}
 	for _, c := range body.Contents {
 		for _, p := range c.Parts {
 			call.Prompt += p.Text
@@ -348,6 +371,13 @@ func (s *Server) admit(call *Call, key string) (Reply, int) {
 	}
 	if r, limited := s.checkQuota(call); limited {
 		return r, 429
+	}
+	if call.CachedContent != "" {
+		if r, ok := s.useCache(call); !ok {
+			return r, r.Status
+		}
+	} else if s.cfg.ImplicitCaching {
+		call.CachedTokens = s.implicitHit(call)
 	}
 	if len(s.script) > 0 {
 		r := s.script[0]
@@ -524,9 +554,12 @@ func (s *Server) answer(call *Call, reply Reply, n int) map[string]any {
 	case ReplyMaxTokens:
 		text, finish = valid[:len(valid)/2], "MAX_TOKENS"
 	}
-	prompt := len(call.Prompt+call.SystemInstruction)/4 + 1
+	prompt := len(call.cachedText+call.Prompt+call.SystemInstruction)/4 + 1
 	cand := len(text)/4 + 1
 	usage := map[string]any{"promptTokenCount": prompt, "candidatesTokenCount": cand, "totalTokenCount": prompt + cand}
+	if call.CachedTokens > 0 {
+		usage["cachedContentTokenCount"] = min(call.CachedTokens, prompt)
+	}
 	resp := map[string]any{
 		"usageMetadata": usage,
 		"modelVersion":  call.Model + "-fake-001",
