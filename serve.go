@@ -121,7 +121,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 	}
 
 	// Model.
-	metrics := handlers.NewMetrics()
+	metrics := handlers.NewMetricsWithStageLabels(cfg.HTTP.MetricsStageLabels)
 	gen, err := newGenerator(cfg, a, metrics)
 	if err != nil {
 		return nil, err
@@ -161,6 +161,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		Metrics:      metrics,
 		Logger:       logger,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		MetricsToken: cfg.HTTP.MetricsToken.Reveal(),
 
 		AllowAnonymousLaunch: cfg.HTTP.AllowAnonymousLaunch,
 	}

@@ -44,16 +44,16 @@ type HTTP struct {
 	ShutdownGrace time.Duration
 	// MaxBodyBytes caps user API request bodies (API_MAX_BODY_BYTES). Default 8 MiB.
 	MaxBodyBytes int64
+	// AllowAnonymousLaunch lets anonymous sign-ins (is_anonymous true) start
+	// work through the API (ALLOW_ANONYMOUS_LAUNCH). Default false: 403.
+	AllowAnonymousLaunch bool
 	// MetricsToken, when set, is the bearer token GET /metrics requires
 	// (METRICS_TOKEN). Empty leaves /metrics open.
 	MetricsToken rls.Secret
 	// MetricsStageLabels is how many distinct stage keys get a stage label
 	// of their own; later ones are counted as "other"
-	// (METRICS_STAGE_LABELS). Default 50; 0 drops the stage label.
+	// (METRICS_STAGE_LABELS). Default 50; 0 counts every stage as "other".
 	MetricsStageLabels int
-	// AllowAnonymousLaunch lets anonymous sign-ins (is_anonymous true) start
-	// work through the API (ALLOW_ANONYMOUS_LAUNCH). Default false: 403.
-	AllowAnonymousLaunch bool
 }
 
 // DB configures the direct PostgreSQL connection.
@@ -102,9 +102,9 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.HTTP.ShutdownGrace = r.duration("SHUTDOWN_GRACE", 60*time.Second)
 	c.HTTP.MaxBodyBytes = int64(r.integer("API_MAX_BODY_BYTES", 8<<20))
+	c.HTTP.AllowAnonymousLaunch = r.boolean("ALLOW_ANONYMOUS_LAUNCH", false)
 	c.HTTP.MetricsToken = rls.Secret(r.str("METRICS_TOKEN", ""))
 	c.HTTP.MetricsStageLabels = r.integer("METRICS_STAGE_LABELS", 50)
-	c.HTTP.AllowAnonymousLaunch = r.boolean("ALLOW_ANONYMOUS_LAUNCH", false)
 
 	c.DB.URL = r.str("DATABASE_URL", "")
 	c.DB.MaxConns = int32(r.integer("DATABASE_MAX_CONNS", 20)) //nolint:gosec // validated below

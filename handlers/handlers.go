@@ -51,6 +51,9 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// Metrics is served at GET /metrics. Nil means NewMetrics().
 	Metrics *Metrics
+	// MetricsToken, when not empty, is the bearer token GET /metrics
+	// requires (METRICS_TOKEN); without it /metrics answers 401.
+	MetricsToken string
 	// Logger receives request logs and 5xx errors. Nil discards them.
 	Logger *slog.Logger
 	// AllowAnonymousLaunch lets anonymous sign-ins (is_anonymous true in
@@ -103,7 +106,7 @@ func Register(e *echo.Echo, d *Deps) {
 		},
 	}))
 
-	ops := &opsHandler{ready: d.Ready, metrics: metrics.Handler()}
+	ops := &opsHandler{ready: d.Ready, metrics: metrics.Handler(), metricsToken: d.MetricsToken}
 	e.GET("/healthz", ops.healthz)
 	e.GET("/readyz", ops.readyz)
 	e.GET("/metrics", ops.metricsHandler)

@@ -3,6 +3,7 @@ package handlers
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,9 +20,12 @@ import (
 // registry served by GET /metrics. It implements pipeline.Observer; the key
 // pool feeds KeyOutcome. All methods are safe for concurrent use.
 //
-// Label cardinality: "stage" is a template's stage_key, so it grows with the
-// number of distinct stages across tenants; outcome, kind and reason labels
-// are small fixed sets.
+// Label cardinality: no label takes a raw user-controlled value. "stage" (a
+// template's stage_key, written by users) and "model" (a stage's model id)
+// are bounded: the first few distinct, well-formed values seen get a label
+// of their own (METRICS_STAGE_LABELS, default 50 stages; 32 models), every
+// later or malformed one counts as "other". Per-tenant detail belongs in
+// the logs. Outcome, kind and reason labels are small fixed sets.
 type Metrics struct {
 	registry *prometheus.Registry
 
@@ -39,9 +43,49 @@ type Metrics struct {
 	answers       *prometheus.CounterVec
 	fallbacks     *prometheus.CounterVec
 
-	modelsMu sync.Mutex
-	models   map[string]bool // model label values seen, at most maxModelLabels
+	models *boundedLabel
+	stages *boundedLabel
 }
+
+// boundedLabel hands out at most max distinct label values; values past
+// that, and values that are not short plain identifiers, become "other".
+type boundedLabel struct {
+	mu   sync.Mutex
+	max  int
+	seen map[string]bool
+}
+
+func newBoundedLabel(n int) *boundedLabel {
+	return &boundedLabel{max: n, seen: map[string]bool{}}
+}
+
+// maxLabelLen bounds one label value.
+const maxLabelLen = 64
+
+func (b *boundedLabel) value(v string) string {
+	if v == "" {
+		return "none"
+	}
+	if len(v) > maxLabelLen || strings.IndexFunc(v, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.' || r == ':' || r == '/')
+	}) >= 0 {
+		return "other"
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.seen[v] {
+		return v
+	}
+	if len(b.seen) >= b.max || v == "other" || v == "none" {
+		return "other"
+	}
+	b.seen[v] = true
+	return v
+}
+
+// DefaultStageLabels is how many distinct stage keys get a label of their
+// own by default (METRICS_STAGE_LABELS).
+const DefaultStageLabels = 50
 
 // maxModelLabels bounds the model label: model ids come from stage settings
 // (configuration), and past this many distinct ids the rest count as "other".
@@ -50,10 +94,16 @@ const maxModelLabels = 32
 var _ pipeline.Observer = (*Metrics)(nil)
 
 // NewMetrics returns Metrics registered in a new private registry, together
-// with the Go runtime and process collectors.
-func NewMetrics() *Metrics {
+// with the Go runtime and process collectors, with DefaultStageLabels.
+func NewMetrics() *Metrics { return NewMetricsWithStageLabels(DefaultStageLabels) }
+
+// NewMetricsWithStageLabels is NewMetrics with at most stageLabels distinct
+// stage label values (then "other"); 0 counts every stage as "other".
+func NewMetricsWithStageLabels(stageLabels int) *Metrics {
 	const ns = "orchable"
 	m := &Metrics{
+		stages:   newBoundedLabel(max(stageLabels, 0)),
+		models:   newBoundedLabel(maxModelLabels),
 		registry: prometheus.NewRegistry(),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "tasks_total",
@@ -110,7 +160,6 @@ func NewMetrics() *Metrics {
 			Namespace: ns, Name: "model_fallbacks_total",
 			Help: "Model calls moved to the next model of a stage's fallback chain, by the model that failed.",
 		}, []string{"model"}),
-		models: map[string]bool{},
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -132,6 +181,7 @@ func (m *Metrics) Handler() http.Handler {
 
 // TaskFinished implements pipeline.Observer.
 func (m *Metrics) TaskFinished(res pipeline.Result, stage string, elapsed time.Duration) {
+	stage = m.stages.value(stage)
 	m.tasks.WithLabelValues(string(res.Outcome), stage).Inc()
 	m.stageLatency.WithLabelValues(stage).Observe(elapsed.Seconds())
 	if res.ModelLatency > 0 {
@@ -153,18 +203,7 @@ func (m *Metrics) TaskFinished(res pipeline.Result, stage string, elapsed time.D
 
 // modelLabel is id while fewer than maxModelLabels ids have been seen, and
 // "other" for new ids after that.
-func (m *Metrics) modelLabel(id string) string {
-	m.modelsMu.Lock()
-	defer m.modelsMu.Unlock()
-	if m.models[id] {
-		return id
-	}
-	if len(m.models) >= maxModelLabels {
-		return "other"
-	}
-	m.models[id] = true
-	return id
-}
+func (m *Metrics) modelLabel(id string) string { return m.models.value(id) }
 
 func (m *Metrics) addTokens(kind string, n int) {
 	if n > 0 {

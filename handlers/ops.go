@@ -2,7 +2,9 @@ package handlers
 
 import (
 	"context"
+	"crypto/subtle"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -12,8 +14,9 @@ import (
 const readyTimeout = 5 * time.Second
 
 type opsHandler struct {
-	ready   func(ctx context.Context) error
-	metrics http.Handler
+	ready        func(ctx context.Context) error
+	metrics      http.Handler
+	metricsToken string
 }
 
 type statusResponse struct {
@@ -38,8 +41,17 @@ func (h *opsHandler) readyz(c echo.Context) error {
 	return c.JSON(http.StatusOK, statusResponse{Status: "ready"})
 }
 
-// metricsHandler serves the Prometheus text format.
+// metricsHandler serves the Prometheus text format; with a metrics token
+// only to a caller presenting it as a bearer token (constant-time compare).
 func (h *opsHandler) metricsHandler(c echo.Context) error {
+	if h.metricsToken != "" {
+		auth := c.Request().Header.Get(echo.HeaderAuthorization)
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(h.metricsToken)) != 1 {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="metrics"`)
+			return NewError(http.StatusUnauthorized, CodeUnauthorized, "metrics need the operator's bearer token", nil)
+		}
+	}
 	h.metrics.ServeHTTP(c.Response(), c.Request())
 	return nil
 }
