@@ -120,6 +120,12 @@ func (b *Bundle) Plan(owner uuid.UUID) (*ImportPlan, error) {
 		}
 	}
 
+	if cycle := successorCycle(b.Steps, next, ids); cycle != "" {
+		// ParseBundle already refuses dependency cycles; a Bundle built in
+		// code is checked here, so no cyclic successor graph is ever written.
+		return nil, &BundleError{Dir: cmp.Or(b.Name, "bundle"), Problems: []string{"successor cycle: " + cycle}}
+	}
+
 	plan := &ImportPlan{Config: ConfigRow{ID: cid, Name: b.Name, Description: b.Description}}
 	steps := make([]json.RawMessage, 0, len(b.Steps))
 	for _, s := range b.Steps {
@@ -257,4 +263,47 @@ func outputSchemaFor(s *Step, all []Step) json.RawMessage {
 	}
 	b, _ := json.Marshal(root)
 	return b
+}
+
+// successorCycle returns the first cycle of the successor graph (step →
+// the steps that depend on it) as "a (key_a) → b (key_b) → a (key_a)", or
+// "" when there is none. next maps a step id to its successors' template
+// ids; ids maps step ids to template ids.
+func successorCycle(steps []Step, next map[string][]string, ids map[string]string) string {
+	byTemplate := make(map[string]int, len(steps))
+	for i, s := range steps {
+		byTemplate[ids[s.ID]] = i
+	}
+	name := func(i int) string { return fmt.Sprintf("%s (%s)", steps[i].ID, steps[i].StageKey) }
+	state := make([]int8, len(steps)) // 0 new, 1 on the path, 2 done
+	var path []int
+	var found string
+	var visit func(i int)
+	visit = func(i int) {
+		state[i] = 1
+		path = append(path, i)
+		for _, tid := range next[steps[i].ID] {
+			j, ok := byTemplate[tid]
+			switch {
+			case !ok || found != "":
+			case state[j] == 1:
+				start := slices.Index(path, j)
+				parts := make([]string, 0, len(path)-start+1)
+				for _, k := range path[start:] {
+					parts = append(parts, name(k))
+				}
+				found = strings.Join(append(parts, name(j)), " → ")
+			case state[j] == 0:
+				visit(j)
+			}
+		}
+		path = path[:len(path)-1]
+		state[i] = 2
+	}
+	for i := range steps {
+		if state[i] == 0 && found == "" {
+			visit(i)
+		}
+	}
+	return found
 }
