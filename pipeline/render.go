@@ -79,10 +79,100 @@ var ErrInvalidInput = errors.New("pipeline: input_data is not valid JSON")
 // Substituted text is never scanned again, so values cannot inject
 // placeholders.
 func Render(tmpl string, vars Vars) (string, error) {
+	out, _, err := render(tmpl, vars, false)
+	return out, err
+}
+
+// documentsAbove replaces %%GLOBAL_CONTEXT%% when RenderShared moved the
+// documents to the start of the prompt.
+const documentsAbove = "(the documents above)"
+
+// RenderShared renders tmpl like Render and also returns shared: the start
+// of the prompt that is the same for every task of the batch's stage (the
+// template's fixed text and the batch's documents up to the first
+// placeholder that depends on the task). Sent first, with the system
+// instruction, it is a stable prefix Gemini can cache (implicitly, or as an
+// explicit cached content).
+//
+// When the template places %%GLOBAL_CONTEXT%% after task-dependent text, the
+// documents are moved to the start of the prompt (followed by a blank line)
+// and the placeholder reads "(the documents above)", so the large shared
+// part still comes first. prompt always starts with shared.
+func RenderShared(tmpl string, vars Vars) (prompt, shared string, err error) {
+	prompt, sharedEnd, err := render(tmpl, vars, false)
+	if err != nil {
+		return "", "", err
+	}
+	docs := FormatGlobalContext(vars.GlobalContext)
+	if docs == "" || strings.Contains(prompt[:sharedEnd], docs) || !mentionsWholeContext(tmpl[sharedTemplateEnd(tmpl, vars):]) {
+		return prompt, prompt[:sharedEnd], nil
+	}
+	moved, _, err := render(tmpl, vars, true)
+	if err != nil {
+		return "", "", err
+	}
+	head := docs + "\n\n"
+	return head + moved, head, nil
+}
+
+// mentionsWholeContext reports a %%GLOBAL_CONTEXT%% (or {{…}}) placeholder in s.
+func mentionsWholeContext(s string) bool {
+	for i := 0; i < len(s); {
+		j := indexOpen(s[i:])
+		if j < 0 {
+			return false
+		}
+		i += j
+		key, n, ok := scanPlaceholder(s[i:])
+		if !ok {
+			i++
+			continue
+		}
+		if key == GlobalContextVar {
+			return true
+		}
+		i += n
+	}
+	return false
+}
+
+// sharedTemplateEnd is the offset in tmpl of the first task-dependent
+// placeholder (len(tmpl) when there is none).
+func sharedTemplateEnd(tmpl string, vars Vars) int {
 	r, err := newResolver(vars)
 	if err != nil {
-		return "", err
+		return 0
 	}
+	for i := 0; i < len(tmpl); {
+		j := indexOpen(tmpl[i:])
+		if j < 0 {
+			return len(tmpl)
+		}
+		i += j
+		key, n, ok := scanPlaceholder(tmpl[i:])
+		if !ok {
+			i++
+			continue
+		}
+		if first, _, _ := strings.Cut(key, "."); first != GlobalContextVar {
+			if _, found := r.lookup(key); found {
+				return i
+			}
+		}
+		i += n
+	}
+	return len(tmpl)
+}
+
+// render substitutes the placeholders of tmpl and returns the length of the
+// output's shared start (see RenderShared). With docsMoved the whole
+// GLOBAL_CONTEXT renders as documentsAbove.
+func render(tmpl string, vars Vars, docsMoved bool) (string, int, error) {
+	r, err := newResolver(vars)
+	if err != nil {
+		return "", 0, err
+	}
+	sharedEnd, frozen := 0, false
 	var b strings.Builder
 	b.Grow(len(tmpl))
 	for i := 0; i < len(tmpl); {
@@ -100,17 +190,26 @@ func Render(tmpl string, vars Vars) (string, error) {
 			continue
 		}
 		val, found := r.lookup(key)
+		first, _, _ := strings.Cut(key, ".")
+		if found && first != GlobalContextVar && !frozen {
+			sharedEnd, frozen = b.Len(), true
+		}
 		switch {
+		case found && docsMoved && key == GlobalContextVar:
+			b.WriteString(documentsAbove)
 		case found:
 			b.WriteString(val)
 		case tmpl[i] == '%':
-			return "", &MissingVariableError{Key: key}
+			return "", 0, &MissingVariableError{Key: key}
 		default:
 			b.WriteString(tmpl[i : i+n])
 		}
 		i += n
 	}
-	return b.String(), nil
+	if !frozen {
+		sharedEnd = b.Len()
+	}
+	return b.String(), sharedEnd, nil
 }
 
 // FormatGlobalContext renders documents the way the original engine did:

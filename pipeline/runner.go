@@ -304,7 +304,7 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 	}
 
 	vars := Vars{Input: input, GlobalContext: globalContext(c.Batch), Task: taskFields(&c.Task)}
-	prompt, err := Render(c.Template.Template, vars)
+	prompt, shared, err := RenderShared(c.Template.Template, vars)
 	if err != nil {
 		return r.permanentFailure(fmt.Errorf("error rendering the prompt: %w", err))
 	}
@@ -317,7 +317,11 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 		TaskID:       c.Task.ID,
 		Settings:     settings,
 		Prompt:       prompt,
+		Shared:       shared,
 		OutputSchema: nullIfEmpty(c.Template.OutputSchema),
+	}
+	if c.Task.BatchID != nil {
+		req.BatchID = *c.Task.BatchID
 	}
 	var ex execution
 	for attempt := 0; ; attempt++ {

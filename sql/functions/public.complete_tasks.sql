@@ -54,7 +54,9 @@ begin
         'used_api_key_name', i.u ->> 'api_key_name',
         'response_id', i.u ->> 'response_id',
         'regenerations', (i.u ->> 'regenerations')::int,
-        'hooks_ignored', i.u -> 'hooks_ignored'))
+        'hooks_ignored', i.u -> 'hooks_ignored',
+        'fallback_from', i.u -> 'fallback_from',
+        'usage', i.u -> 'usage'))
     from items i
     where t.id = i.task_id and t.id in (select id from leaves)
     returning t.id
