@@ -34,6 +34,7 @@ type app struct {
 	ids     pipeline.IdentitySource
 	disp    *pipeline.Dispatcher
 	sweeper *pipeline.Sweeper
+	janitor *pipeline.CacheJanitor // nil for the offline provider
 	srv     *http.Server
 	ln      net.Listener
 	console *console.Console
@@ -148,6 +149,9 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		scfg.Listen = a.pool
 	}
 	a.sweeper = pipeline.NewSweeper(&scfg, serviceDB, service, a.disp)
+	if client, ok := gen.(*model.Client); ok {
+		a.janitor = pipeline.NewCacheJanitor(&pipeline.CacheJanitorConfig{Logger: logger}, serviceDB, service, a.ids, client)
+	}
 
 	// HTTP.
 	e := echo.New()
@@ -162,6 +166,8 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		Logger:       logger,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		MetricsToken: cfg.HTTP.MetricsToken.Reveal(),
+		Estimate: &pipeline.EstimateConfig{Prices: cfg.Pipeline.Runner.Prices, DefaultModel: cfg.Model.DefaultModel,
+			CacheMinTokens: cfg.Model.Cache.MinTokens},
 
 		AllowAnonymousLaunch: cfg.HTTP.AllowAnonymousLaunch,
 	}
@@ -231,6 +237,8 @@ func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeli
 	if err != nil {
 		return nil, fmt.Errorf("ORCHABLE_KEKS: %w", err)
 	}
+	// Explicit cached contents are shared through gemini_caches, as the owner.
+	mcfg.Cache.Store = pipeline.NewCacheStore(a.db, a.ids)
 	var store model.KeyStore
 	if a.pool != nil && cfg.Supabase.Transport == config.TransportDirect {
 		store = model.NewPgStore(a.pool)
@@ -269,6 +277,10 @@ func (a *app) run(ctx context.Context) error {
 	defer a.close()
 	a.disp.Start(ctx)
 	a.sweeper.Start(ctx)
+	if a.janitor != nil {
+		a.janitor.Start(ctx)
+		defer a.janitor.Stop()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -165,6 +165,10 @@ func Load(getenv func(string) string) (*Config, error) {
 			Latency: r.duration("ORCHABLE_OFFLINE_LATENCY", 0),
 			Jitter:  r.duration("ORCHABLE_OFFLINE_JITTER", 0),
 		},
+		Cache: model.CacheConfig{
+			MinTokens: r.integer("GEMINI_CACHE_MIN_TOKENS", 0),
+			TTL:       r.duration("GEMINI_CACHE_TTL", 0),
+		},
 		KEKs: r.keks("ORCHABLE_KEKS"),
 	}
 	// The offline provider (generated filler, no model) only when asked for:

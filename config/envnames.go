@@ -30,6 +30,7 @@ var envNames = strings.NewReplacer( //nolint:gochecknoglobals // constant lookup
 	"model.Config.Pool.Limits", "GEMINI_RATE_LIMITS",
 	"model.Config.Pool.OperatorKeys", "GEMINI_OPERATOR_KEYS",
 	"model.Config.Offline", "ORCHABLE_OFFLINE_LATENCY/ORCHABLE_OFFLINE_JITTER",
+	"model.Config.Cache.TTL", "GEMINI_CACHE_TTL",
 	"model.Config.KEKs", "ORCHABLE_KEKS",
 )
 

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/orchable/orchable/pipeline"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -61,6 +63,9 @@ type Deps struct {
 	// those calls answer 403 anonymous_not_allowed; reads, pause and cancel
 	// stay open to them.
 	AllowAnonymousLaunch bool
+	// Estimate configures POST /api/v1/batches/estimate (prices, default
+	// model). Nil uses the defaults.
+	Estimate *pipeline.EstimateConfig
 	// MaxBodyBytes caps user API request bodies (413 beyond). Default
 	// DefaultMaxBodyBytes. Webhook bodies are capped by WebhookAuth.
 	MaxBodyBytes int64
@@ -119,6 +124,8 @@ func Register(e *echo.Echo, d *Deps) {
 	// Routes that start model work: anonymous sign-ins only when allowed.
 	starts := append(slices.Clone(auth), denyAnonymous(d.AllowAnonymousLaunch))
 	e.POST("/api/v1/batches", api.launchBatch, starts...)
+	est := &estimateHandler{db: d.DB, cfg: cmp.Or(d.Estimate, &pipeline.EstimateConfig{})}
+	e.POST("/api/v1/batches/estimate", est.estimateLaunch, auth...)
 	e.GET("/api/v1/batches/:id", api.batchProgress, auth...)
 	e.POST("/api/v1/batches/:id/pause", api.pauseBatch, auth...)
 	e.POST("/api/v1/batches/:id/resume", api.resumeBatch, starts...)
