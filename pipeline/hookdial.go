@@ -84,7 +84,8 @@ type hookGuard struct {
 	ports    []uint16          // allowed ports for any allowed host
 	hosts    map[string]string // lower-case host → "" (any allowed port) or a port
 	hostsSet bool
-	loopback bool // tests only: 127.0.0.0/8 and ::1 on any port
+	loopback bool  // tests only: 127.0.0.0/8 and ::1 on any port
+	broken   error // invalid settings: every call fails
 }
 
 // Validate checks the allowed hosts and ports.

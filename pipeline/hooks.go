@@ -109,8 +109,10 @@ func newHookClient(cfg *HookConfig, logger *slog.Logger) *hookClient {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g, err := newHookGuard(&c)
-	if err != nil {
-		panic(err) // config.Validate checks the ports and hosts first
+	if err != nil { // config.Validate refuses this at start; a config built in code fails every hook
+		log.Error("pipeline: hook settings are invalid; every hook call fails", slog.String("error", err.Error()))
+		g, _ = newHookGuard(&HookConfig{})
+		g.broken = err
 	}
 	if c.AllowLoopbackForTests {
 		log.Warn("pipeline: HOOK_ALLOW_LOOPBACK_FOR_TESTS is set: stage hooks may reach loopback (127.0.0.0/8, [::1]) on any port; for tests only")
@@ -193,6 +195,9 @@ func (h *hookClient) call(ctx context.Context, spec hookSpec, body json.RawMessa
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	if h.guard.broken != nil {
+		return nil, errors.New("webhooks are misconfigured on this service (HOOK_ALLOWED_HOSTS/HOOK_ALLOWED_PORTS)")
 	}
 	if err := h.guard.checkURL(u.Hostname(), port); err != nil {
 		h.log.DebugContext(ctx, "pipeline: webhook refused before dialling", slog.String("host", u.Host), slog.String("error", err.Error()))
