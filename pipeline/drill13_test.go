@@ -333,8 +333,7 @@ func (*stageObserver) ClaimFailed(error) {}
 // is printed quiet, under attack with the fair share, and under attack
 // without it (FairShareFloor = Concurrency, i.e. the old dispatcher);
 // the target is 2 × quiet + one slow-call latency.
-func TestDrill13NoisyNeighbour(t *testing.T) {
-	t.Parallel()
+func TestDrill13NoisyNeighbour(t *testing.T) { //nolint:paralleltest // timing: runs alone in its package
 	const (
 		concurrency = 10
 		attackTasks = 100
