@@ -1,6 +1,24 @@
 .DEFAULT_GOAL := help
 GO ?= go
 
+# Build with the toolchain go.mod names (`toolchain go1.26.11`, a patched
+# standard library); the go command fetches it through the module proxy on
+# first use. GOTOOLCHAIN=local (as in Debian's and the golang image's go.env)
+# would silently keep an older, vulnerable one. See docs/vulnerabilities.md.
+export GOTOOLCHAIN := auto
+
+# Pinned tools; CI installs the same versions once (.ci/run).
+GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+GOVULNCHECK ?= $(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0
+# The vulnerability database is built from this version of golang.org/x/vulndb
+# (latest: the newest advisories the module proxy has).
+VULNDB_VERSION ?= latest
+VULNDB_DIR ?= $(or $(TMPDIR),/tmp)/orchable-vulndb
+# Advisories without a fix that do not apply to this service; each is
+# explained in docs/vulnerabilities.md. `make vuln` fails on any other
+# reachable one, and on one of these once a fix exists.
+VULN_ACCEPTED := GO-2026-6872 GO-2026-6875
+
 .PHONY: help
 help: ## Show the targets
 	@grep -E '^[a-zA-Z/_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -22,8 +40,27 @@ test/short: ## Run the tests without the race detector
 	$(GO) test -count=1 ./...
 
 .PHONY: lint
-lint: ## Run golangci-lint (pinned)
-	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+lint: ## Run golangci-lint (pinned; configuration in .golangci.yaml)
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: tidy
+tidy: ## Tidy go.mod and go.sum of both modules (the service and bench/)
+	$(GO) mod tidy
+	cd bench && $(GO) mod tidy
+
+.PHONY: tidy/check
+tidy/check: ## Fail if go.mod or go.sum of either module is not tidy (prints the diff)
+	$(GO) mod tidy -diff
+	cd bench && $(GO) mod tidy -diff
+
+.PHONY: vuln
+vuln: ## Check for known vulnerabilities offline (database built from the golang.org/x/vulndb module)
+	$(GO) run ./scripts/vulndb build -out $(VULNDB_DIR) -version $(VULNDB_VERSION)
+	$(GOVULNCHECK) -db file://$(VULNDB_DIR) -format json ./... > $(VULNDB_DIR).json
+	$(GO) run ./scripts/vulndb gate -accept '$(VULN_ACCEPTED)' < $(VULNDB_DIR).json
+
+.PHONY: verify
+verify: tidy/check lint vuln ## The gates CI runs besides the tests: tidy, lint, known vulnerabilities
 
 .PHONY: migrate
 migrate: ## Apply the migrations to DATABASE_URL (with the local shim)
