@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -166,8 +167,10 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		Logger:       logger,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		MetricsToken: cfg.HTTP.MetricsToken.Reveal(),
-		Estimate: &pipeline.EstimateConfig{Prices: cfg.Pipeline.Runner.Prices, DefaultModel: cfg.Model.DefaultModel,
-			CacheMinTokens: cfg.Model.Cache.MinTokens},
+		Estimate: &pipeline.EstimateConfig{
+			Prices: cfg.Pipeline.Runner.Prices, DefaultModel: cfg.Model.DefaultModel,
+			CacheMinTokens: cfg.Model.Cache.MinTokens,
+		},
 
 		AllowAnonymousLaunch: cfg.HTTP.AllowAnonymousLaunch,
 	}
@@ -312,8 +315,8 @@ func (a *app) run(ctx context.Context) error {
 }
 
 func (a *app) close() {
-	for i := len(a.closers) - 1; i >= 0; i-- {
-		a.closers[i]()
+	for _, v := range slices.Backward(a.closers) {
+		v()
 	}
 	a.closers = nil
 }
@@ -448,6 +451,7 @@ func firstNonEmpty(s ...string) string {
 // observedKeyStore feeds key outcomes to the key-health metrics.
 type observedKeyStore struct {
 	model.KeyStore
+
 	metrics *handlers.Metrics
 }
 

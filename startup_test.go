@@ -3,11 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -67,9 +67,7 @@ func TestServeStartupErrors(t *testing.T) {
 			if tt.givenEmpty {
 				env = map[string]string{}
 			}
-			for k, v := range tt.givenEnv {
-				env[k] = v
-			}
+			maps.Copy(env, tt.givenEnv)
 			var out bytes.Buffer
 			err := run(t.Context(), []string{"serve"}, func(k string) string { return env[k] }, &out)
 			require.Error(t, err)
@@ -118,9 +116,7 @@ func TestServeModelDefaults(t *testing.T) {
 			t.Parallel()
 			env := startupEnv(t)
 			env["LOG_LEVEL"] = "warn"
-			for k, v := range tt.given {
-				env[k] = v
-			}
+			maps.Copy(env, tt.given)
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			var out bytes.Buffer
@@ -133,7 +129,7 @@ func TestServeModelDefaults(t *testing.T) {
 			require.Contains(t, out.String(), tt.expectLogs)
 			if tt.given == nil {
 				require.Equal(t, "gemini", model, "a local database does not imply the offline model")
-				require.True(t, strings.Contains(out.String(), `"default_model":"gemini-3.5-flash"`), out.String())
+				require.Contains(t, out.String(), `"default_model":"gemini-3.5-flash"`, out.String())
 			}
 		})
 	}

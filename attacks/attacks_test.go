@@ -341,9 +341,11 @@ func attackPublicTemplateHooks(t *testing.T, w *world) {
 		_, _ = rw.Write([]byte(`{"hooked": true}`))
 	}))
 	t.Cleanup(collector.Close)
-	hooks := map[string]any{"cardinality": "1:1",
+	hooks := map[string]any{
+		"cardinality":  "1:1",
 		"pre_process":  map[string]any{"enabled": true, "webhook_url": collector.URL + "/pre"},
-		"post_process": map[string]any{"enabled": true, "webhook_url": collector.URL + "/post"}}
+		"post_process": map[string]any{"enabled": true, "webhook_url": collector.URL + "/post"},
+	}
 	pb, pa := "B-"+uuid.NewString()[:8], "A-"+uuid.NewString()[:8]
 	w.templates(ctx, t, w.b, stage{id: pb, key: "pub", cfg: hooks, isPublic: true})
 	w.templates(ctx, t, w.a, stage{id: pa, key: "own", cfg: hooks})

@@ -39,7 +39,8 @@ func TestBounds(t *testing.T) {
 		var res map[string]any
 		start := time.Now()
 		require.NoError(t, w.rpc(ctx, w.b, "complete_task", map[string]any{
-			"p_task_id": l.TaskIDs[0], "p_worker": "bounds", "p_output": map[string]any{"items": items}, "p_usage": map[string]any{}}, &res))
+			"p_task_id": l.TaskIDs[0], "p_worker": "bounds", "p_output": map[string]any{"items": items}, "p_usage": map[string]any{},
+		}, &res))
 		took := time.Since(start)
 		var children int
 		require.NoError(t, w.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where parent_task_id = $1", l.TaskIDs[0]).Scan(&children))
@@ -114,7 +115,8 @@ func TestBounds(t *testing.T) {
 			}
 			for _, c := range claimed {
 				require.NoError(t, w.rpc(ctx, w.b, "complete_task", map[string]any{
-					"p_task_id": c.Task.ID, "p_worker": "loop", "p_output": map[string]any{"n": 1}, "p_usage": map[string]any{}}, nil))
+					"p_task_id": c.Task.ID, "p_worker": "loop", "p_output": map[string]any{"n": 1}, "p_usage": map[string]any{},
+				}, nil))
 			}
 		}
 		var steps int

@@ -36,6 +36,7 @@ type cell struct {
 
 var results struct { //nolint:gochecknoglobals // one table per test binary
 	sync.Mutex
+
 	rows []cell
 }
 
@@ -147,12 +148,10 @@ func (w *world) rpc(ctx context.Context, user uuid.UUID, fn string, args map[str
 }
 
 func pgCode(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		return pgErr.Code
 	}
-	var se *supabase.Error
-	if errors.As(err, &se) {
+	if se, ok := errors.AsType[*supabase.Error](err); ok {
 		return se.Code
 	}
 	if err != nil {
@@ -165,8 +164,7 @@ func errText(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		return pgErr.Code + " " + pgErr.Message
 	}
 	return err.Error()
@@ -221,7 +219,8 @@ func (w *world) drive(ctx context.Context, t *testing.T, user uuid.UUID, secret 
 		for _, c := range claimed {
 			out := map[string]any{"secret": secret, "items": []string{secret + "-1", secret + "-2"}, "output_data": []string{secret}}
 			require.NoError(t, w.rpc(ctx, user, "complete_task", map[string]any{
-				"p_task_id": c.Task.ID, "p_worker": "drive", "p_output": out, "p_usage": map[string]any{}}, nil))
+				"p_task_id": c.Task.ID, "p_worker": "drive", "p_output": out, "p_usage": map[string]any{},
+			}, nil))
 		}
 	}
 	t.Fatal("drive: tasks kept appearing")

@@ -408,7 +408,7 @@ func (r *reader) list(name string) []string {
 		return nil
 	}
 	var out []string
-	for _, s := range strings.Split(v, ",") {
+	for s := range strings.SplitSeq(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			out = append(out, s)
 		}
@@ -451,7 +451,7 @@ func (r *reader) limits(name string) map[string]model.Limit {
 		return nil
 	}
 	out := map[string]model.Limit{}
-	for _, entry := range strings.Split(v, ";") {
+	for entry := range strings.SplitSeq(v, ";") {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
 			continue
@@ -462,7 +462,7 @@ func (r *reader) limits(name string) map[string]model.Limit {
 			continue
 		}
 		var l model.Limit
-		for _, kv := range strings.Split(spec, ",") {
+		for kv := range strings.SplitSeq(spec, ",") {
 			k, val, _ := strings.Cut(strings.TrimSpace(kv), ":")
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 0 {

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -14,9 +15,7 @@ func TestLoadHooksFairShareMetrics(t *testing.T) {
 	t.Parallel()
 	base := func(extra map[string]string) map[string]string {
 		m := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x"}
-		for k, v := range extra {
-			m[k] = v
-		}
+		maps.Copy(m, extra)
 		return m
 	}
 	c, err := config.Load(env(base(nil)))

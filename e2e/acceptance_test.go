@@ -85,15 +85,13 @@ func TestAcceptance(t *testing.T) {
 			var mu sync.Mutex
 			for _, u := range users {
 				for _, f := range fixtures {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
+					wg.Go(func() {
 						l := s.launchBatch(u.user, roots[u.user.String()+f], f, fixtureRows(f, 2))
 						mu.Lock()
 						u.batches[f] = l
 						mu.Unlock()
 						s.insertWebhooks(l.TaskIDs)
-					}()
+					})
 				}
 			}
 			wg.Wait()

@@ -25,7 +25,7 @@ func vmRSS(t *testing.T, pid int) int {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	require.NoError(t, err)
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
 			require.NoError(t, err)
@@ -64,7 +64,7 @@ func TestDrillSlowAndMaliciousClients(t *testing.T) {
 				return
 			case <-tick.C:
 				if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-					for _, line := range strings.Split(string(b), "\n") {
+					for line := range strings.SplitSeq(string(b), "\n") {
 						if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 							n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
 							if int64(n) > peak.Load() {
@@ -130,9 +130,7 @@ func TestDrillSlowAndMaliciousClients(t *testing.T) {
 	var slow sync.WaitGroup
 	var slowOpened atomic.Int64
 	for range slowConns {
-		slow.Add(1)
-		go func() {
-			defer slow.Done()
+		slow.Go(func() {
 			c, err := net.DialTimeout("tcp", s.svcAddr, 2*time.Second)
 			if err != nil {
 				return
@@ -150,30 +148,36 @@ func TestDrillSlowAndMaliciousClients(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 
 	// 3. 1,000 concurrent requests with bad tokens.
 	forged := []string{
 		"not-a-jwt",
-		jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": u.String(), "role": "authenticated", "aud": "authenticated",
-			"iss": s.restURL + "/auth/v1", "exp": time.Now().Add(time.Hour).Unix()}).Raw, // unsigned
+		jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+			"sub": u.String(), "role": "authenticated", "aud": "authenticated",
+			"iss": s.restURL + "/auth/v1", "exp": time.Now().Add(time.Hour).Unix(),
+		}).Raw, // unsigned
 	}
-	wrongKey, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": u.String(), "role": "authenticated", "aud": "authenticated",
-		"iss": s.restURL + "/auth/v1", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte("wrong-secret"))
-	expired := s.sign(jwt.MapClaims{"sub": u.String(), "role": "authenticated", "aud": "authenticated", "iss": s.restURL + "/auth/v1",
-		"exp": time.Now().Add(-time.Hour).Unix()})
-	badAud := s.sign(jwt.MapClaims{"sub": u.String(), "role": "authenticated", "aud": "other", "iss": s.restURL + "/auth/v1",
-		"exp": time.Now().Add(time.Hour).Unix()})
+	wrongKey, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": u.String(), "role": "authenticated", "aud": "authenticated",
+		"iss": s.restURL + "/auth/v1", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte("wrong-secret"))
+	expired := s.sign(jwt.MapClaims{
+		"sub": u.String(), "role": "authenticated", "aud": "authenticated", "iss": s.restURL + "/auth/v1",
+		"exp": time.Now().Add(-time.Hour).Unix(),
+	})
+	badAud := s.sign(jwt.MapClaims{
+		"sub": u.String(), "role": "authenticated", "aud": "other", "iss": s.restURL + "/auth/v1",
+		"exp": time.Now().Add(time.Hour).Unix(),
+	})
 	forged = append(forged, wrongKey, expired, badAud)
 	bad := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
 	var codes sync.Map
 	var storm sync.WaitGroup
 	stormStart := time.Now()
 	for i := range 1000 {
-		storm.Add(1)
-		go func() {
-			defer storm.Done()
+		storm.Go(func() {
 			req, _ := http.NewRequest(http.MethodGet, s.svcURL()+"/api/v1/batches/"+uuid.NewString(), nil)
 			req.Header.Set("Authorization", "Bearer "+forged[i%len(forged)])
 			resp, err := bad.Do(req)
@@ -185,7 +189,7 @@ func TestDrillSlowAndMaliciousClients(t *testing.T) {
 			}
 			v, _ := codes.LoadOrStore(code, new(atomic.Int64))
 			v.(*atomic.Int64).Add(1)
-		}()
+		})
 	}
 	storm.Wait()
 	stormTook := time.Since(stormStart)

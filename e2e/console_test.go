@@ -467,7 +467,7 @@ func TestConsoleDevSignIn(t *testing.T) {
 			require.FailNowf(t, "orchable dev exited", "%v\n%s", dev.err, b)
 		}
 		b, _ := os.ReadFile(dev.log)
-		for _, line := range strings.Split(string(b), "\n") {
+		for line := range strings.SplitSeq(string(b), "\n") {
 			if rest, ok := strings.CutPrefix(line, "console   "); ok {
 				consoleURL, _, _ = strings.Cut(rest, " ")
 			}

@@ -149,7 +149,7 @@ func TestDrillWebhookStorm(t *testing.T) {
 	_, root := s.importBundle(u, fixtureDir("orc-09-code-review"))
 	l := s.launchBatch(u, root, "webhook storm", fixtureRows("storm", rows))
 	seed := drillSeed(t)
-	rng := rand.New(rand.NewPCG(seed, 7))        //nolint:gosec // drill randomness
+	rng := rand.New(rand.NewPCG(seed, 7))        // drill randomness
 	firstRows := map[uuid.UUID]json.RawMessage{} // the INSERT record, replayed later
 	var sent, non202 atomic.Int64
 	sendAll := func(bodies [][]byte) {
@@ -157,9 +157,7 @@ func TestDrillWebhookStorm(t *testing.T) {
 		ch := make(chan []byte)
 		var wg sync.WaitGroup
 		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for b := range ch {
 					code, err := s.webhook(b)
 					sent.Add(1)
@@ -167,7 +165,7 @@ func TestDrillWebhookStorm(t *testing.T) {
 						non202.Add(1)
 					}
 				}
-			}()
+			})
 		}
 		for _, b := range bodies {
 			ch <- b
@@ -246,14 +244,17 @@ func TestDrillModelFaults(t *testing.T) {
 		switch m[1] {
 		case "rate_limit":
 			if n <= 3 {
-				return geminitest.Reply{Kind: geminitest.ReplyError, Status: 429, StatusText: "RESOURCE_EXHAUSTED",
+				return geminitest.Reply{
+					Kind: geminitest.ReplyError, Status: 429, StatusText: "RESOURCE_EXHAUSTED",
 					Message: "You exceeded your current quota, please check your plan and billing details.",
 					Details: []map[string]any{
 						{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []map[string]any{{
 							"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-							"quotaId":     "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}}},
+							"quotaId":     "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+						}}},
 						{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"},
-					}}, true
+					},
+				}, true
 			}
 		case "unavailable":
 			if n <= 2 {

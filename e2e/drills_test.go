@@ -102,7 +102,7 @@ func TestDrillKill9(t *testing.T) {
 	start := time.Now()
 	l := s.launchBatch(u, root, "kill -9", fixtureRows("kill", rows))
 	seed := drillSeed(t)
-	rng := rand.New(rand.NewPCG(seed, 9)) //nolint:gosec // drill randomness
+	rng := rand.New(rand.NewPCG(seed, 9)) // drill randomness
 	var killedInFlight []int
 	for i := range kills {
 		// A deliberate pause (timer, not a condition wait) picks a random
@@ -136,7 +136,7 @@ func TestDrillKill9(t *testing.T) {
 // run, else the clock. It is logged, so a failure can be replayed.
 func drillSeed(t *testing.T) uint64 {
 	t.Helper()
-	seed := uint64(time.Now().UnixNano()) //nolint:gosec // a clock reading as a seed
+	seed := uint64(time.Now().UnixNano()) // a clock reading as a seed
 	if v := os.Getenv("ORCHABLE_DRILL_SEED"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {

@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -311,9 +313,7 @@ func newStack(t *testing.T, opts stackOpts) *stack {
 		// The names a project with new keys uses.
 		env["SUPABASE_ANON_KEY"], env["SUPABASE_PUBLISHABLE_KEY"] = "", s.anonKey
 	}
-	for k, v := range opts.Env {
-		env[k] = v
-	}
+	maps.Copy(env, opts.Env)
 	for k, v := range env {
 		if v != "" {
 			s.svcEnv = append(s.svcEnv, k+"="+v)
@@ -334,7 +334,7 @@ func replaceDB(raw, name string) (string, error) {
 	if strings.HasPrefix(host, "/") {
 		host = "127.0.0.1"
 	}
-	return fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", cfg.User, net.JoinHostPort(host, fmt.Sprint(cfg.Port)), name), nil
+	return fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", cfg.User, net.JoinHostPort(host, strconv.FormatUint(uint64(cfg.Port), 10)), name), nil
 }
 
 func runCmd(binary string, args, env []string) (string, error) {

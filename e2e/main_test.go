@@ -41,15 +41,13 @@ func run(m *testing.M) int {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(builds))
 	for out, pkg := range builds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			cmd := exec.Command("go", "build", "-o", out, pkg)
 			cmd.Dir = ".."
 			if b, err := cmd.CombinedOutput(); err != nil {
 				errs <- fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -138,7 +138,7 @@ func startPgBouncer(t *testing.T, s *stack, binary string) (string, string) {
 	dir, err := os.MkdirTemp("", "orchable-pgbouncer-")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	require.NoError(t, os.Chmod(dir, 0o755)) //nolint:gosec // readable by the unprivileged PgBouncer
+	require.NoError(t, os.Chmod(dir, 0o755)) // readable by the unprivileged PgBouncer
 	addr := freeAddr(t)
 	port := addr[strings.LastIndex(addr, ":")+1:]
 	ini := fmt.Sprintf(`[databases]

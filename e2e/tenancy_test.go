@@ -68,12 +68,15 @@ func TestAttackSweeperCrossTenant(t *testing.T) {
 	before := snapshot()
 
 	// B: a feeder named like A's stage, feeding B's global merge with B's hook.
-	tpl(b, pb+"-merge", "merge", map[string]any{"cardinality": "N:1", "batch_grouping": "global",
-		"post_process": map[string]any{"enabled": true, "webhook_url": collector.URL + "/collect", "output_handling": "merge"}}, []string{})
+	tpl(b, pb+"-merge", "merge", map[string]any{
+		"cardinality": "N:1", "batch_grouping": "global",
+		"post_process": map[string]any{"enabled": true, "webhook_url": collector.URL + "/collect", "output_handling": "merge"},
+	}, []string{})
 	tpl(b, pb+"-mapper", "mapper", map[string]any{"cardinality": "1:1"}, []string{pb + "-merge"})
 	code, body := s.rest(s.userJWT(b), http.MethodPost, "/rest/v1/ai_tasks", map[string]any{
 		"status": "completed", "stage_key": "mapper", "prompt_template_id": pb + "-mapper", "launch_id": la.LaunchID,
-		"output_data": map[string]any{"decoy": true}, "completed_at": "2999-01-01T00:00:00Z"})
+		"output_data": map[string]any{"decoy": true}, "completed_at": "2999-01-01T00:00:00Z",
+	})
 	require.Equal(t, http.StatusCreated, code, "%s", body)
 	req, err := http.NewRequest(http.MethodPost, s.restURL+"/rest/v1/ai_tasks", strings.NewReader(`{"status": "processing", "stage_key": "mapper",
 		"prompt_template_id": "`+pb+`-mapper", "launch_id": "`+la.LaunchID.String()+`", "locked_until": "2000-01-01T00:00:00Z",

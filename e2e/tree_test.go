@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -93,7 +94,7 @@ func jsonPath(doc any, path string) any {
 		}
 	}
 	cur := doc
-	for _, seg := range strings.Split(path, ".") {
+	for seg := range strings.SplitSeq(path, ".") {
 		switch v := cur.(type) {
 		case map[string]any:
 			cur = v[seg]
@@ -126,13 +127,9 @@ func result(t task) any {
 func objMerge(a any, kv map[string]any) map[string]any {
 	out := map[string]any{}
 	if m, ok := a.(map[string]any); ok {
-		for k, v := range m {
-			out[k] = v
-		}
+		maps.Copy(out, m)
 	}
-	for k, v := range kv {
-		out[k] = v
-	}
+	maps.Copy(out, kv)
 	return out
 }
 

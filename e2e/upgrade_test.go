@@ -38,7 +38,8 @@ func createOriginalSchema(t *testing.T, url string) {
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer func() { _ = conn.Close(ctx) }()
-	for _, q := range []string{migrations.ShimSQL(), string(sql),
+	for _, q := range []string{
+		migrations.ShimSQL(), string(sql),
 		`insert into public.hub_assets (id, name) values ('` + originalHubAsset + `', 'hub')`, `
 with u as (
   insert into auth.users (id, aud, role, email) values (gen_random_uuid(), 'authenticated', 'authenticated', 'legacy@example.test')
@@ -49,7 +50,8 @@ with u as (
 insert into public.ai_tasks (task_type, status, user_id, batch_id, input_data, output_data)
 select 'legacy', s::public.ai_task_status, b.created_by, b.id, '{"topic": "t"}',
        case when s = 'completed' then '{"ok": true}'::jsonb end
-from b, unnest(array['completed', 'running', 'pending', 'failed']) s`} {
+from b, unnest(array['completed', 'running', 'pending', 'failed']) s`,
+	} {
 		_, err := conn.Exec(ctx, q)
 		require.NoError(t, err)
 	}

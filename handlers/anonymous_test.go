@@ -83,8 +83,10 @@ func TestAnonymousSignIns(t *testing.T) {
 
 func anonymousRouter(t *testing.T, allow bool) (*echo.Echo, *fakeDB) {
 	t.Helper()
-	cfg := &rls.Config{SupabaseURL: testSupabaseURL, JWTSecret: testJWTSecret, JWKSDisabled: true,
-		WebhookMode: rls.WebhookModeSharedSecret, WebhookSecret: testWebhookSecret}
+	cfg := &rls.Config{
+		SupabaseURL: testSupabaseURL, JWTSecret: testJWTSecret, JWKSDisabled: true,
+		WebhookMode: rls.WebhookModeSharedSecret, WebhookSecret: testWebhookSecret,
+	}
 	verifier, err := rls.NewVerifier(t.Context(), &rls.Base{}, cfg)
 	require.NoError(t, err)
 	t.Cleanup(verifier.Close)

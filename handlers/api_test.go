@@ -2,7 +2,7 @@ package handlers_test
 
 import (
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -277,7 +277,7 @@ func TestAPIDatabaseErrors(t *testing.T) {
 		{name: "Forbidden", givenErr: supabase.NewError("42501", "permission denied for function pause_batch", "", "", true), expectStatus: 403, expectCode: "forbidden", expectMessage: "permission denied for function pause_batch"},
 		{name: "Unavailable", givenErr: supabase.NewError("08006", "connection failure at 10.0.0.1", "", "", true), expectStatus: 503, expectCode: "unavailable", expectMessage: "the database is unavailable; try again"},
 		{name: "UndefinedFunction", givenErr: supabase.NewError("42883", "function public.pause_batch(uuid) does not exist", "", "", true), expectStatus: 500, expectCode: "internal_error"},
-		{name: "PlainError", givenErr: fmt.Errorf("boom at 10.0.0.1"), expectStatus: 500, expectCode: "internal_error"},
+		{name: "PlainError", givenErr: errors.New("boom at 10.0.0.1"), expectStatus: 500, expectCode: "internal_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -244,9 +245,7 @@ func (r *response) requireError(t testing.TB, status int, code string) {
 func (b *testBundle) do(t testing.TB, method, path string, header http.Header, body io.Reader) *response {
 	t.Helper()
 	req := httptest.NewRequestWithContext(t.Context(), method, path, body)
-	for k, v := range header {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, header)
 	rec := httptest.NewRecorder()
 	b.e.ServeHTTP(rec, req)
 	return &response{Status: rec.Code, Header: rec.Header(), Body: rec.Body.Bytes()}

@@ -67,7 +67,7 @@ func (b *boundedLabel) value(v string) string {
 		return "none"
 	}
 	if len(v) > maxLabelLen || strings.IndexFunc(v, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.' || r == ':' || r == '/')
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '_' && r != '-' && r != '.' && r != ':' && r != '/'
 	}) >= 0 {
 		return "other"
 	}

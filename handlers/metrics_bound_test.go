@@ -102,7 +102,7 @@ func TestDrillStageKeys(t *testing.T) {
 		rec := get(e, "")
 		scrape = time.Since(start)
 		body, _ := io.ReadAll(rec.Body)
-		for _, line := range strings.Split(string(body), "\n") {
+		for line := range strings.SplitSeq(string(body), "\n") {
 			if strings.HasPrefix(line, "orchable_") {
 				series++
 			}
@@ -127,10 +127,10 @@ func memNow() (rssKB, heapKB int64) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	heapKB = int64(ms.HeapAlloc >> 10) //nolint:gosec // small
+	heapKB = int64(ms.HeapAlloc >> 10) // small
 	data, err := os.ReadFile("/proc/self/status")
 	if err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
+		for line := range strings.SplitSeq(string(data), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 				rssKB, _ = strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			}

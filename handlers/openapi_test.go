@@ -70,7 +70,7 @@ func TestOpenAPIRefsResolve(t *testing.T) {
 			if ref, ok := x["$ref"].(string); ok {
 				require.True(t, strings.HasPrefix(ref, "#/"), "non-local $ref %s", ref)
 				var cur any = doc
-				for _, part := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+				for part := range strings.SplitSeq(strings.TrimPrefix(ref, "#/"), "/") {
 					m, isMap := cur.(map[string]any)
 					require.True(t, isMap, "$ref %s does not resolve", ref)
 					cur, ok = m[part]

@@ -37,9 +37,7 @@ func TestBatchCountersUnderConcurrency(t *testing.T) {
 	errs := make(chan error, writers)
 	start := time.Now()
 	for range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range work {
 				status := "completed"
 				if i%10 == 0 {
@@ -63,7 +61,7 @@ func TestBatchCountersUnderConcurrency(t *testing.T) {
 					}
 				}
 			}
-		}()
+		})
 	}
 	for i := range ids {
 		work <- i

@@ -91,7 +91,7 @@ func dollarTag(s string) (string, bool) {
 		if ch == '$' {
 			return s[:j+1], true
 		}
-		if !(ch == '_' || ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || j > 1 && ch >= '0' && ch <= '9') {
+		if ch != '_' && (ch < 'a' || ch > 'z') && (ch < 'A' || ch > 'Z') && (j <= 1 || ch < '0' || ch > '9') {
 			return "", false
 		}
 	}
@@ -99,7 +99,7 @@ func dollarTag(s string) (string, bool) {
 }
 
 func onlyComments(s string) bool {
-	for _, line := range strings.Split(s, "\n") {
+	for line := range strings.SplitSeq(s, "\n") {
 		l := strings.TrimSpace(line)
 		if l != "" && !strings.HasPrefix(l, "--") {
 			return false

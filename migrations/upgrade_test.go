@@ -20,8 +20,10 @@ import (
 var originalSchemaSQL string
 
 // sharedTables are the tables orchable shares with the original.
-var sharedTables = []string{"ai_tasks", "task_batches", "prompt_templates", "custom_components",
-	"lab_orchestrator_configs", "user_api_keys", "api_key_health", "api_key_usage_log"}
+var sharedTables = []string{
+	"ai_tasks", "task_batches", "prompt_templates", "custom_components",
+	"lab_orchestrator_configs", "user_api_keys", "api_key_health", "api_key_usage_log",
+}
 
 // upgradeSeed is what the original database holds before the upgrade.
 type upgradeSeed struct {
@@ -45,8 +47,10 @@ type upgradeSeed struct {
 func seedOriginal(ctx context.Context, t *testing.T, db *pgxpool.Pool, oldEnum bool) upgradeSeed {
 	t.Helper()
 	s := upgradeSeed{owner: dbtest.CreateUser(ctx, t, db), other: dbtest.CreateUser(ctx, t, db)}
-	for _, p := range []*uuid.UUID{&s.split, &s.approval, &s.misc, &s.splitRoot, &s.freshRoot, &s.failed, &s.running,
-		&s.pending, &s.processing, &s.awaiting, &s.awaitingChild, &s.approved, &s.generated, &s.orphan} {
+	for _, p := range []*uuid.UUID{
+		&s.split, &s.approval, &s.misc, &s.splitRoot, &s.freshRoot, &s.failed, &s.running,
+		&s.pending, &s.processing, &s.awaiting, &s.awaitingChild, &s.approved, &s.generated, &s.orphan,
+	} {
 		*p = uuid.New()
 	}
 	exec := func(sql string, args ...any) {
@@ -264,8 +268,10 @@ func testUpgrade(t *testing.T, oldEnum, push bool) {
 		require.NoError(t, db.QueryRow(ctx, `select status::text from public.ai_tasks where id = $1`, id).Scan(&st))
 		return st
 	}
-	for id, want := range map[uuid.UUID]string{s.running: "plan", s.pending: "plan", s.processing: "plan", s.freshRoot: "plan",
-		s.failed: "failed", s.awaiting: "generated", s.approved: "completed"} {
+	for id, want := range map[uuid.UUID]string{
+		s.running: "plan", s.pending: "plan", s.processing: "plan", s.freshRoot: "plan",
+		s.failed: "failed", s.awaiting: "generated", s.approved: "completed",
+	} {
 		require.Equal(t, want, status(id), "task %s", id)
 	}
 
@@ -290,8 +296,10 @@ func testUpgrade(t *testing.T, oldEnum, push bool) {
 	require.NoError(t, err)
 	labels, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"plan", "pending", "running", "processing", "awaiting_approval", "approved",
-		"completed", "generated", "failed", "cancelled", "skipped"}, labels)
+	require.ElementsMatch(t, []string{
+		"plan", "pending", "running", "processing", "awaiting_approval", "approved",
+		"completed", "generated", "failed", "cancelled", "skipped",
+	}, labels)
 	// The original's own views over ai_tasks survive (recreated when the
 	// enum was rebuilt).
 	var views int

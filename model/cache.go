@@ -267,8 +267,10 @@ func (c *Client) CacheCounts() CacheCounts {
 	if m == nil {
 		return CacheCounts{}
 	}
-	return CacheCounts{Created: m.counts.created.Load(), Deleted: m.counts.deleted.Load(), Renewed: m.counts.renewed.Load(),
-		Reused: m.counts.reused.Load(), Failed: m.counts.failed.Load()}
+	return CacheCounts{
+		Created: m.counts.created.Load(), Deleted: m.counts.deleted.Load(), Renewed: m.counts.renewed.Load(),
+		Reused: m.counts.reused.Load(), Failed: m.counts.failed.Load(),
+	}
 }
 
 // DeleteCache deletes the owner's cached content name of a Google project

@@ -36,7 +36,7 @@ const table = "public.user_api_keys"
 var aadV1 = []byte("orchable/user_api_keys.api_key_encrypted") //nolint:gochecknoglobals // constant bytes
 
 // kidPattern is what a key id may look like (it is embedded in ciphertexts).
-var kidPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`) //nolint:gochecknoglobals // compiled constant
+var kidPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`) // compiled constant
 
 // ErrDecrypt is returned when a ciphertext cannot be decrypted: unknown key
 // id, authentication failure (wrong KEK, corrupted value, or a value that

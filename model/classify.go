@@ -49,8 +49,7 @@ func (c *classifier) classify(parent context.Context, err error, model string, n
 	if parent.Err() != nil {
 		return fmt.Errorf("model call cancelled: %w", context.Cause(parent))
 	}
-	var apiErr genai.APIError
-	if errors.As(err, &apiErr) {
+	if apiErr, ok := errors.AsType[genai.APIError](err); ok {
 		return c.fromAPIError(apiErr, model, now)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {

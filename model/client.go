@@ -104,8 +104,7 @@ func (c *Client) Generate(ctx context.Context, req Request) (Response, error) {
 // unavailable (503, 500), not found or retired (404), the model's quota
 // exhausted for the project (429) or no key free for it until later.
 func ModelFault(err error) bool {
-	var nk *NoKeyError
-	if errors.As(err, &nk) {
+	if nk, ok := errors.AsType[*NoKeyError](err); ok {
 		return !nk.Until.IsZero()
 	}
 	var me *Error
@@ -116,7 +115,7 @@ func ModelFault(err error) bool {
 	case KindModelNotFound, KindRateLimited, KindQuotaExhausted:
 		return true
 	case KindServer:
-		return me.StatusCode == 503 || me.StatusCode == 500 || me.StatusCode == 529
+		return me.StatusCode == http.StatusServiceUnavailable || me.StatusCode == http.StatusInternalServerError || me.StatusCode == 529
 	default:
 		return false
 	}
@@ -234,21 +233,21 @@ func (c *Client) generateConfig(req Request) (*genai.GenerateContentConfig, erro
 	g := req.Settings.Generation
 	out := &genai.GenerateContentConfig{}
 	if g.Temperature != nil {
-		out.Temperature = genai.Ptr(float32(*g.Temperature))
+		out.Temperature = new(float32(*g.Temperature))
 	}
 	if g.TopP != nil {
-		out.TopP = genai.Ptr(float32(*g.TopP))
+		out.TopP = new(float32(*g.TopP))
 	}
 	if g.TopK != nil {
-		out.TopK = genai.Ptr(float32(*g.TopK))
+		out.TopK = new(float32(*g.TopK))
 	}
 	if g.MaxOutputTokens > 0 {
-		out.MaxOutputTokens = int32(min(g.MaxOutputTokens, 1<<30)) //nolint:gosec // bounded above
+		out.MaxOutputTokens = int32(min(g.MaxOutputTokens, 1<<30)) // bounded above
 	}
 	if t := g.Thinking; t != nil {
 		tc := &genai.ThinkingConfig{IncludeThoughts: t.IncludeThoughts, ThinkingLevel: genai.ThinkingLevel(t.Level)}
 		if t.Budget != nil {
-			tc.ThinkingBudget = genai.Ptr(int32(*t.Budget)) //nolint:gosec // budgets are small
+			tc.ThinkingBudget = new(int32(*t.Budget)) //nolint:gosec // budgets are small
 		}
 		out.ThinkingConfig = tc
 	}

@@ -3,7 +3,6 @@ package model
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -331,7 +330,7 @@ func TestClientNoKeys(t *testing.T) {
 	require.ErrorAs(t, err, &me)
 	require.Equal(t, KindNoKey, me.Kind)
 	require.Equal(t, RetryNever, me.Retry)
-	require.False(t, errors.Is(err, ErrNoKeyAvailable))
+	require.NotErrorIs(t, err, ErrNoKeyAvailable)
 }
 
 func TestClientCancelled(t *testing.T) {
@@ -342,7 +341,7 @@ func TestClientCancelled(t *testing.T) {
 	_, err := b.client.Generate(ctx, b.request("hello", ""))
 	require.ErrorIs(t, err, context.Canceled)
 	var me *Error
-	require.False(t, errors.As(err, &me))
+	require.NotErrorAs(t, err, &me)
 }
 
 func TestOperatorKeys(t *testing.T) {

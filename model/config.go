@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -158,7 +157,7 @@ func (c *Config) WithDefaults() *Config {
 	}
 	out.Cache.TTL = cmp.Or(out.Cache.TTL, DefaultCacheTTL)
 	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		out.Logger = slog.New(slog.DiscardHandler)
 	}
 	if out.Clock == nil {
 		out.Clock = SystemClock{}

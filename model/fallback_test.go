@@ -55,8 +55,10 @@ func TestClientFallbackChain(t *testing.T) {
 
 	t.Run("OverloadedFallsBack", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, &bundleOpts{keys: [][2]string{{"AIza-key-one", "proj-a"}},
-			server: geminitest.Config{UnavailableModels: []string{"gemini-first"}}})
+		b := setup(t, &bundleOpts{
+			keys:   [][2]string{{"AIza-key-one", "proj-a"}},
+			server: geminitest.Config{UnavailableModels: []string{"gemini-first"}},
+		})
 		resp, err := b.client.Generate(ctx, chain(b, "Write a quiz."))
 		require.NoError(t, err)
 		require.Equal(t, "gemini-second", resp.Model)
@@ -72,8 +74,10 @@ func TestClientFallbackChain(t *testing.T) {
 
 	t.Run("QuotaExhaustedAndRetiredFallBack", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, &bundleOpts{keys: [][2]string{{"AIza-key-one", "proj-a"}, {"AIza-key-two", "proj-b"}},
-			server: geminitest.Config{ExhaustedModels: []string{"gemini-first"}, RetiredModels: []string{"gemini-second"}}})
+		b := setup(t, &bundleOpts{
+			keys:   [][2]string{{"AIza-key-one", "proj-a"}, {"AIza-key-two", "proj-b"}},
+			server: geminitest.Config{ExhaustedModels: []string{"gemini-first"}, RetiredModels: []string{"gemini-second"}},
+		})
 		resp, err := b.client.Generate(ctx, chain(b, "Write a quiz."))
 		require.NoError(t, err)
 		require.Equal(t, "gemini-third", resp.Model)
@@ -110,8 +114,10 @@ func TestClientFallbackChain(t *testing.T) {
 
 	t.Run("LastModelsErrorIsReturned", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, &bundleOpts{keys: [][2]string{{"AIza-key-one", "proj-a"}},
-			server: geminitest.Config{UnavailableModels: []string{"gemini-first", "gemini-second", "gemini-third"}}})
+		b := setup(t, &bundleOpts{
+			keys:   [][2]string{{"AIza-key-one", "proj-a"}},
+			server: geminitest.Config{UnavailableModels: []string{"gemini-first", "gemini-second", "gemini-third"}},
+		})
 		_, err := b.client.Generate(ctx, chain(b, "Write a quiz."))
 		var me *Error
 		require.ErrorAs(t, err, &me)

@@ -27,6 +27,7 @@ type memStore struct {
 
 type memKey struct {
 	StoredKey
+
 	active       bool
 	reason       string
 	failures     int

@@ -26,9 +26,12 @@ func TestKeyPoolScenario(t *testing.T) {
 		rpdC     = 35
 	)
 	keys := [][2]string{
-		{"AIza-a1", "proj-a"}, {"AIza-a2", "proj-a"},
-		{"AIza-b1", "proj-b"}, {"AIza-b2", "proj-b"},
-		{"AIza-c1", "proj-c"}, {"AIza-c2", "proj-c"},
+		{"AIza-a1", "proj-a"},
+		{"AIza-a2", "proj-a"},
+		{"AIza-b1", "proj-b"},
+		{"AIza-b2", "proj-b"},
+		{"AIza-c1", "proj-c"},
+		{"AIza-c2", "proj-c"},
 	}
 	b := setup(t, &bundleOpts{
 		server: geminitest.Config{

@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -168,7 +169,7 @@ type UnreadableKey struct {
 func EncryptStoredKeys(ctx context.Context, db TxBeginner, c *Cipher) (EncryptResult, error) {
 	var res EncryptResult
 	if c.ActiveKID() == "" {
-		return res, fmt.Errorf("cannot encrypt API keys: no KEK configured")
+		return res, errors.New("cannot encrypt API keys: no KEK configured")
 	}
 	tx, err := db.Begin(ctx)
 	if err != nil {
@@ -181,6 +182,7 @@ func EncryptStoredKeys(ctx context.Context, db TxBeginner, c *Cipher) (EncryptRe
 	}
 	type row struct {
 		KeyRow
+
 		stored string
 	}
 	var todo []row

@@ -36,10 +36,14 @@ func TestParsePrices(t *testing.T) {
 		expectErrorHas string
 	}{
 		{name: "EmptyKeepsDefaults", given: "", expectModel: "gemini-3.5-flash", expectPrice: DefaultPrices()["gemini-3.5-flash"]},
-		{name: "OverrideFillsThinkingAndCached", given: `{"my-model":{"input":2,"output":8}}`, expectModel: "my-model",
-			expectPrice: Price{Input: 2, CachedInput: 2, Output: 8, Thinking: 8}},
-		{name: "AllFields", given: `{"gemini-2.5-flash":{"input":1,"cached_input":0.1,"output":3,"thinking":4,"cache_storage_hour":1}}`,
-			expectModel: "gemini-2.5-flash", expectPrice: Price{Input: 1, CachedInput: 0.1, Output: 3, Thinking: 4, CacheStorageHour: 1}},
+		{
+			name: "OverrideFillsThinkingAndCached", given: `{"my-model":{"input":2,"output":8}}`, expectModel: "my-model",
+			expectPrice: Price{Input: 2, CachedInput: 2, Output: 8, Thinking: 8},
+		},
+		{
+			name: "AllFields", given: `{"gemini-2.5-flash":{"input":1,"cached_input":0.1,"output":3,"thinking":4,"cache_storage_hour":1}}`,
+			expectModel: "gemini-2.5-flash", expectPrice: Price{Input: 1, CachedInput: 0.1, Output: 3, Thinking: 4, CacheStorageHour: 1},
+		},
 		{name: "Negative", given: `{"m":{"input":-1}}`, expectErrorHas: "non-negative"},
 		{name: "UnknownField", given: `{"m":{"inputs":1}}`, expectErrorHas: "unknown field"},
 		{name: "NotJSON", given: `m=1`, expectErrorHas: "JSON"},

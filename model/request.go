@@ -3,6 +3,7 @@ package model
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -164,7 +165,7 @@ func ResolveSettings(templateSettings, taskOverride json.RawMessage, defaultMode
 		}
 	}
 	if s.Model == "" {
-		return Settings{}, fmt.Errorf("no model id: set model_id in the stage's ai settings or configure a default model")
+		return Settings{}, errors.New("no model id: set model_id in the stage's ai settings or configure a default model")
 	}
 	return s, nil
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/orchable/orchable/model/geminitest"
 )
 
-func ptr[T any](v T) *T { return &v }
+//go:fix inline
+func ptr[T any](v T) *T { return new(v) }
 
 func TestResolveSettings(t *testing.T) {
 	t.Parallel()
@@ -30,28 +31,28 @@ func TestResolveSettings(t *testing.T) {
 			name:          "DesignerShape",
 			givenTemplate: `{"model_id":"gemini-3.5-flash","generate_content_api":"generateContent","generationConfig":{"temperature":0.1,"topP":0.95,"topK":40,"maxOutputTokens":2048,"responseMimeType":"application/json"}}`,
 			expect: Settings{Model: "gemini-3.5-flash", Generation: GenerationConfig{
-				Temperature: ptr(0.1), TopP: ptr(0.95), TopK: ptr(40.0), MaxOutputTokens: 2048,
+				Temperature: new(0.1), TopP: new(0.95), TopK: new(40.0), MaxOutputTokens: 2048,
 			}},
 		},
 		{
 			name:          "LegacyFlatShape",
 			givenTemplate: `{"model":"gemini-2.0-flash","temperature":0.7,"top_p":0.9,"max_output_tokens":"1024","system_instruction":"Be terse."}`,
 			expect: Settings{Model: "gemini-2.0-flash", SystemInstruction: "Be terse.", Generation: GenerationConfig{
-				Temperature: ptr(0.7), TopP: ptr(0.9), MaxOutputTokens: 1024,
+				Temperature: new(0.7), TopP: new(0.9), MaxOutputTokens: 1024,
 			}},
 		},
 		{
 			name:          "TaskOverrideWins",
 			givenTemplate: `{"model_id":"gemini-a","generationConfig":{"temperature":0.1,"maxOutputTokens":100}}`,
 			givenOverride: `{"model":"gemini-b","generationConfig":{"temperature":0.9}}`,
-			expect:        Settings{Model: "gemini-b", Generation: GenerationConfig{Temperature: ptr(0.9), MaxOutputTokens: 100}},
+			expect:        Settings{Model: "gemini-b", Generation: GenerationConfig{Temperature: new(0.9), MaxOutputTokens: 100}},
 		},
 		{
 			name:          "ThinkingConfigNestedAndFlat",
 			givenTemplate: `{"model_id":"m","generationConfig":{"thinkingConfig":{"includeThoughts":false,"thinkingBudget":-1}}}`,
 			givenOverride: `{"generationConfig":{"thinkingLevel":"LOW"}}`,
 			expect: Settings{Model: "m", Generation: GenerationConfig{
-				Thinking: &ThinkingConfig{Budget: ptr(-1), Level: "LOW"},
+				Thinking: &ThinkingConfig{Budget: new(-1), Level: "LOW"},
 			}},
 		},
 		{

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -154,9 +155,9 @@ func toValidatorValue(v any) any {
 	case float64:
 		return json.Number(fmt.Sprint(x))
 	case int64:
-		return json.Number(fmt.Sprint(x))
+		return json.Number(strconv.FormatInt(x, 10))
 	case int:
-		return json.Number(fmt.Sprint(x))
+		return json.Number(strconv.Itoa(x))
 	default:
 		return v
 	}
@@ -165,8 +166,7 @@ func toValidatorValue(v any) any {
 // describeValidation turns a validator error into a short, precise message
 // for error_message and for feeding back into a regeneration prompt.
 func describeValidation(err error) string {
-	var ve *jsonschema.ValidationError
-	if errors.As(err, &ve) {
+	if ve, ok := errors.AsType[*jsonschema.ValidationError](err); ok {
 		msg := ve.Error()
 		// The first line names the schema URL; the rest lists the violations.
 		if i := strings.IndexByte(msg, '\n'); i >= 0 {

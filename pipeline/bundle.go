@@ -23,8 +23,8 @@ import (
 const BundleFile = "orchestration.json"
 
 var (
-	stageKeyPattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)      //nolint:gochecknoglobals // compiled once, read-only
-	stepIDPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`) //nolint:gochecknoglobals // compiled once, read-only
+	stageKeyPattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)      // compiled once, read-only
+	stepIDPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`) // compiled once, read-only
 )
 
 // Bundle is a parsed and validated orchestration bundle.

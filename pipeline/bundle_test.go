@@ -2,7 +2,6 @@ package pipeline_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -335,7 +334,7 @@ func TestLoadBundleFromDisk(t *testing.T) {
 
 	_, err = pipeline.LoadBundle(filepath.Join("testdata", "bundles", "does-not-exist"))
 	require.Error(t, err)
-	require.False(t, errors.As(err, &be))
+	require.NotErrorAs(t, err, &be)
 }
 
 func TestParseBundleReturnAlongWithAndContract(t *testing.T) {

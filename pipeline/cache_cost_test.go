@@ -49,9 +49,12 @@ func TestSharedDocumentBatchCost(t *testing.T) {
 		t.Cleanup(srv.Close)
 		tr := &http.Transport{MaxIdleConnsPerHost: 16}
 		t.Cleanup(tr.CloseIdleConnections)
-		mcfg := &model.Config{BaseURL: srv.URL, HTTPClient: &http.Client{Transport: tr}, DefaultModel: "gemini-2.5-flash",
+		mcfg := &model.Config{
+			BaseURL: srv.URL, HTTPClient: &http.Client{Transport: tr}, DefaultModel: "gemini-2.5-flash",
 			Pool: model.PoolConfig{OperatorKeys: []model.OperatorKey{
-				{Name: "a", Project: "proj-a", APIKey: "AIza-a"}, {Name: "b", Project: "proj-b", APIKey: "AIza-b"}}}}
+				{Name: "a", Project: "proj-a", APIKey: "AIza-a"}, {Name: "b", Project: "proj-b", APIKey: "AIza-b"},
+			}},
+		}
 		if explicit {
 			mcfg.Cache = model.CacheConfig{Store: pipeline.NewCacheStore(b.db, claimsIdentity{}), TTL: 15 * time.Minute}
 		}
@@ -115,9 +118,11 @@ func TestSharedDocumentBatchCost(t *testing.T) {
 			storage = float64(cs.Created) * float64(len(doc)/4) / 1e6 * p.CacheStorageHour * 0.25
 		}
 		require.Equal(t, cs.Created, sweep.Deleted)
-		return result{name: name, full: progress.Tokens.Prompt - progress.Tokens.Cached, cached: progress.Tokens.Cached,
+		return result{
+			name: name, full: progress.Tokens.Prompt - progress.Tokens.Cached, cached: progress.Tokens.Cached,
 			candidates: progress.Tokens.Candidates, cost: progress.Cost, storage: storage,
-			created: cs.Created, deleted: cs.Deleted, live: cs.Live, remaining: remaining, wall: wall}
+			created: cs.Created, deleted: cs.Deleted, live: cs.Live, remaining: remaining, wall: wall,
+		}
 	}
 
 	var results []result

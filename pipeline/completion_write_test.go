@@ -16,6 +16,7 @@ import (
 // would on a real project) while failures lasts.
 type failingWrites struct {
 	supabase.DB
+
 	failures atomic.Int64
 	writes   atomic.Int64
 }

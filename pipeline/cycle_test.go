@@ -2,7 +2,6 @@ package pipeline_test
 
 import (
 	"encoding/json"
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -28,7 +27,7 @@ func TestImportRefusesSuccessorCycle(t *testing.T) {
 	}}
 	_, err := loop.Plan(b.user)
 	var be *pipeline.BundleError
-	require.True(t, errors.As(err, &be), "%v", err)
+	require.ErrorAs(t, err, &be, "%v", err)
 	require.Equal(t, []string{"successor cycle: step_B (draft) → step_C (review) → step_B (draft)"}, be.Problems)
 	t.Logf("import of A → B → C → B: %v", err)
 

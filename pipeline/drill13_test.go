@@ -89,6 +89,7 @@ func (d *loopbackDNS) resolver() *net.Resolver {
 // countingServer counts the requests it gets and remembers the last headers.
 type countingServer struct {
 	*httptest.Server
+
 	hits atomic.Int64
 	mu   sync.Mutex
 	last http.Header

@@ -150,9 +150,11 @@ func EstimateLaunch(ctx context.Context, db supabase.DB, id supabase.Identity, c
 		if minCache >= 0 && shared >= int64(minCache) && tasks > 1 {
 			cached = (tasks - 1) * shared
 		}
-		s := StageEstimate{TemplateID: t.ID, StageKey: deref(t.StageKey), Model: settings.Model, Tasks: n.tasks,
+		s := StageEstimate{
+			TemplateID: t.ID, StageKey: deref(t.StageKey), Model: settings.Model, Tasks: n.tasks,
 			InputTokens: input, CachedTokens: cached, OutputTokens: tasks * perTaskOut,
-			FanOutUnknown: sc.Cardinality == "1:N" || sc.Cardinality == "N:1" || sc.Cardinality == "one_to_many" || sc.Cardinality == "many_to_one"}
+			FanOutUnknown: sc.Cardinality == "1:N" || sc.Cardinality == "N:1" || sc.Cardinality == "one_to_many" || sc.Cardinality == "many_to_one",
+		}
 		usage := model.Usage{PromptTokens: clampInt(input), CachedTokens: clampInt(cached), CandidatesTokens: clampInt(s.OutputTokens)}
 		cost, ok := prices.Cost(settings.Model, usage)
 		usage.CachedTokens = 0

@@ -28,8 +28,10 @@ func TestStageFallsBackToNextModel(t *testing.T) {
 	t.Cleanup(srv.Close)
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	mcfg := &model.Config{BaseURL: srv.URL, HTTPClient: &http.Client{Transport: tr},
-		Pool: model.PoolConfig{OperatorKeys: []model.OperatorKey{{Name: "op", Project: "proj-op", APIKey: "AIza-operator"}}}}
+	mcfg := &model.Config{
+		BaseURL: srv.URL, HTTPClient: &http.Client{Transport: tr},
+		Pool: model.PoolConfig{OperatorKeys: []model.OperatorKey{{Name: "op", Project: "proj-op", APIKey: "AIza-operator"}}},
+	}
 	pool, err := model.NewKeyPool(mcfg, nil, nil)
 	require.NoError(t, err)
 	client, err := model.NewClient(mcfg, pool)

@@ -55,10 +55,24 @@ func TestHookGuardURLs(t *testing.T) {
 	prod, err := newHookGuard(&HookConfig{})
 	require.NoError(t, err)
 	for _, hp := range [][2]string{
-		{"localhost", "80"}, {"LOCALHOST", "80"}, {"localhost.", "443"}, {"foo.localhost", "80"}, {"metadata.google.internal", "80"},
-		{"my-app.internal", "443"}, {"top1.nearest.of.my-app.internal", "80"}, {"my-app.flycast", "80"}, {"printer.local", "80"},
-		{"metadata", "80"}, {"10.1.2.3", "80"}, {"127.0.0.1", "80"}, {"::1", "443"}, {"::ffff:127.0.0.1", "80"}, {"0.0.0.0", "80"},
-		{"example.com", "22"}, {"example.com", "6379"}, {"example.com", "0"},
+		{"localhost", "80"},
+		{"LOCALHOST", "80"},
+		{"localhost.", "443"},
+		{"foo.localhost", "80"},
+		{"metadata.google.internal", "80"},
+		{"my-app.internal", "443"},
+		{"top1.nearest.of.my-app.internal", "80"},
+		{"my-app.flycast", "80"},
+		{"printer.local", "80"},
+		{"metadata", "80"},
+		{"10.1.2.3", "80"},
+		{"127.0.0.1", "80"},
+		{"::1", "443"},
+		{"::ffff:127.0.0.1", "80"},
+		{"0.0.0.0", "80"},
+		{"example.com", "22"},
+		{"example.com", "6379"},
+		{"example.com", "0"},
 	} {
 		require.Error(t, prod.checkURL(hp[0], hp[1]), "%s:%s", hp[0], hp[1])
 	}

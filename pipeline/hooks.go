@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -153,9 +154,7 @@ func (h *hookClient) preProcess(ctx context.Context, spec hookSpec, input json.R
 			obj["_pre_process_failed"] = json.RawMessage("true")
 			return json.Marshal(obj)
 		}
-		for k, v := range add {
-			obj[k] = v
-		}
+		maps.Copy(obj, add)
 		return json.Marshal(obj)
 	}
 }
@@ -312,7 +311,7 @@ func walk(v any, path string) any {
 	if path == "" || path == "." || path == "result" {
 		return v
 	}
-	for _, seg := range strings.Split(path, ".") {
+	for seg := range strings.SplitSeq(path, ".") {
 		m, ok := v.(map[string]any)
 		if !ok {
 			return nil

@@ -60,7 +60,8 @@ func TestMergeConcatenatesMergePath(t *testing.T) {
 			require.Len(t, claimed, len(tt.outputs))
 			for _, c := range claimed {
 				require.NoError(t, b.db.RPC(ctx, id, "complete_task", map[string]any{
-					"p_task_id": c.Task.ID, "p_worker": "mg", "p_output": tt.outputs[c.Task.Sequence], "p_usage": map[string]any{}}, nil))
+					"p_task_id": c.Task.ID, "p_worker": "mg", "p_output": tt.outputs[c.Task.Sequence], "p_usage": map[string]any{},
+				}, nil))
 			}
 			var raw []byte
 			require.NoError(t, b.pool.QueryRow(ctx, "select input_data from public.ai_tasks where batch_id = $1 and stage_key = 'merged'", batch).Scan(&raw))

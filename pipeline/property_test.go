@@ -29,7 +29,7 @@ type flakyModel struct {
 func (m *flakyModel) Generate(ctx context.Context, req model.Request) (model.Response, error) {
 	h := fnv.New64a()
 	_, _ = h.Write(req.TaskID[:])
-	r := rand.New(rand.NewPCG(h.Sum64(), m.seed)) //nolint:gosec // deterministic test randomness
+	r := rand.New(rand.NewPCG(h.Sum64(), m.seed)) // deterministic test randomness
 	if r.Float64() < m.rate {
 		m.inner.calls.Add(1)
 		return model.Response{}, &model.Error{Kind: model.KindBlocked, Retry: model.RetryNever, Message: "random failure"}
@@ -75,7 +75,7 @@ func randomPipeline(r *rand.Rand, prefix string) []stage {
 	if perRow >= 3 && r.IntN(2) == 0 {
 		a, b := r.IntN(perRow-1), perRow-1
 		stages = append(stages, stage{
-			id: fmt.Sprintf("%sj", prefix), key: "join",
+			id: prefix + "j", key: "join",
 			cfg: map[string]any{"cardinality": "1:1", "dependsOn": []string{stages[a].key, stages[b].key}},
 		})
 		stages[a].next = append(stages[a].next, stages[len(stages)-1].id)
@@ -120,7 +120,7 @@ func TestPipelineProperties(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
 			b := setup(t)
-			r := rand.New(rand.NewPCG(seed, 42)) //nolint:gosec // deterministic test randomness
+			r := rand.New(rand.NewPCG(seed, 42)) // deterministic test randomness
 			prefix := fmt.Sprintf("p%d-%s-", seed, uuid.NewString()[:6])
 			stages := randomPipeline(r, prefix)
 			b.templates(ctx, t, b.user, stages...)
@@ -274,7 +274,7 @@ func checkTree(ctx context.Context, t *testing.T, b *bundle, stages []stage, bat
 		}
 		require.True(t, got[k], "missing %s child %s", why, k)
 	}
-	require.Equal(t, len(expect)+roots, len(tasks))
+	require.Len(t, tasks, len(expect)+roots)
 
 	dbtest.FoldCounters(ctx, t, b.pool)
 	var total, completed, failed int

@@ -21,16 +21,26 @@ func TestRenderShared(t *testing.T) {
 		expectPrompt string
 		expectShared string
 	}{
-		{name: "DocumentsFirst", givenTmpl: "Read these.\n%%GLOBAL_CONTEXT%%\nTopic: %%topic%%", givenDocs: docs,
-			expectPrompt: "Read these.\n" + block + "\nTopic: tides", expectShared: "Read these.\n" + block + "\nTopic: "},
-		{name: "DocumentsAfterTaskTextAreMovedFirst", givenTmpl: "Topic: %%topic%%\nUse: %%GLOBAL_CONTEXT%%", givenDocs: docs,
-			expectPrompt: block + "\n\nTopic: tides\nUse: (the documents above)", expectShared: block + "\n\n"},
-		{name: "OneDocumentByNameStaysInPlace", givenTmpl: "Topic: %%topic%% %%GLOBAL_CONTEXT.handbook%%", givenDocs: docs,
-			expectPrompt: "Topic: tides Tides rise twice a day.", expectShared: "Topic: "},
-		{name: "NoDocuments", givenTmpl: "Fixed instructions. Topic: %%topic%%",
-			expectPrompt: "Fixed instructions. Topic: tides", expectShared: "Fixed instructions. Topic: "},
-		{name: "ContentBlanksStayShared", givenTmpl: "Fill {{blank}}. Topic: %%topic%%",
-			expectPrompt: "Fill {{blank}}. Topic: tides", expectShared: "Fill {{blank}}. Topic: "},
+		{
+			name: "DocumentsFirst", givenTmpl: "Read these.\n%%GLOBAL_CONTEXT%%\nTopic: %%topic%%", givenDocs: docs,
+			expectPrompt: "Read these.\n" + block + "\nTopic: tides", expectShared: "Read these.\n" + block + "\nTopic: ",
+		},
+		{
+			name: "DocumentsAfterTaskTextAreMovedFirst", givenTmpl: "Topic: %%topic%%\nUse: %%GLOBAL_CONTEXT%%", givenDocs: docs,
+			expectPrompt: block + "\n\nTopic: tides\nUse: (the documents above)", expectShared: block + "\n\n",
+		},
+		{
+			name: "OneDocumentByNameStaysInPlace", givenTmpl: "Topic: %%topic%% %%GLOBAL_CONTEXT.handbook%%", givenDocs: docs,
+			expectPrompt: "Topic: tides Tides rise twice a day.", expectShared: "Topic: ",
+		},
+		{
+			name: "NoDocuments", givenTmpl: "Fixed instructions. Topic: %%topic%%",
+			expectPrompt: "Fixed instructions. Topic: tides", expectShared: "Fixed instructions. Topic: ",
+		},
+		{
+			name: "ContentBlanksStayShared", givenTmpl: "Fill {{blank}}. Topic: %%topic%%",
+			expectPrompt: "Fill {{blank}}. Topic: tides", expectShared: "Fill {{blank}}. Topic: ",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -254,6 +254,7 @@ func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Resu
 // execution is what executing the stage produced before anything is written.
 type execution struct {
 	Result
+
 	output    json.RawMessage
 	resp      model.Response
 	permanent bool
@@ -444,7 +445,7 @@ func jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return time.Duration(rand.Int64N(int64(d))) //nolint:gosec // jitter needs no cryptographic randomness
+	return time.Duration(rand.Int64N(int64(d))) // jitter needs no cryptographic randomness
 }
 
 // write stores the outcome through the SQL API. The write gets its own

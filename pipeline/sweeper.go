@@ -109,11 +109,9 @@ func (s *Sweeper) Start(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if s.cfg.Listen != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.listen(ctx) }()
+		wg.Go(func() { ; s.listen(ctx) })
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); s.run(ctx) }()
+	wg.Go(func() { ; s.run(ctx) })
 	go func() { wg.Wait(); close(s.done) }()
 	s.Kick()
 }
@@ -288,7 +286,7 @@ func (s *Sweeper) listenOnce(ctx context.Context) error {
 	}
 	// A LISTENing connection must not go back to the pool.
 	pc := conn.Hijack()
-	defer pc.Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing a possibly dead connection
+	defer pc.Close(context.WithoutCancel(ctx)) // closing a possibly dead connection
 	if _, err := pc.Exec(ctx, "listen orchable_wakeup"); err != nil {
 		return err
 	}
@@ -308,7 +306,7 @@ func (s *Sweeper) wake(payload string) {
 		s.Kick()
 		return
 	}
-	for _, p := range strings.Split(payload, ",") {
+	for p := range strings.SplitSeq(payload, ",") {
 		user, err := uuid.Parse(p)
 		if err != nil {
 			s.Kick()

@@ -45,6 +45,7 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 	type plain Claims // no MarshalJSON method, so no recursion
 	out := struct {
 		plain
+
 		Audience any `json:"aud,omitempty"` // shallower than RegisteredClaims.Audience, so it wins
 	}{plain: plain(c)}
 	switch len(c.Audience) {

@@ -1,7 +1,6 @@
 package rls
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -62,7 +61,7 @@ func FuzzParseBearer(f *testing.F) {
 func requireUnauthorized(t *testing.T, err error) {
 	t.Helper()
 	var rerr *Error
-	require.True(t, errors.As(err, &rerr), "want *rls.Error, got %T", err)
+	require.ErrorAs(t, err, &rerr, "want *rls.Error, got %T", err)
 	require.Equal(t, http.StatusUnauthorized, rerr.StatusCode())
 	require.NotEmpty(t, rerr.Message)
 	require.NotEmpty(t, rerr.Header.Get("WWW-Authenticate"))
@@ -101,7 +100,7 @@ func FuzzWebhookSignatureHeader(f *testing.F) {
 		err = w.Verify(h, body)
 		if err != nil {
 			var rerr *Error
-			require.True(t, errors.As(err, &rerr), "want *rls.Error, got %T", err)
+			require.ErrorAs(t, err, &rerr, "want *rls.Error, got %T", err)
 			require.Contains(t, []int{http.StatusUnauthorized, http.StatusConflict}, rerr.StatusCode())
 		} else {
 			n, perr := strconv.ParseInt(h.Get(HeaderWebhookTimestamp), 10, 64)

@@ -131,6 +131,7 @@ func userClaims(issuer string, now time.Time, sub uuid.UUID) jwt.MapClaims {
 // jwksServer is a JWKS endpoint whose key set a test can change, and which reports each request.
 type jwksServer struct {
 	*httptest.Server
+
 	mu   sync.Mutex
 	keys []jwkset.JWKMarshal
 	hits atomic.Int64

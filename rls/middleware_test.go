@@ -54,20 +54,32 @@ func TestVerifierMiddleware(t *testing.T) {
 		expectBody         string
 		expectChallenge    string
 	}{
-		{name: "Valid", givenAuthorization: "Bearer " + valid, expectStatus: http.StatusOK,
-			expectBody: `{"user_id":"` + b.userID.String() + `","role":"authenticated"}`},
-		{name: "LowercaseScheme", givenAuthorization: "bearer " + valid, expectStatus: http.StatusOK,
-			expectBody: `{"user_id":"` + b.userID.String() + `","role":"authenticated"}`},
-		{name: "Missing", expectStatus: http.StatusUnauthorized, expectChallenge: "Bearer",
-			expectBody: `{"code":"missing_token","message":"missing bearer token"}`},
-		{name: "BasicScheme", givenAuthorization: "Basic dXNlcjpwYXNz", expectStatus: http.StatusUnauthorized,
+		{
+			name: "Valid", givenAuthorization: "Bearer " + valid, expectStatus: http.StatusOK,
+			expectBody: `{"user_id":"` + b.userID.String() + `","role":"authenticated"}`,
+		},
+		{
+			name: "LowercaseScheme", givenAuthorization: "bearer " + valid, expectStatus: http.StatusOK,
+			expectBody: `{"user_id":"` + b.userID.String() + `","role":"authenticated"}`,
+		},
+		{
+			name: "Missing", expectStatus: http.StatusUnauthorized, expectChallenge: "Bearer",
+			expectBody: `{"code":"missing_token","message":"missing bearer token"}`,
+		},
+		{
+			name: "BasicScheme", givenAuthorization: "Basic dXNlcjpwYXNz", expectStatus: http.StatusUnauthorized,
 			expectChallenge: `Bearer error="invalid_token", error_description="malformed token"`,
-			expectBody:      `{"code":"invalid_token","message":"malformed token"}`},
-		{name: "Expired", givenAuthorization: "Bearer " + expired, expectStatus: http.StatusUnauthorized,
+			expectBody:      `{"code":"invalid_token","message":"malformed token"}`,
+		},
+		{
+			name: "Expired", givenAuthorization: "Bearer " + expired, expectStatus: http.StatusUnauthorized,
 			expectChallenge: `Bearer error="invalid_token", error_description="token expired"`,
-			expectBody:      `{"code":"invalid_token","message":"token expired"}`},
-		{name: "Garbage", givenAuthorization: "Bearer not-a-jwt", expectStatus: http.StatusUnauthorized,
-			expectBody: `{"code":"invalid_token","message":"malformed token"}`},
+			expectBody:      `{"code":"invalid_token","message":"token expired"}`,
+		},
+		{
+			name: "Garbage", givenAuthorization: "Bearer not-a-jwt", expectStatus: http.StatusUnauthorized,
+			expectBody: `{"code":"invalid_token","message":"malformed token"}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -58,6 +58,6 @@ func TestServicesDoNotPrintKeys(t *testing.T) {
 	out := fmt.Sprintf("%v %+v %#v %v %+v %#v %v %+v %#v", m, m, m, v, v, v, w, w, w)
 
 	require.NotContains(t, out, testJWTSecret)
-	require.NotContains(t, out, fmt.Sprint([]byte(testJWTSecret))[1:20])
+	require.NotContains(t, out, fmt.Sprint(string([]byte(testJWTSecret)))[1:20])
 	require.Contains(t, out, "rls.Minter{")
 }

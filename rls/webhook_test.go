@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -230,8 +231,7 @@ func TestNewWebhookVerifierConfig(t *testing.T) {
 
 // renderError is how handlers/ is expected to render an *Error (see the Error doc comment).
 func renderError(err error, c echo.Context) {
-	var rerr *Error
-	if errors.As(err, &rerr) {
+	if rerr, ok := errors.AsType[*Error](err); ok {
 		for name, values := range rerr.Header {
 			for _, v := range values {
 				c.Response().Header().Add(name, v)
@@ -268,9 +268,7 @@ func newWebhookRouter(t *testing.T, w *WebhookVerifier) *webhookRouter {
 
 func (r *webhookRouter) post(h http.Header, body string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodPost, "/webhooks/supabase", strings.NewReader(body))
-	for k, v := range h {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, h)
 	rec := httptest.NewRecorder()
 	r.e.ServeHTTP(rec, req)
 	return rec
@@ -326,9 +324,7 @@ func TestWebhookMiddlewareBodyLimit(t *testing.T) {
 	// Without Content-Length (chunked), the cap still holds.
 	req := httptest.NewRequest(http.MethodPost, "/webhooks/supabase", io.MultiReader(strings.NewReader(tooBig)))
 	req.ContentLength = -1
-	for k, v := range signed("msg_3", tooBig) {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, signed("msg_3", tooBig))
 	rec = httptest.NewRecorder()
 	r.e.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusRequestEntityTooLarge, rec.Code)

@@ -86,8 +86,11 @@ func TestContractRPC(t *testing.T) {
 		{"ScalarBothArgs", "t_scalar", map[string]any{"p_a": 2, "p_b": 5}, `7`},
 		{"TextWithReservedChars", "t_text", map[string]any{"p_s": `a,b.c:(d) "e"`}, `"a,b.c:(d) \"e\""`},
 		{"NoArgs", "t_noargs", nil, `42`},
-		{"Jsonb", "t_jsonb", map[string]any{"p_obj": map[string]any{"k": []int{1, 2}}, "p_ids": []string{user.String(), user.String()}},
-			`{"obj":{"k":[1,2]},"n":2,"uid":"` + user.String() + `","role":"authenticated","method":"POST","path":"/rpc/t_jsonb"}`},
+		{
+			"Jsonb", "t_jsonb",
+			map[string]any{"p_obj": map[string]any{"k": []int{1, 2}}, "p_ids": []string{user.String(), user.String()}},
+			`{"obj":{"k":[1,2]},"n":2,"uid":"` + user.String() + `","role":"authenticated","method":"POST","path":"/rpc/t_jsonb"}`,
+		},
 		{"SetofScalar", "t_setof", map[string]any{"p_n": 3}, `[1,2,3]`},
 		{"SetofEmpty", "t_setof", map[string]any{"p_n": 0}, `[]`},
 		{"Table", "t_table", map[string]any{"p_n": 2}, `[{"i":1,"s":"row1"},{"i":2,"s":"row2"}]`},

@@ -319,10 +319,12 @@ func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, me
 	settings = append(settings, hoisted...)
 	setSQL := setIdentity
 	setParams := []any{role, claims, method, path, d.cfg.SearchPath}
+	var setSQLSb322 strings.Builder
 	for _, kv := range settings {
-		setSQL += fmt.Sprintf(", set_config($%d, $%d, true)", len(setParams)+1, len(setParams)+2)
+		setSQLSb322.WriteString(fmt.Sprintf(", set_config($%d, $%d, true)", len(setParams)+1, len(setParams)+2))
 		setParams = append(setParams, kv[0], kv[1])
 	}
+	setSQL += setSQLSb322.String()
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
 		return d.mapErr(ctx, err, authed)

@@ -1,7 +1,6 @@
 package supabase_test
 
 import (
-	"errors"
 	"net/url"
 	"strconv"
 	"testing"
@@ -63,7 +62,7 @@ func TestParsePoolConfig(t *testing.T) {
 
 	var perr *supabase.TransactionPoolerError
 	err = error(&supabase.TransactionPoolerError{Op: "migrate", Host: "aws-0-eu-central-1.pooler.supabase.com"})
-	require.True(t, errors.As(err, &perr))
+	require.ErrorAs(t, err, &perr)
 	require.Contains(t, err.Error(), "aws-0-eu-central-1.pooler.supabase.com:5432")
 	require.Contains(t, err.Error(), "db.<ref>.supabase.co:5432")
 }

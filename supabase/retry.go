@@ -43,7 +43,7 @@ func (r RetryConfig) do(ctx context.Context, idempotent bool, call func() error)
 	}
 	for attempt := 1; attempt < r.Attempts && err != nil && transient(err); attempt++ {
 		backoff := min(r.Base<<(attempt-1), r.Max)
-		wait := time.Duration(rand.Int64N(int64(backoff) + 1)) //nolint:gosec // jitter, not security
+		wait := time.Duration(rand.Int64N(int64(backoff) + 1)) // jitter, not security
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

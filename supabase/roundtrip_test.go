@@ -18,6 +18,7 @@ import (
 // the first write) starts a new one.
 type countingConn struct {
 	net.Conn
+
 	trips    *atomic.Int64
 	lastRead atomic.Bool
 }

@@ -143,8 +143,10 @@ func (s *Server) serveCaches(w http.ResponseWriter, r *http.Request) bool {
 func (s *Server) cacheCaller(key string) (string, int, Reply) {
 	project, valid := s.cfg.Keys[key]
 	if !valid || slices.Contains(s.cfg.ForbiddenKeys, key) {
-		return "", http.StatusBadRequest, Reply{StatusText: "INVALID_ARGUMENT", Message: "API key not valid. Please pass a valid API key.",
-			Details: []map[string]any{{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}}}
+		return "", http.StatusBadRequest, Reply{
+			StatusText: "INVALID_ARGUMENT", Message: "API key not valid. Please pass a valid API key.",
+			Details: []map[string]any{{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}},
+		}
 	}
 	return project, 0, Reply{}
 }
@@ -175,9 +177,11 @@ func (s *Server) createCache(w http.ResponseWriter, r *http.Request, project str
 	if body.SystemInstruction != nil {
 		text = body.SystemInstruction.text()
 	}
+	var textSb178 strings.Builder
 	for _, c := range body.Contents {
-		text += c.text()
+		textSb178.WriteString(c.text())
 	}
+	text += textSb178.String()
 	tokens := len(text) / 4
 	if tokens < s.minCacheTokens() {
 		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT",
@@ -253,12 +257,16 @@ func (s *Server) useCache(call *Call) (Reply, bool) {
 		return Reply{Kind: ReplyError, Status: 403, StatusText: "PERMISSION_DENIED", Message: "CachedContent not found (or permission denied)"}, false
 	}
 	if c.model != call.Model {
-		return Reply{Kind: ReplyError, Status: 400, StatusText: "INVALID_ARGUMENT",
-			Message: fmt.Sprintf("Model used by GenerateContent request (models/%s) and CachedContent (models/%s) has to be the same.", call.Model, c.model)}, false
+		return Reply{
+			Kind: ReplyError, Status: 400, StatusText: "INVALID_ARGUMENT",
+			Message: fmt.Sprintf("Model used by GenerateContent request (models/%s) and CachedContent (models/%s) has to be the same.", call.Model, c.model),
+		}, false
 	}
 	if call.SystemInstruction != "" {
-		return Reply{Kind: ReplyError, Status: 400, StatusText: "INVALID_ARGUMENT",
-			Message: "CachedContent can not be used with GenerateContent request setting system_instruction, tools or tool_config."}, false
+		return Reply{
+			Kind: ReplyError, Status: 400, StatusText: "INVALID_ARGUMENT",
+			Message: "CachedContent can not be used with GenerateContent request setting system_instruction, tools or tool_config.",
+		}, false
 	}
 	call.CachedTokens = c.tokens
 	call.cachedText = c.text

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -264,9 +265,7 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	out := s.stats
 	out.ByProject = make(map[string]ProjectStats, len(s.stats.ByProject))
-	for k, v := range s.stats.ByProject {
-		out.ByProject[k] = v
-	}
+	maps.Copy(out.ByProject, s.stats.ByProject)
 	return out
 }
 
@@ -336,13 +335,18 @@ func (s *Server) admit(call *Call, key string) (Reply, int) {
 	project, valid := s.cfg.Keys[key]
 	switch {
 	case key == "":
-		return Reply{Kind: ReplyError, Status: 403, StatusText: "PERMISSION_DENIED",
-			Message: "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."}, 403
+		return Reply{
+			Kind: ReplyError, Status: 403, StatusText: "PERMISSION_DENIED",
+			Message: "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+		}, 403
 	case slices.Contains(s.cfg.ForbiddenKeys, key):
-		return Reply{Kind: ReplyError, Status: 403, StatusText: "PERMISSION_DENIED",
-			Message: "Permission denied: Consumer has been suspended."}, 403
+		return Reply{
+			Kind: ReplyError, Status: 403, StatusText: "PERMISSION_DENIED",
+			Message: "Permission denied: Consumer has been suspended.",
+		}, 403
 	case !valid:
-		return Reply{Kind: ReplyError, Status: 400, StatusText: "INVALID_ARGUMENT",
+		return Reply{
+			Kind: ReplyError, Status: 400, StatusText: "INVALID_ARGUMENT",
 			Message: "API key not valid. Please pass a valid API key.",
 			Details: []map[string]any{{
 				"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
@@ -350,7 +354,8 @@ func (s *Server) admit(call *Call, key string) (Reply, int) {
 			}, {
 				"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
 				"message": "API key not valid. Please pass a valid API key.",
-			}}}, 400
+			}},
+		}, 400
 	}
 	call.Project = project
 	call.KeyIndex = s.keyIdx[key]
@@ -358,12 +363,16 @@ func (s *Server) admit(call *Call, key string) (Reply, int) {
 	ps.Requests++
 	s.stats.ByProject[project] = ps
 	if slices.Contains(s.cfg.RetiredModels, call.Model) {
-		return Reply{Kind: ReplyError, Status: 404, StatusText: "NOT_FOUND",
-			Message: fmt.Sprintf("models/%s is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.", call.Model)}, 404
+		return Reply{
+			Kind: ReplyError, Status: 404, StatusText: "NOT_FOUND",
+			Message: fmt.Sprintf("models/%s is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.", call.Model),
+		}, 404
 	}
 	if slices.Contains(s.cfg.UnavailableModels, call.Model) {
-		return Reply{Kind: ReplyError, Status: 503, StatusText: "UNAVAILABLE",
-			Message: "The model is overloaded. Please try again later."}, 503
+		return Reply{
+			Kind: ReplyError, Status: 503, StatusText: "UNAVAILABLE",
+			Message: "The model is overloaded. Please try again later.",
+		}, 503
 	}
 	if slices.Contains(s.cfg.ExhaustedModels, call.Model) {
 		return s.quotaReply(call, "GenerateRequestsPerDayPerProjectPerModel-FreeTier",

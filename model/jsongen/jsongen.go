@@ -17,6 +17,7 @@ package jsongen
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -41,7 +42,7 @@ var words = [...]string{ //nolint:gochecknoglobals // read-only vocabulary
 func Generate(schema any, seed uint64) (any, error) {
 	g := &generator{
 		root: schema,
-		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), //nolint:gosec // determinism, not security
+		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), // determinism, not security
 	}
 	return g.value(schema, "", 0)
 }
@@ -61,7 +62,7 @@ func GenerateJSON(schema []byte, seed uint64) ([]byte, error) {
 
 // Text returns a short deterministic sentence for stages without a schema.
 func Text(seed uint64, n int) string {
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) //nolint:gosec // determinism, not security
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) // determinism, not security
 	parts := make([]string, 0, n)
 	for range n {
 		parts = append(parts, words[rng.IntN(len(words))])
@@ -340,7 +341,7 @@ func (g *generator) resolve(ref string) (any, error) {
 		return nil, fmt.Errorf("unsupported $ref %q: only local references are followed", ref)
 	}
 	cur := g.root
-	for _, tok := range strings.Split(strings.TrimPrefix(ref, "#"), "/") {
+	for tok := range strings.SplitSeq(strings.TrimPrefix(ref, "#"), "/") {
 		if tok == "" {
 			continue
 		}
@@ -364,9 +365,7 @@ func mergeSiblings(parent map[string]any, branch any, skip string) any {
 		return branch
 	}
 	out := make(map[string]any, len(b))
-	for k, v := range b {
-		out[k] = v
-	}
+	maps.Copy(out, b)
 	for k, v := range parent {
 		if k == skip || k == "nullable" {
 			continue
@@ -404,9 +403,7 @@ func (g *generator) mergeAllOf(parent map[string]any, all []any) (map[string]any
 			case "allOf", "$ref":
 			case "properties":
 				if p, ok := v.(map[string]any); ok {
-					for pk, pv := range p {
-						props[pk] = pv
-					}
+					maps.Copy(props, p)
 				}
 			case "required":
 				if r, ok := v.([]any); ok {

@@ -307,7 +307,8 @@ func AsAnon(ctx context.Context, tb testing.TB, tx pgx.Tx) {
 // CreateUser inserts an auth.users row and returns its id.
 func CreateUser(ctx context.Context, tb testing.TB, db interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}) uuid.UUID {
+},
+) uuid.UUID {
 	tb.Helper()
 	id := uuid.New()
 	if _, err := db.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)",
@@ -388,7 +389,8 @@ func setupLegacy() (*pgxpool.Pool, string, error) {
 // folder to commit, then folds what is left. Returns the batches updated.
 func FoldCounters(ctx context.Context, tb testing.TB, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
-}) int {
+},
+) int {
 	tb.Helper()
 	tx, err := db.Begin(ctx)
 	if err != nil {

@@ -436,10 +436,12 @@ func (s *Server) withinHoisting(req *request, readOnly bool, hoisted [][2]string
 		"set_config('request.headers', $3, true), set_config('request.method', $4, true), " +
 		"set_config('request.path', $5, true), set_config('search_path', 'public, extensions', true)"
 	params := []any{req.role, req.claims, string(hb), req.r.Method, req.path}
+	var sqlSb439 strings.Builder
 	for _, kv := range settings {
-		sql += fmt.Sprintf(", set_config($%d, $%d, true)", len(params)+1, len(params)+2)
+		sqlSb439.WriteString(fmt.Sprintf(", set_config($%d, $%d, true)", len(params)+1, len(params)+2))
 		params = append(params, kv[0], kv[1])
 	}
+	sql += sqlSb439.String()
 	if _, err := tx.Exec(ctx, sql, params...); err != nil {
 		return s.dbErr(err, req)
 	}

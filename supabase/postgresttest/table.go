@@ -218,7 +218,7 @@ func (b *builder) cond(col, expr string) (string, error) {
 	return sql, nil
 }
 
-// orderBy builds order=col.asc|desc[.nullsfirst|nullslast],…
+// orderBy builds order=col.asc|desc[.nullsfirst|nullslast],….
 func (b *builder) orderBy(v string) (string, error) {
 	if v == "" {
 		return "", nil
@@ -226,21 +226,22 @@ func (b *builder) orderBy(v string) (string, error) {
 	var parts []string
 	for item := range strings.SplitSeq(v, ",") {
 		fields := strings.Split(item, ".")
-		sql := "_t." + ident(fields[0])
+		var sql strings.Builder
+		sql.WriteString("_t." + ident(fields[0]))
 		for _, f := range fields[1:] {
 			switch f {
 			case "asc":
 			case "desc":
-				sql += " desc"
+				sql.WriteString(" desc")
 			case "nullsfirst":
-				sql += " nulls first"
+				sql.WriteString(" nulls first")
 			case "nullslast":
-				sql += " nulls last"
+				sql.WriteString(" nulls last")
 			default:
 				return "", pgrst("PGRST100", "invalid order "+item, "")
 			}
 		}
-		parts = append(parts, sql)
+		parts = append(parts, sql.String())
 	}
 	return " order by " + strings.Join(parts, ", "), nil
 }

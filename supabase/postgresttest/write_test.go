@@ -31,8 +31,10 @@ func TestInsert(t *testing.T) {
 	t.Run("ObjectReturnRepresentation", func(t *testing.T) {
 		t.Parallel()
 		name := "rep-" + uuid.NewString()
-		r := b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
-			prefer: "return=representation", body: map[string]any{"name": name, "steps": []int{1}}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
+			prefer: "return=representation", body: map[string]any{"name": name, "steps": []int{1}},
+		})
 		require.Equal(t, http.StatusCreated, r.status, string(r.body))
 		require.Equal(t, "return=representation", r.header.Get("Preference-Applied"))
 		require.Equal(t, "*/*", r.header.Get("Content-Range"))
@@ -46,8 +48,10 @@ func TestInsert(t *testing.T) {
 	t.Run("ObjectSingularSelect", func(t *testing.T) {
 		t.Parallel()
 		name := "one-" + uuid.NewString()
-		r := b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs?select=name", token: asAlice,
-			prefer: "return=representation", accept: singular, body: map[string]any{"name": name}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs?select=name", token: asAlice,
+			prefer: "return=representation", accept: singular, body: map[string]any{"name": name},
+		})
 		require.Equal(t, http.StatusCreated, r.status, string(r.body))
 		require.JSONEq(t, `{"name":"`+name+`"}`, string(r.body))
 	})
@@ -55,8 +59,10 @@ func TestInsert(t *testing.T) {
 		t.Parallel()
 		for _, prefer := range []string{"return=minimal", ""} {
 			name := "min-" + uuid.NewString()
-			r := b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
-				prefer: prefer, body: map[string]any{"name": name}})
+			r := b.do(ctx, t, req{
+				method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
+				prefer: prefer, body: map[string]any{"name": name},
+			})
 			require.Equal(t, http.StatusCreated, r.status, string(r.body))
 			require.Empty(t, r.body)
 			require.Equal(t, 1, b.count(ctx, t, "from public.lab_orchestrator_configs where name = $1", name))
@@ -65,19 +71,23 @@ func TestInsert(t *testing.T) {
 	t.Run("ArrayWithColumns", func(t *testing.T) {
 		t.Parallel()
 		n1, n2 := "col1-"+uuid.NewString(), "col2-"+uuid.NewString()
-		r := b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs?columns=name,steps&select=name,description,steps",
+		r := b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs?columns=name,steps&select=name,description,steps",
 			token: asAlice, prefer: "return=representation", body: []map[string]any{
 				{"name": n1, "steps": []string{"a"}, "description": "ignored: not in columns"},
 				{"name": n2, "steps": []string{}},
-			}})
+			},
+		})
 		require.Equal(t, http.StatusCreated, r.status, string(r.body))
 		require.JSONEq(t, `[{"name":"`+n1+`","description":null,"steps":["a"]},{"name":"`+n2+`","description":null,"steps":[]}]`, string(r.body))
 	})
 	t.Run("ArraySingularRollsBack", func(t *testing.T) {
 		t.Parallel()
 		n1, n2 := "sr1-"+uuid.NewString(), "sr2-"+uuid.NewString()
-		r := b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
-			prefer: "return=representation", accept: singular, body: []map[string]any{{"name": n1}, {"name": n2}}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
+			prefer: "return=representation", accept: singular, body: []map[string]any{{"name": n1}, {"name": n2}},
+		})
 		require.Equal(t, http.StatusNotAcceptable, r.status, string(r.body))
 		code, _ := r.pgError(t)
 		require.Equal(t, "PGRST116", code)
@@ -86,8 +96,10 @@ func TestInsert(t *testing.T) {
 	t.Run("OtherUsersRowForbidden", func(t *testing.T) {
 		t.Parallel()
 		name := "rls-" + uuid.NewString()
-		r := b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
-			body: map[string]any{"name": name, "created_by": bob}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
+			body: map[string]any{"name": name, "created_by": bob},
+		})
 		require.Equal(t, http.StatusForbidden, r.status, string(r.body))
 		code, _ := r.pgError(t)
 		require.Equal(t, "42501", code)
@@ -97,11 +109,15 @@ func TestInsert(t *testing.T) {
 	t.Run("UpsertMergeDuplicates", func(t *testing.T) {
 		t.Parallel()
 		id := uuid.New()
-		r := b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
-			prefer: "resolution=merge-duplicates,return=representation", body: map[string]any{"id": id, "name": "v1"}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
+			prefer: "resolution=merge-duplicates,return=representation", body: map[string]any{"id": id, "name": "v1"},
+		})
 		require.Equal(t, http.StatusCreated, r.status, "an upsert that inserts: %s", r.body)
-		r = b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs?select=id,name", token: asAlice,
-			prefer: "resolution=merge-duplicates,return=representation", body: map[string]any{"id": id, "name": "v2"}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs?select=id,name", token: asAlice,
+			prefer: "resolution=merge-duplicates,return=representation", body: map[string]any{"id": id, "name": "v2"},
+		})
 		require.Equal(t, http.StatusOK, r.status, "an upsert that only updates is 200: %s", r.body)
 		require.Equal(t, "resolution=merge-duplicates, return=representation", r.header.Get("Preference-Applied"))
 		require.JSONEq(t, `[{"id":"`+id.String()+`","name":"v2"}]`, string(r.body))
@@ -109,22 +125,28 @@ func TestInsert(t *testing.T) {
 
 		// One existing, one new row: 201.
 		id2 := uuid.New()
-		r = b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
-			prefer: "resolution=merge-duplicates", body: []map[string]any{{"id": id, "name": "v3"}, {"id": id2, "name": "new"}}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
+			prefer: "resolution=merge-duplicates", body: []map[string]any{{"id": id, "name": "v3"}, {"id": id2, "name": "new"}},
+		})
 		require.Equal(t, http.StatusCreated, r.status, string(r.body))
 		require.Empty(t, r.body)
 		require.Equal(t, 1, b.count(ctx, t, "from public.lab_orchestrator_configs where id = $1 and name = 'v3'", id))
 		require.Equal(t, 1, b.count(ctx, t, "from public.lab_orchestrator_configs where id = $1", id2))
 
 		// ignore-duplicates leaves the existing row alone.
-		r = b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
-			prefer: "resolution=ignore-duplicates", body: map[string]any{"id": id, "name": "ignored"}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs", token: asAlice,
+			prefer: "resolution=ignore-duplicates", body: map[string]any{"id": id, "name": "ignored"},
+		})
 		require.Equal(t, http.StatusCreated, r.status, string(r.body))
 		require.Equal(t, 1, b.count(ctx, t, "from public.lab_orchestrator_configs where id = $1 and name = 'v3'", id))
 
 		// Bob cannot take Alice's row over by upserting its id.
-		r = b.do(ctx, t, req{method: http.MethodPost, path: "/lab_orchestrator_configs", token: userToken(t, bob),
-			prefer: "resolution=merge-duplicates", body: map[string]any{"id": id, "name": "stolen"}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPost, path: "/lab_orchestrator_configs", token: userToken(t, bob),
+			prefer: "resolution=merge-duplicates", body: map[string]any{"id": id, "name": "stolen"},
+		})
 		require.Equal(t, http.StatusForbidden, r.status, string(r.body))
 		require.Equal(t, 1, b.count(ctx, t, "from public.lab_orchestrator_configs where id = $1 and name = 'v3' and created_by = $2", id, alice))
 	})
@@ -161,14 +183,18 @@ func TestUpdateDelete(t *testing.T) {
 		t.Parallel()
 		name := "p-" + uuid.NewString()
 		ids := seed(t, alice, name, 1)
-		r := b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs?select=id,description&" + named(name), token: asAlice,
-			prefer: "return=representation", body: map[string]any{"description": "d1"}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs?select=id,description&" + named(name), token: asAlice,
+			prefer: "return=representation", body: map[string]any{"description": "d1"},
+		})
 		require.Equal(t, http.StatusOK, r.status, string(r.body))
 		require.Equal(t, "0-0/*", r.header.Get("Content-Range"))
 		require.JSONEq(t, `[{"id":"`+ids[0].String()+`","description":"d1"}]`, string(r.body))
 
-		r = b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs?" + named(name), token: asAlice,
-			body: map[string]any{"description": "d2"}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs?" + named(name), token: asAlice,
+			body: map[string]any{"description": "d2"},
+		})
 		require.Equal(t, http.StatusNoContent, r.status, string(r.body))
 		require.Empty(t, r.body)
 		require.Equal(t, "0-0/*", r.header.Get("Content-Range"))
@@ -179,15 +205,19 @@ func TestUpdateDelete(t *testing.T) {
 		name := "shared-" + uuid.NewString()
 		seed(t, alice, name, 1)
 		bobs := seed(t, bob, name, 2)
-		r := b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs?" + named(name), token: asAlice,
-			body: map[string]any{"description": "alice was here"}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs?" + named(name), token: asAlice,
+			body: map[string]any{"description": "alice was here"},
+		})
 		require.Equal(t, http.StatusNoContent, r.status, string(r.body))
 		require.Equal(t, "0-0/*", r.header.Get("Content-Range"), "only Alice's one row")
 		require.Equal(t, 0, b.count(ctx, t, "from public.lab_orchestrator_configs where id = any($1) and description is not null", bobs))
 
 		// Only Bob's rows: an RLS-filtered no-op, 0 rows.
-		r = b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs?id=eq." + bobs[0].String(), token: asAlice,
-			body: map[string]any{"description": "x"}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs?id=eq." + bobs[0].String(), token: asAlice,
+			body: map[string]any{"description": "x"},
+		})
 		require.Equal(t, http.StatusNoContent, r.status)
 		require.Equal(t, "*/*", r.header.Get("Content-Range"))
 	})
@@ -195,8 +225,10 @@ func TestUpdateDelete(t *testing.T) {
 		t.Parallel()
 		name := "ps-" + uuid.NewString()
 		ids := seed(t, alice, name, 2)
-		r := b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs?" + named(name), token: asAlice,
-			prefer: "return=representation", accept: singular, body: map[string]any{"description": "both"}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs?" + named(name), token: asAlice,
+			prefer: "return=representation", accept: singular, body: map[string]any{"description": "both"},
+		})
 		require.Equal(t, http.StatusNotAcceptable, r.status, string(r.body))
 		code, _ := r.pgError(t)
 		require.Equal(t, "PGRST116", code)
@@ -205,13 +237,17 @@ func TestUpdateDelete(t *testing.T) {
 
 		// Zero visible rows (Bob's): 406 too.
 		bobs := seed(t, bob, name, 1)
-		r = b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs?id=eq." + bobs[0].String(), token: asAlice,
-			prefer: "return=representation", accept: singular, body: map[string]any{"description": "x"}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs?id=eq." + bobs[0].String(), token: asAlice,
+			prefer: "return=representation", accept: singular, body: map[string]any{"description": "x"},
+		})
 		require.Equal(t, http.StatusNotAcceptable, r.status, string(r.body))
 
 		// Exactly one: the object.
-		r = b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs?select=description&id=eq." + ids[0].String(), token: asAlice,
-			prefer: "return=representation", accept: singular, body: map[string]any{"description": "one"}})
+		r = b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs?select=description&id=eq." + ids[0].String(), token: asAlice,
+			prefer: "return=representation", accept: singular, body: map[string]any{"description": "one"},
+		})
 		require.Equal(t, http.StatusOK, r.status, string(r.body))
 		require.JSONEq(t, `{"description":"one"}`, string(r.body))
 	})
@@ -221,8 +257,10 @@ func TestUpdateDelete(t *testing.T) {
 		name := "nf-" + uuid.NewString()
 		seed(t, carol, name, 2)
 		bobs := seed(t, bob, name, 1)
-		r := b.do(ctx, t, req{method: http.MethodPatch, path: "/lab_orchestrator_configs", token: userToken(t, carol),
-			body: map[string]any{"description": "carol"}})
+		r := b.do(ctx, t, req{
+			method: http.MethodPatch, path: "/lab_orchestrator_configs", token: userToken(t, carol),
+			body: map[string]any{"description": "carol"},
+		})
 		require.Equal(t, http.StatusNoContent, r.status, string(r.body))
 		require.Equal(t, "0-1/*", r.header.Get("Content-Range"))
 		require.Equal(t, 0, b.count(ctx, t, "from public.lab_orchestrator_configs where id = any($1) and description is not null", bobs))
@@ -232,8 +270,10 @@ func TestUpdateDelete(t *testing.T) {
 		name := "del-" + uuid.NewString()
 		seed(t, alice, name, 2)
 		bobs := seed(t, bob, name, 2)
-		r := b.do(ctx, t, req{method: http.MethodDelete, path: "/lab_orchestrator_configs?select=name&" + named(name), token: asAlice,
-			prefer: "return=representation"})
+		r := b.do(ctx, t, req{
+			method: http.MethodDelete, path: "/lab_orchestrator_configs?select=name&" + named(name), token: asAlice,
+			prefer: "return=representation",
+		})
 		require.Equal(t, http.StatusOK, r.status, string(r.body))
 		require.JSONEq(t, `[{"name":"`+name+`"},{"name":"`+name+`"}]`, string(r.body))
 		require.Equal(t, 0, b.count(ctx, t, "from public.lab_orchestrator_configs where name = $1 and created_by = $2", name, alice))

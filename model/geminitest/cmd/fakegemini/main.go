@@ -51,13 +51,13 @@ func run() error {
 		Keys:         map[string]string{},
 		DefaultQuota: geminitest.Quota{RPM: *rpm, TPM: *tpm, RPD: *rpd},
 	}
-	for _, kv := range strings.Split(*keys, ",") {
+	for kv := range strings.SplitSeq(*keys, ",") {
 		if kv == "" {
 			continue
 		}
 		k, p, ok := strings.Cut(kv, "=")
 		if !ok || k == "" || p == "" {
-			return fmt.Errorf("invalid -keys entry (want key=project)")
+			return errors.New("invalid -keys entry (want key=project)")
 		}
 		cfg.Keys[k] = p
 	}
