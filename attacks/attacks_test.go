@@ -75,6 +75,7 @@ func attackerMerge(ctx context.Context, t *testing.T, w *world) (feeder, merge s
 // processing task with an expired lease and attempts = 5, so that the
 // sweeper gives up on it and runs the barrier logic.
 func attackSweeperCrossTenant(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	secret := "A-SECRET-" + uuid.NewString()[:8]
 	_, _, l := victimPipeline(ctx, t, w, secret)
@@ -132,6 +133,7 @@ func attackSweeperCrossTenant(t *testing.T, w *world) {
 // Attack 1 through the real service loop: the sweeper (service identity),
 // the dispatcher and the runner, B's hook collector on loopback.
 func attackSweeperRealLoop(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	secret := "A-SECRET-" + uuid.NewString()[:8]
 	_, _, l := victimPipeline(ctx, t, w, secret)
@@ -200,6 +202,7 @@ func indexOf(s, sub string) int {
 // Attack 1 (variant): B's join task claims one of A's tasks as its root, to
 // receive the root's input.
 func attackJoinOnVictimRoot(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	secret := "A-SECRET-" + uuid.NewString()[:8]
 	_, _, l := victimPipeline(ctx, t, w, secret)
@@ -238,6 +241,7 @@ func attackJoinOnVictimRoot(t *testing.T, w *world) {
 
 // Attack 1 (variant): B's task names A's private template as its successor.
 func attackSuccessorIsVictimTemplate(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	mapper, _, _ := victimPipeline(ctx, t, w, "A-SECRET-"+uuid.NewString()[:8])
 	p := "B-" + uuid.NewString()[:8]
@@ -256,6 +260,7 @@ func attackSuccessorIsVictimTemplate(t *testing.T, w *world) {
 
 // Attack 2: B squats the idempotency keys of A's next children.
 func attackSquatKeys(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	p := "A-" + uuid.NewString()[:8]
 	w.templates(ctx, t, w.a,
@@ -282,6 +287,7 @@ func attackSquatKeys(t *testing.T, w *world) {
 // Attack 2 (launch scope): B reuses A's launch id to join or pre-empt A's
 // global merge.
 func attackReuseLaunchID(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	p := "A-" + uuid.NewString()[:8]
 	w.templates(ctx, t, w.a,
@@ -305,6 +311,7 @@ func attackReuseLaunchID(t *testing.T, w *world) {
 
 // Engine-owned columns written by a client through PostgREST.
 func attackEngineColumns(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	p := "B-" + uuid.NewString()[:8]
 	w.templates(ctx, t, w.b, stage{id: p, key: "b", cfg: map[string]any{"cardinality": "1:1"}})
@@ -333,6 +340,7 @@ func deref(s *string) string {
 // Attack 3: A runs B's public template, whose hooks would receive A's input
 // and output.
 func attackPublicTemplateHooks(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	var calls atomic.Int64
 	collector := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
@@ -373,6 +381,7 @@ func attackPublicTemplateHooks(t *testing.T, w *world) {
 
 // Attack 4: existence oracles through reference columns.
 func attackOracles(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	mapper, _, l := victimPipeline(ctx, t, w, "A-SECRET-"+uuid.NewString()[:8])
 	var aConfig, aComponent uuid.UUID
@@ -412,6 +421,7 @@ func attackOracles(t *testing.T, w *world) {
 // Attack 4 (squatting): B pre-creates the predictable ids of A's next
 // import.
 func attackImportSquatting(t *testing.T, w *world) {
+	t.Helper()
 	ctx := t.Context()
 	bundle, err := pipeline.SampleBundle()
 	require.NoError(t, err)
@@ -444,6 +454,7 @@ func attackImportSquatting(t *testing.T, w *world) {
 
 // Attack 6: service-only functions and dangerous privileges.
 func attackPrivileges(t *testing.T, w *world, variant string) {
+	t.Helper()
 	ctx := t.Context()
 	for _, c := range []struct{ name, sql string }{
 		{"due_tasks", "select public.due_tasks(10)"},

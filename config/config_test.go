@@ -29,6 +29,7 @@ func TestLoad(t *testing.T) {
 			name:  "LocalDirectDefaults",
 			given: map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x"},
 			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
 				require.Equal(t, config.TransportDirect, c.Supabase.Transport)
 				require.Equal(t, model.ProviderGemini, c.Model.Provider, "a local database does not imply the offline model")
 				require.Equal(t, model.DefaultModel, c.Model.DefaultModel)
@@ -48,6 +49,7 @@ func TestLoad(t *testing.T) {
 				"GEMINI_OPERATOR_KEYS": "main@proj-a=AIzaKEY", "MAX_REGENERATIONS": "0",
 			},
 			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
 				require.Equal(t, config.TransportPostgREST, c.Supabase.Transport)
 				require.Equal(t, model.ProviderGemini, c.Model.Provider)
 				require.Equal(t, ":9000", c.HTTP.Addr)
@@ -71,6 +73,7 @@ func TestLoad(t *testing.T) {
 			name:  "ModelPrices",
 			given: map[string]string{"DATABASE_URL": "postgres://h/x", "MODEL_PRICES": `{"my-model":{"input":2,"cached_input":0.2,"output":8}}`},
 			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
 				require.Equal(t, model.Price{Input: 2, CachedInput: 0.2, Output: 8, Thinking: 8}, c.Pipeline.Runner.Prices["my-model"])
 				require.Equal(t, model.DefaultPrices()["gemini-3.5-flash"], c.Pipeline.Runner.Prices["gemini-3.5-flash"], "defaults stay")
 			},

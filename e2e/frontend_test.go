@@ -30,6 +30,7 @@ func TestFrontendSupabaseJS(t *testing.T) {
 
 // frontendFlow is TestFrontendSupabaseJS on a stack made with opts.
 func frontendFlow(t *testing.T, opts stackOpts) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	require.NoError(t, err, "node is not installed: install Node.js 20 and run `npm ci --prefix e2e/js`")
 	_, err = os.Stat(filepath.Join("js", "node_modules", "@supabase", "supabase-js", "package.json"))

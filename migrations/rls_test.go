@@ -331,6 +331,7 @@ func TestRLSMatrix(t *testing.T) {
 }
 
 func testRLSMatrix(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
 	ctx := t.Context()
 	f := newRLSFixture(ctx, t, pool)
 
@@ -382,6 +383,7 @@ func TestRLSCrossTenantReferences(t *testing.T) {
 }
 
 func testRLSCrossTenantReferences(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
 	ctx := t.Context()
 	f := newRLSFixture(ctx, t, pool)
 	a, b := f.users["a"], f.users["b"]

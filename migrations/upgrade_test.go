@@ -172,6 +172,7 @@ func TestUpgradeOriginalDatabase(t *testing.T) {
 // or, with push, statement by statement in one transaction per file as
 // supabase db push applies migrations/.
 func testUpgrade(t *testing.T, oldEnum, push bool) {
+	t.Helper()
 	ctx := t.Context()
 	db := emptyDB(ctx, t)
 	schema := originalSchemaSQL

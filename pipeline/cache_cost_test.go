@@ -40,6 +40,7 @@ func TestSharedDocumentBatchCost(t *testing.T) {
 		wall                              time.Duration
 	}
 	run := func(t *testing.T, name string, implicit, explicit bool) result {
+		t.Helper()
 		ctx := t.Context()
 		b := setup(t)
 		srv := geminitest.New(geminitest.Config{

@@ -84,178 +84,237 @@ func TestVerifierSecurityCorpus(t *testing.T) {
 		{name: "ValidES256", givenToken: func(t *testing.T) string { return valid }},
 		{name: "ValidRS256", givenToken: func(t *testing.T) string { return b.rs.sign(t, b.claims()) }},
 		{name: "ValidHS256", givenToken: func(t *testing.T) string {
+			t.Helper()
+			t.Helper()
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, []byte(testJWTSecret), "", b.claims())
 		}},
 		{name: "ValidHS256WithKid", givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, []byte(testJWTSecret), "legacy-kid", b.claims())
 		}},
 		{name: "ValidKeyWithoutALGInJWKS", givenToken: func(t *testing.T) string { return b.esNoALG.sign(t, b.claims()) }},
 		{name: "ValidAnonymousSignIn", givenToken: func(t *testing.T) string {
+			t.Helper()
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["is_anonymous"] = true; delete(c, "email") }))
 		}},
 		{name: "ValidAudienceArray", givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["aud"] = []string{"other", "authenticated"} }))
 		}},
 		{name: "ValidExpiredWithinLeeway", givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["exp"] = now.Add(-29 * time.Second).Unix() }))
 		}},
 		{name: "ValidNotBeforeWithinLeeway", givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["nbf"] = now.Add(29 * time.Second).Unix() }))
 		}},
 
 		// Algorithm attacks.
 		{name: "AlgNone", expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, b.es.kid, b.claims())
 		}},
 		{name: "AlgNoneMixedCase", expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return segment(`{"alg":"nOnE","typ":"JWT"}`) + "." + parts[1] + "."
 		}},
 		{name: "AlgMissing", expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return segment(`{"typ":"JWT","kid":"es-key-1"}`) + "." + parts[1] + "." + parts[2]
 		}},
 		{name: "AlgConfusionHS256WithESPublicKey", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, b.es.publicPEM(t), b.es.kid, b.claims())
 		}},
 		{name: "AlgConfusionHS256WithRSPublicKey", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, b.rs.publicPEM(t), b.rs.kid, b.claims())
 		}},
 		{name: "AlgConfusionHS256WithoutSecretConfigured", whenJWKSOnly: true, expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, b.es.publicPEM(t), b.es.kid, b.claims())
 		}},
 		{name: "LegacyHS256WithoutSecretConfigured", whenJWKSOnly: true, expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, []byte(testJWTSecret), "", b.claims())
 		}},
 		{name: "AlgHS512", expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS512, []byte(testJWTSecret), "", b.claims())
 		}},
 		{name: "AlgES384", expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return segment(`{"alg":"ES384","kid":"es-key-1"}`) + "." + parts[1] + "." + parts[2]
 		}},
 		{name: "AlgPS256WithRSAKey", expectErr: ErrAlgorithmNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodPS256, b.rs.priv, b.rs.kid, b.claims())
 		}},
 		{name: "RS256TokenNamingESKey", expectErr: ErrKeyAlgorithmMismatch, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodRS256, b.rs.priv, b.es.kid, b.claims())
 		}},
 		{name: "RS256TokenNamingESKeyWithoutALG", expectErr: ErrKeyAlgorithmMismatch, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodRS256, b.rs.priv, b.esNoALG.kid, b.claims())
 		}},
 
 		// Keys.
 		{name: "UnknownKid", expectErr: ErrUnknownKeyID, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return newES256Key(t, "no-such-kid").sign(t, b.claims())
 		}},
 		{name: "MissingKidOnES256", expectErr: ErrKeyIDMissing, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodES256, b.es.priv, "", b.claims())
 		}},
 		{name: "WrongKeySameKid", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return attacker.sign(t, b.claims())
 		}},
 		{name: "WrongRSAKeySameKid", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return attackerRS.sign(t, b.claims())
 		}},
 		{name: "WrongHS256Secret", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, []byte("not-the-project-secret-not-the-project-secret"), "", b.claims())
 		}},
 		{name: "ServiceRoleSignedByForeignKey", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return attacker.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["role"] = "service_role" }))
 		}},
 		{name: "AnotherProjectsJWKS", expectErr: ErrUnknownKeyID, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return otherProject.sign(t, userClaims(otherJWKS.URL+"/auth/v1", now, b.userID))
 		}},
 		{name: "TamperedPayload", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			other := b.claimsWith(func(c jwt.MapClaims) { c["sub"] = uuid.NewString() })
 			forged := strings.Split(b.es.sign(t, other), ".")
 			return parts[0] + "." + forged[1] + "." + parts[2]
 		}},
 		{name: "TamperedHeaderKid", expectErr: ErrKeyAlgorithmMismatch, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return segment(`{"alg":"ES256","kid":"rs-key-1","typ":"JWT"}`) + "." + parts[1] + "." + parts[2]
 		}},
 		{name: "SignatureStripped", expectErr: ErrSignatureInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return parts[0] + "." + parts[1] + "."
 		}},
 
 		// Time.
 		{name: "Expired", expectErr: ErrTokenExpired, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["exp"] = now.Add(-31 * time.Second).Unix() }))
 		}},
 		{name: "ExpiryMissing", expectErr: ErrExpiryMissing, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { delete(c, "exp") }))
 		}},
 		{name: "NotBeforeInFuture", expectErr: ErrTokenNotYetValid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Minute).Unix() }))
 		}},
 		{name: "IssuedInFuture", expectErr: ErrTokenUsedBeforeIssued, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["iat"] = now.Add(time.Minute).Unix() }))
 		}},
 
 		// Claims.
 		{name: "WrongAudience", expectErr: ErrAudienceInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["aud"] = "anon" }))
 		}},
 		{name: "AudienceMissing", expectErr: ErrAudienceInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { delete(c, "aud") }))
 		}},
 		{name: "WrongIssuer", expectErr: ErrIssuerInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["iss"] = "https://other.supabase.co/auth/v1" }))
 		}},
 		{name: "LegacyKeyIssuer", expectErr: ErrIssuerInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, []byte(testJWTSecret), "", b.claimsWith(func(c jwt.MapClaims) { c["iss"] = "supabase" }))
 		}},
 		{name: "SubjectMissing", expectErr: ErrSubjectMissing, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { delete(c, "sub") }))
 		}},
 		{name: "SubjectNotUUID", expectErr: ErrSubjectInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["sub"] = "user-123" }))
 		}},
 		{name: "SubjectUUIDWithoutDashes", expectErr: ErrSubjectInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["sub"] = strings.ReplaceAll(b.userID.String(), "-", "") }))
 		}},
 		{name: "SubjectNilUUID", expectErr: ErrSubjectInvalid, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["sub"] = uuid.Nil.String() }))
 		}},
 		{name: "ServiceRoleFromProjectKey", expectErr: ErrRoleNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["role"] = "service_role" }))
 		}},
 		{name: "AnonRole", expectErr: ErrRoleNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["role"] = "anon" }))
 		}},
 		{name: "RoleMissing", expectErr: ErrRoleNotAllowed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { delete(c, "role") }))
 		}},
 		{name: "ExpiryWrongType", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) { c["exp"] = "tomorrow" }))
 		}},
 
 		// Shape.
 		{name: "Empty", expectErr: ErrMissingToken, givenToken: func(t *testing.T) string { return "" }},
 		{name: "Oversized", expectErr: ErrTokenTooLarge, givenToken: func(t *testing.T) string {
+			t.Helper()
+			t.Helper()
 			return b.es.sign(t, b.claimsWith(func(c jwt.MapClaims) {
 				c["user_metadata"] = map[string]any{"bio": strings.Repeat("a", 16<<10)}
 			}))
 		}},
 		{name: "MalformedBase64Header", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return "eyJ!bGciOiJFUzI1NiJ9." + parts[1] + "." + parts[2]
 		}},
 		{name: "MalformedBase64Payload", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return parts[0] + "." + parts[1][:10] + "*" + parts[1][11:] + "." + parts[2]
 		}},
 		{name: "MalformedBase64Signature", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return parts[0] + "." + parts[1] + "." + parts[2][:10] + "$" + parts[2][11:]
 		}},
 		{name: "PaddedBase64", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return parts[0] + "." + base64.URLEncoding.EncodeToString([]byte(`{"sub":"x"}`)) + "." + parts[2]
 		}},
 		{name: "PayloadNotJSON", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return parts[0] + "." + segment("not json") + "." + parts[2]
 		}},
 		{name: "HeaderNotJSON", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
 			return segment("[1,2]") + "." + parts[1] + "." + parts[2]
 		}},
 		{name: "OneSegment", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { return parts[0] }},
 		{name: "TwoSegments", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { return parts[0] + "." + parts[1] }},
 		{name: "FourSegments", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { return valid + "." + parts[2] }},
 		{name: "FiveSegmentsJWE", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
+			t.Helper()
+			t.Helper()
+			t.Helper()
+			t.Helper()
 			return segment(`{"alg":"RSA-OAEP","enc":"A256GCM"}`) + ".a.b.c.d"
 		}},
 	}
