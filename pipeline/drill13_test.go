@@ -280,15 +280,20 @@ func TestDrill13HookRedirectAndHeaders(t *testing.T) {
 	t.Logf("redirects followed=0 (inside server requests=%d), DELETE sent=0, forbidden headers delivered=0", inside.hits.Load())
 }
 
-// latencyModel answers at once, except prompts containing SLOW, which take
-// slow (the attacker's slow model call or hook).
+// latencyModel answers prompts containing SLOW after slow (the attacker's
+// slow model call or hook) and the others after fast (an ordinary model
+// call).
 type latencyModel struct {
-	slow time.Duration
+	slow, fast time.Duration
 }
 
 func (m latencyModel) Generate(ctx context.Context, req model.Request) (model.Response, error) {
+	d := m.fast
 	if strings.Contains(req.Prompt, "SLOW") {
-		t := time.NewTimer(m.slow) // simulated model latency
+		d = m.slow
+	}
+	if d > 0 {
+		t := time.NewTimer(d) // simulated model latency
 		defer t.Stop()
 		select {
 		case <-t.C:
@@ -327,23 +332,27 @@ func (o *stageObserver) QueueDepth(_, running int) {
 func (*stageObserver) ClaimFailed(error) {}
 
 // TestDrill13NoisyNeighbour: an attacker's many slow tasks against a
-// victim's few fast ones. CI size (it must stay well under a minute):
-// concurrency 10, attacker 100 tasks of 1.5 s, victim 20 tasks; the issue's
-// full size is concurrency 50, 500 tasks of 25 s, victim 20 tasks (set
-// the constants below to run it). The victim's time
+// victim's few fast ones, at the shape (concurrency 50, attacker
+// 500 tasks, victim 20 tasks, so the victim's fair share of 25 slots holds
+// all its tasks) with the slow call scaled from 25 s to 1.5 s to stay CI
+// sized (set slow to 25*time.Second for the full run). The victim's time
 // is printed quiet, under attack with the fair share, and under attack
 // without it (FairShareFloor = Concurrency, i.e. the old dispatcher);
-// the target is 2 × quiet + one slow-call latency.
+// the target is 2 × quiet + one slow-call latency. A second, scarcer shape
+// (concurrency 10, attacker 100 tasks: the victim's 20 tasks exceed its
+// share of 5) is printed for contrast, without a target.
 func TestDrill13NoisyNeighbour(t *testing.T) { //nolint:paralleltest // timing: runs alone in its package
 	const (
-		concurrency = 10
-		attackTasks = 100
+		concurrency = 50
+		attackTasks = 500
+		scarce      = 10 // concurrency of the contrast shape, with scarce*10 attacker tasks
 		victimTasks = 20
 		slow        = 1500 * time.Millisecond
+		fast        = 250 * time.Millisecond // the victim's own model call (the quiet baseline was 0.67 s)
 	)
 	ctx := t.Context()
 
-	run := func(label string, floor int, attack bool) time.Duration {
+	run := func(label string, concurrency, attackTasks, floor int, attack bool) time.Duration {
 		bb := setup(t)
 		attacker := bb.user
 		victim := dbtest.CreateUser(ctx, t, bb.pool)
@@ -358,7 +367,7 @@ func TestDrill13NoisyNeighbour(t *testing.T) { //nolint:paralleltest // timing: 
 			return out
 		}
 		obs := &stageObserver{stage: "victim", want: victimTasks, done: make(chan struct{}), slots: concurrency, full: make(chan struct{})}
-		r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "nn-" + label}, bb.db, latencyModel{slow: slow})
+		r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "nn-" + label}, bb.db, latencyModel{slow: slow, fast: fast})
 		d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: concurrency, FairShareFloor: floor, Observer: obs}, claimsIdentity{}, r)
 		d.Start(ctx)
 		defer func() {
@@ -385,13 +394,18 @@ func TestDrill13NoisyNeighbour(t *testing.T) { //nolint:paralleltest // timing: 
 		}
 		return time.Since(start)
 	}
-	quiet := run("quiet", 1, false)
-	fair := run("fair", 1, true)
-	unfair := run("unfair", concurrency, true)
+	quiet := run("quiet", concurrency, attackTasks, 1, false)
+	fair := run("fair", concurrency, attackTasks, 1, true)
+	unfair := run("unfair", concurrency, attackTasks, concurrency, true)
 	target := 2*quiet + slow
-	t.Logf("noisy neighbour (concurrency %d, attacker %d tasks × %s, victim %d fast tasks):", concurrency, attackTasks, slow, victimTasks)
+	t.Logf("noisy neighbour (concurrency %d, attacker %d tasks × %s, victim %d tasks × %s):", concurrency, attackTasks, slow, victimTasks, fast)
 	t.Logf("  victim quiet baseline:                 %s", quiet.Round(time.Millisecond))
 	t.Logf("  victim under attack, fair share:       %s (target ≤ 2 × quiet + one slow call = %s)", fair.Round(time.Millisecond), target.Round(time.Millisecond))
 	t.Logf("  victim under attack, no fair share:    %s", unfair.Round(time.Millisecond))
+	sQuiet := run("s-quiet", scarce, scarce*10, 1, false)
+	sFair := run("s-fair", scarce, scarce*10, 1, true)
+	sUnfair := run("s-unfair", scarce, scarce*10, scarce, true)
+	t.Logf("scarce slots (concurrency %d, attacker %d tasks × %s, victim %d tasks × %s): quiet %s, fair share %s, no fair share %s",
+		scarce, scarce*10, slow, victimTasks, fast, sQuiet.Round(time.Millisecond), sFair.Round(time.Millisecond), sUnfair.Round(time.Millisecond))
 	require.LessOrEqual(t, fair, target, "the victim waited more than one slow call beyond twice its quiet time")
 }
