@@ -93,11 +93,11 @@ func importBundle(ctx context.Context, getenv func(string) string, stdout io.Wri
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	db, ids, closeFn, err := dataPath(ctx, cfg)
+	db, ids, closeFunc, err := dataPath(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	defer closeFunc()
 	id, err := ids.Identity(ctx, ownerID)
 	if err != nil {
 		return err
@@ -313,7 +313,7 @@ func dev(ctx context.Context, getenv func(string) string, stdout io.Writer, rows
 	start := time.Now()
 	if err := watchBatch(ctx, stdout, db, id, launched.BatchID); err != nil {
 		cancel()
-		<-errc
+		<-errc //nolint:errcheck // after cancel the server returns the cancellation; err is what failed
 		return err
 	}
 	printSummary(ctx, stdout, pool, launched.BatchID, time.Since(start))
@@ -333,8 +333,9 @@ try it:
 }
 
 func stageKeys(b *pipeline.Bundle) []string {
-	var out []string
-	for _, s := range b.Ordered() {
+	ordered := b.Ordered()
+	out := make([]string, 0, len(ordered))
+	for _, s := range ordered {
 		out = append(out, s.StageKey+" ("+s.Cardinality+")")
 	}
 	return out
@@ -388,7 +389,7 @@ func stageLine(by map[string]map[string]int) string {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var parts []string
+	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
 		done := by[k]["completed"] + by[k]["failed"]
 		total := 0

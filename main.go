@@ -52,7 +52,7 @@ commands:
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(usage)
+		return errors.New(usage) //nolint:staticcheck // ST1005: the usage text is printed as it is, line breaks and all
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return errors.New("usage: orchable keys encrypt " + breakFrontendFlagUsage)
 		}
 		if !*ack {
-			return errors.New(breakFrontendRefusal)
+			return errors.New(breakFrontendRefusal) //nolint:staticcheck // ST1005: printed as it is, line breaks and all
 		}
 		return encryptKeys(ctx, getenv, stdout)
 	case "webhooks":

@@ -207,7 +207,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 	// the user API as the user (no dev sign-in here; see dev).
 	a.console = console.Register(e, &console.Config{SupabaseURL: cfg.Supabase.URL, AnonKey: cfg.Supabase.AnonKey})
 
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("ORCHABLE_ADDR/PORT: %w", err)
 	}

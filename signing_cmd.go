@@ -9,8 +9,9 @@ import (
 	"github.com/orchable/orchable/webhooks"
 )
 
+//nolint:dupword // "install install": the command, then what it does
 const signingUsage = `usage:
-  orchable webhooks signing install     the Standard Webhooks signing trigger on ai_tasks (pg_net, pgcrypto, Vault)
+  orchable webhooks signing install     install the Standard Webhooks signing trigger on ai_tasks (pg_net, pgcrypto, Vault)
   orchable webhooks signing uninstall   drop it
   orchable webhooks signing sql         print the SQL (to review, or to paste into the SQL editor)`
 

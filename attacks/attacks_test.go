@@ -22,6 +22,7 @@ import (
 // TestAttacks runs every attack of SPEC §14 / issue #12 as B against A and
 // prints the table (attack, path, expected, outcome) when all are done.
 func TestAttacks(t *testing.T) {
+	t.Parallel()
 	t.Cleanup(printTable)
 	pool := dbtest.Pool(t)
 
@@ -45,7 +46,7 @@ func TestAttacks(t *testing.T) {
 // victimPipeline gives A a finished two-stage pipeline: mapper (1:1) →
 // merge (N:1, batch_grouping global), launched with two rows, and returns
 // the stage templates and the launch.
-func victimPipeline(ctx context.Context, t *testing.T, w *world, secret string) (mapper, merge string, l launched) {
+func victimPipeline(ctx context.Context, t *testing.T, w *world, secret string) (mapper, merge string, l launched) { //nolint:unparam // the pipeline's three stage ids, whether an attack uses the merge or not
 	t.Helper()
 	p := "A-" + uuid.NewString()[:8]
 	mapper, merge = p+"-mapper", p+"-merge"

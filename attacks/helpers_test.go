@@ -102,7 +102,7 @@ func (claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Iden
 
 // as runs one statement as the user, exactly as PostgREST runs a request
 // (set local role authenticated and request.jwt.claims, one transaction).
-func (w *world) as(ctx context.Context, t *testing.T, user uuid.UUID, sql string, args ...any) (pgconn.CommandTag, error) {
+func (w *world) as(ctx context.Context, t *testing.T, user uuid.UUID, sql string, args ...any) (pgconn.CommandTag, error) { //nolint:unparam // the shape of pgx Exec
 	t.Helper()
 	tx, err := w.pool.Begin(ctx)
 	require.NoError(t, err)

@@ -374,7 +374,7 @@ func screenshotDir(t *testing.T) string {
 // browser runs chromedp actions and fails the test with what it waited for.
 type browser struct {
 	t     *testing.T
-	ctx   context.Context
+	ctx   context.Context //nolint:containedctx // chromedp keeps the browser tab in its context
 	shots string
 }
 

@@ -39,7 +39,7 @@ func startPrivatePG(t *testing.T) *privatePG {
 	t.Helper()
 	_, err := os.Stat(filepath.Join(pgBin, "initdb"))
 	require.NoError(t, err, "the PostgreSQL drill needs %s/initdb (package postgresql-15)", pgBin)
-	dir, err := os.MkdirTemp("", "orchable-e2e-pg-")
+	dir, err := os.MkdirTemp("", "orchable-e2e-pg-") //nolint:usetesting // t.TempDir's parent is 0700; the postgres user must reach this one
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	pg := &privatePG{t: t, dir: dir, asPG: os.Geteuid() == 0}

@@ -117,13 +117,13 @@ func TestDrillKill9(t *testing.T) {
 	}
 	lastRestart := time.Now()
 	s.waitSettled(5*time.Minute, l.BatchID)
-	recover := time.Since(lastRestart)
+	recovery := time.Since(lastRestart)
 	rep := s.checkTree(l.BatchID)
 	var dupKeys int
 	require.NoError(t, s.db.QueryRow(context.Background(), `select count(*) from (select idempotency_key from public.ai_tasks
 		where batch_id = $1 and idempotency_key is not null group by 1 having count(*) > 1) d`, l.BatchID).Scan(&dupKeys))
 	t.Logf("kill-9: tasks=%d by_stage=%v by_status=%v kills=%d in_flight_at_kills=%v lost=%d duplicated=%d dup_idempotency_keys=%d time_to_recover_after_last_restart=%s total=%s",
-		rep.Tasks, rep.ByStage, rep.ByStatus, kills, killedInFlight, rep.Missing, rep.Duplicated, dupKeys, recover.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		rep.Tasks, rep.ByStage, rep.ByStatus, kills, killedInFlight, rep.Missing, rep.Duplicated, dupKeys, recovery.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	s.requireTree(rep)
 	require.Zero(t, dupKeys)
 	require.Equal(t, rows, rep.Roots)

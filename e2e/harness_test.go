@@ -345,7 +345,7 @@ func runCmd(binary string, args, env []string) (string, error) {
 }
 
 // startService starts orchable serve and waits for /readyz.
-func (s *stack) startService() *proc {
+func (s *stack) startService() *proc { //nolint:unparam // the process, as from the other start functions
 	s.t.Helper()
 	p := startProc(s.t, s.dir, "orchable", bin.orchable, []string{"serve"}, s.svcEnv)
 	s.mu.Lock()
@@ -571,8 +571,6 @@ func (s *stack) tasks(where string, args ...any) []task {
 	require.NoError(s.t, rows.Err())
 	return out
 }
-
-var terminal = map[string]bool{"completed": true, "approved": true, "skipped": true, "failed": true, "cancelled": true}
 
 // batchSettled reports whether every task of the batches is terminal and the
 // folded counters equal a recount.

@@ -135,7 +135,7 @@ func startPgBouncer(t *testing.T, s *stack, binary string) (string, string) {
 	if strings.HasPrefix(host, "/") {
 		host = "127.0.0.1"
 	}
-	dir, err := os.MkdirTemp("", "orchable-pgbouncer-")
+	dir, err := os.MkdirTemp("", "orchable-pgbouncer-") //nolint:usetesting // t.TempDir's parent is 0700; the unprivileged PgBouncer must reach this one
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o755)) // readable by the unprivileged PgBouncer
@@ -157,7 +157,7 @@ ignore_startup_parameters = extra_float_digits
 stats_period = 1
 `, host, admin.Port, admin.User, port)
 	iniPath := filepath.Join(dir, "pgbouncer.ini")
-	require.NoError(t, os.WriteFile(iniPath, []byte(ini), 0o644)) //nolint:gosec // no secret (trust on loopback)
+	require.NoError(t, os.WriteFile(iniPath, []byte(ini), 0o644)) // no secret (trust on loopback)
 
 	logf, err := os.CreateTemp(s.dir, "pgbouncer-*.log")
 	require.NoError(t, err)

@@ -153,7 +153,7 @@ type treeReport struct {
 	Problems   []string
 }
 
-func (r *treeReport) problem(format string, args ...any) {
+func (r *treeReport) problemf(format string, args ...any) {
 	if len(r.Problems) < 40 {
 		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
 	}
@@ -186,13 +186,13 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 			rep.Roots++
 			explained[t.ID] = true
 			if len(t.Path) != 0 || t.RootID == nil || *t.RootID != t.ID || t.Step != 1 {
-				rep.problem("root %s: hierarchy_path %v, root %v, step %d", t.ID, t.Path, t.RootID, t.Step)
+				rep.problemf("root %s: hierarchy_path %v, root %v, step %d", t.ID, t.Path, t.RootID, t.Step)
 			}
 			continue
 		}
 		p, ok := byID[*t.ParentID]
 		if !ok {
-			rep.problem("task %s (%s): parent %s is not in the batch", t.ID, t.StageKey, *t.ParentID)
+			rep.problemf("task %s (%s): parent %s is not in the batch", t.ID, t.StageKey, *t.ParentID)
 			continue
 		}
 		wantRoot := p.ID
@@ -200,13 +200,13 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 			wantRoot = *p.RootID
 		}
 		if t.RootID == nil || *t.RootID != wantRoot {
-			rep.problem("task %s (%s): root %v, want %s", t.ID, t.StageKey, t.RootID, wantRoot)
+			rep.problemf("task %s (%s): root %v, want %s", t.ID, t.StageKey, t.RootID, wantRoot)
 		}
 		if !slices.Equal(t.Path, append(slices.Clone(p.Path), p.ID.String())) {
-			rep.problem("task %s (%s): hierarchy_path %v, want %v + %s", t.ID, t.StageKey, t.Path, p.Path, p.ID)
+			rep.problemf("task %s (%s): hierarchy_path %v, want %v + %s", t.ID, t.StageKey, t.Path, p.Path, p.ID)
 		}
 		if t.Step != p.Step+1 {
-			rep.problem("task %s (%s): step %d, parent step %d", t.ID, t.StageKey, t.Step, p.Step)
+			rep.problemf("task %s (%s): step %d, parent step %d", t.ID, t.StageKey, t.Step, p.Step)
 		}
 		pt := tpls[p.TemplateID]
 		if slices.Contains(pt.Next, t.TemplateID) {
@@ -229,7 +229,7 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 		for _, sid := range pt.Next {
 			succ, ok := tpls[sid]
 			if !ok {
-				rep.problem("template %s: successor %s not found", pt.ID, sid)
+				rep.problemf("template %s: successor %s not found", pt.ID, sid)
 				continue
 			}
 			kind := edgeKind(p.StageKey, succ)
@@ -244,7 +244,7 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 			if p.Status != "completed" && p.Status != "approved" {
 				if len(got) > 0 {
 					rep.Duplicated += len(got)
-					rep.problem("task %s (%s, %s) has %d %s children", p.ID, p.StageKey, p.Status, len(got), succ.StageKey)
+					rep.problemf("task %s (%s, %s) has %d %s children", p.ID, p.StageKey, p.Status, len(got), succ.StageKey)
 				}
 				continue
 			}
@@ -259,7 +259,7 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 			case edgeSplit:
 				arr, ok := jsonPath(result(p), fmt.Sprint(succ.Config["split_path"])).([]any)
 				if !ok {
-					rep.problem("task %s (%s) completed but its split_path %v is not an array", p.ID, p.StageKey, succ.Config["split_path"])
+					rep.problemf("task %s (%s) completed but its split_path %v is not an array", p.ID, p.StageKey, succ.Config["split_path"])
 					continue
 				}
 				if mode, _ := succ.Config["split_mode"].(string); mode == "per_batch" {
@@ -278,10 +278,10 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 			}
 			if len(got) < len(want) {
 				rep.Missing += len(want) - len(got)
-				rep.problem("task %s (%s): %d %s children, want %d", p.ID, p.StageKey, len(got), succ.StageKey, len(want))
+				rep.problemf("task %s (%s): %d %s children, want %d", p.ID, p.StageKey, len(got), succ.StageKey, len(want))
 			} else if len(got) > len(want) {
 				rep.Duplicated += len(got) - len(want)
-				rep.problem("task %s (%s): %d %s children, want %d", p.ID, p.StageKey, len(got), succ.StageKey, len(want))
+				rep.problemf("task %s (%s): %d %s children, want %d", p.ID, p.StageKey, len(got), succ.StageKey, len(want))
 			}
 			// Inputs: every expected input is matched by one child.
 			used := map[uuid.UUID]bool{}
@@ -301,7 +301,7 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 					}
 				}
 				if !found && len(got) >= len(want) {
-					rep.problem("task %s (%s): no %s child has the expected input %.300s", p.ID, p.StageKey, succ.StageKey, mustJSON(exp))
+					rep.problemf("task %s (%s): no %s child has the expected input %.300s", p.ID, p.StageKey, succ.StageKey, mustJSON(exp))
 				}
 			}
 		}
@@ -361,11 +361,11 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 			got := kids[name]
 			if len(got) < want {
 				rep.Missing += want - len(got)
-				rep.problem("scope %s: no %s barrier child", name, succ.StageKey)
+				rep.problemf("scope %s: no %s barrier child", name, succ.StageKey)
 			}
 			if len(got) > want {
 				rep.Duplicated += len(got) - want
-				rep.problem("scope %s: %d %s barrier children, want %d", name, len(got), succ.StageKey, want)
+				rep.problemf("scope %s: %d %s barrier children, want %d", name, len(got), succ.StageKey, want)
 			}
 			if len(got) != 1 || want != 1 {
 				continue
@@ -393,10 +393,10 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 				sort.Strings(outs)
 				sort.Strings(gotOuts)
 				if mp == "output_data" && !slices.Equal(outs, gotOuts) {
-					rep.problem("scope %s: merge input holds %d outputs, want the %d completed %s outputs", name, len(gotOuts), len(outs), deps[0])
+					rep.problemf("scope %s: merge input holds %d outputs, want the %d completed %s outputs", name, len(gotOuts), len(outs), deps[0])
 				}
 				if fmt.Sprint(in["_merged_from_count"]) != strconv.Itoa(len(outs)) || fmt.Sprint(in["_failed_count"]) != strconv.Itoa(len(failed)) {
-					rep.problem("scope %s: _merged_from_count %v _failed_count %v, want %d and %d", name, in["_merged_from_count"], in["_failed_count"], len(outs), len(failed))
+					rep.problemf("scope %s: _merged_from_count %v _failed_count %v, want %d and %d", name, in["_merged_from_count"], in["_failed_count"], len(outs), len(failed))
 				}
 				continue
 			}
@@ -423,14 +423,14 @@ func (s *stack) checkTree(batchIDs ...uuid.UUID) treeReport {
 				}
 			}
 			if !jsonEqual(in, exp) {
-				rep.problem("scope %s: join %s input %.300s, want %.300s", name, succ.StageKey, mustJSON(in), mustJSON(exp))
+				rep.problemf("scope %s: join %s input %.300s, want %.300s", name, succ.StageKey, mustJSON(in), mustJSON(exp))
 			}
 		}
 	}
 	for _, t := range tasks {
 		if !explained[t.ID] {
 			rep.Duplicated++
-			rep.problem("task %s (%s) is not an expected child of its parent %v", t.ID, t.StageKey, t.ParentID)
+			rep.problemf("task %s (%s) is not an expected child of its parent %v", t.ID, t.StageKey, t.ParentID)
 		}
 	}
 	return rep

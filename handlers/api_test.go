@@ -23,107 +23,107 @@ func TestAPIRoutes(t *testing.T) {
 
 	launchResult := `{"batch_id":"` + apiBatchID + `","launch_id":"1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f","task_ids":["` + apiTaskID + `"]}`
 	tests := []struct {
-		name         string
-		givenMethod  string
-		givenPath    string
-		givenBody    string
-		givenResult  string // what the fake database answers
-		expectFn     string
-		expectArgs   string
-		expectStatus int
-		expectBody   string
-		expectWake   bool
+		name           string
+		givenMethod    string
+		givenPath      string
+		givenBody      string
+		givenResult    string // what the fake database answers
+		expectFunction string
+		expectArgs     string
+		expectStatus   int
+		expectBody     string
+		expectWake     bool
 	}{
 		{
 			name: "LaunchMinimal", givenMethod: "POST", givenPath: "/api/v1/batches",
-			givenBody:   `{"template_id":"tpl-outline","rows":[{"topic":"tides"},{"topic":"moons"}]}`,
-			givenResult: launchResult,
-			expectFn:    "launch_batch", expectArgs: `{"p_template_id":"tpl-outline","p_rows":[{"topic":"tides"},{"topic":"moons"}]}`,
+			givenBody:      `{"template_id":"tpl-outline","rows":[{"topic":"tides"},{"topic":"moons"}]}`,
+			givenResult:    launchResult,
+			expectFunction: "launch_batch", expectArgs: `{"p_template_id":"tpl-outline","p_rows":[{"topic":"tides"},{"topic":"moons"}]}`,
 			expectStatus: 201, expectBody: launchResult, expectWake: true,
 		},
 		{
 			name: "LaunchFull", givenMethod: "POST", givenPath: "/api/v1/batches",
 			givenBody: `{"template_id":"tpl-outline","rows":[{"topic":"tides"}],"name":"Tides","global_context":{"tone":"dry"},
 				"launch_id":"1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f","execution_delay_seconds":2,"orchestrator_config_id":"` + apiBatchID + `"}`,
-			givenResult: launchResult,
-			expectFn:    "launch_batch",
+			givenResult:    launchResult,
+			expectFunction: "launch_batch",
 			expectArgs: `{"p_template_id":"tpl-outline","p_rows":[{"topic":"tides"}],"p_name":"Tides","p_global_context":{"tone":"dry"},
 				"p_launch_id":"1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f","p_execution_delay_seconds":2,"p_orchestrator_config_id":"` + apiBatchID + `"}`,
 			expectStatus: 201, expectBody: launchResult, expectWake: true,
 		},
 		{
 			name: "LaunchNullGlobalContext", givenMethod: "POST", givenPath: "/api/v1/batches",
-			givenBody:   `{"template_id":"t","rows":[{}],"global_context":null}`,
-			givenResult: launchResult,
-			expectFn:    "launch_batch", expectArgs: `{"p_template_id":"t","p_rows":[{}]}`,
+			givenBody:      `{"template_id":"t","rows":[{}],"global_context":null}`,
+			givenResult:    launchResult,
+			expectFunction: "launch_batch", expectArgs: `{"p_template_id":"t","p_rows":[{}]}`,
 			expectStatus: 201, expectBody: launchResult, expectWake: true,
 		},
 		{
 			name: "Progress", givenMethod: "GET", givenPath: "/api/v1/batches/" + apiBatchID,
-			givenResult: `{"batch_id":"` + apiBatchID + `","total":3,"completed":1}`,
-			expectFn:    "get_batch_progress", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
+			givenResult:    `{"batch_id":"` + apiBatchID + `","total":3,"completed":1}`,
+			expectFunction: "get_batch_progress", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
 			expectStatus: 200, expectBody: `{"batch_id":"` + apiBatchID + `","total":3,"completed":1}`,
 		},
 		{
 			name: "Pause", givenMethod: "POST", givenPath: "/api/v1/batches/" + apiBatchID + "/pause",
-			givenResult: `{"status":"paused"}`,
-			expectFn:    "pause_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
+			givenResult:    `{"status":"paused"}`,
+			expectFunction: "pause_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
 			expectStatus: 200, expectBody: `{"status":"paused"}`,
 		},
 		{
 			name: "Resume", givenMethod: "POST", givenPath: "/api/v1/batches/" + apiBatchID + "/resume",
-			givenResult: `{"status":"processing"}`,
-			expectFn:    "resume_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
+			givenResult:    `{"status":"processing"}`,
+			expectFunction: "resume_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
 			expectStatus: 200, expectBody: `{"status":"processing"}`, expectWake: true,
 		},
 		{
 			name: "Cancel", givenMethod: "POST", givenPath: "/api/v1/batches/" + apiBatchID + "/cancel",
-			givenResult: `{"status":"cancelled","cancelled_tasks":4}`,
-			expectFn:    "cancel_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
+			givenResult:    `{"status":"cancelled","cancelled_tasks":4}`,
+			expectFunction: "cancel_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
 			expectStatus: 200, expectBody: `{"status":"cancelled","cancelled_tasks":4}`,
 		},
 		{
 			name: "RetryFailed", givenMethod: "POST", givenPath: "/api/v1/batches/" + apiBatchID + "/retry-failed",
-			givenResult: `3`,
-			expectFn:    "retry_all_failed_in_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
+			givenResult:    `3`,
+			expectFunction: "retry_all_failed_in_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
 			expectStatus: 200, expectBody: `{"retried":3}`, expectWake: true,
 		},
 		{
 			name: "RetryFailedNone", givenMethod: "POST", givenPath: "/api/v1/batches/" + apiBatchID + "/retry-failed",
-			givenResult: `0`,
-			expectFn:    "retry_all_failed_in_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
+			givenResult:    `0`,
+			expectFunction: "retry_all_failed_in_batch", expectArgs: `{"p_batch_id":"` + apiBatchID + `"}`,
 			expectStatus: 200, expectBody: `{"retried":0}`,
 		},
 		{
 			name: "ApproveNoBody", givenMethod: "POST", givenPath: "/api/v1/tasks/" + apiTaskID + "/approve",
-			givenResult: `{"status":"completed","created":2,"waiting":0}`,
-			expectFn:    "approve_task", expectArgs: `{"p_task_id":"` + apiTaskID + `"}`,
+			givenResult:    `{"status":"completed","created":2,"waiting":0}`,
+			expectFunction: "approve_task", expectArgs: `{"p_task_id":"` + apiTaskID + `"}`,
 			expectStatus: 200, expectBody: `{"status":"completed","created":2,"waiting":0}`, expectWake: true,
 		},
 		{
 			name: "ApproveEdited", givenMethod: "POST", givenPath: "/api/v1/tasks/" + apiTaskID + "/approve",
-			givenBody:   `{"edited_output":{"title":"Better"},"edit_notes":"tightened"}`,
-			givenResult: `{"status":"completed","created":1,"waiting":0}`,
-			expectFn:    "approve_task", expectArgs: `{"p_task_id":"` + apiTaskID + `","p_edited_output":{"title":"Better"},"p_edit_notes":"tightened"}`,
+			givenBody:      `{"edited_output":{"title":"Better"},"edit_notes":"tightened"}`,
+			givenResult:    `{"status":"completed","created":1,"waiting":0}`,
+			expectFunction: "approve_task", expectArgs: `{"p_task_id":"` + apiTaskID + `","p_edited_output":{"title":"Better"},"p_edit_notes":"tightened"}`,
 			expectStatus: 200, expectBody: `{"status":"completed","created":1,"waiting":0}`, expectWake: true,
 		},
 		{
 			name: "Reject", givenMethod: "POST", givenPath: "/api/v1/tasks/" + apiTaskID + "/reject",
-			givenBody:   `{"reason":"off topic"}`,
-			givenResult: `{"status":"failed"}`,
-			expectFn:    "reject_task", expectArgs: `{"p_task_id":"` + apiTaskID + `","p_reason":"off topic","p_regenerate":false}`,
+			givenBody:      `{"reason":"off topic"}`,
+			givenResult:    `{"status":"failed"}`,
+			expectFunction: "reject_task", expectArgs: `{"p_task_id":"` + apiTaskID + `","p_reason":"off topic","p_regenerate":false}`,
 			expectStatus: 200, expectBody: `{"status":"failed"}`,
 		},
 		{
 			name: "RejectRegenerate", givenMethod: "POST", givenPath: "/api/v1/tasks/" + apiTaskID + "/reject",
-			givenBody:   `{"reason":"shorter","regenerate":true}`,
-			givenResult: `{"status":"plan"}`,
-			expectFn:    "reject_task", expectArgs: `{"p_task_id":"` + apiTaskID + `","p_reason":"shorter","p_regenerate":true}`,
+			givenBody:      `{"reason":"shorter","regenerate":true}`,
+			givenResult:    `{"status":"plan"}`,
+			expectFunction: "reject_task", expectArgs: `{"p_task_id":"` + apiTaskID + `","p_reason":"shorter","p_regenerate":true}`,
 			expectStatus: 200, expectBody: `{"status":"plan"}`, expectWake: true,
 		},
 		{
 			name: "RetryTask", givenMethod: "POST", givenPath: "/api/v1/tasks/" + apiTaskID + "/retry",
-			expectFn: "retry_failed_task", expectArgs: `{"p_task_id":"` + apiTaskID + `"}`,
+			expectFunction: "retry_failed_task", expectArgs: `{"p_task_id":"` + apiTaskID + `"}`,
 			expectStatus: 200, expectBody: `{"task_id":"` + apiTaskID + `","status":"plan"}`, expectWake: true,
 		},
 	}
@@ -133,7 +133,7 @@ func TestAPIRoutes(t *testing.T) {
 			b := setup(t)
 			user := uuid.New()
 			if tt.givenResult != "" {
-				b.db.answer(tt.expectFn, tt.givenResult)
+				b.db.answer(tt.expectFunction, tt.givenResult)
 			}
 			res := b.api(t, tt.givenMethod, tt.givenPath, user, tt.givenBody)
 			require.Equal(t, tt.expectStatus, res.Status, "body: %s", res.Body)
@@ -141,7 +141,7 @@ func TestAPIRoutes(t *testing.T) {
 
 			calls := b.db.Calls()
 			require.Len(t, calls, 1)
-			require.Equal(t, tt.expectFn, calls[0].Fn)
+			require.Equal(t, tt.expectFunction, calls[0].Function)
 			require.JSONEq(t, tt.expectArgs, string(calls[0].Args))
 			requireIdentity(t, calls[0].Identity, user)
 

@@ -36,7 +36,7 @@ const (
 
 // rpcCall is one call the fake database received.
 type rpcCall struct {
-	Fn       string
+	Function string
 	Identity supabase.Identity
 	Args     json.RawMessage
 }
@@ -73,7 +73,7 @@ func (f *fakeDB) RPC(_ context.Context, id supabase.Identity, fn string, args an
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls = append(f.calls, rpcCall{Fn: fn, Identity: id, Args: raw})
+	f.calls = append(f.calls, rpcCall{Function: fn, Identity: id, Args: raw})
 	if err := f.errs[fn]; err != nil {
 		return err
 	}

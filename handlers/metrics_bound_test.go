@@ -87,7 +87,7 @@ func TestMetricsStageLabelBounded(t *testing.T) {
 // It prints the resident-set growth, the series count and /metrics size
 // and scrape time with the default bound (50), and, for comparison, with a
 // bound of 10,000 (what an unbounded label did).
-func TestDrillStageKeys(t *testing.T) {
+func TestDrillStageKeys(t *testing.T) { //nolint:paralleltest // measures this process's memory growth; tests alongside would skew it
 	const keys = 10000
 	run := func(bound int) (rssGrowthKB, heapGrowthKB int64, bytes, series int, scrape time.Duration) {
 		rss0, heap0 := memNow()

@@ -24,7 +24,7 @@ func TestProgressMaxAge(t *testing.T) {
 	count := func() int {
 		n := 0
 		for _, c := range b.db.Calls() {
-			if c.Fn == "get_batch_progress" {
+			if c.Function == "get_batch_progress" {
 				n++
 			}
 		}
@@ -90,7 +90,7 @@ func TestImportPipeline(t *testing.T) {
 	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
 	calls := b.db.Calls()
 	require.Len(t, calls, 1)
-	require.Equal(t, "import_pipeline", calls[0].Fn)
+	require.Equal(t, "import_pipeline", calls[0].Function)
 	requireIdentity(t, calls[0].Identity, user)
 	var args struct {
 		Templates []struct {

@@ -167,13 +167,12 @@ type Lease struct {
 }
 
 type candidate struct {
-	key       Key
-	prefers   bool
-	priority  int
-	lastUsed  time.Time
-	freeAt    time.Time
-	bucket    groupModel
-	storeTime time.Time
+	key      Key
+	prefers  bool
+	priority int
+	lastUsed time.Time
+	freeAt   time.Time
+	bucket   groupModel
 }
 
 // Acquire picks a key for model: active, not blocked, preferring keys whose

@@ -91,9 +91,9 @@ func seedOf(req Request) uint64 {
 // compile-time checks that both providers have the Generate shape.
 var (
 	_ interface {
-		Generate(context.Context, Request) (Response, error)
+		Generate(ctx context.Context, req Request) (Response, error)
 	} = (*Offline)(nil)
 	_ interface {
-		Generate(context.Context, Request) (Response, error)
+		Generate(ctx context.Context, req Request) (Response, error)
 	} = (*Client)(nil)
 )

@@ -38,6 +38,8 @@ type Request struct {
 }
 
 // Settings are a stage's model settings after resolution.
+//
+//nolint:recvcheck // a value to read; overlay fills one in place while resolving
 type Settings struct {
 	// Model is the model id, for example "gemini-3.5-flash".
 	Model string `json:"model"`

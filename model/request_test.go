@@ -11,9 +11,6 @@ import (
 	"github.com/orchable/orchable/model/geminitest"
 )
 
-//go:fix inline
-func ptr[T any](v T) *T { return new(v) }
-
 func TestResolveSettings(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

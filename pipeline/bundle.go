@@ -161,10 +161,10 @@ func ParseBundle(fsys fs.FS, name string) (*Bundle, error) {
 	v := &validator{}
 	b := &Bundle{Version: doc.Version, Name: strings.TrimSpace(doc.Name), Description: doc.Description}
 	if b.Name == "" {
-		v.add("orchestratorName is required")
+		v.addf("orchestratorName is required")
 	}
 	if len(doc.Steps) == 0 {
-		v.add("steps must list at least one step")
+		v.addf("steps must list at least one step")
 	}
 	for i, raw := range doc.Steps {
 		b.Steps = append(b.Steps, v.step(i, raw, fsys, prompts))
@@ -278,7 +278,7 @@ type validator struct {
 	problems []string
 }
 
-func (v *validator) add(format string, args ...any) {
+func (v *validator) addf(format string, args ...any) {
 	v.problems = append(v.problems, fmt.Sprintf(format, args...))
 }
 
@@ -286,7 +286,7 @@ func (v *validator) add(format string, args ...any) {
 func (v *validator) step(i int, raw json.RawMessage, fsys fs.FS, prompts []string) Step {
 	var j stepJSON
 	if err := json.Unmarshal(raw, &j); err != nil {
-		v.add("steps[%d] is not a valid step: %s", i, jsonProblem(raw, err))
+		v.addf("steps[%d] is not a valid step: %s", i, jsonProblem(raw, err))
 		return Step{Raw: raw}
 	}
 	s := Step{
@@ -302,37 +302,37 @@ func (v *validator) step(i int, raw json.RawMessage, fsys fs.FS, prompts []strin
 	where := fmt.Sprintf("steps[%d]", i)
 	switch {
 	case s.ID == "":
-		v.add("%s: id is required", where)
+		v.addf("%s: id is required", where)
 	case !stepIDPattern.MatchString(s.ID):
-		v.add("%s: id %q must be 1-100 letters, digits, '_' or '-'", where, s.ID)
+		v.addf("%s: id %q must be 1-100 letters, digits, '_' or '-'", where, s.ID)
 	default:
 		where = "step " + s.ID
 	}
 	switch {
 	case s.StageKey == "":
-		v.add("%s: stage_key is required", where)
+		v.addf("%s: stage_key is required", where)
 	case !stageKeyPattern.MatchString(s.StageKey):
-		v.add("%s: stage_key %q must match ^[a-z][a-z0-9_]*$", where, s.StageKey)
+		v.addf("%s: stage_key %q must match ^[a-z][a-z0-9_]*$", where, s.StageKey)
 	}
 	card, ok := normaliseCardinality(j.Cardinality)
 	switch {
 	case j.Cardinality == "":
-		v.add("%s: cardinality is required (1:1, 1:N or N:1)", where)
+		v.addf("%s: cardinality is required (1:1, 1:N or N:1)", where)
 	case !ok:
-		v.add("%s: cardinality %q must be one of 1:1, 1:N, N:1, one_to_one, one_to_many, many_to_one", where, j.Cardinality)
+		v.addf("%s: cardinality %q must be one of 1:1, 1:N, N:1, one_to_one, one_to_many, many_to_one", where, j.Cardinality)
 	}
 	s.Cardinality = card
 	if card == "1:N" && s.SplitPath == "" {
-		v.add("%s: split_path is required for cardinality 1:N", where)
+		v.addf("%s: split_path is required for cardinality 1:N", where)
 	}
 	if s.SplitMode != "" && s.SplitMode != "per_item" && s.SplitMode != "per_batch" {
-		v.add("%s: split_mode %q must be per_item or per_batch", where, s.SplitMode)
+		v.addf("%s: split_mode %q must be per_item or per_batch", where, s.SplitMode)
 	}
 	if s.BatchSize != nil && *s.BatchSize < 1 {
-		v.add("%s: batch_size must be at least 1", where)
+		v.addf("%s: batch_size must be at least 1", where)
 	}
 	if g := s.BatchGrouping; g != "" && g != "batch" && g != "global" && g != "isolated" {
-		v.add("%s: batch_grouping %q must be batch, global or isolated", where, g)
+		v.addf("%s: batch_grouping %q must be batch, global or isolated", where, g)
 	}
 	v.aiSettings(where, s.AISettings)
 	v.contract(where, &s, j.Contract)
@@ -346,18 +346,18 @@ func (v *validator) aiSettings(where string, raw json.RawMessage) {
 	}
 	var ai aiSettingsJSON
 	if err := json.Unmarshal(raw, &ai); err != nil {
-		v.add("%s: ai_settings is not valid: %s", where, jsonProblem(raw, err))
+		v.addf("%s: ai_settings is not valid: %s", where, jsonProblem(raw, err))
 		return
 	}
 	if ai.ModelID != nil && strings.TrimSpace(*ai.ModelID) == "" {
-		v.add("%s: ai_settings.model_id must not be empty", where)
+		v.addf("%s: ai_settings.model_id must not be empty", where)
 	}
 	if gc := ai.GenerationConfig; gc != nil {
 		if t := gc.Temperature; t != nil && (*t < 0 || *t > 2) {
-			v.add("%s: ai_settings.generationConfig.temperature %g must be between 0 and 2", where, *t)
+			v.addf("%s: ai_settings.generationConfig.temperature %g must be between 0 and 2", where, *t)
 		}
 		if m := gc.MaxOutputTokens; m != nil && (*m < 1 || *m != float64(int64(*m))) {
-			v.add("%s: ai_settings.generationConfig.maxOutputTokens %g must be a positive integer", where, *m)
+			v.addf("%s: ai_settings.generationConfig.maxOutputTokens %g must be a positive integer", where, *m)
 		}
 	}
 }
@@ -389,7 +389,7 @@ func (v *validator) contract(where string, s *Step, c *contractJSON) {
 					is.OptionalFields = append(is.OptionalFields, named.Name)
 				}
 			default:
-				v.add("%s: contract.input.fields[%d] must be a name or an object with a name", where, k)
+				v.addf("%s: contract.input.fields[%d] must be a name or an object with a name", where, k)
 			}
 		}
 		s.InputSchema = is
@@ -404,7 +404,7 @@ func (v *validator) contract(where string, s *Step, c *contractJSON) {
 			// A legacy OutputSchemaField[] list: not a JSON Schema, and the
 			// original requested no structured output for it either.
 		default:
-			v.add("%s: contract.output.schema must be a JSON Schema object", where)
+			v.addf("%s: contract.output.schema must be a JSON Schema object", where)
 		}
 	}
 }
@@ -435,15 +435,15 @@ func (v *validator) prompt(where string, s *Step, fsys fs.FS, prompts []string) 
 			file := "prompts/" + found[0]
 			text, err := fs.ReadFile(fsys, file)
 			if err != nil {
-				v.add("%s: reading %s: %v", where, file, err)
+				v.addf("%s: reading %s: %v", where, file, err)
 				return file, ""
 			}
 			if strings.TrimSpace(string(text)) == "" {
-				v.add("%s: prompt %s is empty", where, file)
+				v.addf("%s: prompt %s is empty", where, file)
 			}
 			return file, string(text)
 		default:
-			v.add("%s: several prompt files could be stage %s's: prompts/%s", where, s.StageKey, strings.Join(found, ", prompts/"))
+			v.addf("%s: several prompt files could be stage %s's: prompts/%s", where, s.StageKey, strings.Join(found, ", prompts/"))
 			return "", ""
 		}
 	}
@@ -454,7 +454,7 @@ func (v *validator) prompt(where string, s *Step, fsys fs.FS, prompts []string) 
 	if letter, ok := strings.CutPrefix(s.ID, "step_"); ok && letter != "" {
 		looked += " or prompts/stage_" + strings.ToLower(letter) + "_*.md"
 	}
-	v.add("%s: no prompt for stage %s (looked for %s)", where, s.StageKey, looked)
+	v.addf("%s: no prompt for stage %s (looked for %s)", where, s.StageKey, looked)
 	return "", ""
 }
 
@@ -466,14 +466,14 @@ func (v *validator) graph(steps []Step) {
 	for i, s := range steps {
 		if s.ID != "" {
 			if j, dup := byID[s.ID]; dup {
-				v.add("steps[%d] and steps[%d] have the same id %s", j, i, s.ID)
+				v.addf("steps[%d] and steps[%d] have the same id %s", j, i, s.ID)
 			} else {
 				byID[s.ID] = i
 			}
 		}
 		if s.StageKey != "" {
 			if j, dup := byKey[s.StageKey]; dup {
-				v.add("steps %s and %s have the same stage_key %s", label(steps, j), label(steps, i), s.StageKey)
+				v.addf("steps %s and %s have the same stage_key %s", label(steps, j), label(steps, i), s.StageKey)
 			} else {
 				byKey[s.StageKey] = i
 			}
@@ -484,11 +484,11 @@ func (v *validator) graph(steps []Step) {
 		for _, dep := range s.DependsOn {
 			switch _, ok := byID[dep]; {
 			case dep == s.ID:
-				v.add("step %s depends on itself", label(steps, i))
+				v.addf("step %s depends on itself", label(steps, i))
 			case !ok:
-				v.add("step %s depends on %q, which is not a step id", label(steps, i), dep)
+				v.addf("step %s depends on %q, which is not a step id", label(steps, i), dep)
 			case seen[dep]:
-				v.add("step %s lists dependency %s twice", label(steps, i), dep)
+				v.addf("step %s lists dependency %s twice", label(steps, i), dep)
 			}
 			seen[dep] = true
 		}
@@ -504,9 +504,9 @@ func (v *validator) graph(steps []Step) {
 	switch {
 	case len(steps) == 0:
 	case len(roots) == 0:
-		v.add("no root step: every step has dependsOn; exactly one step must have none")
+		v.addf("no root step: every step has dependsOn; exactly one step must have none")
 	case len(roots) > 1:
-		v.add("several root steps (%s): exactly one step may have no dependsOn", strings.Join(roots, ", "))
+		v.addf("several root steps (%s): exactly one step may have no dependsOn", strings.Join(roots, ", "))
 	}
 }
 
@@ -539,7 +539,7 @@ func (v *validator) cycles(steps []Step, byID map[string]int) {
 				if k := strings.Join(key, ","); !reported[k] {
 					reported[k] = true
 					slices.Reverse(cycle) // dependency order: dep → … → dependant
-					v.add("dependency cycle: %s → %s", strings.Join(cycle, " → "), cycle[0])
+					v.addf("dependency cycle: %s → %s", strings.Join(cycle, " → "), cycle[0])
 				}
 			}
 		}

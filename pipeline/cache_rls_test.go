@@ -43,7 +43,7 @@ func TestGeminiCachesOwnerOnlyAndJanitorTiming(t *testing.T) {
 	_, ok, err := store.FindCache(ctx, other, k, time.Now())
 	require.NoError(t, err)
 	require.False(t, ok)
-	_, _, _, err = store.RecordCache(ctx, other, k, model.CacheEntry{Name: "cachedContents/evil", ExpiresAt: exp})
+	_, _, _, err = store.RecordCache(ctx, other, k, model.CacheEntry{Name: "cachedContents/evil", ExpiresAt: exp}) //nolint:dogsled // only the refusal matters
 	require.Error(t, err, "no row for another user's batch")
 	require.NoError(t, store.RenewCache(ctx, other, "cachedContents/a1", exp.Add(time.Hour)))
 	oid, _ := claimsIdentity{}.Identity(ctx, other)

@@ -94,7 +94,7 @@ type Dispatcher struct {
 	claimed  atomic.Int64
 	finished atomic.Int64
 
-	workCtx    context.Context
+	workCtx    context.Context //nolint:containedctx // the work context outlives Start and is cancelled by Stop (STYLE rule 29)
 	cancelWork context.CancelCauseFunc
 	wg         sync.WaitGroup
 	loopDone   chan struct{}

@@ -158,7 +158,7 @@ func (o chanObserver) TaskFinished(res pipeline.Result, _ string, _ time.Duratio
 func (chanObserver) QueueDepth(int, int)                                           {}
 func (chanObserver) ClaimFailed(error)                                             {}
 
-func (b *bundle) start(ctx context.Context, t *testing.T, instances int, cfg pipeline.RunnerConfig) *engine {
+func (b *bundle) start(ctx context.Context, t *testing.T, instances int, cfg pipeline.RunnerConfig) *engine { //nolint:unparam // the seam for tests that change the runner's config
 	t.Helper()
 	e := &engine{finished: make(chan pipeline.Result, 10000)}
 	for i := range instances {
@@ -278,7 +278,7 @@ func TestPipelineSplitMerge(t *testing.T) {
 		case "validator":
 			var in struct {
 				OutputData []map[string]any `json:"output_data"`
-				Merged     int              `json:"_merged_from_count"`
+				Merged     int              `json:"_merged_from_count"` //nolint:tagliatelle // the engine's key in a merged input
 			}
 			require.NoError(t, json.Unmarshal(r.Input, &in))
 			require.Len(t, in.OutputData, 5)

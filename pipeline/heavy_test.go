@@ -18,7 +18,7 @@ import (
 // transport applies as PostgREST does: a launch of MaxLaunchRows rows and a
 // completion that splits into MAX_SPLIT_ITEMS children. It prints the time
 // each took.
-func TestHeavyCallsFitSupabaseTimeouts(t *testing.T) {
+func TestHeavyCallsFitSupabaseTimeouts(t *testing.T) { //nolint:tparallel // the subtests time one heavy call each, one at a time
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("heavy")
@@ -36,7 +36,7 @@ func TestHeavyCallsFitSupabaseTimeouts(t *testing.T) {
 		stage{id: p + "B", key: "each", prompt: "FAKE echo {{item}}", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}})
 	id, _ := claimsIdentity{}.Identity(ctx, b.user)
 
-	t.Run("Launch10000Rows", func(t *testing.T) {
+	t.Run("Launch10000Rows", func(t *testing.T) { //nolint:paralleltest // timed one at a time
 		// handlers.MaxLaunchRows: the most rows the API launches at once.
 		// (launch_batch itself accepts 100,000, which takes longer than 8 s:
 		// measured 10,000 in 0.7 s, 40,000 in 7.7 s on a loaded test box.)
@@ -53,7 +53,7 @@ func TestHeavyCallsFitSupabaseTimeouts(t *testing.T) {
 		t.Logf("heavy: launch_batch rows=%d took=%s (authenticated statement_timeout=%s)", len(rows), time.Since(start).Round(time.Millisecond), timeout)
 	})
 
-	t.Run("CompleteWithSplitOf10000", func(t *testing.T) {
+	t.Run("CompleteWithSplitOf10000", func(t *testing.T) { //nolint:paralleltest // timed one at a time
 		var launched struct {
 			TaskIDs []uuid.UUID `json:"task_ids"`
 		}

@@ -133,7 +133,7 @@ func (h *hookClient) preProcess(ctx context.Context, spec hookSpec, input json.R
 		}
 		obj := objectOf(input)
 		obj["_pre_process_failed"] = json.RawMessage("true")
-		msg, _ := json.Marshal(err.Error())
+		msg, _ := json.Marshal(err.Error()) //nolint:errchkjson // a string always encodes
 		obj["_pre_process_error"] = msg
 		return json.Marshal(obj)
 	}
@@ -171,7 +171,10 @@ func (h *hookClient) postProcess(ctx context.Context, spec hookSpec, input, outp
 	}
 	body := output
 	if spec.InputSource == "input_and_output" {
-		body, _ = json.Marshal(map[string]json.RawMessage{"input": input, "output": output})
+		var err error
+		if body, err = json.Marshal(map[string]json.RawMessage{"input": input, "output": output}); err != nil {
+			return nil, fmt.Errorf("error encoding the post-process body: %w", err)
+		}
 	}
 	resp, err := h.call(ctx, spec, body)
 	if err != nil {

@@ -133,7 +133,7 @@ func (b *Bundle) Plan(owner uuid.UUID) (*ImportPlan, error) {
 		if err := json.Unmarshal(s.Raw, &obj); err != nil {
 			return nil, fmt.Errorf("error re-reading step %s: %w", s.ID, err)
 		}
-		obj["prompt_template_id"], _ = json.Marshal(ids[s.ID])
+		obj["prompt_template_id"], _ = json.Marshal(ids[s.ID]) //nolint:errchkjson // an id string always encodes
 		raw, err := json.Marshal(obj)
 		if err != nil {
 			return nil, fmt.Errorf("error encoding step %s: %w", s.ID, err)
@@ -244,8 +244,8 @@ func outputSchemaFor(s *Step, all []Step) json.RawMessage {
 		node := root
 		segs := strings.Split(p, ".")
 		for i, seg := range segs {
-			props := node["properties"].(map[string]any)
-			req := node["required"].([]string)
+			props := node["properties"].(map[string]any) //nolint:forcetypeassert // every node is built here with these types
+			req := node["required"].([]string)           //nolint:forcetypeassert // every node is built here with these types
 			if !slices.Contains(req, seg) {
 				node["required"] = append(req, seg)
 			}
@@ -261,7 +261,7 @@ func outputSchemaFor(s *Step, all []Step) json.RawMessage {
 			node = child
 		}
 	}
-	b, _ := json.Marshal(root)
+	b, _ := json.Marshal(root) //nolint:errchkjson // maps, strings and numbers always encode
 	return b
 }
 

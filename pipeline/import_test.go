@@ -61,7 +61,7 @@ func (b *importBundle) count(ctx context.Context, t *testing.T, sql string, args
 	return n
 }
 
-func TestImport(t *testing.T) {
+func TestImport(t *testing.T) { //nolint:tparallel // the subtests build on the first import and on each other, in order
 	t.Parallel()
 
 	ctx := t.Context()
@@ -92,7 +92,7 @@ func TestImport(t *testing.T) {
 	require.Equal(t, "output_data", designer.Config["split_path"])
 	require.Equal(t, []any{"mapper"}, designer.Config["dependsOn"])
 
-	t.Run("ReimportUpdatesInPlace", func(t *testing.T) {
+	t.Run("ReimportUpdatesInPlace", func(t *testing.T) { //nolint:paralleltest // in order: builds on the import above
 		changed := loadFixture(t, "orc-02-lesson-plan")
 		changed.Steps[1].Prompt = "changed %%input_data%%"
 
@@ -108,7 +108,7 @@ func TestImport(t *testing.T) {
 		require.Equal(t, alice, tb.template(ctx, t, res.TemplateIDs[1]).UserID)
 	})
 
-	t.Run("OtherUserCannotOverwrite", func(t *testing.T) {
+	t.Run("OtherUserCannotOverwrite", func(t *testing.T) { //nolint:paralleltest // in order: builds on the import above
 		_, asBob := tb.user(ctx, t)
 		args := map[string]any{"p_config": plan.Config, "p_templates": plan.Templates}
 		for i := range plan.Templates {
@@ -140,7 +140,7 @@ func TestImport(t *testing.T) {
 		require.NotEqual(t, res.ConfigID, bobs.ConfigID)
 	})
 
-	t.Run("LaunchFromRoot", func(t *testing.T) {
+	t.Run("LaunchFromRoot", func(t *testing.T) { //nolint:paralleltest // in order: builds on the import above
 		var launched struct {
 			BatchID uuid.UUID   `json:"batch_id"`
 			TaskIDs []uuid.UUID `json:"task_ids"`

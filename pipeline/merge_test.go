@@ -15,12 +15,12 @@ import (
 // contributes the elements of the array at that key of its output, a scalar
 // there is appended, and a parent without the key contributes its whole
 // output.
-func TestMergeConcatenatesMergePath(t *testing.T) {
+func TestMergeConcatenatesMergePath(t *testing.T) { //nolint:tparallel // each case claims every ready task it can see, so they run one at a time
 	t.Parallel()
 	ctx := t.Context()
 	b := setup(t)
 
-	for _, tt := range []struct {
+	for _, tt := range []struct { //nolint:paralleltest // one at a time, see above
 		name      string
 		mergePath string // "" = the default
 		outputs   []map[string]any

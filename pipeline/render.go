@@ -474,7 +474,7 @@ func encodeObject(members []member) json.RawMessage {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		_ = enc.Encode(m.key)   // a string always encodes
+		_ = enc.Encode(m.key)   //nolint:errchkjson // a string always encodes
 		b.Truncate(b.Len() - 1) // Encode appends a newline
 		b.WriteByte(':')
 		b.Write(m.val)

@@ -456,14 +456,15 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 	res := ex.Result
 	switch ex.Outcome {
 	case OutcomeCompleted:
+		usage := usageArgs(ex.resp, ex.Result)
+		if len(ex.hooksIgnored) > 0 {
+			usage["hooks_ignored"] = ex.hooksIgnored
+		}
 		args := map[string]any{
 			"p_task_id": c.Task.ID,
 			"p_worker":  r.cfg.WorkerID,
 			"p_output":  ex.output,
-			"p_usage":   usageArgs(ex.resp, ex.Result),
-		}
-		if len(ex.hooksIgnored) > 0 {
-			args["p_usage"].(map[string]any)["hooks_ignored"] = ex.hooksIgnored
+			"p_usage":   usage,
 		}
 		out := r.completer.complete(wctx, id, c.Task.UserID, args)
 		if out.err != nil {
@@ -628,7 +629,7 @@ func globalContext(b *Batch) map[string]string {
 		case string:
 			out[k] = v
 		default:
-			b, _ := json.Marshal(v)
+			b, _ := json.Marshal(v) //nolint:errchkjson // values decoded from JSON encode again
 			out[k] = string(b)
 		}
 	}

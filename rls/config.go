@@ -30,7 +30,7 @@ const (
 	MaxTokenTTL     = 10 * time.Minute
 	// DefaultWebhookSecretHeader is the header that carries the shared webhook secret. It is the
 	// header Supabase Studio offers as a preset for exactly this purpose ("x-supabase-webhook-source").
-	DefaultWebhookSecretHeader = "X-Supabase-Webhook-Source"
+	DefaultWebhookSecretHeader = "X-Supabase-Webhook-Source" //nolint:gosec // G101: a header name, not a secret
 	// DefaultWebhookTolerance is the Standard Webhooks timestamp tolerance.
 	DefaultWebhookTolerance = 5 * time.Minute
 	// DefaultWebhookMaxBodyBytes caps the webhook body (1 MiB).

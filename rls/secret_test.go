@@ -17,7 +17,7 @@ func TestSecretIsRedacted(t *testing.T) {
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 
-	logger.Info("config", "key", s, slog.Any("cfg", Config{ServiceKey: s}))
+	logger.Info("config", slog.Any("key", s), slog.Any("cfg", Config{ServiceKey: s}))
 	raw, err := json.Marshal(map[string]any{"key": s})
 	require.NoError(t, err)
 	formatted := fmt.Sprintf("%s %v %+v %#v %q", s, s, Config{JWTSecret: s}, s, s)
@@ -58,6 +58,6 @@ func TestServicesDoNotPrintKeys(t *testing.T) {
 	out := fmt.Sprintf("%v %+v %#v %v %+v %#v %v %+v %#v", m, m, m, v, v, v, w, w, w)
 
 	require.NotContains(t, out, testJWTSecret)
-	require.NotContains(t, out, fmt.Sprint(string([]byte(testJWTSecret)))[1:20])
+	require.NotContains(t, out, string([]byte(testJWTSecret))[1:20])
 	require.Contains(t, out, "rls.Minter{")
 }

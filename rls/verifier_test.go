@@ -81,8 +81,8 @@ func TestVerifierSecurityCorpus(t *testing.T) {
 		expectErr    error // nil means accepted
 	}{
 		// Accepted.
-		{name: "ValidES256", givenToken: func(t *testing.T) string { return valid }},
-		{name: "ValidRS256", givenToken: func(t *testing.T) string { return b.rs.sign(t, b.claims()) }},
+		{name: "ValidES256", givenToken: func(t *testing.T) string { t.Helper(); return valid }},
+		{name: "ValidRS256", givenToken: func(t *testing.T) string { t.Helper(); return b.rs.sign(t, b.claims()) }},
 		{name: "ValidHS256", givenToken: func(t *testing.T) string {
 			t.Helper()
 			t.Helper()
@@ -93,7 +93,7 @@ func TestVerifierSecurityCorpus(t *testing.T) {
 			t.Helper()
 			return signWith(t, jwt.SigningMethodHS256, []byte(testJWTSecret), "legacy-kid", b.claims())
 		}},
-		{name: "ValidKeyWithoutALGInJWKS", givenToken: func(t *testing.T) string { return b.esNoALG.sign(t, b.claims()) }},
+		{name: "ValidKeyWithoutALGInJWKS", givenToken: func(t *testing.T) string { t.Helper(); return b.esNoALG.sign(t, b.claims()) }},
 		{name: "ValidAnonymousSignIn", givenToken: func(t *testing.T) string {
 			t.Helper()
 			t.Helper()
@@ -275,7 +275,7 @@ func TestVerifierSecurityCorpus(t *testing.T) {
 		}},
 
 		// Shape.
-		{name: "Empty", expectErr: ErrMissingToken, givenToken: func(t *testing.T) string { return "" }},
+		{name: "Empty", expectErr: ErrMissingToken, givenToken: func(t *testing.T) string { t.Helper(); return "" }},
 		{name: "Oversized", expectErr: ErrTokenTooLarge, givenToken: func(t *testing.T) string {
 			t.Helper()
 			t.Helper()
@@ -307,9 +307,9 @@ func TestVerifierSecurityCorpus(t *testing.T) {
 			t.Helper()
 			return segment("[1,2]") + "." + parts[1] + "." + parts[2]
 		}},
-		{name: "OneSegment", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { return parts[0] }},
-		{name: "TwoSegments", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { return parts[0] + "." + parts[1] }},
-		{name: "FourSegments", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { return valid + "." + parts[2] }},
+		{name: "OneSegment", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { t.Helper(); return parts[0] }},
+		{name: "TwoSegments", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { t.Helper(); return parts[0] + "." + parts[1] }},
+		{name: "FourSegments", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string { t.Helper(); return valid + "." + parts[2] }},
 		{name: "FiveSegmentsJWE", expectErr: ErrTokenMalformed, givenToken: func(t *testing.T) string {
 			t.Helper()
 			t.Helper()

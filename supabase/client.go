@@ -306,8 +306,9 @@ func filterValue(f Filter) string {
 			return "not.is.null"
 		}
 		return "is." + kw
+	default:
+		return string(f.Op) + "." + formatValue(f.Value)
 	}
-	return string(f.Op) + "." + formatValue(f.Value)
 }
 
 func quoteListItem(s string) string {

@@ -317,14 +317,13 @@ func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, me
 		return d.mapErr(ctx, err, authed)
 	}
 	settings = append(settings, hoisted...)
-	setSQL := setIdentity
+	var setSQL strings.Builder
+	setSQL.WriteString(setIdentity)
 	setParams := []any{role, claims, method, path, d.cfg.SearchPath}
-	var setSQLSb322 strings.Builder
 	for _, kv := range settings {
-		setSQLSb322.WriteString(fmt.Sprintf(", set_config($%d, $%d, true)", len(setParams)+1, len(setParams)+2))
+		fmt.Fprintf(&setSQL, ", set_config($%d, $%d, true)", len(setParams)+1, len(setParams)+2)
 		setParams = append(setParams, kv[0], kv[1])
 	}
-	setSQL += setSQLSb322.String()
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
 		return d.mapErr(ctx, err, authed)
@@ -337,7 +336,7 @@ func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, me
 	} else {
 		b.Queue(beginRW)
 	}
-	b.Queue(setSQL, setParams...)
+	b.Queue(setSQL.String(), setParams...)
 	b.Queue(sql, params...)
 	b.Queue("commit")
 
@@ -375,14 +374,12 @@ func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, me
 
 // mapErr turns a driver error into *Error with PostgREST's status.
 func (d *Direct) mapErr(ctx context.Context, err error, authed bool) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		e := NewError(pgErr.Code, pgErr.Message, pgErr.Detail, pgErr.Hint, authed)
 		e.err = err
 		return e
 	}
-	var se *Error
-	if errors.As(err, &se) {
+	if _, ok := errors.AsType[*Error](err); ok {
 		return err
 	}
 	if ctx.Err() != nil {

@@ -12,8 +12,8 @@ import (
 //go:embed signing.sql
 var signingSQL string
 
-// Vault secret the signing trigger reads besides VaultURL.
-const VaultSigningSecret = "orchable_webhook_signing_secret"
+// VaultSigningSecret names the Vault secret the signing trigger reads besides VaultURL.
+const VaultSigningSecret = "orchable_webhook_signing_secret" //nolint:gosec // G101: the name of a Vault secret, not a secret
 
 const uninstallSigningSQL = `
 drop trigger if exists orchable_signed_webhook on public.ai_tasks;

@@ -28,7 +28,7 @@ const DefaultHeader = "X-Supabase-Webhook-Source"
 // Vault secret names the triggers read.
 const (
 	VaultURL    = "orchable_webhook_url"
-	VaultSecret = "orchable_webhook_secret"
+	VaultSecret = "orchable_webhook_secret" //nolint:gosec // G101: the name of a Vault secret, not a secret
 )
 
 const uninstallSQL = `

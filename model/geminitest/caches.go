@@ -173,16 +173,14 @@ func (s *Server) createCache(w http.ResponseWriter, r *http.Request, project str
 		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", fmt.Sprintf("Model %s does not support cached content creation.", body.Model), nil)
 		return
 	}
-	text := ""
+	var text strings.Builder
 	if body.SystemInstruction != nil {
-		text = body.SystemInstruction.text()
+		text.WriteString(body.SystemInstruction.text())
 	}
-	var textSb178 strings.Builder
 	for _, c := range body.Contents {
-		textSb178.WriteString(c.text())
+		text.WriteString(c.text())
 	}
-	text += textSb178.String()
-	tokens := len(text) / 4
+	tokens := text.Len() / 4
 	if tokens < s.minCacheTokens() {
 		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT",
 			fmt.Sprintf("Cached content is too small. total_token_count=%d, min_total_token_count=%d", tokens, s.minCacheTokens()), nil)
@@ -194,8 +192,8 @@ func (s *Server) createCache(w http.ResponseWriter, r *http.Request, project str
 	}
 	s.cacheSeq++
 	c := &cachedContent{
-		name: fmt.Sprintf("cachedContents/fake%06d%x", s.cacheSeq, seedOf(project+text)&0xffff), project: project,
-		model: model, displayName: body.DisplayName, text: text, tokens: tokens, created: now, updated: now, expire: expire,
+		name: fmt.Sprintf("cachedContents/fake%06d%x", s.cacheSeq, seedOf(project+text.String())&0xffff), project: project,
+		model: model, displayName: body.DisplayName, text: text.String(), tokens: tokens, created: now, updated: now, expire: expire,
 	}
 	if s.caches == nil {
 		s.caches = map[string]*cachedContent{}

@@ -562,6 +562,9 @@ func (s *Server) answer(call *Call, reply Reply, n int) map[string]any {
 		text, finish = "", "RECITATION"
 	case ReplyMaxTokens:
 		text, finish = valid[:len(valid)/2], "MAX_TOKENS"
+	default:
+		// The other kinds answer with the valid text; ReplyPromptBlocked
+		// and the usage are handled below.
 	}
 	prompt := len(call.cachedText+call.Prompt+call.SystemInstruction)/4 + 1
 	cand := len(text)/4 + 1
@@ -658,7 +661,7 @@ func writeError(w http.ResponseWriter, code int, status, msg string, details []m
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) //nolint:errchkjson // the status is sent; a failed write means the client left
 }
 
 // protoDuration formats d as a google.protobuf.Duration in JSON ("37.5s").

@@ -132,7 +132,7 @@ func (g *generator) object(s map[string]any, name string, depth int) (any, error
 	case "boolean":
 		return g.rng.IntN(2) == 1, nil
 	case "null":
-		return nil, nil
+		return nil, nil //nolint:nilnil // JSON null is the value generated for type "null"
 	default:
 		return g.str(s, name), nil
 	}
@@ -285,7 +285,7 @@ func bounds(s map[string]any, defLo, defHi float64) (float64, float64) {
 	case !hasLo && !hasHi:
 		lo, hi = defLo, defHi
 	case !hasLo:
-		lo = math.Min(defLo, hi-(defHi-defLo))
+		lo = min(defLo, hi-(defHi-defLo))
 	case !hasHi:
 		hi = lo + (defHi - defLo)
 	}
@@ -444,7 +444,7 @@ func dedupe(in []any) []any {
 	seen := map[string]bool{}
 	out := in[:0]
 	for _, v := range in {
-		b, _ := json.Marshal(v)
+		b, _ := json.Marshal(v) //nolint:errchkjson // values decoded from JSON encode again
 		if seen[string(b)] {
 			continue
 		}

@@ -38,9 +38,12 @@ import (
 // DefaultURL is used when TEST_DATABASE_URL is unset.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres"
 
-// package-level state is unavoidable here: one database per test binary.
+// Package-level state is unavoidable here: one database per test binary
+// (STYLE rule 15).
+//
+//nolint:gochecknoglobals,errname // one database per test package; initErr is its remembered setup error, not a sentinel
 var (
-	once    sync.Once //nolint:gochecknoglobals // one database per test package
+	once    sync.Once
 	pool    *pgxpool.Pool
 	dbName  string
 	dbURL   string
@@ -334,8 +337,9 @@ func LegacyPool(tb testing.TB) *pgxpool.Pool {
 	return legacyPool
 }
 
+//nolint:gochecknoglobals,errname // one legacy database per test package; legacyErr is its remembered setup error, not a sentinel
 var (
-	legacyOnce sync.Once //nolint:gochecknoglobals // one database per test package
+	legacyOnce sync.Once
 	legacyPool *pgxpool.Pool
 	legacyName string
 	legacyErr  error

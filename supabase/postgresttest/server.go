@@ -414,7 +414,7 @@ func (s *Server) withinHoisting(req *request, readOnly bool, hoisted [][2]string
 	}
 	// The authenticator's login settings, then the role's (PreQuery.hs
 	// roleSettingsSql), then the function's.
-	var settings [][2]string
+	settings := make([][2]string, 0, len(roleSettings[s.cfg.Authenticator])+len(roleSettings[req.role])+len(hoisted))
 	settings = append(settings, roleSettings[s.cfg.Authenticator]...)
 	settings = append(settings, roleSettings[req.role]...)
 	settings = append(settings, hoisted...)
@@ -431,18 +431,17 @@ func (s *Server) withinHoisting(req *request, readOnly bool, hoisted [][2]string
 	for k, v := range req.r.Header {
 		headers[strings.ToLower(k)] = v[0]
 	}
-	hb, _ := json.Marshal(headers)
-	sql := "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), " +
+	hb, _ := json.Marshal(headers) //nolint:errchkjson // a map of strings always encodes
+	var sql strings.Builder
+	sql.WriteString("select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), " +
 		"set_config('request.headers', $3, true), set_config('request.method', $4, true), " +
-		"set_config('request.path', $5, true), set_config('search_path', 'public, extensions', true)"
+		"set_config('request.path', $5, true), set_config('search_path', 'public, extensions', true)")
 	params := []any{req.role, req.claims, string(hb), req.r.Method, req.path}
-	var sqlSb439 strings.Builder
 	for _, kv := range settings {
-		sqlSb439.WriteString(fmt.Sprintf(", set_config($%d, $%d, true)", len(params)+1, len(params)+2))
+		fmt.Fprintf(&sql, ", set_config($%d, $%d, true)", len(params)+1, len(params)+2)
 		params = append(params, kv[0], kv[1])
 	}
-	sql += sqlSb439.String()
-	if _, err := tx.Exec(ctx, sql, params...); err != nil {
+	if _, err := tx.Exec(ctx, sql.String(), params...); err != nil {
 		return s.dbErr(err, req)
 	}
 	if err := fn(tx); err != nil {
@@ -455,12 +454,10 @@ func (s *Server) withinHoisting(req *request, readOnly bool, hoisted [][2]string
 }
 
 func (s *Server) dbErr(err error, req *request) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		return sqlError(pgErr.Code, pgErr.Message, pgErr.Detail, pgErr.Hint, req.authed)
 	}
-	var ae *apiError
-	if errors.As(err, &ae) {
+	if _, ok := errors.AsType[*apiError](err); ok {
 		return err
 	}
 	return pgrst("PGRST000", err.Error(), "")
@@ -469,7 +466,7 @@ func (s *Server) dbErr(err error, req *request) error {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) //nolint:errchkjson // the status is sent; a failed write means the client left
 }
 
 // writeError writes PostgREST's error body (references/errors.rst), with

@@ -26,12 +26,6 @@ func (b *builder) param(v any) string {
 
 func ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 
-// reserved query parameters (references/api/url_grammar.rst).
-var reserved = map[string]bool{ //nolint:gochecknoglobals // constant set
-	"select": true, "order": true, "limit": true, "offset": true, "columns": true,
-	"on_conflict": true, "or": true, "and": true, "not.or": true, "not.and": true, "apikey": true,
-}
-
 // where builds the conditions of the query's filters on alias _t.
 func (s *Server) where(b *builder, q url.Values) (string, error) {
 	var conds []string
@@ -570,7 +564,7 @@ func (s *Server) insert(w http.ResponseWriter, req *request, table string) error
 		var one map[string]json.RawMessage
 		err = json.Unmarshal(body, &one)
 		rows = []map[string]json.RawMessage{one}
-		body, _ = json.Marshal(rows)
+		body, _ = json.Marshal(rows) //nolint:errchkjson // re-encodes what was just decoded
 	}
 	if err != nil {
 		return pgrst("PGRST102", "Empty or invalid json", err.Error())

@@ -12,6 +12,7 @@ import (
 // A change to a source file becomes the next migration, with the function's
 // grants; a signature change drops the old one; -check agrees afterwards.
 func TestGenerateFromSources(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	mig := filepath.Join(root, "migrations")
 	require.NoError(t, os.MkdirAll(mig, 0o755))

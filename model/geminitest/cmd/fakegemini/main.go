@@ -68,7 +68,7 @@ func run() error {
 		d := *latency
 		cfg.Latency = func(int) time.Duration { return d }
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("error listening: %w", err)
 	}
