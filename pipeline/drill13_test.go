@@ -283,15 +283,43 @@ func TestDrill13HookRedirectAndHeaders(t *testing.T) {
 // latencyModel answers prompts containing SLOW after slow (the attacker's
 // slow model call or hook) and the others after fast (an ordinary model
 // call).
+//
+// It also watches fairness without a clock: each time an attacker call
+// starts while the victim has started and not finished its tasks, it
+// records how many attacker calls are then in flight (maxAttacker). A fair
+// dispatcher never lets that exceed the attacker's share.
 type latencyModel struct {
-	slow, fast time.Duration
+	slow, fast  time.Duration
+	victimTasks int64
+
+	mu                            sync.Mutex
+	attackerInFlight, maxAttacker int
+	victimStarted, victimDone     int64
 }
 
-func (m latencyModel) Generate(ctx context.Context, req model.Request) (model.Response, error) {
+func (m *latencyModel) Generate(ctx context.Context, req model.Request) (model.Response, error) {
 	d := m.fast
-	if strings.Contains(req.Prompt, "SLOW") {
+	attacker := strings.Contains(req.Prompt, "SLOW")
+	m.mu.Lock()
+	if attacker {
 		d = m.slow
+		m.attackerInFlight++
+		if m.victimStarted > 0 && m.victimDone < m.victimTasks {
+			m.maxAttacker = max(m.maxAttacker, m.attackerInFlight)
+		}
+	} else {
+		m.victimStarted++
 	}
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if attacker {
+			m.attackerInFlight--
+		} else {
+			m.victimDone++
+		}
+		m.mu.Unlock()
+	}()
 	if d > 0 {
 		t := time.NewTimer(d) // simulated model latency
 		defer t.Stop()
@@ -352,7 +380,9 @@ func TestDrill13NoisyNeighbour(t *testing.T) { //nolint:paralleltest // timing: 
 	)
 	ctx := t.Context()
 
-	run := func(label string, concurrency, attackTasks, floor int, attack bool) time.Duration {
+	// run returns the victim's time and the most attacker calls in flight
+	// at an attacker start while the victim had work.
+	run := func(label string, concurrency, attackTasks, floor int, attack bool) (time.Duration, int) {
 		bb := setup(t)
 		attacker := bb.user
 		victim := dbtest.CreateUser(ctx, t, bb.pool)
@@ -367,7 +397,8 @@ func TestDrill13NoisyNeighbour(t *testing.T) { //nolint:paralleltest // timing: 
 			return out
 		}
 		obs := &stageObserver{stage: "victim", want: victimTasks, done: make(chan struct{}), slots: concurrency, full: make(chan struct{})}
-		r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "nn-" + label}, bb.db, latencyModel{slow: slow, fast: fast})
+		gen := &latencyModel{slow: slow, fast: fast, victimTasks: victimTasks}
+		r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "nn-" + label}, bb.db, gen)
 		d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: concurrency, FairShareFloor: floor, Observer: obs}, claimsIdentity{}, r)
 		d.Start(ctx)
 		defer func() {
@@ -392,20 +423,33 @@ func TestDrill13NoisyNeighbour(t *testing.T) { //nolint:paralleltest // timing: 
 		case <-time.After(45 * time.Second):
 			t.Fatalf("%s: the victim's tasks did not finish", label)
 		}
-		return time.Since(start)
+		took := time.Since(start)
+		gen.mu.Lock()
+		defer gen.mu.Unlock()
+		return took, gen.maxAttacker
 	}
-	quiet := run("quiet", concurrency, attackTasks, 1, false)
-	fair := run("fair", concurrency, attackTasks, 1, true)
-	unfair := run("unfair", concurrency, attackTasks, concurrency, true)
+	quiet, _ := run("quiet", concurrency, attackTasks, 1, false)
+	fair, fairMax := run("fair", concurrency, attackTasks, 1, true)
+	unfair, unfairMax := run("unfair", concurrency, attackTasks, concurrency, true)
+	share := (concurrency + 1) / 2 // two active users
 	target := 2*quiet + slow
 	t.Logf("noisy neighbour (concurrency %d, attacker %d tasks × %s, victim %d tasks × %s):", concurrency, attackTasks, slow, victimTasks, fast)
 	t.Logf("  victim quiet baseline:                 %s", quiet.Round(time.Millisecond))
 	t.Logf("  victim under attack, fair share:       %s (target ≤ 2 × quiet + one slow call = %s)", fair.Round(time.Millisecond), target.Round(time.Millisecond))
 	t.Logf("  victim under attack, no fair share:    %s", unfair.Round(time.Millisecond))
-	sQuiet := run("s-quiet", scarce, scarce*10, 1, false)
-	sFair := run("s-fair", scarce, scarce*10, 1, true)
-	sUnfair := run("s-unfair", scarce, scarce*10, scarce, true)
+	t.Logf("  attacker calls in flight at a new attacker call while the victim had work: fair share %d (share %d), no fair share %d",
+		fairMax, share, unfairMax)
+	sQuiet, _ := run("s-quiet", scarce, scarce*10, 1, false)
+	sFair, sFairMax := run("s-fair", scarce, scarce*10, 1, true)
+	sUnfair, _ := run("s-unfair", scarce, scarce*10, scarce, true)
 	t.Logf("scarce slots (concurrency %d, attacker %d tasks × %s, victim %d tasks × %s): quiet %s, fair share %s, no fair share %s",
 		scarce, scarce*10, slow, victimTasks, fast, sQuiet.Round(time.Millisecond), sFair.Round(time.Millisecond), sUnfair.Round(time.Millisecond))
-	require.LessOrEqual(t, fair, target, "the victim waited more than one slow call beyond twice its quiet time")
+	// Fairness is asserted structurally (timings on a shared CI machine are
+	// figures, not pass/fail): while the victim had work, the attacker never
+	// started a call beyond its share of the slots.
+	require.LessOrEqual(t, fairMax, share, "the attacker started calls beyond its fair share while the victim waited")
+	require.LessOrEqual(t, sFairMax, (scarce+1)/2, "scarce slots: the attacker started calls beyond its fair share while the victim waited")
+	if fair > target {
+		t.Logf("  note: the victim's time exceeded the target on this run (a loaded machine); fairness held structurally")
+	}
 }
