@@ -71,6 +71,8 @@ func (d *loopbackDNS) serve() {
 			_ = b.AResource(rh, dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}})
 		case dnsmessage.TypeAAAA:
 			_ = b.AAAAResource(rh, dnsmessage.AAAAResource{AAAA: [16]byte{15: 1}})
+		default:
+			// Other types get an answer without records.
 		}
 		out, err := b.Finish()
 		if err == nil {
