@@ -27,8 +27,8 @@ import (
 //	go test -run TestSharedDocumentBatchCost -v ./pipeline/
 func TestSharedDocumentBatchCost(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("1,000 tasks three times")
+	if testing.Short() || raceEnabled {
+		t.Skip("1,000 tasks three times: run without -short and -race")
 	}
 	const tasks = 1000
 	doc := strings.Repeat("Section: the tide rises and falls twice a day because of the moon's pull. ", 2700) // ≈ 200 kB, 50k tokens
