@@ -25,7 +25,7 @@ import (
 // the cached contents created and deleted; none is left after the batch.
 //
 //	go test -run TestSharedDocumentBatchCost -v ./pipeline/
-func TestSharedDocumentBatchCost(t *testing.T) {
+func TestSharedDocumentBatchCost(t *testing.T) { //nolint:tparallel // the three runs are sequential: their wall times are compared on one machine
 	t.Parallel()
 	if testing.Short() || raceEnabled {
 		t.Skip("1,000 tasks three times: run without -short and -race")
@@ -136,7 +136,7 @@ func TestSharedDocumentBatchCost(t *testing.T) {
 	require.Len(t, results, 3)
 	t.Logf("%d tasks sharing a %d-token document, gemini-2.5-flash list prices (%s):", tasks, len(doc)/4, model.PricesDate)
 	t.Logf("%-9s %14s %14s %11s %12s %14s %8s %8s %5s %8s", "caching", "input@full", "cached", "output", "est. cost", "+cache storage", "created", "deleted", "left", "wall")
-	for _, r := range results {
+	for _, r := range results { //nolint:paralleltest // a print loop, not test cases
 		t.Logf("%-9s %14d %14d %11d %11.4f$ %13.4f$ %8d %8d %5d %8s", r.name, r.full, r.cached, r.candidates, r.cost, r.storage,
 			r.created, r.deleted, r.live+r.remaining, r.wall.Round(time.Millisecond))
 	}
