@@ -19,6 +19,7 @@ import (
 // (orchable.engine_limits: 10,000 items per split, 64 MiB of child input
 // per completion, depth 100).
 func TestBounds(t *testing.T) { //nolint:tparallel // runs before the parallel tests, so its printed timings are its own
+	t.Cleanup(printTable)
 	pool := dbtest.Pool(t)
 
 	// completeSplit completes one task of B whose stage splits its output's
