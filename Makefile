@@ -11,8 +11,8 @@ export GOTOOLCHAIN := auto
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 GOVULNCHECK ?= $(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0
 # The vulnerability database is built from this version of golang.org/x/vulndb
-# (latest: the newest advisories the module proxy has).
-VULNDB_VERSION ?= latest
+# Pinned so CI is deterministic; bump it deliberately to take in new advisories.
+VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
 VULNDB_DIR ?= $(or $(TMPDIR),/tmp)/orchable-vulndb
 # Advisories without a fix that do not apply to this service; each is
 # explained in docs/vulnerabilities.md. `make vuln` fails on any other
