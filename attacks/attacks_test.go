@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -146,7 +147,7 @@ func attackSweeperRealLoop(t *testing.T, w *world) {
 	collector := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		got.Add(1)
-		if json.Valid(body) && containsString(string(body), secret) {
+		if json.Valid(body) && strings.Contains(string(body), secret) {
 			leakedToHook.Store(true)
 		}
 		rw.Header().Set("Content-Type", "application/json")
@@ -185,19 +186,6 @@ func attackSweeperRealLoop(t *testing.T, w *world) {
 	record(t, "1 sweeper: end to end through sweeper+dispatcher+runner", "service loop",
 		"no A output in B's rows or hook", fmt.Sprintf("leaked rows=%d hook calls=%d hook saw A=%v A changed=%v", leak, got.Load(), leakedToHook.Load(), w.snapshot(ctx, t, w.a) != before),
 		leak == 0 && !leakedToHook.Load() && w.snapshot(ctx, t, w.a) == before)
-}
-
-func containsString(s, sub string) bool {
-	return len(sub) > 0 && len(s) >= len(sub) && indexOf(s, sub) >= 0
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 // Attack 1 (variant): B's join task claims one of A's tasks as its root, to
