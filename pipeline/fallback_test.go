@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/model"
@@ -37,12 +38,14 @@ func TestStageFallsBackToNextModel(t *testing.T) {
 	client, err := model.NewClient(mcfg, pool)
 	require.NoError(t, err)
 
+	// Template ids are global; a fresh one per run keeps -count=N green.
+	tplID := "tpl-fb-" + uuid.NewString()
 	_, err = b.pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, default_ai_settings, output_schema, user_id)
-		values ('tpl-fb', 'Summarise %%topic%% in one sentence.', 'summary', $1, $2, $3)`,
+		values ($4, 'Summarise %%topic%% in one sentence.', 'summary', $1, $2, $3)`,
 		`{"model_id":"gemini-first","fallback_models":["gemini-second","gemini-third"],"generationConfig":{"temperature":0.2}}`,
-		`{"type":"object","properties":{"summary":{"type":"string"}},"required":["summary"]}`, b.user)
+		`{"type":"object","properties":{"summary":{"type":"string"}},"required":["summary"]}`, b.user, tplID)
 	require.NoError(t, err)
-	batchID := b.launch(ctx, t, b.user, "tpl-fb", map[string]any{"topic": "tides"}, map[string]any{"topic": "volcanoes [[fakegemini:safety]]"})
+	batchID := b.launch(ctx, t, b.user, tplID, map[string]any{"topic": "tides"}, map[string]any{"topic": "volcanoes [[fakegemini:safety]]"})
 
 	prices := model.DefaultPrices()
 	prices["gemini-second"] = model.Price{Input: 1, CachedInput: 0.1, Output: 4, Thinking: 4}
