@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -111,13 +112,16 @@ func seedOriginal(ctx context.Context, t *testing.T, db *pgxpool.Pool, oldEnum b
 	exec(`insert into public.api_key_health (user_api_key_id, total_requests) values ($1, 3), ($2, 1)`, personal, pool)
 	exec(`insert into public.api_key_usage_log (user_api_key_id, job_id, success) values ($1, $2, true), ($1, $3, false)`, personal, s.splitRoot, s.failed)
 	exec(`insert into public.user_usage (user_id, month, task_count) values ($1, '2026-11', 7)`, s.owner)
+	exec(`insert into public.notifications (user_id, type, task_id) values ($1, 'STARTED', $2)`, s.owner, s.splitRoot)
+	exec(`insert into public.user_subscriptions (user_id, tier) values ($1, 'premium')`, s.owner)
+	exec(`insert into public.ai_model_settings (model_id, name, free_tier_rpm, free_tier_tpm, free_tier_rpd) values ('gemini-test', 'Test', 5, 250000, 20)`)
 	return s
 }
 
 func tableCounts(ctx context.Context, t *testing.T, db *pgxpool.Pool) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for _, tbl := range append([]string{"user_profiles", "user_usage"}, sharedTables...) {
+	for _, tbl := range append([]string{"user_profiles", "user_usage", "notifications", "user_subscriptions", "ai_model_settings"}, sharedTables...) {
 		var n int
 		require.NoError(t, db.QueryRow(ctx, "select count(*) from public."+tbl).Scan(&n))
 		out[tbl] = n
@@ -193,6 +197,7 @@ func testUpgrade(t *testing.T, oldEnum, push bool) {
 		for _, m := range all {
 			tx, err := db.Begin(ctx)
 			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a failed statement must not hold the connection
 			for _, stmt := range migrations.SplitStatements(m.SQL) {
 				_, err := tx.Exec(ctx, stmt, pgx.QueryExecModeSimpleProtocol)
 				require.NoError(t, err, "%s: %.80s", m.File, stmt)
@@ -366,4 +371,82 @@ func testUpgrade(t *testing.T, oldEnum, push bool) {
 		require.NoError(t, json.Unmarshal(call(`select public.get_batch_progress($1)`, b), &p))
 		require.Equal(t, "completed", p.Status, "batch %s: %+v", b, p)
 	}
+	checkUpgradedFreeTier(ctx, t, db, s)
+}
+
+// checkUpgradedFreeTier: the original's free-tier triggers and functions are
+// gone (docs/schema.md §9.4), the contract's functions exist once each with
+// the contract's argument names and result columns, the original's profile,
+// usage, subscription, notification and catalog rows are kept and used: the
+// owner's 7 tasks of November 2026 count against the quota, and the pool key
+// carries the catalog's free-tier limits.
+func checkUpgradedFreeTier(ctx context.Context, t *testing.T, db *pgxpool.Pool, s upgradeSeed) {
+	t.Helper()
+	var n int
+	require.NoError(t, db.QueryRow(ctx, `select count(*) from pg_trigger
+		where tgname in ('trg_task_completed', 'trg_free_tier_start_notify')`).Scan(&n))
+	require.Zero(t, n, "the original's free-tier triggers")
+	require.NoError(t, db.QueryRow(ctx, `select count(*) from pg_proc p join pg_namespace ns on ns.oid = p.pronamespace
+		where ns.nspname = 'public' and p.proname in ('on_task_completed', 'trigger_notification_on_start',
+		'increment_user_usage', 'cleanup_expired_free_tasks')`).Scan(&n))
+	require.Zero(t, n, "the original's free-tier functions")
+	for fn, want := range map[string]string{
+		"submit_free_tier_tasks": "p_tasks jsonb|jsonb",
+		"get_free_tier_usage":    "|TABLE(month character varying, used integer, \"limit\" integer, remaining integer)",
+		"get_user_usage":         "p_user_id uuid|TABLE(month character varying, task_count integer, token_input_count bigint, token_output_count bigint)",
+	} {
+		var got string
+		require.NoError(t, db.QueryRow(ctx, `select string_agg(pg_get_function_identity_arguments(p.oid) || '|' || pg_get_function_result(p.oid), ';')
+			from pg_proc p join pg_namespace ns on ns.oid = p.pronamespace where ns.nspname = 'public' and p.proname = $1`, fn).Scan(&got))
+		require.Equal(t, want, got, fn)
+	}
+
+	// The owner used 7 free tasks in November 2026 under the original: 23
+	// more pass, the 24th does not.
+	at := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	submit := func(n int) map[string]any {
+		t.Helper()
+		tx, err := db.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		dbtest.AsUser(ctx, t, tx, s.owner)
+		tasks := make([]map[string]any, n)
+		for i := range tasks {
+			tasks[i] = map[string]any{"prompt_template_id": "up-gen", "stage_key": "gen", "input_data": map[string]any{"topic": i}}
+		}
+		b, _ := json.Marshal(tasks)
+		var out map[string]any
+		require.NoError(t, tx.QueryRow(ctx, `select orchable.submit_free_tier($1::jsonb, $2)`, b, at).Scan(&out))
+		require.NoError(t, tx.Commit(ctx))
+		return out
+	}
+	require.Equal(t, true, submit(23)["success"])
+	refused := submit(1)
+	require.Equal(t, "QUOTA_EXCEEDED", refused["error"])
+	require.InDelta(t, 30, refused["used"], 0)
+
+	// The owner cannot raise the tier the original gave them, nor make a
+	// subscription do it.
+	tx, err := db.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	dbtest.AsUser(ctx, t, tx, s.owner)
+	_, err = tx.Exec(ctx, `update public.user_profiles set role = 'superadmin' where id = $1`, s.owner)
+	require.Error(t, err)
+	_ = tx.Rollback(ctx)
+	tx, err = db.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	dbtest.AsUser(ctx, t, tx, s.owner)
+	_, err = tx.Exec(ctx, `update public.user_subscriptions set tier = 'premium' where user_id = $1`, s.owner)
+	require.Error(t, err)
+	_ = tx.Rollback(ctx)
+
+	// The pool key, with the catalog's free-tier limits, for the service.
+	var key string
+	var rpm, tpm, rpd int
+	require.NoError(t, db.QueryRow(ctx, `select api_key_encrypted, free_tier_rpm, free_tier_tpm, free_tier_rpd from public.pool_api_keys('gemini-test')`).
+		Scan(&key, &rpm, &tpm, &rpd))
+	require.Equal(t, "AIzaPlainPoolKey", key)
+	require.Equal(t, []int{5, 250000, 20}, []int{rpm, tpm, rpd})
 }

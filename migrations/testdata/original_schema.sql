@@ -220,6 +220,34 @@ create table public.user_usage (
   unique (user_id, month)
 );
 
+-- The free tier's other tables (migration 20260226101217 and the role
+-- system): notifications, subscriptions, the model catalog.
+create table public.notifications (
+  id uuid primary key default gen_random_uuid(),
+  user_id uuid references auth.users (id) on delete cascade,
+  type text,
+  task_id uuid,
+  sent_at timestamptz default now()
+);
+create table public.user_subscriptions (
+  id uuid primary key default gen_random_uuid(),
+  user_id uuid references auth.users (id) on delete cascade,
+  tier character varying default 'free'
+);
+create table public.ai_model_settings (
+  id uuid primary key default gen_random_uuid(),
+  model_id text not null,
+  name text not null,
+  is_active boolean default true,
+  free_tier_rpm integer,
+  free_tier_tpm integer,
+  free_tier_rpd integer,
+  user_id uuid references auth.users (id) on delete cascade,
+  created_at timestamptz default now(),
+  updated_at timestamptz default now(),
+  constraint ai_model_settings_user_model_unique unique (user_id, model_id)
+);
+
 ------------------------------------------------------------------------------
 -- Functions (signatures as the original has them; stand-in bodies).
 ------------------------------------------------------------------------------
@@ -274,6 +302,39 @@ create function public.sync_batch_counters(p_batch_id uuid) returns void languag
 create function public.submit_free_tier_tasks(p_tasks jsonb) returns jsonb language sql security definer as $$
   select jsonb_build_object('success', true)
 $$;
+
+-- The 2026-02-28 overload (it inserts into a column no schema has).
+create function public.submit_free_tier_tasks(p_batch_id uuid, p_tasks jsonb) returns jsonb language sql security definer as $$
+  select jsonb_build_object('success', true)
+$$;
+-- The original's free-tier triggers on ai_tasks: +1 usage per completed
+-- free_pool task, a notification per free_pool insert.
+create function public.on_task_completed() returns trigger language plpgsql security definer as $$
+begin
+  if new.tier_source = 'free_pool' and new.status = 'completed' and old.status is distinct from new.status then
+    insert into public.user_usage (user_id, month, task_count) values (new.user_id, to_char(now(), 'YYYY-MM'), 1)
+    on conflict (user_id, month) do update set task_count = public.user_usage.task_count + 1;
+  end if;
+  return new;
+end $$;
+create trigger trg_task_completed after update on public.ai_tasks
+  for each row execute function public.on_task_completed();
+create function public.trigger_notification_on_start() returns trigger language plpgsql as $$
+begin
+  if new.tier_source = 'free_pool' then
+    insert into public.notifications (user_id, type, task_id) values (new.user_id, 'STARTED', new.id);
+  end if;
+  return new;
+end $$;
+create trigger trg_free_tier_start_notify after insert on public.ai_tasks
+  for each row execute function public.trigger_notification_on_start();
+create function public.handle_tier_sync() returns trigger language plpgsql security definer as $$
+begin
+  update public.user_profiles set tier = new.tier where id = new.user_id;
+  return new;
+end $$;
+create trigger tr_sync_tier_to_profile after insert or update of tier on public.user_subscriptions
+  for each row execute function public.handle_tier_sync();
 
 -- The rest of the original's functions in public (signatures as the fact
 -- sheet lists them), so a later orchable migration that reuses one of these
@@ -380,6 +441,7 @@ create policy "Users can view their own tasks or tasks in public batches" on pub
 create policy "Users can manage own API keys" on public.user_api_keys for all to authenticated using (user_id = auth.uid());
 create policy "View own key health" on public.api_key_health for select to authenticated using (user_id = auth.uid());
 create policy "View own key usage logs" on public.api_key_usage_log for select to authenticated using (user_id = auth.uid());
+create policy "Users can update own profile" on public.user_profiles for update to authenticated using (id = auth.uid());
 create policy "Users can view own profile" on public.user_profiles for select to authenticated using (id = auth.uid());
 create policy "Users can view their own usage" on public.user_usage for select using (user_id = auth.uid());
 
