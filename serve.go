@@ -27,19 +27,23 @@ import (
 
 // app is the running service: everything serve wires together.
 type app struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	pool    *pgxpool.Pool // nil with the PostgREST transport and no DATABASE_URL
-	pooler  supabase.PoolerMode
-	db      supabase.DB
-	ids     pipeline.IdentitySource
-	disp    *pipeline.Dispatcher
-	sweeper *pipeline.Sweeper
-	janitor *pipeline.CacheJanitor // nil for the offline provider
-	srv     *http.Server
-	ln      net.Listener
-	console *console.Console
-	closers []func()
+	cfg    *config.Config
+	log    *slog.Logger
+	pool   *pgxpool.Pool // nil with the PostgREST transport and no DATABASE_URL
+	pooler supabase.PoolerMode
+	db     supabase.DB
+	ids    pipeline.IdentitySource
+	// serviceDB and service list due work, expire leases and read the
+	// free-pool keys (freepool.go).
+	serviceDB supabase.DB
+	service   supabase.Identity
+	disp      *pipeline.Dispatcher
+	sweeper   *pipeline.Sweeper
+	janitor   *pipeline.CacheJanitor // nil for the offline provider
+	srv       *http.Server
+	ln        net.Listener
+	console   *console.Console
+	closers   []func()
 }
 
 func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, ready func(*app)) error {
@@ -110,6 +114,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		serviceDB = serviceClient
 		service = supabase.ServiceIdentity(creds.APIKey().Reveal())
 	}
+	a.serviceDB, a.service = serviceDB, service
 	if cfg.Auth.SigningKey.IsSet() || cfg.Auth.JWTSecret.IsSet() {
 		minter, err := rls.NewMinter(base, &cfg.Auth)
 		if err != nil {
@@ -249,6 +254,7 @@ func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeli
 		store = &rpcKeyStore{db: a.db, ids: a.ids}
 	}
 	store = observedKeyStore{KeyStore: store, metrics: metrics}
+	mcfg.Pool.FreePool = freePoolKeys{db: a.serviceDB, service: a.service}
 	pool, err := model.NewKeyPool(&mcfg, store, cipher)
 	if err != nil {
 		return nil, err

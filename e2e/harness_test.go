@@ -175,6 +175,9 @@ type stackOpts struct {
 	// sb_secret_…, not JWTs) instead of legacy JWT keys: the PostgREST test
 	// server models the gateway (the apikey alone carries the key's role).
 	NewKeys bool
+	// GeminiKeys are more keys (key → Google project) the in-process fake
+	// Gemini accepts, besides geminiKey.
+	GeminiKeys map[string]string
 }
 
 // stack is one fresh database with the three processes around it.
@@ -261,7 +264,9 @@ func newStack(t *testing.T, opts stackOpts) *stack {
 
 	// Fake Gemini.
 	if opts.InProcGemini {
-		s.gemini = geminitest.New(geminitest.Config{Keys: map[string]string{geminiKey: "proj-e2e"}})
+		keys := map[string]string{geminiKey: "proj-e2e"}
+		maps.Copy(keys, opts.GeminiKeys)
+		s.gemini = geminitest.New(geminitest.Config{Keys: keys})
 		t.Cleanup(s.gemini.Close)
 		s.geminiURL = s.gemini.URL
 	} else {

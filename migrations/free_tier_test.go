@@ -231,12 +231,13 @@ func TestFreeTierSubmitKeepsFields(t *testing.T) {
 	var batch uuid.UUID
 	launch := uuid.New()
 	require.NoError(t, pool.QueryRow(ctx, `insert into public.task_batches (name, created_by, launch_id) values ('free', $1, $2) returning id`, user, launch).Scan(&batch))
-	_, err := pool.Exec(ctx, `insert into public.prompt_templates (id, user_id, template, stage_key) values ('ft-keep', $1, 'x', 'gen')`, user)
+	tpl := "ft-keep-" + user.String() // a fresh id per run (-count=N)
+	_, err := pool.Exec(ctx, `insert into public.prompt_templates (id, user_id, template, stage_key) values ($2, $1, 'x', 'gen')`, user, tpl)
 	require.NoError(t, err)
 	task := map[string]any{
 		"batch_id": batch, "launch_id": launch, "stage_key": "gen", "task_type": "generic", "tier_source": "free_pool",
 		"step_number": 1, "status": "plan", "input_data": map[string]any{"topic": "t", "_orchestrator_name": "p"},
-		"lo_code": "LO-7", "prompt_template_id": "ft-keep", "user_id": user, "sequence": 4,
+		"lo_code": "LO-7", "prompt_template_id": tpl, "user_id": user, "sequence": 4,
 		"extra": map[string]any{"launcher_metadata": map[string]any{"original_index": 4}},
 	}
 	r, err := submitAt(ctx, t, pool, user, []map[string]any{task}, time.Now())
@@ -255,7 +256,7 @@ func TestFreeTierSubmitKeepsFields(t *testing.T) {
 	require.Equal(t, batch, got.batch)
 	require.Equal(t, launch, got.launch)
 	require.Equal(t, r.TaskIDs[0], got.root)
-	require.Equal(t, []string{"gen", "LO-7", "ft-keep", "free_pool", "plan"}, []string{got.stage, got.lo, got.tpl, got.tier, got.status})
+	require.Equal(t, []string{"gen", "LO-7", tpl, "free_pool", "plan"}, []string{got.stage, got.lo, got.tpl, got.tier, got.status})
 	require.Equal(t, []int{1, 4}, []int{got.step, got.seq})
 	require.JSONEq(t, `{"topic": "t", "_orchestrator_name": "p"}`, got.input)
 	require.JSONEq(t, `{"launcher_metadata": {"original_index": 4}}`, got.extra)
@@ -288,12 +289,11 @@ func TestFreeTierUsageAndSuccessors(t *testing.T) {
 	ctx := t.Context()
 	pool := dbtest.Pool(t)
 	user := dbtest.CreateUser(ctx, t, pool)
-	_, err := pool.Exec(ctx, `insert into public.prompt_templates (id, user_id, template, stage_key, next_stage_template_ids) values
-		('ft-a', $1, 'a', 'a', '["ft-b"]'), ('ft-b', $1, 'b', 'b', '[]')`, user)
+	a, b := "ft-a-"+user.String(), "ft-b-"+user.String() // fresh ids per run (-count=N)
+	_, err := pool.Exec(ctx, `insert into public.prompt_templates (id, user_id, template, stage_key, next_stage_template_ids, stage_config) values
+		($2, $1, 'a', 'a', jsonb_build_array($3::text), '{}'), ($3, $1, 'b', 'b', '[]', '{"cardinality": "1:N", "split_path": "items"}')`, user, a, b)
 	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `update public.prompt_templates set stage_config = '{"cardinality": "1:N", "split_path": "items"}' where id = 'ft-b'`)
-	require.NoError(t, err)
-	task := map[string]any{"prompt_template_id": "ft-a", "stage_key": "a", "input_data": map[string]any{"x": 1}}
+	task := map[string]any{"prompt_template_id": a, "stage_key": "a", "input_data": map[string]any{"x": 1}}
 	r, err := submitAt(ctx, t, pool, user, []map[string]any{task}, time.Now())
 	require.NoError(t, err)
 	require.True(t, r.Success)

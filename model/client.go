@@ -127,7 +127,13 @@ func (c *Client) generateOn(ctx context.Context, req Request, model string, gcfg
 	tokens := estimateTokens(req.Prompt, req.Settings.SystemInstruction)
 	var lastErr error
 	for range c.cfg.MaxKeyAttempts {
-		lease, err := c.pool.Acquire(ctx, req.UserID, model, tokens)
+		var lease *Lease
+		var err error
+		if req.FreePool {
+			lease, err = c.pool.AcquireFreePool(ctx, req.UserID, model, tokens)
+		} else {
+			lease, err = c.pool.Acquire(ctx, req.UserID, model, tokens)
+		}
 		if err != nil {
 			var nk *NoKeyError
 			if lastErr != nil && errors.As(err, &nk) {
@@ -158,7 +164,7 @@ func (c *Client) generateOn(ctx context.Context, req Request, model string, gcfg
 // (not created, expired, another project's, refused) falls back to the
 // uncached call: a cache never fails a task.
 func (c *Client) callShared(ctx context.Context, key Key, req Request, model string, contents []*genai.Content, gcfg *genai.GenerateContentConfig) (Response, error) {
-	if !c.caches.cacheable(req) {
+	if req.FreePool || !c.caches.cacheable(req) {
 		return c.call(ctx, key, model, contents, gcfg, req.OutputSchema)
 	}
 	gc, err := c.genaiClient(ctx, key)

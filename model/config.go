@@ -89,6 +89,12 @@ type PoolConfig struct {
 	// OperatorKeys are service-owned keys used for every user after the user's
 	// own keys. Their health is kept in memory only.
 	OperatorKeys []OperatorKey
+	// FreePool supplies the operator's free-pool keys
+	// (user_api_keys.pool_type = 'free_pool') for free-pool requests
+	// (Request.FreePool). Nil: free-pool requests use OperatorKeys only. A
+	// free-pool request never uses a user's personal key, its owner's
+	// included.
+	FreePool PoolKeyStore
 	// RateLimitDelay blocks a project/model after a per-minute 429 that carries
 	// no RetryInfo. Default 60 s.
 	RateLimitDelay time.Duration

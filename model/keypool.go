@@ -44,9 +44,24 @@ type KeyStore interface {
 	RecordOutcome(ctx context.Context, userID uuid.UUID, o Outcome) error
 }
 
-// StoredKey is one row of public.usable_api_keys.
+// PoolKeyStore lists the operator's free-pool keys
+// (public.pool_api_keys, service_role only).
+type PoolKeyStore interface {
+	// PoolKeys returns the active free-pool Gemini keys with their block
+	// state for model, each with its owner (UserID) and the model's
+	// free-tier limit from the model catalog (zero when unknown).
+	PoolKeys(ctx context.Context, model string) ([]StoredKey, error)
+}
+
+// StoredKey is one row of public.usable_api_keys (or public.pool_api_keys).
 type StoredKey struct {
 	ID uuid.UUID
+	// UserID is the row's owner; set for pool keys (the ciphertext is bound
+	// to it), zero for the acting user's own keys.
+	UserID uuid.UUID
+	// FreeTierLimit is the model's free-tier budget per Google project (pool
+	// keys only; zero fields: the configured limit applies).
+	FreeTierLimit Limit
 	// Name is key_name.
 	Name string
 	// Ciphertext is api_key_encrypted as stored (ciphertext or legacy plaintext).
@@ -96,8 +111,11 @@ type Key struct {
 	Project string
 	// operator keys have no database row.
 	operator bool
-	userKey  uuid.UUID
-	apiKey   string
+	// pool keys belong to the operator's account, not to the acting user:
+	// their health is kept in memory, as for operator keys.
+	pool    bool
+	userKey uuid.UUID
+	apiKey  string
 }
 
 // String never prints the secret.
@@ -173,6 +191,9 @@ type candidate struct {
 	lastUsed time.Time
 	freeAt   time.Time
 	bucket   groupModel
+	// limit overrides the configured limit of the model (free-tier limits
+	// of pool keys).
+	limit *Limit
 }
 
 // Acquire picks a key for model: active, not blocked, preferring keys whose
@@ -189,6 +210,80 @@ func (p *KeyPool) Acquire(ctx context.Context, userID uuid.UUID, model string, t
 		return nil, err
 	}
 	return p.pick(cands, undecryptable, model, tokens, userID)
+}
+
+// AcquireFreePool picks a key for a free-pool task of userID
+// (Request.FreePool): the operator's pool keys (Config.Pool.FreePool), then
+// the operator keys, by the same rules as Acquire. The user's own keys, and
+// every other user's personal keys, are never candidates.
+func (p *KeyPool) AcquireFreePool(ctx context.Context, userID uuid.UUID, model string, tokens int) (*Lease, error) {
+	cands, undecryptable, err := p.freePoolCandidates(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 && undecryptable == 0 {
+		return nil, newError(KindNoKey, RetryNever, ScopeNone, 0,
+			"no free-pool Gemini key: the operator has configured none (user_api_keys.pool_type free_pool or operator keys)", nil)
+	}
+	return p.pick(cands, undecryptable, model, tokens, userID)
+}
+
+// freePoolCandidates are the operator's pool keys (decrypted) and the
+// operator keys.
+func (p *KeyPool) freePoolCandidates(ctx context.Context, model string) ([]candidate, int, error) {
+	var stored []StoredKey
+	if p.cfg.Pool.FreePool != nil {
+		var err error
+		if stored, err = p.cfg.Pool.FreePool.PoolKeys(ctx, model); err != nil {
+			return nil, 0, fmt.Errorf("error loading free-pool API keys: %w", err)
+		}
+	}
+	cands := make([]candidate, 0, len(stored)+len(p.cfg.Pool.OperatorKeys))
+	undecryptable := 0
+	for _, sk := range stored {
+		secret, err := p.cipher.Decrypt(sk.Ciphertext, KeyRow{ID: sk.ID, UserID: sk.UserID})
+		if err != nil {
+			undecryptable++
+			p.cfg.Logger.WarnContext(ctx, "model: skipping free-pool API key that cannot be decrypted",
+				slog.String("key_id", sk.ID.String()), slog.String("error", err.Error()))
+			continue
+		}
+		group := "pool/key:" + sk.ID.String()
+		if sk.Project != "" {
+			group = "pool/project:" + sk.Project
+		}
+		c := candidate{
+			key:      Key{ID: sk.ID.String(), Project: sk.Project, pool: true, apiKey: secret},
+			prefers:  sk.ModelPreference == model,
+			priority: sk.Priority,
+			lastUsed: sk.LastUsedAt,
+			bucket:   groupModel{group: group, model: model},
+			freeAt:   latest(sk.BlockedUntil, sk.ProjectBlockedUntil),
+		}
+		if sk.FreeTierLimit != (Limit{}) {
+			lim := sk.FreeTierLimit
+			c.limit = &lim
+		}
+		cands = append(cands, c)
+	}
+	return append(cands, p.operatorCandidates(model)...), undecryptable, nil
+}
+
+// operatorCandidates are the operator keys from configuration.
+func (p *KeyPool) operatorCandidates(model string) []candidate {
+	cands := make([]candidate, 0, len(p.cfg.Pool.OperatorKeys))
+	for _, ok := range p.cfg.Pool.OperatorKeys {
+		group := "operator/key:" + ok.Name
+		if ok.Project != "" {
+			group = "operator/project:" + ok.Project
+		}
+		cands = append(cands, candidate{
+			key:      Key{ID: ok.String(), Project: ok.Project, operator: true, apiKey: ok.APIKey},
+			priority: cmp.Or(ok.Priority, 1),
+			bucket:   groupModel{group: group, model: model},
+		})
+	}
+	return cands
 }
 
 // keyOfProject returns one of the user's (or the operator's) keys whose
@@ -246,18 +341,7 @@ func (p *KeyPool) candidates(ctx context.Context, userID uuid.UUID, model string
 		c.freeAt = latest(sk.BlockedUntil, sk.ProjectBlockedUntil)
 		cands = append(cands, c)
 	}
-	for _, ok := range p.cfg.Pool.OperatorKeys {
-		group := "operator/key:" + ok.Name
-		if ok.Project != "" {
-			group = "operator/project:" + ok.Project
-		}
-		cands = append(cands, candidate{
-			key:      Key{ID: ok.String(), Project: ok.Project, operator: true, apiKey: ok.APIKey},
-			priority: cmp.Or(ok.Priority, 1),
-			bucket:   groupModel{group: group, model: model},
-		})
-	}
-	return cands, undecryptable, nil
+	return append(cands, p.operatorCandidates(model)...), undecryptable, nil
 }
 
 // pick leases the best free candidate.
@@ -289,7 +373,11 @@ func (p *KeyPool) pick(cands []candidate, undecryptable int, model string, token
 			w = &slidingWindow{}
 			p.windows[c.bucket] = w
 		}
-		c.freeAt = latest(c.freeAt, w.availableAt(lim, tokens, now))
+		cl := lim
+		if c.limit != nil {
+			cl = *c.limit
+		}
+		c.freeAt = latest(c.freeAt, w.availableAt(cl, tokens, now))
 		c.lastUsed = latest(c.lastUsed, p.lastUsed[c.key.ID])
 		if !c.freeAt.After(now) {
 			free = append(free, c)
@@ -381,7 +469,7 @@ func (l *Lease) Release(ctx context.Context, taskID uuid.UUID, usage Usage, call
 	}
 	p.mu.Unlock()
 
-	if l.Key.operator || p.store == nil {
+	if l.Key.operator || l.Key.pool || p.store == nil {
 		return nil
 	}
 	if err := p.store.RecordOutcome(ctx, l.userID, o); err != nil {

@@ -14,8 +14,13 @@ import (
 
 // Request is one model call for one task.
 type Request struct {
-	// UserID owns the task; its keys are used.
+	// UserID owns the task; its keys are used (unless FreePool).
 	UserID uuid.UUID
+	// FreePool marks a free-tier task (ai_tasks.tier_source = 'free_pool'):
+	// it runs on the operator's pool keys (PoolConfig.FreePool, then
+	// PoolConfig.OperatorKeys), never on a user's personal key, and without
+	// explicit cached contents (they would live in the pool's projects).
+	FreePool bool
 	// TaskID seeds the offline provider and is logged with the key usage.
 	TaskID uuid.UUID
 	// Settings is the resolved model id, generation config and system

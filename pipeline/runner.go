@@ -50,6 +50,7 @@ type Task struct {
 	Sequence         *int            `json:"sequence"`
 	PromptTemplateID *string         `json:"prompt_template_id"`
 	RequiresApproval bool            `json:"requires_approval"`
+	TierSource       *string         `json:"tier_source"`
 }
 
 // Template holds the prompt_templates columns the runner reads.
@@ -320,6 +321,8 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 		Prompt:       prompt,
 		Shared:       shared,
 		OutputSchema: nullIfEmpty(c.Template.OutputSchema),
+		// Free-tier tasks run on the operator's pool keys only.
+		FreePool: c.Task.TierSource != nil && *c.Task.TierSource == "free_pool",
 	}
 	if c.Task.BatchID != nil {
 		req.BatchID = *c.Task.BatchID
