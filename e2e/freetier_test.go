@@ -27,7 +27,9 @@ func TestFreeTierSupabaseJS(t *testing.T) {
 }
 
 // TestFreeTierSupabaseJSOnUpgradedDatabase is the same flow on a database
-// that had the original orchable schema and was upgraded in place.
+// that had the original orchable schema and was upgraded in place, with the
+// service on the PostgREST transport (the pool keys then come through
+// PostgREST with the service key).
 func TestFreeTierSupabaseJSOnUpgradedDatabase(t *testing.T) {
 	t.Parallel()
 	freeTierFlow(t, true)
@@ -42,7 +44,7 @@ func freeTierFlow(t *testing.T, original bool) {
 
 	const poolKey, personalKey, quota = "AIzaE2E-free-pool-key", "AIzaE2E-someones-personal-key", 3
 	s := newStack(t, stackOpts{
-		InProcGemini: true, Original: original,
+		InProcGemini: true, Original: original, Transport: map[bool]string{false: direct, true: postgrest}[original],
 		GeminiKeys: map[string]string{poolKey: "proj-pool", personalKey: "proj-personal"},
 		// No operator key: free tasks can only run on the pool's keys.
 		Env: map[string]string{"SWEEP_INTERVAL": "200ms", "GEMINI_API_KEY": "", "GEMINI_API_KEY_PROJECT": ""},
