@@ -155,11 +155,12 @@ func Load(getenv func(string) string) (*Config, error) {
 		MaxResponseBytes: int64(r.integer("GEMINI_MAX_RESPONSE_BYTES", 0)),
 		MaxKeyAttempts:   r.integer("GEMINI_MAX_KEY_ATTEMPTS", 0),
 		Pool: model.PoolConfig{
-			Limits:           r.limits("GEMINI_RATE_LIMITS"),
-			DefaultLimit:     model.Limit{RPM: r.integer("GEMINI_DEFAULT_RPM", 0), TPM: r.integer("GEMINI_DEFAULT_TPM", 0)},
-			OperatorKeys:     r.operatorKeys("GEMINI_OPERATOR_KEYS"),
-			RateLimitDelay:   r.duration("GEMINI_RATE_LIMIT_DELAY", 0),
-			KeyBlockDuration: r.duration("GEMINI_KEY_BLOCK_DURATION", 0),
+			Limits:                   r.limits("GEMINI_RATE_LIMITS"),
+			DefaultLimit:             model.Limit{RPM: r.integer("GEMINI_DEFAULT_RPM", 0), TPM: r.integer("GEMINI_DEFAULT_TPM", 0)},
+			OperatorKeys:             r.operatorKeys("GEMINI_OPERATOR_KEYS"),
+			OperatorKeysFreePoolOnly: r.boolean("GEMINI_OPERATOR_KEYS_FREE_POOL_ONLY", false),
+			RateLimitDelay:           r.duration("GEMINI_RATE_LIMIT_DELAY", 0),
+			KeyBlockDuration:         r.duration("GEMINI_KEY_BLOCK_DURATION", 0),
 		},
 		Offline: model.OfflineConfig{
 			Latency: r.duration("ORCHABLE_OFFLINE_LATENCY", 0),

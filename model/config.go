@@ -95,6 +95,12 @@ type PoolConfig struct {
 	// free-pool request never uses a user's personal key, its owner's
 	// included.
 	FreePool PoolKeyStore
+	// OperatorKeysFreePoolOnly keeps OperatorKeys for free-pool requests:
+	// personal tasks then run on their owner's keys only. Set it when the
+	// operator's keys are the free tier's budget, or a free user could
+	// launch personal tasks (launch_batch, direct inserts) on them without
+	// the quota.
+	OperatorKeysFreePoolOnly bool
 	// RateLimitDelay blocks a project/model after a per-minute 429 that carries
 	// no RetryInfo. Default 60 s.
 	RateLimitDelay time.Duration

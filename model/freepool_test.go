@@ -74,6 +74,19 @@ func TestKeyPoolFreePool(t *testing.T) {
 	require.Equal(t, KindNoKey, me.Kind)
 	require.Contains(t, me.Message, "no free-pool Gemini key")
 
+	// Operator keys reserved for the free pool: a personal request of a
+	// user without keys gets no operator key.
+	reserved, err := NewKeyPool(&Config{Clock: clock, Pool: PoolConfig{
+		OperatorKeys: []OperatorKey{{Name: "op", APIKey: "AIza-operator"}}, OperatorKeysFreePoolOnly: true,
+	}}, newMemStore(clock.Now), nil)
+	require.NoError(t, err)
+	_, err = reserved.Acquire(ctx, user, "gemini-test", 10)
+	require.True(t, errors.As(err, &me))
+	require.Equal(t, KindNoKey, me.Kind)
+	lease, err = reserved.AcquireFreePool(ctx, user, "gemini-test", 10)
+	require.NoError(t, err)
+	require.Equal(t, "operator:op", lease.Key.ID)
+
 	// The fake server confirms which key served a free-pool request.
 	srv := geminitest.New(geminitest.Config{Clock: clock, Keys: map[string]string{"AIza-personal": "p-user", "AIza-pool": "p-pool"}})
 	t.Cleanup(srv.Close)

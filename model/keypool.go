@@ -341,6 +341,9 @@ func (p *KeyPool) candidates(ctx context.Context, userID uuid.UUID, model string
 		c.freeAt = latest(sk.BlockedUntil, sk.ProjectBlockedUntil)
 		cands = append(cands, c)
 	}
+	if p.cfg.Pool.OperatorKeysFreePoolOnly {
+		return cands, undecryptable, nil
+	}
 	return append(cands, p.operatorCandidates(model)...), undecryptable, nil
 }
 
