@@ -102,7 +102,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.HTTP.ShutdownGrace = r.duration("SHUTDOWN_GRACE", 60*time.Second)
 	c.HTTP.MaxBodyBytes = int64(r.integer("API_MAX_BODY_BYTES", 8<<20))
-	c.HTTP.AllowAnonymousLaunch = r.boolean("ALLOW_ANONYMOUS_LAUNCH", false)
+	c.HTTP.AllowAnonymousLaunch = r.boolean("ALLOW_ANONYMOUS_LAUNCH")
 	c.HTTP.MetricsToken = rls.Secret(r.str("METRICS_TOKEN", ""))
 	c.HTTP.MetricsStageLabels = r.integer("METRICS_STAGE_LABELS", 50)
 
@@ -121,7 +121,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		SupabaseURL:            c.Supabase.URL,
 		JWTSecret:              rls.Secret(r.str("SUPABASE_JWT_SECRET", "")),
 		JWKSURL:                r.str("SUPABASE_JWKS_URL", ""),
-		JWKSDisabled:           r.boolean("JWKS_DISABLED", false),
+		JWKSDisabled:           r.boolean("JWKS_DISABLED"),
 		JWKSRefreshInterval:    r.duration("JWKS_REFRESH_INTERVAL", 0),
 		JWKSUnknownKIDInterval: r.duration("JWKS_UNKNOWN_KID_INTERVAL", 0),
 		JWKSHTTPTimeout:        r.duration("JWKS_HTTP_TIMEOUT", 0),
@@ -158,7 +158,7 @@ func Load(getenv func(string) string) (*Config, error) {
 			Limits:                   r.limits("GEMINI_RATE_LIMITS"),
 			DefaultLimit:             model.Limit{RPM: r.integer("GEMINI_DEFAULT_RPM", 0), TPM: r.integer("GEMINI_DEFAULT_TPM", 0)},
 			OperatorKeys:             r.operatorKeys("GEMINI_OPERATOR_KEYS"),
-			OperatorKeysFreePoolOnly: r.boolean("GEMINI_OPERATOR_KEYS_FREE_POOL_ONLY", false),
+			OperatorKeysFreePoolOnly: r.boolean("GEMINI_OPERATOR_KEYS_FREE_POOL_ONLY"),
 			RateLimitDelay:           r.duration("GEMINI_RATE_LIMIT_DELAY", 0),
 			KeyBlockDuration:         r.duration("GEMINI_KEY_BLOCK_DURATION", 0),
 		},
@@ -201,7 +201,7 @@ func Load(getenv func(string) string) (*Config, error) {
 			MaxResponseBytes:      int64(r.integer("HOOK_MAX_RESPONSE_BYTES", 1<<20)),
 			AllowedHosts:          r.list("HOOK_ALLOWED_HOSTS"),
 			AllowedPorts:          r.ports("HOOK_ALLOWED_PORTS", []int{80, 443}),
-			AllowLoopbackForTests: r.boolean("HOOK_ALLOW_LOOPBACK_FOR_TESTS", false),
+			AllowLoopbackForTests: r.boolean("HOOK_ALLOW_LOOPBACK_FOR_TESTS"),
 		},
 	}
 	if c.Pipeline.Runner.MaxRegenerations == 0 {
@@ -370,15 +370,16 @@ func (r *reader) integer(name string, def int) int {
 	return n
 }
 
-func (r *reader) boolean(name string, def bool) bool {
+// boolean reads a flag that is off unless set.
+func (r *reader) boolean(name string) bool {
 	v := r.str(name, "")
 	if v == "" {
-		return def
+		return false
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
 		r.fail(name, fmt.Sprintf("%q is not true or false", v))
-		return def
+		return false
 	}
 	return b
 }

@@ -2,7 +2,6 @@ package model
 
 import (
 	"context"
-	"errors"
 	"testing"
 
 	"github.com/google/uuid"
@@ -70,7 +69,7 @@ func TestKeyPoolFreePool(t *testing.T) {
 	require.NoError(t, err)
 	_, err = bare.AcquireFreePool(ctx, user, "gemini-test", 10)
 	var me *Error
-	require.True(t, errors.As(err, &me))
+	require.ErrorAs(t, err, &me)
 	require.Equal(t, KindNoKey, me.Kind)
 	require.Contains(t, me.Message, "no free-pool Gemini key")
 
@@ -81,7 +80,7 @@ func TestKeyPoolFreePool(t *testing.T) {
 	}}, newMemStore(clock.Now), nil)
 	require.NoError(t, err)
 	_, err = reserved.Acquire(ctx, user, "gemini-test", 10)
-	require.True(t, errors.As(err, &me))
+	require.ErrorAs(t, err, &me)
 	require.Equal(t, KindNoKey, me.Kind)
 	lease, err = reserved.AcquireFreePool(ctx, user, "gemini-test", 10)
 	require.NoError(t, err)
