@@ -2,8 +2,8 @@
 -- charged to the free-tier quota, so nobody but the free-tier path sets it:
 --   * submit_free_tier_tasks (orchable.free_submit on) inserts free_pool
 --     roots it has charged;
---   * a task the engine creates from a free_pool parent is free_pool too,
---     and counted (orchable.free_tier_count);
+--   * a task the engine creates from a free_pool parent is free_pool too
+--     (counted once inserted: orchable.ai_tasks_count_free);
 --   * any other client or engine insert that says free_pool gets NULL (the
 --     front end upserts whole rows it read; this is engine-owned state, like
 --     the lease columns);
@@ -33,7 +33,6 @@ begin
     select p.tier_source into parent_tier from public.ai_tasks p where p.id = new.parent_task_id;
     if parent_tier = 'free_pool' then
       new.tier_source := 'free_pool';
-      perform orchable.free_tier_count(1);
     end if;
   end if;
   return new;

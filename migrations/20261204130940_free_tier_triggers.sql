@@ -18,6 +18,15 @@ create trigger trg_ai_tasks_tier_source_update
   when (new.tier_source is distinct from old.tier_source)
   execute function orchable.ai_tasks_tier_source();
 
+-- Successors the engine created from a free-pool task count against the
+-- owner's quota once inserted (not when ON CONFLICT skips them).
+drop trigger if exists trg_ai_tasks_count_free on public.ai_tasks;
+create trigger trg_ai_tasks_count_free
+  after insert on public.ai_tasks
+  for each row
+  when (new.tier_source = 'free_pool' and new.parent_task_id is not null)
+  execute function orchable.ai_tasks_count_free();
+
 -- Pool keys are the operator's.
 drop trigger if exists trg_user_api_keys_pool_type on public.user_api_keys;
 create trigger trg_user_api_keys_pool_type
