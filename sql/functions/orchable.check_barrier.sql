@@ -123,7 +123,7 @@ begin
 
   insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
     hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
-    extra, idempotency_key)
+    extra, idempotency_key, tier_source)
   values (coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan', child_input, owner,
     last_parent.batch_id, last_parent.launch_id, coalesce(last_parent.root_task_id, last_parent.id), last_parent.id,
     coalesce(last_parent.hierarchy_path, '[]'::jsonb) || to_jsonb(last_parent.id::text),
@@ -132,7 +132,7 @@ begin
       'merge_path', case when not is_join then merge_path end,
       '_merged_from_count', merged_count, '_failed_count', failed_count,
       '_barrier', jsonb_build_object('stages', to_jsonb(deps), 'scope', scope, 'kind', case when is_join then 'join' else 'merge' end)),
-    key)
+    key, case when last_parent.tier_source = 'free_pool' then 'free_pool' end)
   on conflict (user_id, idempotency_key) do nothing;
   get diagnostics rc = row_count;
   return rc;

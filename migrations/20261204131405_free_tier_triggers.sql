@@ -1,15 +1,16 @@
 -- The free tier's triggers (functions in the previous migration; see
 -- 20261204120000_free_tier.sql and docs/threat-model.md "Free tier").
 
--- tier_source free_pool: set only by submit_free_tier_tasks, inherited by
--- the engine's successors of a free_pool task, kept on client updates. The
--- insert trigger fires only for rows that name a tier or a parent (a root
--- of launch_batch does neither); names sort after trg_ai_tasks_before_write.
+-- tier_source free_pool: set only by submit_free_tier_tasks, copied by the
+-- engine to the successors of a free_pool task, kept on client updates. The
+-- insert trigger fires only for rows that name a tier (launch_batch roots
+-- and the engine's personal successors do not); names sort after
+-- trg_ai_tasks_before_write.
 drop trigger if exists trg_ai_tasks_tier_source_insert on public.ai_tasks;
 create trigger trg_ai_tasks_tier_source_insert
   before insert on public.ai_tasks
   for each row
-  when (new.tier_source is not null or new.parent_task_id is not null)
+  when (new.tier_source is not null)
   execute function orchable.ai_tasks_tier_source();
 drop trigger if exists trg_ai_tasks_tier_source_update on public.ai_tasks;
 create trigger trg_ai_tasks_tier_source_update
