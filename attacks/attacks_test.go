@@ -82,6 +82,7 @@ func attackSweeperCrossTenant(t *testing.T, w *world) {
 	secret := "A-SECRET-" + uuid.NewString()[:8]
 	_, _, l := victimPipeline(ctx, t, w, secret)
 	feeder, _ := attackerMerge(ctx, t, w)
+	dbtest.FoldCounters(ctx, t, w.pool) // settle A's batch status (another test's sweeper folds too)
 	before := w.snapshot(ctx, t, w.a)
 
 	for _, variant := range []struct{ name, completedAt string }{
@@ -140,6 +141,9 @@ func attackSweeperRealLoop(t *testing.T, w *world) {
 	secret := "A-SECRET-" + uuid.NewString()[:8]
 	_, _, l := victimPipeline(ctx, t, w, secret)
 	feeder, merge := attackerMerge(ctx, t, w)
+	// A's batch status is folded from deltas; fold now, or the sweeper's
+	// fold (or another test's) during the attack changes the snapshot.
+	dbtest.FoldCounters(ctx, t, w.pool)
 	before := w.snapshot(ctx, t, w.a)
 
 	var got atomic.Int64
@@ -198,6 +202,7 @@ func attackJoinOnVictimRoot(t *testing.T, w *world) {
 	aRoot := l.TaskIDs[0]
 	_, err := w.pool.Exec(ctx, "update public.ai_tasks set input_data = input_data || jsonb_build_object('private', $2::text) where id = $1", aRoot, secret)
 	require.NoError(t, err)
+	dbtest.FoldCounters(ctx, t, w.pool) // settle A's batch status (another test's sweeper folds too)
 	before := w.snapshot(ctx, t, w.a)
 
 	p := "B-" + uuid.NewString()[:8]
