@@ -221,6 +221,85 @@ func TestFreeTierConcurrentSubmits(t *testing.T) {
 	require.Equal(t, 30, n)
 }
 
+// The per-user lock, step by step: at 29 used, transaction 1 submits one
+// task and stays open; transaction 2's submission of the same user waits
+// on the lock (seen in pg_stat_activity, not by sleeping), and once 1
+// commits it sees 30 and is refused. Another user is not blocked meanwhile.
+func TestFreeTierSubmitWaitsForTheUsersLock(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := dbtest.Pool(t)
+	user, other := dbtest.CreateUser(ctx, t, pool), dbtest.CreateUser(ctx, t, pool)
+	_, err := submitAt(ctx, t, pool, user, freeTasks(user, nil, 29), novemberEnd)
+	require.NoError(t, err)
+	b, _ := json.Marshal(freeTasks(user, nil, 1))
+
+	tx1, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx1.Rollback(context.WithoutCancel(ctx)) }()
+	dbtest.AsUser(ctx, t, tx1, user)
+	var first quotaReply
+	var raw []byte
+	require.NoError(t, tx1.QueryRow(ctx, `select orchable.submit_free_tier($1::jsonb, $2)`, b, novemberEnd).Scan(&raw))
+	require.NoError(t, json.Unmarshal(raw, &first))
+	require.True(t, first.Success)
+
+	conn2, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn2.Release()
+	var pid2 int
+	require.NoError(t, conn2.QueryRow(ctx, `select pg_backend_pid()`).Scan(&pid2))
+	type result struct {
+		r   quotaReply
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tx2, err := conn2.Begin(ctx)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer func() { _ = tx2.Rollback(context.WithoutCancel(ctx)) }()
+		if _, err := tx2.Exec(ctx, `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)`,
+			`{"sub":"`+user.String()+`","role":"authenticated"}`); err != nil {
+			done <- result{err: err}
+			return
+		}
+		var raw []byte
+		if err := tx2.QueryRow(ctx, `select orchable.submit_free_tier($1::jsonb, $2)`, b, novemberEnd).Scan(&raw); err != nil {
+			done <- result{err: err}
+			return
+		}
+		var r quotaReply
+		_ = json.Unmarshal(raw, &r)
+		done <- result{r: r, err: tx2.Commit(ctx)}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting bool
+		require.NoError(t, pool.QueryRow(ctx, `select coalesce((select wait_event_type = 'Lock' from pg_stat_activity where pid = $1), false)`, pid2).Scan(&waiting))
+		if waiting {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the second submission never waited on the lock")
+		select {
+		case r := <-done:
+			t.Fatalf("the second submission did not wait: %+v", r)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	// Another user is not blocked by this user's lock.
+	r, err := submitAt(ctx, t, pool, other, freeTasks(other, nil, 1), novemberEnd)
+	require.NoError(t, err)
+	require.True(t, r.Success)
+
+	require.NoError(t, tx1.Commit(ctx))
+	second := <-done
+	require.NoError(t, second.err)
+	require.Equal(t, quotaReply{Error: "QUOTA_EXCEEDED", Used: 30, Limit: 30, Remaining: 0}, second.r)
+}
+
 // Every field the front end sends is kept (the original dropped most), the
 // task is its own root, and the operator's quota setting applies.
 func TestFreeTierSubmitKeepsFields(t *testing.T) {
