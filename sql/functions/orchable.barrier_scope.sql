@@ -2,8 +2,10 @@
 -- launch (batch_grouping global) or the task's own root lineage (isolated,
 -- and joins by default: a join combines the outputs of one input row).
 create or replace function orchable.barrier_scope(t public.ai_tasks, cfg jsonb, is_join boolean) returns text
-  -- No SET clause, so the planner can inline it (it reads no tables).
-  language sql immutable
+  -- No SET clause and STABLE (uuid || text is stable), so the planner
+  -- inlines it; declared IMMUTABLE it was never inlined and cost a function
+  -- call per barrier check.
+  language sql stable
 as $$
   select case
     -- A join combines the outputs of one input row, whatever batch_grouping

@@ -36,21 +36,9 @@ begin
     return 0;
   end if;
 
-  if exists (
-    select 1 from public.ai_tasks t
-    where t.user_id = owner
-      and (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr)
-      and t.stage_key = any(deps)
-      and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval')) then
-    return -1;
-  end if;
-  if exists (
-    select 1 from public.ai_tasks t
-    where t.user_id = owner
-      and (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr)
-      and t.stage_key = any(orchable.upstream_stages(succ.id, owner, succ.user_id))
-      and t.stage_key is distinct from succ.stage_key
-      and t.status in ('plan', 'pending', 'running', 'processing', 'generated', 'awaiting_approval')) then
+  if orchable.scope_has_open(owner, sb, sl, sr, deps)
+     or orchable.scope_has_open(owner, sb, sl, sr,
+          array_remove(orchable.upstream_stages(succ.id, owner, succ.user_id), succ.stage_key::text)) then
     return -1;
   end if;
   select max(t.step_number) into max_step

@@ -8,6 +8,9 @@ declare
   lim orchable.engine_limits;
   tpl public.prompt_templates;
   succ public.prompt_templates;
+  -- The successors resolved in pass 1, in plan order (pass 2 reads them
+  -- back instead of looking each template up again).
+  succs public.prompt_templates[] := '{}';
   result jsonb := coalesce(parent.edited_output_data, parent.output_data);
   sid text;
   cfg jsonb;
@@ -84,12 +87,13 @@ begin
           coalesce(succ.stage_key, succ.id), est, n, in_size, lim.max_child_input_bytes));
       end if;
     end if;
-    plan := plan || jsonb_build_object('sid', sid, 'cfg', cfg, 'card', card, 'deps', to_jsonb(deps), 'join', is_join);
+    succs := succs || succ;
+    plan := plan || jsonb_build_object('sid', sid, 'i', cardinality(succs), 'cfg', cfg, 'card', card, 'deps', to_jsonb(deps), 'join', is_join);
   end loop;
 
   for item in select e from jsonb_array_elements(plan) with ordinality x(e, o)
               order by (e ->> 'join')::boolean or e ->> 'card' = 'N:1', o loop
-    succ := orchable.usable_template(item ->> 'sid', owner);
+    succ := succs[(item ->> 'i')::int];
     cfg := item -> 'cfg';
     card := item ->> 'card';
     is_join := (item ->> 'join')::boolean;

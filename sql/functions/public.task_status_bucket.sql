@@ -8,8 +8,10 @@
 -- completed, skipped; failed <- failed, cancelled.
 ------------------------------------------------------------------------------
 create or replace function public.task_status_bucket(s public.ai_task_status) returns text
-  -- No SET clause, so the planner can inline it (it reads no tables).
-  language sql immutable
+  -- No SET clause and STABLE (the enum's text cast is stable), so the
+  -- planner inlines it; declared IMMUTABLE it was never inlined and ran as a
+  -- function call per row.
+  language sql stable
 as $$
   select case s::text
     when 'plan' then 'pending' when 'pending' then 'pending'
