@@ -14,7 +14,7 @@ create trigger trg_ai_tasks_notify_update
 
 -- 2. Indexes no query needs (each one is written by every non-HOT update
 --    whose new row matches its predicate; a claim wrote 12 index entries,
---    now 8; an insert 13, now 8):
+--    now 9; an insert 13, now 9; a completion 8, as before):
 --    * ai_tasks_runnable_idx (run_after, id) WHERE plan: the claim is scoped
 --      to its owner and walks ai_tasks_user_runnable_idx (user_id, run_after,
 --      id) WHERE plan, which due_tasks uses too;
