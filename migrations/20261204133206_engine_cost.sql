@@ -137,7 +137,7 @@ begin
 
   insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
     hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
-    extra, idempotency_key)
+    extra, idempotency_key, tier_source)
   values (coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan', child_input, owner,
     last_parent.batch_id, last_parent.launch_id, coalesce(last_parent.root_task_id, last_parent.id), last_parent.id,
     coalesce(last_parent.hierarchy_path, '[]'::jsonb) || to_jsonb(last_parent.id::text),
@@ -146,7 +146,7 @@ begin
       'merge_path', case when not is_join then merge_path end,
       '_merged_from_count', merged_count, '_failed_count', failed_count,
       '_barrier', jsonb_build_object('stages', to_jsonb(deps), 'scope', scope, 'kind', case when is_join then 'join' else 'merge' end)),
-    key)
+    key, case when last_parent.tier_source = 'free_pool' then 'free_pool' end)
   on conflict (user_id, idempotency_key) do nothing;
   get diagnostics rc = row_count;
   return rc;
@@ -324,13 +324,14 @@ begin
     elsif card = '1:1' then
       insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
         hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
-        split_group_id, extra, idempotency_key)
+        split_group_id, extra, idempotency_key, tier_source)
       values (coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
         orchable.return_along_with(parent.input_data, cfg, result), owner,
         parent.batch_id, parent.launch_id, root, parent.id, parent_path, parent.step_number + 1, succ.stage_key, succ.id,
         coalesce(succ.requires_approval, false), 1, 1, parent.test_mode, parent.split_group_id,
         jsonb_build_object('parent_stage_key', parent.stage_key, 'parent_task_id', parent.id),
-        parent.id || '/' || succ.id)
+        parent.id || '/' || succ.id,
+        case when parent.tier_source = 'free_pool' then 'free_pool' end)
       on conflict (user_id, idempotency_key) do nothing;
       get diagnostics rc = row_count;
       created := created + rc;
@@ -345,7 +346,7 @@ begin
         bsize := case when cfg ->> 'batch_size' ~ '^[0-9]{1,6}$' then greatest((cfg ->> 'batch_size')::int, 1) else 10 end;
         insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
           hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
-          split_group_id, extra, idempotency_key)
+          split_group_id, extra, idempotency_key, tier_source)
         select coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
           orchable.return_along_with(parent.input_data, cfg,
             coalesce(parent.input_data, '{}'::jsonb) || jsonb_build_object(
@@ -356,20 +357,22 @@ begin
           succ.stage_key, succ.id, coalesce(succ.requires_approval, false), b + 1, ceil(n::numeric / bsize)::int,
           parent.test_mode, parent.id,
           jsonb_build_object('parent_stage_key', parent.stage_key, 'parent_task_id', parent.id),
-          parent.id || '/' || succ.id || '/b' || b
+          parent.id || '/' || succ.id || '/b' || b,
+          case when parent.tier_source = 'free_pool' then 'free_pool' end
         from generate_series(0, ceil(n::numeric / bsize)::int - 1) b
         on conflict (user_id, idempotency_key) do nothing;
       else
         insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
           hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
-          split_group_id, extra, idempotency_key)
+          split_group_id, extra, idempotency_key, tier_source)
         select coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
           orchable.return_along_with(parent.input_data, cfg,
             coalesce(parent.input_data, '{}'::jsonb) || jsonb_build_object('item', e, '_split_index', o - 1, '_split_total', n)),
           owner, parent.batch_id, parent.launch_id, root, parent.id, parent_path, parent.step_number + 1,
           succ.stage_key, succ.id, coalesce(succ.requires_approval, false), o, n, parent.test_mode, parent.id,
           jsonb_build_object('parent_stage_key', parent.stage_key, 'parent_task_id', parent.id),
-          parent.id || '/' || succ.id || '/' || (o - 1)
+          parent.id || '/' || succ.id || '/' || (o - 1),
+          case when parent.tier_source = 'free_pool' then 'free_pool' end
         from jsonb_array_elements(arr) with ordinality x(e, o)
         on conflict (user_id, idempotency_key) do nothing;
       end if;

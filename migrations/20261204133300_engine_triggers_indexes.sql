@@ -1,5 +1,5 @@
 -- Engine writes at a lower cost (#17; docs/performance.md, "Design and
--- profile"). Functions changed with it: 20261204125052_engine_cost.sql.
+-- profile"). Functions changed with it: 20261204133206_engine_cost.sql.
 
 -- 1. The wake-up on requeue is a row trigger that fires only when a task
 --    becomes runnable. As a statement trigger with transition tables it made
