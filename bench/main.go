@@ -42,6 +42,8 @@ type Figure struct {
 	// Target is the SPEC §13 target in words; Met is whether it holds.
 	Target string `json:"target,omitempty"`
 	Met    *bool  `json:"met,omitempty"`
+	// Note is a detail printed in the target column (a breakdown, a reason).
+	Note string `json:"note,omitempty"`
 }
 
 func (f *Figure) computeRatio() {
@@ -297,7 +299,11 @@ func printTable(w io.Writer, results []Result) {
 			if f.Baseline != 0 {
 				base, ratio = num(f.Baseline), fmt.Sprintf("%.2f", f.Ratio)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, f.Name, num(f.Value), f.Unit, base, f.BaselineName, ratio, f.Target, met)
+			target := f.Target
+			if target == "" {
+				target = f.Note
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, f.Name, num(f.Value), f.Unit, base, f.BaselineName, ratio, target, met)
 		}
 	}
 	_ = tw.Flush()

@@ -58,18 +58,26 @@ func newRiverClient(db *database, workers int, w *noopWorker, log *slog.Logger) 
 	return c, nil
 }
 
+// riverRun is what one River throughput run measured.
+type riverRun struct {
+	rate float64 // jobs/s
+	cost *dbCost // nil unless metered
+}
+
 // riverThroughput works n pre-inserted no-op jobs with the given workers and
-// returns jobs/s (until every job is completed in the database).
-func riverThroughput(ctx context.Context, e *env, n, workers int) (float64, error) {
+// returns jobs/s (until every job is completed in the database) and, with
+// meter, what the work cost the database.
+func riverThroughput(ctx context.Context, e *env, n, workers int, meter bool) (riverRun, error) {
+	var out riverRun
 	db, err := e.freshDB(ctx, true, e.o.Conns)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	defer db.close()
 	var done atomic.Int64
 	c, err := newRiverClient(db, workers, &noopWorker{done: &done}, e.log)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	const chunk = 10000
 	for i := 0; i < n; i += chunk {
@@ -78,43 +86,64 @@ func riverThroughput(ctx context.Context, e *env, n, workers int) (float64, erro
 			params = append(params, river.InsertManyParams{Args: noopArgs{N: j}})
 		}
 		if _, err := c.InsertManyFast(ctx, params); err != nil {
-			return 0, fmt.Errorf("error inserting River jobs: %w", err)
+			return out, fmt.Errorf("error inserting River jobs: %w", err)
 		}
 	}
 	if err := analyze(ctx, db.Pool, "river_job"); err != nil {
-		return 0, err
+		return out, err
+	}
+	var m *costMeter
+	if meter {
+		if m, err = e.startCost(ctx, db); err != nil {
+			return out, err
+		}
 	}
 	start := time.Now()
 	if err := c.Start(ctx); err != nil {
-		return 0, fmt.Errorf("error starting River: %w", err)
+		return out, fmt.Errorf("error starting River: %w", err)
 	}
-	defer func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		_ = c.Stop(sctx)
-	}()
+	}
+	defer stop()
 	for done.Load() < int64(n) {
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return out, ctx.Err()
 		case <-time.After(2 * time.Millisecond):
 		}
 		if time.Since(start) > 10*time.Minute {
-			return 0, fmt.Errorf("river: only %d/%d jobs worked", done.Load(), n)
+			return out, fmt.Errorf("river: only %d/%d jobs worked", done.Load(), n)
 		}
 	}
 	// Worked is not completed: River records completions in batches.
 	for {
 		var completed int
 		if err := db.Pool.QueryRow(ctx, "select count(*) from river_job where state = 'completed'").Scan(&completed); err != nil {
-			return 0, fmt.Errorf("error counting River jobs: %w", err)
+			return out, fmt.Errorf("error counting River jobs: %w", err)
 		}
 		if completed >= n {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	out.rate = float64(n) / time.Since(start).Seconds()
+	if m != nil {
+		stop()
+		cost, err := m.stop(ctx)
+		if err != nil {
+			return out, err
+		}
+		out.cost = &cost
+	}
+	return out, nil
 }
 
 // riverWakeup inserts jobs at rate per second for dur (one transaction per

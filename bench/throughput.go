@@ -27,75 +27,98 @@ func (e *env) noopSize() int { return e.o.Tasks }
 // same workers, pool and server.
 func throughputNoop(ctx context.Context, e *env) ([]Figure, error) {
 	n := e.noopSize()
-	var figs []Figure
+	var figs, costs []Figure
 	for _, w := range e.o.Workers {
-		rate, rt, err := orchNoop(ctx, e, n, w, "direct")
+		orch, err := orchNoop(ctx, e, n, w, "direct", true)
 		if err != nil {
 			return nil, err
 		}
-		var base float64
+		var base riverRun
 		if !e.o.SkipBaseline {
-			if base, err = riverThroughput(ctx, e, n, w); err != nil {
+			if base, err = riverThroughput(ctx, e, n, w, true); err != nil {
 				return nil, err
 			}
 		}
 		figs = append(figs,
-			Figure{Name: fmt.Sprintf("tasks/s, %d workers, %d tasks", w, n), Unit: "tasks/s", Value: rate, Baseline: base,
-				BaselineName: "River jobs/s", HigherIsBetter: true, Target: "≥ 1.0 × River", Met: boolPtr(base > 0 && rate >= base)},
-			Figure{Name: fmt.Sprintf("round trips/task, %d workers", w), Unit: "trips", Value: rt, Baseline: 2,
-				BaselineName: "target", Target: "≤ 2", Met: boolPtr(rt <= 2)},
+			Figure{Name: fmt.Sprintf("tasks/s, %d workers, %d tasks", w, n), Unit: "tasks/s", Value: orch.rate, Baseline: base.rate,
+				BaselineName: "River jobs/s", HigherIsBetter: true, Target: "≥ 1.0 × River", Met: boolPtr(base.rate > 0 && orch.rate >= base.rate)},
+			Figure{Name: fmt.Sprintf("round trips/task, %d workers", w), Unit: "trips", Value: orch.trips, Baseline: 2,
+				BaselineName: "target", Target: "≤ 2", Met: boolPtr(orch.trips <= 2)},
 		)
+		costs = append(costs, costFigures(fmt.Sprintf("%d workers", w), *orch.cost, n, base.cost, n)...)
 	}
-	return figs, nil
+	return append(figs, costs...), nil
+}
+
+// orchRun is what one orchable throughput run measured.
+type orchRun struct {
+	rate  float64 // tasks/s
+	trips float64 // round trips per task (direct transport only)
+	cost  *dbCost // nil unless metered
 }
 
 // orchNoop runs n no-op tasks through the engine over the transport
-// ("direct" or "postgrest") and returns tasks/s and round trips per task
-// (direct only).
-func orchNoop(ctx context.Context, e *env, n, workers int, transport string) (float64, float64, error) {
+// ("direct" or "postgrest") and returns tasks/s, round trips per task
+// (direct only) and, with meter, what the work cost the database.
+func orchNoop(ctx context.Context, e *env, n, workers int, transport string, meter bool) (orchRun, error) {
+	var out orchRun
 	db, err := e.freshDB(ctx, false, e.o.Conns)
 	if err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	defer db.close()
 	user, err := createUser(ctx, db.Pool)
 	if err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	if err := createTemplates(ctx, db.Pool, user, stageDef{ID: "noop", Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	if _, err := copyTasks(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", n); err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates"); err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	gen, err := offlineModel()
 	if err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, Listen: true}
 	if transport == "postgrest" {
 		stopREST, err := postgrestTransport(ctx, db, &cfg)
 		if err != nil {
-			return 0, 0, err
+			return out, err
 		}
 		defer stopREST()
+	}
+	var m *costMeter
+	if meter {
+		if m, err = e.startCost(ctx, db); err != nil {
+			return out, err
+		}
 	}
 	eng := newEngine(db.Pool, gen, cfg, e.log)
 	start := time.Now()
 	eng.start(ctx)
-	defer eng.stop(ctx)
-	if err := eng.waitFinished(ctx, int64(n), 30*time.Second); err != nil {
-		return 0, 0, fmt.Errorf("orchable %s, %d workers: %w", transport, workers, err)
-	}
+	err = eng.waitFinished(ctx, int64(n), 30*time.Second)
 	elapsed := time.Since(start)
-	var rt float64
-	if eng.Direct != nil {
-		rt = float64(eng.Direct.RoundTrips()) / float64(n)
+	eng.stop(ctx)
+	if err != nil {
+		return out, fmt.Errorf("orchable %s, %d workers: %w", transport, workers, err)
 	}
-	return float64(n) / elapsed.Seconds(), rt, nil
+	if m != nil {
+		c, err := m.stop(ctx)
+		if err != nil {
+			return out, err
+		}
+		out.cost = &c
+	}
+	if eng.Direct != nil {
+		out.trips = float64(eng.Direct.RoundTrips()) / float64(n)
+	}
+	out.rate = float64(n) / elapsed.Seconds()
+	return out, nil
 }
 
 // throughputPipeline: roots of a 1:1 → 1:N(10) → N:1 pipeline (13 tasks per
@@ -145,6 +168,10 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
+	m, err := e.startCost(ctx, db)
+	if err != nil {
+		return nil, err
+	}
 	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, Listen: true}, e.log)
 	total := int64(roots * perRoot)
 	start := time.Now()
@@ -155,6 +182,10 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	cost, err := m.stop(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var merged int
 	if err := db.Pool.QueryRow(ctx, "select count(*) from public.ai_tasks where stage_key = 'p4' and status = 'completed'").Scan(&merged); err != nil {
 		return nil, fmt.Errorf("error counting merges: %w", err)
@@ -164,17 +195,17 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	}
 	rate := float64(total) / elapsed.Seconds()
 	rt := float64(eng.Direct.RoundTrips()) / float64(total)
-	var base float64
+	var base riverRun
 	if !e.o.SkipBaseline {
-		if base, err = riverThroughput(ctx, e, int(total), workers); err != nil {
+		if base, err = riverThroughput(ctx, e, int(total), workers, true); err != nil {
 			return nil, err
 		}
 	}
-	return []Figure{
-		{Name: fmt.Sprintf("tasks/s, %d roots × 13 tasks, %d workers", roots, workers), Unit: "tasks/s", Value: rate, Baseline: base,
+	return append([]Figure{
+		{Name: fmt.Sprintf("tasks/s, %d roots × 13 tasks, %d workers", roots, workers), Unit: "tasks/s", Value: rate, Baseline: base.rate,
 			BaselineName: "River no-op jobs/s", HigherIsBetter: true},
 		{Name: "round trips/task", Unit: "trips", Value: rt, Baseline: 2, BaselineName: "target", Target: "≤ 2", Met: boolPtr(rt <= 2)},
-	}, nil
+	}, costFigures("pipeline task vs River no-op job", cost, int(total), base.cost, int(total))...), nil
 }
 
 // throughputPostgREST: throughput-noop through the PostgREST transport and
@@ -182,16 +213,16 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 func throughputPostgREST(ctx context.Context, e *env) ([]Figure, error) {
 	n := max(200, e.o.Tasks/10)
 	const workers = 100
-	rest, _, err := orchNoop(ctx, e, n, workers, "postgrest")
+	rest, err := orchNoop(ctx, e, n, workers, "postgrest", false)
 	if err != nil {
 		return nil, err
 	}
-	direct, _, err := orchNoop(ctx, e, n, workers, "direct")
+	direct, err := orchNoop(ctx, e, n, workers, "direct", false)
 	if err != nil {
 		return nil, err
 	}
-	return []Figure{{Name: fmt.Sprintf("tasks/s via PostgREST, %d workers, %d tasks", workers, n), Unit: "tasks/s", Value: rest,
-		Baseline: direct, BaselineName: "direct tasks/s", HigherIsBetter: true}}, nil
+	return []Figure{{Name: fmt.Sprintf("tasks/s via PostgREST, %d workers, %d tasks", workers, n), Unit: "tasks/s", Value: rest.rate,
+		Baseline: direct.rate, BaselineName: "direct tasks/s", HigherIsBetter: true}}, nil
 }
 
 // postgrestTransport starts the PostgREST test server on loopback and points
