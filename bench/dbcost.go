@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // What a window of work costs the database server. See docs/performance.md,
@@ -62,6 +63,7 @@ type tableWrites struct {
 	Name                  string
 	Ins, Upd, HotUpd, Del int64
 	DeadTup               int64
+	SeqRead, IdxFetch     int64 // rows read by sequential scans, fetched by index scans
 	Indexes, FullIndexes  int64
 	Toast                 bool
 	IndexMax, IndexMin    int64 // index entries written, upper and lower bound
@@ -112,6 +114,12 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 		return nil, err
 	}
 	if m.tables0, err = m.tableStats(ctx); err != nil {
+		_ = conn.Close(ctx)
+		return nil, err
+	}
+	// Reopen the pool's connections before the window: a service's pool
+	// is warm, and backend start-up would weigh on small windows.
+	if err := warmPool(ctx, db); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
 	}
@@ -257,8 +265,9 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 	for _, name := range slices.Sorted(maps.Keys(t1)) {
 		a, b := m.tables0[name], t1[name]
 		w := tableWrites{Name: name, Ins: b.Ins - a.Ins, Upd: b.Upd - a.Upd, HotUpd: b.HotUpd - a.HotUpd, Del: b.Del - a.Del,
-			DeadTup: b.DeadTup - a.DeadTup, Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast}
-		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 {
+			DeadTup: b.DeadTup - a.DeadTup, SeqRead: b.SeqRead - a.SeqRead, IdxFetch: b.IdxFetch - a.IdxFetch,
+			Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast}
+		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 && w.SeqRead == 0 && w.IdxFetch == 0 {
 			continue
 		}
 		nonHot := w.Ins + w.Upd - w.HotUpd
@@ -302,6 +311,7 @@ func (m *costMeter) tableStats(ctx context.Context) (map[string]tableWrites, err
 		select coalesce(o.relname, s.relname) || case when s.schemaname = 'pg_toast' then ' (toast)' else '' end,
 		       s.schemaname = 'pg_toast',
 		       s.n_tup_ins, s.n_tup_upd, s.n_tup_hot_upd, s.n_tup_del, s.n_dead_tup,
+		       coalesce(s.seq_tup_read, 0), coalesce(s.idx_tup_fetch, 0),
 		       (select count(*) from pg_index i where i.indrelid = s.relid),
 		       (select count(*) from pg_index i where i.indrelid = s.relid and i.indpred is null)
 		from pg_stat_all_tables s
@@ -313,7 +323,7 @@ func (m *costMeter) tableStats(ctx context.Context) (map[string]tableWrites, err
 	out := map[string]tableWrites{}
 	for rows.Next() {
 		var w tableWrites
-		if err := rows.Scan(&w.Name, &w.Toast, &w.Ins, &w.Upd, &w.HotUpd, &w.Del, &w.DeadTup, &w.Indexes, &w.FullIndexes); err != nil {
+		if err := rows.Scan(&w.Name, &w.Toast, &w.Ins, &w.Upd, &w.HotUpd, &w.Del, &w.DeadTup, &w.SeqRead, &w.IdxFetch, &w.Indexes, &w.FullIndexes); err != nil {
 			return nil, fmt.Errorf("error reading table statistics: %w", err)
 		}
 		out[w.Name] = w
@@ -443,6 +453,7 @@ func (c dbCost) sum(keep func(string) bool) tableWrites {
 	for _, w := range c.Tables {
 		if keep(w.Name) {
 			t.Ins, t.Upd, t.HotUpd, t.Del, t.DeadTup = t.Ins+w.Ins, t.Upd+w.Upd, t.HotUpd+w.HotUpd, t.Del+w.Del, t.DeadTup+w.DeadTup
+			t.SeqRead, t.IdxFetch = t.SeqRead+w.SeqRead, t.IdxFetch+w.IdxFetch
 			t.IndexMax, t.IndexMin, t.HeapVersions = t.IndexMax+w.IndexMax, t.IndexMin+w.IndexMin, t.HeapVersions+w.HeapVersions
 		}
 	}
@@ -519,4 +530,31 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 		figs = append(figs, Figure{Name: "  noise: other DBs' sessions active, % of samples (River)", Unit: "%", Value: 100 * r.BusyOther})
 	}
 	return figs
+}
+
+// foldCounters folds the batch counter deltas the setup left (as the
+// sweeper would), so that the measured window does not fold them.
+func foldCounters(ctx context.Context, db *database) error {
+	if _, err := db.Pool.Exec(ctx, "select public.fold_batch_counters()"); err != nil {
+		return fmt.Errorf("error folding the batch counters: %w", err)
+	}
+	return nil
+}
+
+// warmPool opens every connection of the pool.
+func warmPool(ctx context.Context, db *database) error {
+	conns := make([]*pgxpool.Conn, 0, db.Pool.Config().MaxConns)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range db.Pool.Config().MaxConns {
+		c, err := db.Pool.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("error opening the pool's connections: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	return nil
 }

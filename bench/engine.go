@@ -53,6 +53,8 @@ type engineConfig struct {
 	Service    supabase.Identity
 	Listen     bool // LISTEN for orchable_wakeup (the NOTIFY path)
 	Sweep      time.Duration
+	// Wrap, when set, wraps the default direct transport (to observe calls).
+	Wrap func(supabase.DB) supabase.DB
 }
 
 // engine is the service's pipeline: runner, dispatcher and sweeper.
@@ -68,6 +70,9 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 	if db == nil {
 		e.Direct = supabase.NewDirect(pool, nil)
 		db = e.Direct
+		if cfg.Wrap != nil {
+			db = cfg.Wrap(db)
+		}
 		cfg.Service = supabase.ServiceIdentity("")
 	}
 	ids := cfg.IDs

@@ -72,18 +72,21 @@ type Result struct {
 type scenario struct {
 	name string
 	run  func(ctx context.Context, e *env) ([]Figure, error)
+	// runs overrides -runs (0: -runs).
+	runs func(o *options) int
 }
 
 func scenarios() []scenario {
 	return []scenario{
-		{"throughput-noop", throughputNoop},
-		{"throughput-pipeline", throughputPipeline},
-		{"throughput-postgrest", throughputPostgREST},
-		{"stage-overhead", stageOverhead},
-		{"webhook-ack", webhookAck},
-		{"wakeup", wakeup},
-		{"keypool", keypool},
-		{"memory", memory},
+		{"throughput-noop", throughputNoop, nil},
+		{"throughput-pipeline", throughputPipeline, nil},
+		{"throughput-postgrest", throughputPostgREST, nil},
+		{"stage-overhead", stageOverhead, nil},
+		{"webhook-ack", webhookAck, nil},
+		{"wakeup", wakeup, nil},
+		{"keypool", keypool, nil},
+		{"memory", memory, nil},
+		{"scaling", scaling, func(o *options) int { return o.ScaleRuns }},
 	}
 }
 
@@ -101,6 +104,12 @@ type options struct {
 	CPUProfile   string
 	SkipBaseline bool
 	Proposed     bool
+	// scaling's sizes (see scaling.go)
+	ScaleMerge []int
+	ScaleBatch int
+	ScaleUsers int
+	ScaleWork  int
+	ScaleRuns  int
 }
 
 func main() {
@@ -132,6 +141,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.Out, "out", "results", "directory for the JSON results")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the River baselines (profiling)")
+	var merge string
+	fs.StringVar(&merge, "scale-merge", "1000,10000,50000", "scaling: N:1 merge scopes (tasks per batch)")
+	fs.IntVar(&o.ScaleBatch, "scale-batch", 10000, "scaling: rows of each user's batch")
+	fs.IntVar(&o.ScaleUsers, "scale-users", 20, "scaling: concurrent users with a batch each")
+	fs.IntVar(&o.ScaleWork, "scale-work", 1000, "scaling: completions measured per case (the rest of each scope is completed before the window)")
+	fs.IntVar(&o.ScaleRuns, "scale-runs", 1, "scaling: runs (it measures several sizes per run, so -runs does not apply)")
 	fs.BoolVar(&o.Proposed, "proposed", false, "apply the proposed SQL changes (proposed/*.sql) to the bench databases")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run . [flags] <scenario>|all\nscenarios:")
@@ -152,8 +167,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		o.Workers = append(o.Workers, n)
 	}
+	for _, m := range strings.Split(merge, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(m), &n); err != nil || n < 1 {
+			return fmt.Errorf("-scale-merge: bad size %q", m)
+		}
+		o.ScaleMerge = append(o.ScaleMerge, n)
+	}
+	if o.ScaleBatch < 100 || o.ScaleUsers < 1 || o.ScaleWork < 1 || o.ScaleRuns < 1 {
+		return errors.New("-scale-batch must be ≥ 100 and -scale-users, -scale-work, -scale-runs ≥ 1")
+	}
 	if o.Quick {
 		o.Tasks = min(o.Tasks, 2000)
+		o.ScaleMerge = []int{100, 400}
+		o.ScaleBatch, o.ScaleUsers, o.ScaleWork = min(o.ScaleBatch, 400), min(o.ScaleUsers, 3), min(o.ScaleWork, 60)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
@@ -209,8 +236,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 func (e *env) measure(ctx context.Context, s scenario) (Result, error) {
 	start := time.Now()
-	r := Result{Scenario: s.name, Started: start, Runs: e.o.Runs, Conditions: e.conditions()}
-	for i := range e.o.Runs {
+	runs := e.o.Runs
+	if s.runs != nil {
+		runs = s.runs(e.o)
+	}
+	r := Result{Scenario: s.name, Started: start, Runs: runs, Conditions: e.conditions()}
+	for i := range runs {
 		e.log.Info("bench: run", slog.String("scenario", s.name), slog.Int("run", i+1))
 		figs, err := s.run(ctx, e)
 		if err != nil {

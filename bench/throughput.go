@@ -94,6 +94,9 @@ func orchNoop(ctx context.Context, e *env, n, workers int, transport string, met
 	}
 	var m *costMeter
 	if meter {
+		if err := foldCounters(ctx, db); err != nil {
+			return out, err
+		}
 		if m, err = e.startCost(ctx, db); err != nil {
 			return out, err
 		}
@@ -166,6 +169,9 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	}
 	gen, err := offlineModel()
 	if err != nil {
+		return nil, err
+	}
+	if err := foldCounters(ctx, db); err != nil {
 		return nil, err
 	}
 	m, err := e.startCost(ctx, db)

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/supabase"
+)
+
+// scaling: the cost of one completion as its merge scope or its batch
+// grows (SPEC §13: flat). Each case builds its scope in full (launch_batch),
+// completes all but the last tasks outside the measured window, and then
+// measures the engine completing the rest (-scale-work per case), so every
+// size does the same work in its window and only the scope differs:
+//
+//   - merge: one user's batch of N tasks of a stage whose successor is an
+//     N:1 merge (batch scope); the last completion creates the merge child.
+//   - batch: -scale-users users, each with one batch of -scale-batch rows
+//     of a one-stage pipeline, working at once; compared with the same
+//     users and work in 100-row batches.
+//
+// Per size it reports wall time, DB CPU, WAL, rows read and index entries
+// written per completion, and the completion latency (model answer →
+// completion committed) p50/p99, each against the smallest size.
+func scaling(ctx context.Context, e *env) ([]Figure, error) {
+	var figs []Figure
+	var first *scaleResult
+	for _, n := range e.o.ScaleMerge {
+		work := min(n, e.o.ScaleWork)
+		r, err := scaleCase(ctx, e, 1, n, work, true)
+		if err != nil {
+			return nil, fmt.Errorf("merge over %d tasks: %w", n, err)
+		}
+		if first == nil {
+			first = &r
+		}
+		figs = append(figs, r.figures(fmt.Sprintf("N:1 merge over %d", n), *first, fmt.Sprintf("merge over %d", e.o.ScaleMerge[0]))...)
+	}
+	users := e.o.ScaleUsers
+	perUser := max(1, min(e.o.ScaleWork/users, 100))
+	small, err := scaleCase(ctx, e, users, 100, perUser, false)
+	if err != nil {
+		return nil, fmt.Errorf("%d users × 100-row batches: %w", users, err)
+	}
+	big, err := scaleCase(ctx, e, users, e.o.ScaleBatch, perUser, false)
+	if err != nil {
+		return nil, fmt.Errorf("%d users × %d-row batches: %w", users, e.o.ScaleBatch, err)
+	}
+	figs = append(figs, big.figures(fmt.Sprintf("%d users × %d-row batch", users, e.o.ScaleBatch), small, "100-row batches")...)
+	return figs, nil
+}
+
+// scaleResult is what one case measured.
+type scaleResult struct {
+	done    int
+	cost    dbCost
+	lat     []time.Duration // per completion: model answer → committed
+	lastLat time.Duration   // the merge case's last completion (it creates the merge)
+}
+
+func (r scaleResult) per(v float64) float64 { return perTask(v, r.done) }
+
+func (r scaleResult) figures(label string, base scaleResult, baseName string) []Figure {
+	rd := func(c scaleResult) float64 {
+		t := c.cost.sum(allTables)
+		return c.per(float64(t.SeqRead + t.IdxFetch))
+	}
+	ix := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).IndexMax)) }
+	cpuName := "DB CPU/completion"
+	if r.cost.CPUNA != "" {
+		cpuName += ": " + r.cost.CPUNA
+	}
+	figs := []Figure{
+		{Name: fmt.Sprintf("%s: wall time/completion (%d completions)", label, r.done), Unit: "ms",
+			Value: r.per(ms(r.cost.Wall)), Baseline: base.per(ms(base.cost.Wall)), BaselineName: baseName},
+		{Name: "  " + cpuName, Unit: "ms", Value: r.per(ms(r.cost.DBCPU)), Baseline: base.per(ms(base.cost.DBCPU)), BaselineName: baseName},
+		{Name: "  WAL/completion (server-wide)", Unit: "bytes", Value: r.per(float64(r.cost.WAL)), Baseline: base.per(float64(base.cost.WAL)), BaselineName: baseName},
+		{Name: "  rows read/completion (seq + index fetches)", Unit: "rows", Value: rd(r), Baseline: rd(base), BaselineName: baseName},
+		{Name: "  index entries written/completion, upper bound", Unit: "entries", Value: ix(r), Baseline: ix(base), BaselineName: baseName},
+		{Name: "  completion latency p50 (answer → committed)", Unit: "ms",
+			Value: ms(percentile(r.lat, 0.5)), Baseline: ms(percentile(base.lat, 0.5)), BaselineName: baseName},
+		{Name: "  completion latency p99", Unit: "ms", Value: ms(percentile(r.lat, 0.99)), Baseline: ms(percentile(base.lat, 0.99)), BaselineName: baseName},
+	}
+	if r.lastLat > 0 {
+		figs = append(figs, Figure{Name: "  latency of the last completion (it creates the merge child)", Unit: "ms", Value: ms(r.lastLat),
+			Baseline: ms(base.lastLat), BaselineName: baseName})
+	}
+	figs = append(figs, Figure{Name: "  noise: other DBs' sessions active, % of samples", Unit: "%", Value: 100 * r.cost.BusyOther})
+	return figs
+}
+
+// scaleCase builds users × one batch of size tasks, completes all but work
+// of each batch outside the window, and measures the engine completing the
+// rest. merge: the stage has an N:1 successor (batch scope).
+func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (scaleResult, error) {
+	var out scaleResult
+	db, err := e.freshDB(ctx, false, e.o.Conns)
+	if err != nil {
+		return out, err
+	}
+	defer db.close()
+	owners := make([]uuid.UUID, users)
+	ids := newClaimsIdentity()
+	direct := supabase.NewDirect(db.Pool, nil)
+	batches := make([]uuid.UUID, users)
+	for u := range owners {
+		if owners[u], err = createUser(ctx, db.Pool); err != nil {
+			return out, err
+		}
+		stage := stageDef{ID: fmt.Sprintf("s1-%d", u), Key: "s1", Prompt: "Row %%input.n%%."}
+		defs := []stageDef{stage}
+		if merge {
+			defs[0].Next = []string{fmt.Sprintf("m1-%d", u)}
+			defs = append(defs, stageDef{ID: fmt.Sprintf("m1-%d", u), Key: "m1", Prompt: "Merge.", Config: map[string]any{"cardinality": "N:1"}})
+		}
+		if err := createTemplates(ctx, db.Pool, owners[u], defs...); err != nil {
+			return out, err
+		}
+		rows := make([]map[string]any, size)
+		for i := range rows {
+			rows[i] = map[string]any{"n": i}
+		}
+		id, _ := ids.Identity(ctx, owners[u])
+		var launched struct {
+			BatchID uuid.UUID `json:"batch_id"`
+		}
+		if err := direct.RPC(ctx, id, "launch_batch", map[string]any{"p_template_id": stage.ID, "p_rows": rows}, &launched); err != nil {
+			return out, fmt.Errorf("error launching %d rows: %w", size, err)
+		}
+		batches[u] = launched.BatchID
+	}
+	// Everything but the first work rows of each batch is done already (as
+	// the engine would have left it), outside the window.
+	if _, err := db.Pool.Exec(ctx, `update public.ai_tasks
+		set status = 'completed', output_data = '{"items":[0]}', completed_at = now(), attempts = 1
+		where batch_id = any($1) and sequence >= $2`, batches, work); err != nil {
+		return out, fmt.Errorf("error completing the rest of the batches: %w", err)
+	}
+	// As autovacuum would have (it is off on the bench server): the window
+	// starts without the setup's dead rows and pending counter deltas.
+	if err := foldCounters(ctx, db); err != nil {
+		return out, err
+	}
+	for _, t := range []string{"public.ai_tasks", "public.task_batches", "public.task_batch_counter_deltas", "public.prompt_templates"} {
+		if _, err := db.Pool.Exec(ctx, "vacuum (analyze) "+t); err != nil {
+			return out, fmt.Errorf("error vacuuming %s: %w", t, err)
+		}
+	}
+	gen := newStampModel(0, 0)
+	rec := &completionClock{answered: gen.answeredAt, at: map[uuid.UUID]time.Duration{}, want: map[uuid.UUID]bool{}}
+	planned, err := db.Pool.Query(ctx, "select id from public.ai_tasks where status = 'plan'")
+	if err != nil {
+		return out, fmt.Errorf("error reading the tasks to work: %w", err)
+	}
+	for planned.Next() {
+		var id uuid.UUID
+		if err := planned.Scan(&id); err != nil {
+			return out, fmt.Errorf("error reading the tasks to work: %w", err)
+		}
+		rec.want[id] = true
+	}
+	if err := planned.Err(); err != nil {
+		return out, fmt.Errorf("error reading the tasks to work: %w", err)
+	}
+	m, err := e.startCost(ctx, db)
+	if err != nil {
+		return out, err
+	}
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
+		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec }}, e.log)
+	eng.start(ctx)
+	err = eng.waitFinished(ctx, int64(users*work), 30*time.Second)
+	eng.stop(ctx)
+	if err != nil {
+		return out, err
+	}
+	if out.cost, err = m.stop(ctx); err != nil {
+		return out, err
+	}
+	out.done = users * work
+	rec.mu.Lock()
+	for _, d := range rec.at {
+		out.lat = append(out.lat, d)
+	}
+	out.lastLat = rec.last
+	rec.mu.Unlock()
+	if len(out.lat) < out.done {
+		return out, fmt.Errorf("%d completion latencies for %d completions", len(out.lat), out.done)
+	}
+	if !merge {
+		out.lastLat = 0
+		return out, nil
+	}
+	var merges int
+	if err := db.Pool.QueryRow(ctx, "select count(*) from public.ai_tasks where stage_key = 'm1'").Scan(&merges); err != nil {
+		return out, fmt.Errorf("error counting merges: %w", err)
+	}
+	if merges != users {
+		return out, fmt.Errorf("%d merge children, want %d", merges, users)
+	}
+	return out, nil
+}
+
+// completionClock wraps the engine's database and records, per task, the
+// time from the model's answer to the return of the call that committed the
+// task's completion (complete_tasks or complete_task).
+type completionClock struct {
+	supabase.DB
+	answered func(uuid.UUID) (time.Time, bool)
+
+	mu   sync.Mutex
+	want map[uuid.UUID]bool // the tasks of the window (not the merge child)
+	at   map[uuid.UUID]time.Duration
+	last time.Duration // the latest-committed completion's latency
+}
+
+func (c *completionClock) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
+	err := c.DB.RPC(ctx, id, fn, args, out)
+	if err != nil || (fn != "complete_tasks" && fn != "complete_task") {
+		return err
+	}
+	now := time.Now()
+	a, _ := args.(map[string]any)
+	var tasks []any
+	if fn == "complete_task" {
+		tasks = []any{a["p_task_id"]}
+	} else if items, ok := a["p_items"].([]map[string]any); ok {
+		for _, it := range items {
+			tasks = append(tasks, it["task_id"])
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range tasks {
+		tid, perr := uuid.Parse(fmt.Sprint(t))
+		if perr != nil {
+			continue
+		}
+		if ans, ok := c.answered(tid); ok && c.want[tid] {
+			c.at[tid] = now.Sub(ans)
+			c.last = now.Sub(ans)
+		}
+	}
+	return nil
+}
