@@ -52,6 +52,10 @@ type dbCost struct {
 	DBCPU, ServerCPU time.Duration
 	CPUNA            string
 	WAL              int64
+	// DBWAL is the bench database's own WAL records (pg_waldump); WALNA
+	// says why it is missing.
+	DBWAL int64
+	WALNA string
 	// BusyOther is the share of samples in which a session of another
 	// database was active (noise in WAL and server CPU).
 	BusyOther float64
@@ -78,6 +82,7 @@ type costMeter struct {
 	selfPI int       // the sampler's backend pid
 	pm     int       // the postmaster's pid, 0 when /proc cannot be used
 	na     string
+	wal    walSource
 
 	start     time.Time
 	startLSN  string
@@ -109,6 +114,7 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 		return nil, fmt.Errorf("error reading the meter's pid: %w", err)
 	}
 	m.pm, m.na = findPostmaster(ctx, conn, m.selfPI)
+	m.wal = findWAL(ctx, conn, db.Name)
 	if err := m.quiesce(ctx); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
@@ -229,11 +235,18 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 	if err := m.sample(ctx); err != nil {
 		return c, err
 	}
-	var wal int64
-	if err := m.conn.QueryRow(ctx, "select pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint", m.startLSN).Scan(&wal); err != nil {
+	var endLSN string
+	if err := m.conn.QueryRow(ctx, "select pg_current_wal_lsn()::text, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint", m.startLSN).Scan(&endLSN, &c.WAL); err != nil {
 		return c, fmt.Errorf("error reading the WAL position: %w", err)
 	}
-	c.WAL = wal
+	if v, err := m.wal.dbWAL(ctx, m.startLSN, endLSN); err != nil {
+		c.WALNA = err.Error()
+		if !strings.HasPrefix(c.WALNA, "n/a") {
+			c.WALNA = "n/a (" + c.WALNA + ")"
+		}
+	} else {
+		c.DBWAL = v
+	}
 	m.mu.Lock()
 	if m.sampleErr != nil {
 		m.mu.Unlock()
@@ -487,7 +500,9 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 			Value: ms(orch.DBCPU) / float64(max(nOrch, 1)), Baseline: ms(r.DBCPU) / float64(max(nRiver, 1)), BaselineName: base},
 		{Name: cpuName("server CPU/task, all postgres processes, " + label), Unit: "ms",
 			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base},
-		{Name: "WAL/task (server-wide LSN delta), " + label, Unit: "bytes",
+		{Name: walName("WAL/task, bench DB's records (pg_waldump), "+label, orch, river), Unit: "bytes",
+			Value: perTask(float64(orch.DBWAL), nOrch), Baseline: perTask(float64(r.DBWAL), nRiver), BaselineName: base},
+		{Name: "WAL/task, server-wide LSN delta, " + label, Unit: "bytes",
 			Value: perTask(float64(orch.WAL), nOrch), Baseline: perTask(float64(r.WAL), nRiver), BaselineName: base},
 		{Name: "heap row versions written/task (ins+upd)", Unit: "rows",
 			Value: perTask(float64(ot.HeapVersions), nOrch), Baseline: perTask(float64(rt.HeapVersions), nRiver), BaselineName: base},
@@ -557,4 +572,16 @@ func warmPool(ctx context.Context, db *database) error {
 		conns = append(conns, c)
 	}
 	return nil
+}
+
+// walName appends why the bench database's WAL is missing, if it is.
+func walName(name string, c dbCost, other *dbCost) string {
+	na := c.WALNA
+	if na == "" && other != nil {
+		na = other.WALNA
+	}
+	if na != "" {
+		return name + ": " + na
+	}
+	return name
 }
