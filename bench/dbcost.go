@@ -54,7 +54,7 @@ type dbCost struct {
 	WAL              int64
 	// DBWAL is the bench database's own WAL records (pg_waldump); WALNA
 	// says why it is missing.
-	DBWAL int64
+	DBWAL walSum
 	WALNA string
 	// BusyOther is the share of samples in which a session of another
 	// database was active (noise in WAL and server CPU).
@@ -501,7 +501,9 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 		{Name: cpuName("server CPU/task, all postgres processes, " + label), Unit: "ms",
 			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base},
 		{Name: walName("WAL/task, bench DB's records (pg_waldump), "+label, orch, river), Unit: "bytes",
-			Value: perTask(float64(orch.DBWAL), nOrch), Baseline: perTask(float64(r.DBWAL), nRiver), BaselineName: base},
+			Value: perTask(float64(orch.DBWAL.Total), nOrch), Baseline: perTask(float64(r.DBWAL.Total), nRiver), BaselineName: base},
+		{Name: "  the same without full-page images", Unit: "bytes",
+			Value: perTask(float64(orch.DBWAL.NoFPI), nOrch), Baseline: perTask(float64(r.DBWAL.NoFPI), nRiver), BaselineName: base},
 		{Name: "WAL/task, server-wide LSN delta, " + label, Unit: "bytes",
 			Value: perTask(float64(orch.WAL), nOrch), Baseline: perTask(float64(r.WAL), nRiver), BaselineName: base},
 		{Name: "heap row versions written/task (ins+upd)", Unit: "rows",
