@@ -115,6 +115,14 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 	}
 	m.pm, m.na = findPostmaster(ctx, conn, m.selfPI)
 	m.wal = findWAL(ctx, conn, db.Name)
+	if m.wal.na == "" {
+		// A checkpoint in the window may recycle its first segments
+		// before pg_waldump reads them: a temporary slot of this session
+		// keeps them (it goes when the session ends).
+		if _, err := conn.Exec(ctx, "select pg_create_physical_replication_slot($1, true, true)", "bench_cost_"+randSuffix()); err != nil {
+			m.wal.na = "n/a (cannot reserve the window's WAL with a temporary replication slot: " + err.Error() + ")"
+		}
+	}
 	if err := m.quiesce(ctx); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
@@ -483,26 +491,24 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 		r = *river
 	}
 	ot, rt := orch.sum(allTables), r.sum(allTables)
-	cpuName := func(what string) string {
-		na := orch.CPUNA
-		if na == "" && river != nil {
-			na = r.CPUNA
-		}
-		if na != "" {
-			return what + ": " + na
-		}
-		return what
+	cpuNA := orch.CPUNA
+	if cpuNA == "" && river != nil {
+		cpuNA = r.CPUNA
+	}
+	walNA := orch.WALNA
+	if walNA == "" && river != nil {
+		walNA = r.WALNA
 	}
 	hot := func(t tableWrites) float64 { return 100 * perTask(float64(t.HotUpd), int(t.Upd)) }
 	const base = "River per job"
 	figs := []Figure{
-		{Name: cpuName("DB CPU/task, bench DB backends, " + label), Unit: "ms",
+		{Name: "DB CPU/task, bench DB backends, " + label, Unit: "ms", Note: cpuNA,
 			Value: ms(orch.DBCPU) / float64(max(nOrch, 1)), Baseline: ms(r.DBCPU) / float64(max(nRiver, 1)), BaselineName: base},
-		{Name: cpuName("server CPU/task, all postgres processes, " + label), Unit: "ms",
+		{Name: "server CPU/task, all postgres processes, " + label, Unit: "ms", Note: cpuNA,
 			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base},
-		{Name: walName("WAL/task, bench DB's records (pg_waldump), "+label, orch, river), Unit: "bytes",
+		{Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: walNA,
 			Value: perTask(float64(orch.DBWAL.Total), nOrch), Baseline: perTask(float64(r.DBWAL.Total), nRiver), BaselineName: base},
-		{Name: "  the same without full-page images", Unit: "bytes",
+		{Name: "  the same without full-page images", Unit: "bytes", Note: walNA,
 			Value: perTask(float64(orch.DBWAL.NoFPI), nOrch), Baseline: perTask(float64(r.DBWAL.NoFPI), nRiver), BaselineName: base},
 		{Name: "WAL/task, server-wide LSN delta, " + label, Unit: "bytes",
 			Value: perTask(float64(orch.WAL), nOrch), Baseline: perTask(float64(r.WAL), nRiver), BaselineName: base},
@@ -523,7 +529,7 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 	isOrch := is("ai_tasks", "ai_tasks (toast)", "task_batches", "task_batches (toast)")
 	perTable := func(c dbCost, n int, name string, keep func(string) bool) Figure {
 		w := c.sum(keep)
-		var idx []string
+		idx := []string{}
 		for _, t := range c.Tables {
 			if keep(t.Name) && !strings.HasSuffix(t.Name, "(toast)") {
 				idx = append(idx, fmt.Sprintf("%s %d indexes, %d partial", t.Name, t.Indexes, t.Indexes-t.FullIndexes))
@@ -531,7 +537,7 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 		}
 		p := func(v int64) string { return num(perTask(float64(v), n)) }
 		return Figure{Name: "  " + name + ": index entries/task, upper bound", Unit: "entries", Value: perTask(float64(w.IndexMax), n),
-			Note: fmt.Sprintf("rows/task ins %s upd %s (HOT %s) del %s; %s", p(w.Ins), p(w.Upd), p(w.HotUpd), p(w.Del), strings.Join(idx, ", "))}
+			Note: strings.Join(append([]string{fmt.Sprintf("rows/task ins %s upd %s (HOT %s) del %s", p(w.Ins), p(w.Upd), p(w.HotUpd), p(w.Del))}, idx...), "; ")}
 	}
 	figs = append(figs,
 		perTable(orch, nOrch, "ai_tasks", is("ai_tasks", "ai_tasks (toast)")),
@@ -574,16 +580,4 @@ func warmPool(ctx context.Context, db *database) error {
 		conns = append(conns, c)
 	}
 	return nil
-}
-
-// walName appends why the bench database's WAL is missing, if it is.
-func walName(name string, c dbCost, other *dbCost) string {
-	na := c.WALNA
-	if na == "" && other != nil {
-		na = other.WALNA
-	}
-	if na != "" {
-		return name + ": " + na
-	}
-	return name
 }

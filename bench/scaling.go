@@ -71,16 +71,12 @@ func (r scaleResult) figures(label string, base scaleResult, baseName string) []
 		return c.per(float64(t.SeqRead + t.IdxFetch))
 	}
 	ix := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).IndexMax)) }
-	cpuName := "DB CPU/completion"
-	if r.cost.CPUNA != "" {
-		cpuName += ": " + r.cost.CPUNA
-	}
 	figs := []Figure{
 		{Name: fmt.Sprintf("%s: wall time/completion (%d completions)", label, r.done), Unit: "ms",
 			Value: r.per(ms(r.cost.Wall)), Baseline: base.per(ms(base.cost.Wall)), BaselineName: baseName},
-		{Name: "  " + cpuName, Unit: "ms", Value: r.per(ms(r.cost.DBCPU)), Baseline: base.per(ms(base.cost.DBCPU)), BaselineName: baseName},
-		{Name: walName("  WAL/completion, bench DB's records", r.cost, nil), Unit: "bytes", Value: r.per(float64(r.cost.DBWAL.Total)), Baseline: base.per(float64(base.cost.DBWAL.Total)), BaselineName: baseName},
-		{Name: "  WAL/completion, bench DB's records without full-page images", Unit: "bytes", Value: r.per(float64(r.cost.DBWAL.NoFPI)), Baseline: base.per(float64(base.cost.DBWAL.NoFPI)), BaselineName: baseName},
+		{Name: "  DB CPU/completion", Unit: "ms", Note: r.cost.CPUNA, Value: r.per(ms(r.cost.DBCPU)), Baseline: base.per(ms(base.cost.DBCPU)), BaselineName: baseName},
+		{Name: "  WAL/completion, bench DB's records", Unit: "bytes", Note: r.cost.WALNA, Value: r.per(float64(r.cost.DBWAL.Total)), Baseline: base.per(float64(base.cost.DBWAL.Total)), BaselineName: baseName},
+		{Name: "  WAL/completion, bench DB's records without full-page images", Unit: "bytes", Note: r.cost.WALNA, Value: r.per(float64(r.cost.DBWAL.NoFPI)), Baseline: base.per(float64(base.cost.DBWAL.NoFPI)), BaselineName: baseName},
 		{Name: "  WAL/completion, server-wide", Unit: "bytes", Value: r.per(float64(r.cost.WAL)), Baseline: base.per(float64(base.cost.WAL)), BaselineName: baseName},
 		{Name: "  rows read/completion (seq + index fetches)", Unit: "rows", Value: rd(r), Baseline: rd(base), BaselineName: baseName},
 		{Name: "  index entries written/completion, upper bound", Unit: "entries", Value: ix(r), Baseline: ix(base), BaselineName: baseName},
