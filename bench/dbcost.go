@@ -107,8 +107,10 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error connecting the cost meter: %w", err)
 	}
-	m := &costMeter{e: e, db: db, conn: conn, base: map[int]time.Duration{}, last: map[int]time.Duration{},
-		stopCh: make(chan struct{}), done: make(chan struct{})}
+	m := &costMeter{
+		e: e, db: db, conn: conn, base: map[int]time.Duration{}, last: map[int]time.Duration{},
+		stopCh: make(chan struct{}), done: make(chan struct{}),
+	}
 	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&m.selfPI); err != nil {
 		_ = conn.Close(ctx)
 		return nil, fmt.Errorf("error reading the meter's pid: %w", err)
@@ -285,9 +287,11 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(t1)) {
 		a, b := m.tables0[name], t1[name]
-		w := tableWrites{Name: name, Ins: b.Ins - a.Ins, Upd: b.Upd - a.Upd, HotUpd: b.HotUpd - a.HotUpd, Del: b.Del - a.Del,
+		w := tableWrites{
+			Name: name, Ins: b.Ins - a.Ins, Upd: b.Upd - a.Upd, HotUpd: b.HotUpd - a.HotUpd, Del: b.Del - a.Del,
 			DeadTup: b.DeadTup - a.DeadTup, SeqRead: b.SeqRead - a.SeqRead, IdxFetch: b.IdxFetch - a.IdxFetch,
-			Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast}
+			Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast,
+		}
 		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 && w.SeqRead == 0 && w.IdxFetch == 0 {
 			continue
 		}
@@ -502,25 +506,43 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 	hot := func(t tableWrites) float64 { return 100 * perTask(float64(t.HotUpd), int(t.Upd)) }
 	const base = "River per job"
 	figs := []Figure{
-		{Name: "DB CPU/task, bench DB backends, " + label, Unit: "ms", Note: cpuNA,
-			Value: ms(orch.DBCPU) / float64(max(nOrch, 1)), Baseline: ms(r.DBCPU) / float64(max(nRiver, 1)), BaselineName: base},
-		{Name: "server CPU/task, all postgres processes, " + label, Unit: "ms", Note: cpuNA,
-			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base},
-		{Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: walNA,
-			Value: perTask(float64(orch.DBWAL.Total), nOrch), Baseline: perTask(float64(r.DBWAL.Total), nRiver), BaselineName: base},
-		{Name: "  the same without full-page images", Unit: "bytes", Note: walNA,
-			Value: perTask(float64(orch.DBWAL.NoFPI), nOrch), Baseline: perTask(float64(r.DBWAL.NoFPI), nRiver), BaselineName: base},
-		{Name: "WAL/task, server-wide LSN delta, " + label, Unit: "bytes",
-			Value: perTask(float64(orch.WAL), nOrch), Baseline: perTask(float64(r.WAL), nRiver), BaselineName: base},
-		{Name: "heap row versions written/task (ins+upd)", Unit: "rows",
-			Value: perTask(float64(ot.HeapVersions), nOrch), Baseline: perTask(float64(rt.HeapVersions), nRiver), BaselineName: base},
-		{Name: "index entries written/task, upper bound (every index)", Unit: "entries",
-			Value: perTask(float64(ot.IndexMax), nOrch), Baseline: perTask(float64(rt.IndexMax), nRiver), BaselineName: base},
-		{Name: "index entries written/task, lower bound (non-partial indexes)", Unit: "entries",
-			Value: perTask(float64(ot.IndexMin), nOrch), Baseline: perTask(float64(rt.IndexMin), nRiver), BaselineName: base},
+		{
+			Name: "DB CPU/task, bench DB backends, " + label, Unit: "ms", Note: cpuNA,
+			Value: ms(orch.DBCPU) / float64(max(nOrch, 1)), Baseline: ms(r.DBCPU) / float64(max(nRiver, 1)), BaselineName: base,
+		},
+		{
+			Name: "server CPU/task, all postgres processes, " + label, Unit: "ms", Note: cpuNA,
+			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base,
+		},
+		{
+			Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: walNA,
+			Value: perTask(float64(orch.DBWAL.Total), nOrch), Baseline: perTask(float64(r.DBWAL.Total), nRiver), BaselineName: base,
+		},
+		{
+			Name: "  the same without full-page images", Unit: "bytes", Note: walNA,
+			Value: perTask(float64(orch.DBWAL.NoFPI), nOrch), Baseline: perTask(float64(r.DBWAL.NoFPI), nRiver), BaselineName: base,
+		},
+		{
+			Name: "WAL/task, server-wide LSN delta, " + label, Unit: "bytes",
+			Value: perTask(float64(orch.WAL), nOrch), Baseline: perTask(float64(r.WAL), nRiver), BaselineName: base,
+		},
+		{
+			Name: "heap row versions written/task (ins+upd)", Unit: "rows",
+			Value: perTask(float64(ot.HeapVersions), nOrch), Baseline: perTask(float64(rt.HeapVersions), nRiver), BaselineName: base,
+		},
+		{
+			Name: "index entries written/task, upper bound (every index)", Unit: "entries",
+			Value: perTask(float64(ot.IndexMax), nOrch), Baseline: perTask(float64(rt.IndexMax), nRiver), BaselineName: base,
+		},
+		{
+			Name: "index entries written/task, lower bound (non-partial indexes)", Unit: "entries",
+			Value: perTask(float64(ot.IndexMin), nOrch), Baseline: perTask(float64(rt.IndexMin), nRiver), BaselineName: base,
+		},
 		{Name: "HOT updates, % of updates", Unit: "%", Value: hot(ot), Baseline: hot(rt), BaselineName: base, HigherIsBetter: true},
-		{Name: "dead row versions left/task", Unit: "rows",
-			Value: perTask(float64(ot.DeadTup), nOrch), Baseline: perTask(float64(rt.DeadTup), nRiver), BaselineName: base},
+		{
+			Name: "dead row versions left/task", Unit: "rows",
+			Value: perTask(float64(ot.DeadTup), nOrch), Baseline: perTask(float64(rt.DeadTup), nRiver), BaselineName: base,
+		},
 	}
 	// Per table, at fixed positions so that medians line up across runs.
 	is := func(names ...string) func(string) bool {
@@ -536,8 +558,10 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 			}
 		}
 		p := func(v int64) string { return num(perTask(float64(v), n)) }
-		return Figure{Name: "  " + name + ": index entries/task, upper bound", Unit: "entries", Value: perTask(float64(w.IndexMax), n),
-			Note: strings.Join(append([]string{fmt.Sprintf("rows/task ins %s upd %s (HOT %s) del %s", p(w.Ins), p(w.Upd), p(w.HotUpd), p(w.Del))}, idx...), "; ")}
+		return Figure{
+			Name: "  " + name + ": index entries/task, upper bound", Unit: "entries", Value: perTask(float64(w.IndexMax), n),
+			Note: strings.Join(append([]string{fmt.Sprintf("rows/task ins %s upd %s (HOT %s) del %s", p(w.Ins), p(w.Upd), p(w.HotUpd), p(w.Del))}, idx...), "; "),
+		}
 	}
 	figs = append(figs,
 		perTable(orch, nOrch, "ai_tasks", is("ai_tasks", "ai_tasks (toast)")),

@@ -50,8 +50,10 @@ func TestReadStat(t *testing.T) {
 // not zeros that look measured.
 func TestCostFiguresNA(t *testing.T) {
 	t.Parallel()
-	na := dbCost{Wall: time.Second, CPUNA: "n/a (server not on this host: no process 42)", WALNA: "n/a (pg_wal not readable here)", WAL: 1000,
-		Tables: []tableWrites{{Name: "ai_tasks", Upd: 20, Indexes: 15, FullIndexes: 8, IndexMax: 300, IndexMin: 160, HeapVersions: 20}}}
+	na := dbCost{
+		Wall: time.Second, CPUNA: "n/a (server not on this host: no process 42)", WALNA: "n/a (pg_wal not readable here)", WAL: 1000,
+		Tables: []tableWrites{{Name: "ai_tasks", Upd: 20, Indexes: 15, FullIndexes: 8, IndexMax: 300, IndexMin: 160, HeapVersions: 20}},
+	}
 	figs := costFigures("test", na, 10, &na, 10)
 	var cpu, wal bool
 	for _, f := range figs {
