@@ -54,7 +54,7 @@ type dbCost struct {
 	WAL              int64
 	// DBWAL is the bench database's own WAL records (pg_waldump); WALNA
 	// says why it is missing.
-	DBWAL int64
+	DBWAL walSum
 	WALNA string
 	// BusyOther is the share of samples in which a session of another
 	// database was active (noise in WAL and server CPU).
@@ -107,14 +107,24 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error connecting the cost meter: %w", err)
 	}
-	m := &costMeter{e: e, db: db, conn: conn, base: map[int]time.Duration{}, last: map[int]time.Duration{},
-		stopCh: make(chan struct{}), done: make(chan struct{})}
+	m := &costMeter{
+		e: e, db: db, conn: conn, base: map[int]time.Duration{}, last: map[int]time.Duration{},
+		stopCh: make(chan struct{}), done: make(chan struct{}),
+	}
 	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&m.selfPI); err != nil {
 		_ = conn.Close(ctx)
 		return nil, fmt.Errorf("error reading the meter's pid: %w", err)
 	}
 	m.pm, m.na = findPostmaster(ctx, conn, m.selfPI)
 	m.wal = findWAL(ctx, conn, db.Name)
+	if m.wal.na == "" {
+		// A checkpoint in the window may recycle its first segments
+		// before pg_waldump reads them: a temporary slot of this session
+		// keeps them (it goes when the session ends).
+		if _, err := conn.Exec(ctx, "select pg_create_physical_replication_slot($1, true, true)", "bench_cost_"+randSuffix()); err != nil {
+			m.wal.na = "n/a (cannot reserve the window's WAL with a temporary replication slot: " + err.Error() + ")"
+		}
+	}
 	if err := m.quiesce(ctx); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
@@ -277,9 +287,11 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(t1)) {
 		a, b := m.tables0[name], t1[name]
-		w := tableWrites{Name: name, Ins: b.Ins - a.Ins, Upd: b.Upd - a.Upd, HotUpd: b.HotUpd - a.HotUpd, Del: b.Del - a.Del,
+		w := tableWrites{
+			Name: name, Ins: b.Ins - a.Ins, Upd: b.Upd - a.Upd, HotUpd: b.HotUpd - a.HotUpd, Del: b.Del - a.Del,
 			DeadTup: b.DeadTup - a.DeadTup, SeqRead: b.SeqRead - a.SeqRead, IdxFetch: b.IdxFetch - a.IdxFetch,
-			Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast}
+			Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast,
+		}
 		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 && w.SeqRead == 0 && w.IdxFetch == 0 {
 			continue
 		}
@@ -483,36 +495,54 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 		r = *river
 	}
 	ot, rt := orch.sum(allTables), r.sum(allTables)
-	cpuName := func(what string) string {
-		na := orch.CPUNA
-		if na == "" && river != nil {
-			na = r.CPUNA
-		}
-		if na != "" {
-			return what + ": " + na
-		}
-		return what
+	cpuNA := orch.CPUNA
+	if cpuNA == "" && river != nil {
+		cpuNA = r.CPUNA
+	}
+	walNA := orch.WALNA
+	if walNA == "" && river != nil {
+		walNA = r.WALNA
 	}
 	hot := func(t tableWrites) float64 { return 100 * perTask(float64(t.HotUpd), int(t.Upd)) }
 	const base = "River per job"
 	figs := []Figure{
-		{Name: cpuName("DB CPU/task, bench DB backends, " + label), Unit: "ms",
-			Value: ms(orch.DBCPU) / float64(max(nOrch, 1)), Baseline: ms(r.DBCPU) / float64(max(nRiver, 1)), BaselineName: base},
-		{Name: cpuName("server CPU/task, all postgres processes, " + label), Unit: "ms",
-			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base},
-		{Name: walName("WAL/task, bench DB's records (pg_waldump), "+label, orch, river), Unit: "bytes",
-			Value: perTask(float64(orch.DBWAL), nOrch), Baseline: perTask(float64(r.DBWAL), nRiver), BaselineName: base},
-		{Name: "WAL/task, server-wide LSN delta, " + label, Unit: "bytes",
-			Value: perTask(float64(orch.WAL), nOrch), Baseline: perTask(float64(r.WAL), nRiver), BaselineName: base},
-		{Name: "heap row versions written/task (ins+upd)", Unit: "rows",
-			Value: perTask(float64(ot.HeapVersions), nOrch), Baseline: perTask(float64(rt.HeapVersions), nRiver), BaselineName: base},
-		{Name: "index entries written/task, upper bound (every index)", Unit: "entries",
-			Value: perTask(float64(ot.IndexMax), nOrch), Baseline: perTask(float64(rt.IndexMax), nRiver), BaselineName: base},
-		{Name: "index entries written/task, lower bound (non-partial indexes)", Unit: "entries",
-			Value: perTask(float64(ot.IndexMin), nOrch), Baseline: perTask(float64(rt.IndexMin), nRiver), BaselineName: base},
+		{
+			Name: "DB CPU/task, bench DB backends, " + label, Unit: "ms", Note: cpuNA,
+			Value: ms(orch.DBCPU) / float64(max(nOrch, 1)), Baseline: ms(r.DBCPU) / float64(max(nRiver, 1)), BaselineName: base,
+		},
+		{
+			Name: "server CPU/task, all postgres processes, " + label, Unit: "ms", Note: cpuNA,
+			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base,
+		},
+		{
+			Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: walNA,
+			Value: perTask(float64(orch.DBWAL.Total), nOrch), Baseline: perTask(float64(r.DBWAL.Total), nRiver), BaselineName: base,
+		},
+		{
+			Name: "  the same without full-page images", Unit: "bytes", Note: walNA,
+			Value: perTask(float64(orch.DBWAL.NoFPI), nOrch), Baseline: perTask(float64(r.DBWAL.NoFPI), nRiver), BaselineName: base,
+		},
+		{
+			Name: "WAL/task, server-wide LSN delta, " + label, Unit: "bytes",
+			Value: perTask(float64(orch.WAL), nOrch), Baseline: perTask(float64(r.WAL), nRiver), BaselineName: base,
+		},
+		{
+			Name: "heap row versions written/task (ins+upd)", Unit: "rows",
+			Value: perTask(float64(ot.HeapVersions), nOrch), Baseline: perTask(float64(rt.HeapVersions), nRiver), BaselineName: base,
+		},
+		{
+			Name: "index entries written/task, upper bound (every index)", Unit: "entries",
+			Value: perTask(float64(ot.IndexMax), nOrch), Baseline: perTask(float64(rt.IndexMax), nRiver), BaselineName: base,
+		},
+		{
+			Name: "index entries written/task, lower bound (non-partial indexes)", Unit: "entries",
+			Value: perTask(float64(ot.IndexMin), nOrch), Baseline: perTask(float64(rt.IndexMin), nRiver), BaselineName: base,
+		},
 		{Name: "HOT updates, % of updates", Unit: "%", Value: hot(ot), Baseline: hot(rt), BaselineName: base, HigherIsBetter: true},
-		{Name: "dead row versions left/task", Unit: "rows",
-			Value: perTask(float64(ot.DeadTup), nOrch), Baseline: perTask(float64(rt.DeadTup), nRiver), BaselineName: base},
+		{
+			Name: "dead row versions left/task", Unit: "rows",
+			Value: perTask(float64(ot.DeadTup), nOrch), Baseline: perTask(float64(rt.DeadTup), nRiver), BaselineName: base,
+		},
 	}
 	// Per table, at fixed positions so that medians line up across runs.
 	is := func(names ...string) func(string) bool {
@@ -521,15 +551,17 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 	isOrch := is("ai_tasks", "ai_tasks (toast)", "task_batches", "task_batches (toast)")
 	perTable := func(c dbCost, n int, name string, keep func(string) bool) Figure {
 		w := c.sum(keep)
-		var idx []string
+		idx := []string{}
 		for _, t := range c.Tables {
 			if keep(t.Name) && !strings.HasSuffix(t.Name, "(toast)") {
 				idx = append(idx, fmt.Sprintf("%s %d indexes, %d partial", t.Name, t.Indexes, t.Indexes-t.FullIndexes))
 			}
 		}
 		p := func(v int64) string { return num(perTask(float64(v), n)) }
-		return Figure{Name: "  " + name + ": index entries/task, upper bound", Unit: "entries", Value: perTask(float64(w.IndexMax), n),
-			Note: fmt.Sprintf("rows/task ins %s upd %s (HOT %s) del %s; %s", p(w.Ins), p(w.Upd), p(w.HotUpd), p(w.Del), strings.Join(idx, ", "))}
+		return Figure{
+			Name: "  " + name + ": index entries/task, upper bound", Unit: "entries", Value: perTask(float64(w.IndexMax), n),
+			Note: strings.Join(append([]string{fmt.Sprintf("rows/task ins %s upd %s (HOT %s) del %s", p(w.Ins), p(w.Upd), p(w.HotUpd), p(w.Del))}, idx...), "; "),
+		}
 	}
 	figs = append(figs,
 		perTable(orch, nOrch, "ai_tasks", is("ai_tasks", "ai_tasks (toast)")),
@@ -572,16 +604,4 @@ func warmPool(ctx context.Context, db *database) error {
 		conns = append(conns, c)
 	}
 	return nil
-}
-
-// walName appends why the bench database's WAL is missing, if it is.
-func walName(name string, c dbCost, other *dbCost) string {
-	na := c.WALNA
-	if na == "" && other != nil {
-		na = other.WALNA
-	}
-	if na != "" {
-		return name + ": " + na
-	}
-	return name
 }

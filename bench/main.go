@@ -240,7 +240,7 @@ func (e *env) measure(ctx context.Context, s scenario) (Result, error) {
 	if s.runs != nil {
 		runs = s.runs(e.o)
 	}
-	r := Result{Scenario: s.name, Started: start, Runs: runs, Conditions: e.conditions()}
+	r := Result{Scenario: s.name, Started: start, Runs: runs, Conditions: e.conditions(runs)}
 	for i := range runs {
 		e.log.Info("bench: run", slog.String("scenario", s.name), slog.Int("run", i+1))
 		figs, err := s.run(ctx, e)
@@ -370,9 +370,9 @@ func writeJSON(dir string, r Result) error {
 	return nil
 }
 
-func (e *env) conditions() string {
+func (e *env) conditions(runs int) string {
 	return fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d, PostgreSQL %s, synchronous_commit=%s, pool %d conns, runs %d, quick=%v, proposed SQL=%v",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.pgVersion, e.syncCommit(), e.o.Conns, e.o.Runs, e.o.Quick, e.o.Proposed)
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.pgVersion, e.syncCommit(), e.o.Conns, runs, e.o.Quick, e.o.Proposed)
 }
 
 func envOr(k, def string) string {

@@ -71,25 +71,28 @@ func (r scaleResult) figures(label string, base scaleResult, baseName string) []
 		return c.per(float64(t.SeqRead + t.IdxFetch))
 	}
 	ix := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).IndexMax)) }
-	cpuName := "DB CPU/completion"
-	if r.cost.CPUNA != "" {
-		cpuName += ": " + r.cost.CPUNA
-	}
 	figs := []Figure{
-		{Name: fmt.Sprintf("%s: wall time/completion (%d completions)", label, r.done), Unit: "ms",
-			Value: r.per(ms(r.cost.Wall)), Baseline: base.per(ms(base.cost.Wall)), BaselineName: baseName},
-		{Name: "  " + cpuName, Unit: "ms", Value: r.per(ms(r.cost.DBCPU)), Baseline: base.per(ms(base.cost.DBCPU)), BaselineName: baseName},
-		{Name: walName("  WAL/completion, bench DB's records", r.cost, nil), Unit: "bytes", Value: r.per(float64(r.cost.DBWAL)), Baseline: base.per(float64(base.cost.DBWAL)), BaselineName: baseName},
+		{
+			Name: fmt.Sprintf("%s: wall time/completion (%d completions)", label, r.done), Unit: "ms",
+			Value: r.per(ms(r.cost.Wall)), Baseline: base.per(ms(base.cost.Wall)), BaselineName: baseName,
+		},
+		{Name: "  DB CPU/completion", Unit: "ms", Note: r.cost.CPUNA, Value: r.per(ms(r.cost.DBCPU)), Baseline: base.per(ms(base.cost.DBCPU)), BaselineName: baseName},
+		{Name: "  WAL/completion, bench DB's records", Unit: "bytes", Note: r.cost.WALNA, Value: r.per(float64(r.cost.DBWAL.Total)), Baseline: base.per(float64(base.cost.DBWAL.Total)), BaselineName: baseName},
+		{Name: "  WAL/completion, bench DB's records without full-page images", Unit: "bytes", Note: r.cost.WALNA, Value: r.per(float64(r.cost.DBWAL.NoFPI)), Baseline: base.per(float64(base.cost.DBWAL.NoFPI)), BaselineName: baseName},
 		{Name: "  WAL/completion, server-wide", Unit: "bytes", Value: r.per(float64(r.cost.WAL)), Baseline: base.per(float64(base.cost.WAL)), BaselineName: baseName},
 		{Name: "  rows read/completion (seq + index fetches)", Unit: "rows", Value: rd(r), Baseline: rd(base), BaselineName: baseName},
 		{Name: "  index entries written/completion, upper bound", Unit: "entries", Value: ix(r), Baseline: ix(base), BaselineName: baseName},
-		{Name: "  completion latency p50 (answer → committed)", Unit: "ms",
-			Value: ms(percentile(r.lat, 0.5)), Baseline: ms(percentile(base.lat, 0.5)), BaselineName: baseName},
+		{
+			Name: "  completion latency p50 (answer → committed)", Unit: "ms",
+			Value: ms(percentile(r.lat, 0.5)), Baseline: ms(percentile(base.lat, 0.5)), BaselineName: baseName,
+		},
 		{Name: "  completion latency p99", Unit: "ms", Value: ms(percentile(r.lat, 0.99)), Baseline: ms(percentile(base.lat, 0.99)), BaselineName: baseName},
 	}
 	if r.lastLat > 0 {
-		figs = append(figs, Figure{Name: "  latency of the last completion (it creates the merge child)", Unit: "ms", Value: ms(r.lastLat),
-			Baseline: ms(base.lastLat), BaselineName: baseName})
+		figs = append(figs, Figure{
+			Name: "  latency of the last completion (it creates the merge child)", Unit: "ms", Value: ms(r.lastLat),
+			Baseline: ms(base.lastLat), BaselineName: baseName,
+		})
 	}
 	figs = append(figs, Figure{Name: "  noise: other DBs' sessions active, % of samples", Unit: "%", Value: 100 * r.cost.BusyOther})
 	return figs
@@ -172,8 +175,10 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 	if err != nil {
 		return out, err
 	}
-	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
-		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec }}, e.log)
+	eng := newEngine(db.Pool, gen, engineConfig{
+		Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
+		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
+	}, e.log)
 	eng.start(ctx)
 	err = eng.waitFinished(ctx, int64(users*work), 30*time.Second)
 	eng.stop(ctx)
@@ -212,6 +217,7 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 // task's completion (complete_tasks or complete_task).
 type completionClock struct {
 	supabase.DB
+
 	answered func(uuid.UUID) (time.Time, bool)
 
 	mu   sync.Mutex
@@ -260,9 +266,11 @@ func copyCompleted(ctx context.Context, db *database, owner uuid.UUID, stage sta
 	rows := make([][]any, 0, to-from)
 	for i := from; i < to; i++ {
 		id := uuid.New()
-		rows = append(rows, []any{id, stage.Key, "completed", fmt.Sprintf(`{"n": %d}`, i), `{"items":[0]}`, owner, batch, launch, id,
+		rows = append(rows, []any{
+			id, stage.Key, "completed", fmt.Sprintf(`{"n": %d}`, i), `{"items":[0]}`, owner, batch, launch, id,
 			1, stage.Key, stage.ID, i, 1, now, now,
-			fmt.Sprintf(`{"launcher_metadata":{"original_index":%d,"launch_id":"%s"}}`, i, launch)})
+			fmt.Sprintf(`{"launcher_metadata":{"original_index":%d,"launch_id":"%s"}}`, i, launch),
+		})
 	}
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
@@ -275,8 +283,10 @@ func copyCompleted(ctx context.Context, db *database, owner uuid.UUID, stage sta
 		return fmt.Errorf("error copying completed tasks: %w", err)
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"public", "ai_tasks"},
-		[]string{"id", "task_type", "status", "input_data", "output_data", "user_id", "batch_id", "launch_id", "root_task_id",
-			"step_number", "stage_key", "prompt_template_id", "sequence", "attempts", "run_after", "completed_at", "extra"},
+		[]string{
+			"id", "task_type", "status", "input_data", "output_data", "user_id", "batch_id", "launch_id", "root_task_id",
+			"step_number", "stage_key", "prompt_template_id", "sequence", "attempts", "run_after", "completed_at", "extra",
+		},
 		pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("error copying %d completed tasks: %w", len(rows), err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,33 +61,56 @@ func findWAL(ctx context.Context, conn *pgx.Conn, db string) walSource {
 	return w
 }
 
-// walRecord matches one pg_waldump line: total length and transaction.
-var walRecord = regexp.MustCompile(`len \(rec/tot\):\s*\d+/\s*(\d+), tx:\s*(\d+),`)
+// walRecord matches one pg_waldump line: the record's length without and
+// with its full-page images, and its transaction.
+var walRecord = regexp.MustCompile(`len \(rec/tot\):\s*(\d+)/\s*(\d+), tx:\s*(\d+),`)
+
+// walSum is the size of some WAL records with and without their full-page
+// images (written for the first change of a page after a checkpoint).
+type walSum struct{ Total, NoFPI int64 }
 
 // dbWAL sums the bench database's WAL records between two LSNs.
-func (w walSource) dbWAL(ctx context.Context, from, to string) (int64, error) {
+func (w walSource) dbWAL(ctx context.Context, from, to string) (walSum, error) {
 	if w.na != "" {
-		return 0, errors.New(w.na)
+		return walSum{}, errors.New(w.na)
 	}
 	cmd := exec.CommandContext(ctx, w.waldump, "-p", w.dir, "-t", strconv.Itoa(w.timeline), "-s", from, "-e", to) //nolint:gosec // a path we found, LSNs from the server
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, fmt.Errorf("error running pg_waldump: %w", err)
+		return walSum{}, fmt.Errorf("error running pg_waldump: %w", err)
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("error running pg_waldump: %w", err)
+		return walSum{}, fmt.Errorf("error running pg_waldump: %w", err)
 	}
+	total, _, perr := sumDBWAL(out, w.dbOID)
+	if perr != nil {
+		_ = cmd.Wait()
+		return walSum{}, perr
+	}
+	// A failure part-way (a segment recycled by a checkpoint meanwhile)
+	// would undercount: no figure rather than a wrong one.
+	if err := cmd.Wait(); err != nil {
+		return walSum{}, fmt.Errorf("pg_waldump: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return total, nil
+}
+
+// sumDBWAL reads pg_waldump's output and sums the sizes of the records of
+// the database: those naming it (block references "rel <spc>/<db>/<rel>",
+// "base/<db>/" paths, "db <db>") and every record of a transaction that
+// wrote one. It returns the sum and how many records it read.
+func sumDBWAL(r io.Reader, dbOID uint32) (walSum, int, error) {
 	type rec struct {
-		tx   uint64
-		size int64
-		ours bool
+		tx        uint64
+		size, raw int64
+		ours      bool
 	}
 	var recs []rec
 	txs := map[uint64]bool{}
-	rel := "/" + strconv.FormatUint(uint64(w.dbOID), 10) + "/"
-	sc := bufio.NewScanner(out)
+	oid := strconv.FormatUint(uint64(dbOID), 10)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		line := sc.Text()
@@ -94,37 +118,30 @@ func (w walSource) dbWAL(ctx context.Context, from, to string) (int64, error) {
 		if m == nil {
 			continue
 		}
-		size, _ := strconv.ParseInt(m[1], 10, 64)
-		tx, _ := strconv.ParseUint(m[2], 10, 64)
-		ours := strings.Contains(line, " base"+rel) || strings.Contains(line, " db "+strconv.FormatUint(uint64(w.dbOID), 10)+" ")
-		if !ours {
-			// Block references: "rel <tablespace>/<database>/<relation>".
-			for _, f := range strings.Split(line, " rel ")[1:] {
-				if p := strings.SplitN(f, "/", 3); len(p) == 3 && "/"+p[1]+"/" == rel {
-					ours = true
-					break
-				}
+		raw, _ := strconv.ParseInt(m[1], 10, 64)
+		size, _ := strconv.ParseInt(m[2], 10, 64)
+		tx, _ := strconv.ParseUint(m[3], 10, 64)
+		ours := strings.Contains(line, " base/"+oid+"/") || strings.Contains(line, " db "+oid+" ")
+		for _, f := range strings.Split(line, " rel ")[1:] {
+			if p := strings.SplitN(f, "/", 3); len(p) == 3 && p[1] == oid {
+				ours = true
+				break
 			}
 		}
 		if ours && tx != 0 {
 			txs[tx] = true
 		}
-		recs = append(recs, rec{tx, size, ours})
+		recs = append(recs, rec{tx, size, raw, ours})
 	}
 	if err := sc.Err(); err != nil {
-		_ = cmd.Wait()
-		return 0, fmt.Errorf("error reading pg_waldump: %w", err)
+		return walSum{}, len(recs), fmt.Errorf("error reading pg_waldump: %w", err)
 	}
-	// pg_waldump exits 1 when the last record is incomplete at -e; the
-	// records before it were read.
-	if err := cmd.Wait(); err != nil && len(recs) == 0 {
-		return 0, fmt.Errorf("pg_waldump: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	var total int64
+	var sum walSum
 	for _, r := range recs {
 		if r.ours || (r.tx != 0 && txs[r.tx]) {
-			total += r.size
+			sum.Total += r.size
+			sum.NoFPI += r.raw
 		}
 	}
-	return total, nil
+	return sum, len(recs), nil
 }
