@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,9 +31,10 @@ type app struct {
 	pool   *pgxpool.Pool // nil with the PostgREST transport and no DATABASE_URL
 	pooler supabase.PoolerMode
 	db     supabase.DB
-	ids    pipeline.IdentitySource
-	// serviceDB and service list due work, expire leases and read the
-	// free-pool keys (freepool.go).
+	ids    *supabase.UserIdentities
+	// serviceDB and service list due work, expire leases (sweeper, cache
+	// janitor, readiness) and read the free-pool keys; see
+	// supabase.ServiceIdentity.
 	serviceDB supabase.DB
 	service   supabase.Identity
 	disp      *pipeline.Dispatcher
@@ -71,70 +71,80 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 			a.close()
 		}
 	}()
-
-	// Database.
-	if cfg.DB.URL != "" {
-		a.pooler = supabase.DetectPooler(cfg.DB.URL)
-		pcfg, err := supabase.ParsePoolConfig(cfg.DB.URL, a.pooler)
-		if err != nil {
-			return nil, fmt.Errorf("DATABASE_URL: %w", err)
-		}
-		pcfg.MaxConns = cfg.DB.MaxConns
-		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-		if err != nil {
-			return nil, fmt.Errorf("error connecting to DATABASE_URL: %w", err)
-		}
-		a.pool = pool
-		a.closers = append(a.closers, pool.Close)
-	}
-
-	// Data path and identities.
 	base := &rls.Base{Logger: logger}
-	var service supabase.Identity
-	var serviceDB supabase.DB
-	switch cfg.Supabase.Transport {
-	case config.TransportDirect:
-		direct := supabase.NewDirect(a.pool, nil)
-		a.db, serviceDB = direct, direct
-		service = supabase.ServiceIdentity("")
-	default:
-		client, err := supabase.New(&supabase.Config{URL: cfg.Supabase.URL, APIKey: cfg.Supabase.AnonKey})
-		if err != nil {
-			return nil, err
-		}
-		a.db = client
-		creds, err := rls.NewServiceCredentials(&cfg.Auth)
-		if err != nil {
-			return nil, err
-		}
-		serviceClient, err := supabase.New(&supabase.Config{URL: cfg.Supabase.URL, APIKey: creds.APIKey().Reveal()})
-		if err != nil {
-			return nil, err
-		}
-		serviceDB = serviceClient
-		service = supabase.ServiceIdentity(creds.APIKey().Reveal())
+	if err := a.openDatabase(ctx); err != nil {
+		return nil, err
 	}
-	a.serviceDB, a.service = serviceDB, service
-	if cfg.Auth.SigningKey.IsSet() || cfg.Auth.JWTSecret.IsSet() {
-		minter, err := rls.NewMinter(base, &cfg.Auth)
-		if err != nil {
-			return nil, err
-		}
-		a.ids = mintedIdentity{minter}
-	} else {
-		// Direct transport without a signing key: the claims are all the
-		// database needs (the token is never sent anywhere).
-		a.ids = claimsIdentity{issuer: cfg.Auth.Issuer()}
+	if err := a.openDataPath(); err != nil {
+		return nil, err
 	}
-
-	// Model.
+	if a.ids, err = supabase.NewUserIdentities(base, &cfg.Auth); err != nil {
+		return nil, err
+	}
 	metrics := handlers.NewMetricsWithStageLabels(cfg.HTTP.MetricsStageLabels)
 	gen, err := newGenerator(cfg, a, metrics)
 	if err != nil {
 		return nil, err
 	}
+	a.buildEngine(gen, metrics)
+	if err := a.buildHTTP(ctx, base, metrics); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
 
-	// Engine.
+// openDatabase opens the pgx pool of DATABASE_URL, if set.
+func (a *app) openDatabase(ctx context.Context) error {
+	cfg := a.cfg
+	if cfg.DB.URL != "" {
+		a.pooler = supabase.DetectPooler(cfg.DB.URL)
+		pcfg, err := supabase.ParsePoolConfig(cfg.DB.URL, a.pooler)
+		if err != nil {
+			return fmt.Errorf("DATABASE_URL: %w", err)
+		}
+		pcfg.MaxConns = cfg.DB.MaxConns
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			return fmt.Errorf("error connecting to DATABASE_URL: %w", err)
+		}
+		a.pool = pool
+		a.closers = append(a.closers, pool.Close)
+	}
+	return nil
+}
+
+// openDataPath builds the configured transport (a.db) and the service
+// identity with the database it is used on.
+func (a *app) openDataPath() error {
+	cfg := a.cfg
+	switch cfg.Supabase.Transport {
+	case config.TransportDirect:
+		direct := supabase.NewDirect(a.pool, nil)
+		a.db, a.serviceDB = direct, direct
+		a.service = supabase.ServiceIdentity("")
+	default:
+		client, err := supabase.New(&supabase.Config{URL: cfg.Supabase.URL, APIKey: cfg.Supabase.AnonKey})
+		if err != nil {
+			return err
+		}
+		a.db = client
+		creds, err := rls.NewServiceCredentials(&cfg.Auth)
+		if err != nil {
+			return err
+		}
+		serviceClient, err := supabase.New(&supabase.Config{URL: cfg.Supabase.URL, APIKey: creds.APIKey().Reveal()})
+		if err != nil {
+			return err
+		}
+		a.serviceDB = serviceClient
+		a.service = supabase.ServiceIdentity(creds.APIKey().Reveal())
+	}
+	return nil
+}
+
+// buildEngine builds the runner, dispatcher, sweeper and cache janitor.
+func (a *app) buildEngine(gen pipeline.Generator, metrics *handlers.Metrics) {
+	cfg, logger := a.cfg, a.log
 	rcfg := cfg.Pipeline.Runner
 	rcfg.Logger = logger
 	runner := pipeline.NewRunner(&rcfg, a.db, gen)
@@ -154,12 +164,16 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 	} else {
 		scfg.Listen = a.pool
 	}
-	a.sweeper = pipeline.NewSweeper(&scfg, serviceDB, service, a.disp)
+	a.sweeper = pipeline.NewSweeper(&scfg, a.serviceDB, a.service, a.disp)
 	if client, ok := gen.(*model.Client); ok {
-		a.janitor = pipeline.NewCacheJanitor(&pipeline.CacheJanitorConfig{Logger: logger}, serviceDB, service, a.ids, client)
+		a.janitor = pipeline.NewCacheJanitor(&pipeline.CacheJanitorConfig{Logger: logger}, a.serviceDB, a.service, a.ids, client)
 	}
+}
 
-	// HTTP.
+// buildHTTP builds the Echo router (user API, webhooks, console) and the
+// listener.
+func (a *app) buildHTTP(ctx context.Context, base *rls.Base, metrics *handlers.Metrics) error {
+	cfg, logger := a.cfg, a.log
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
@@ -167,7 +181,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 	deps := &handlers.Deps{
 		DB:           a.db,
 		Wake:         waker{a.disp, a.sweeper},
-		Ready:        a.readyCheck(serviceDB, service),
+		Ready:        a.readyCheck(),
 		Metrics:      metrics,
 		Logger:       logger,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
@@ -182,7 +196,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 	if cfg.Supabase.URL != "" {
 		verifier, err := rls.NewVerifier(ctx, base, &cfg.Auth)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a.closers = append(a.closers, verifier.Close)
 		deps.UserAuth = verifier.Middleware()
@@ -196,7 +210,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 	if cfg.Auth.WebhookSecret.IsSet() || cfg.Auth.WebhookSigningSecret.IsSet() {
 		wv, err := rls.NewWebhookVerifier(base, &cfg.Auth)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		deps.WebhookAuth = wv.Middleware()
 	} else {
@@ -214,7 +228,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 
 	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", cfg.HTTP.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("ORCHABLE_ADDR/PORT: %w", err)
+		return fmt.Errorf("ORCHABLE_ADDR/PORT: %w", err)
 	}
 	a.ln = ln
 	a.srv = &http.Server{
@@ -225,7 +239,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-	return a, nil
+	return nil
 }
 
 // newGenerator builds the model: the offline provider, or Gemini through the
@@ -251,7 +265,7 @@ func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeli
 	if a.pool != nil && cfg.Supabase.Transport == config.TransportDirect {
 		store = model.NewPgStore(a.pool)
 	} else {
-		store = &rpcKeyStore{db: a.db, ids: a.ids}
+		store = model.NewRPCStore(a.db, a.ids)
 	}
 	store = observedKeyStore{KeyStore: store, metrics: metrics}
 	mcfg.Pool.FreePool = freePoolKeys{db: a.serviceDB, service: a.service}
@@ -262,7 +276,7 @@ func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeli
 	return model.NewClient(&mcfg, pool)
 }
 
-func (a *app) readyCheck(db supabase.DB, service supabase.Identity) func(context.Context) error {
+func (a *app) readyCheck() func(context.Context) error {
 	return func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -272,7 +286,7 @@ func (a *app) readyCheck(db supabase.DB, service supabase.Identity) func(context
 			}
 		}
 		var rows []map[string]any
-		if err := db.Select(ctx, service, "task_batches", supabase.Query{Columns: []string{"id"}, Limit: 1}, &rows); err != nil {
+		if err := a.serviceDB.Select(ctx, a.service, "task_batches", supabase.Query{Columns: []string{"id"}, Limit: 1}, &rows); err != nil {
 			return fmt.Errorf("data API: %w", err)
 		}
 		return nil
@@ -335,124 +349,6 @@ type waker struct {
 
 func (w waker) Notify(user uuid.UUID) bool { return w.d.Notify(user) }
 func (w waker) Kick()                      { w.s.Kick() }
-
-// mintedIdentity acts as a user with a minted short-lived token.
-type mintedIdentity struct{ m *rls.Minter }
-
-func (m mintedIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
-	tok, err := m.m.Mint(user)
-	if err != nil {
-		return supabase.Identity{}, err
-	}
-	return supabase.Identity{Token: tok.JWT, Claims: tok.ClaimsJSON}, nil
-}
-
-// claimsIdentity acts as a user by claims alone; only the direct transport
-// (which never forwards a token) can use it.
-type claimsIdentity struct {
-	issuer string
-}
-
-func (c claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
-	b, err := json.Marshal(map[string]any{
-		"sub": user.String(), "role": "authenticated", "aud": "authenticated", "aal": "aal1",
-		"iss": c.issuer, "is_anonymous": false, "exp": time.Now().Add(10 * time.Minute).Unix(),
-	})
-	return supabase.Identity{Claims: b}, err
-}
-
-// rpcKeyStore is the key pool's storage over the data path (PostgREST), as
-// the key's owner: the same SQL functions PgStore calls directly.
-type rpcKeyStore struct {
-	db  supabase.DB
-	ids pipeline.IdentitySource
-}
-
-func (s *rpcKeyStore) UsableKeys(ctx context.Context, user uuid.UUID, modelID string) ([]model.StoredKey, error) {
-	id, err := s.ids.Identity(ctx, user)
-	if err != nil {
-		return nil, err
-	}
-	var rows []struct {
-		ID                  uuid.UUID  `json:"id"`
-		KeyName             string     `json:"key_name"`
-		APIKeyEncrypted     string     `json:"api_key_encrypted"`
-		ModelPreference     string     `json:"model_preference"`
-		Priority            int        `json:"priority"`
-		Project             *string    `json:"project"`
-		LastUsedAt          *time.Time `json:"last_used_at"`
-		BlockedUntil        *time.Time `json:"blocked_until"`
-		ProjectBlockedUntil *time.Time `json:"project_blocked_until"`
-	}
-	if err := s.db.RPC(supabase.Idempotent(ctx), id, "usable_api_keys", map[string]any{"p_model": modelID}, &rows); err != nil {
-		return nil, fmt.Errorf("error loading usable keys: %w", err)
-	}
-	out := make([]model.StoredKey, 0, len(rows))
-	for _, r := range rows {
-		k := model.StoredKey{ID: r.ID, Name: r.KeyName, Ciphertext: r.APIKeyEncrypted, ModelPreference: r.ModelPreference, Priority: r.Priority}
-		if r.Project != nil {
-			k.Project = *r.Project
-		}
-		if r.LastUsedAt != nil {
-			k.LastUsedAt = *r.LastUsedAt
-		}
-		if r.BlockedUntil != nil {
-			k.BlockedUntil = *r.BlockedUntil
-		}
-		if r.ProjectBlockedUntil != nil {
-			k.ProjectBlockedUntil = *r.ProjectBlockedUntil
-		}
-		out = append(out, k)
-	}
-	return out, nil
-}
-
-func (s *rpcKeyStore) RecordOutcome(ctx context.Context, user uuid.UUID, o model.Outcome) error {
-	id, err := s.ids.Identity(ctx, user)
-	if err != nil {
-		return err
-	}
-	args := map[string]any{
-		"p_key_id": o.KeyID, "p_model": o.Model, "p_outcome": o.Result,
-		"p_error_code": nilIfEmpty(o.ErrorCode), "p_blocked_until": nilIfZero(o.BlockedUntil),
-		"p_reason": nilIfEmpty(firstNonEmpty(o.Reason, o.ErrorMessage)), "p_tokens": o.Tokens,
-		"p_task_id": nilIfNilUUID(o.TaskID), "p_latency_ms": o.Latency.Milliseconds(),
-	}
-	if err := s.db.RPC(ctx, id, "record_key_outcome", args, nil); err != nil {
-		return fmt.Errorf("error recording key outcome: %w", err)
-	}
-	return nil
-}
-
-func nilIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-func nilIfZero(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UTC()
-}
-
-func nilIfNilUUID(u uuid.UUID) any {
-	if u == uuid.Nil {
-		return nil
-	}
-	return u
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
 
 // observedKeyStore feeds key outcomes to the key-health metrics.
 type observedKeyStore struct {

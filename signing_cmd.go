@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/orchable/orchable/supabase"
 	"github.com/orchable/orchable/webhooks"
 )
 
@@ -30,7 +31,7 @@ func signingCmd(ctx context.Context, getenv func(string) string, stdout io.Write
 	default:
 		return fmt.Errorf("unknown webhooks signing command %q\n%s", args[0], signingUsage)
 	}
-	pool, err := connect(ctx, getenv("DATABASE_URL"))
+	pool, err := supabase.Connect(ctx, getenv("DATABASE_URL"))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/orchable/orchable/supabase"
 	"github.com/orchable/orchable/webhooks"
 )
 
@@ -54,7 +55,7 @@ func webhooksCmd(ctx context.Context, getenv func(string) string, stdout io.Writ
 				return errors.New("WEBHOOK_SECRET is required with --url (the secret the triggers send)")
 			}
 		}
-		pool, err := connect(ctx, getenv("DATABASE_URL"))
+		pool, err := supabase.Connect(ctx, getenv("DATABASE_URL"))
 		if err != nil {
 			return err
 		}
@@ -75,7 +76,7 @@ func webhooksCmd(ctx context.Context, getenv func(string) string, stdout io.Writ
 		}
 		return nil
 	case "uninstall":
-		pool, err := connect(ctx, getenv("DATABASE_URL"))
+		pool, err := supabase.Connect(ctx, getenv("DATABASE_URL"))
 		if err != nil {
 			return err
 		}
