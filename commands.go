@@ -15,7 +15,6 @@ import (
 	"github.com/orchable/orchable/migrations"
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
-	"github.com/orchable/orchable/rls"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -79,7 +78,7 @@ func importBundle(ctx context.Context, getenv func(string) string, stdout io.Wri
 // dataPath builds the configured transport and identity source for the
 // one-shot commands.
 func dataPath(ctx context.Context, cfg *config.Config) (supabase.DB, *supabase.UserIdentities, func(), error) {
-	ids, err := supabase.NewUserIdentities(&rls.Base{}, &cfg.Auth)
+	ids, err := supabase.NewUserIdentities(nil, &cfg.Auth)
 	if err != nil {
 		return nil, nil, nil, err
 	}

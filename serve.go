@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/config"
 	"github.com/orchable/orchable/console"
 	"github.com/orchable/orchable/handlers"
@@ -26,8 +27,11 @@ import (
 
 // app is the running service: everything serve wires together.
 type app struct {
-	cfg    *config.Config
-	log    *slog.Logger
+	cfg *config.Config
+	log *slog.Logger
+	// arch is the logger and the clock every long-lived service is
+	// initialised from; built once here.
+	arch   *baseservice.Archetype
 	pool   *pgxpool.Pool // nil with the PostgREST transport and no DATABASE_URL
 	pooler supabase.PoolerMode
 	db     supabase.DB
@@ -65,20 +69,19 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *app, err error) {
 	// a is not the named result: every error return sets that to nil, and
 	// the deferred close must still reach what was opened.
-	a := &app{cfg: cfg, log: logger}
+	a := &app{cfg: cfg, log: logger, arch: baseservice.NewArchetype(logger)}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
-	base := &rls.Base{Logger: logger}
 	if err := a.openDatabase(ctx); err != nil {
 		return nil, err
 	}
 	if err := a.openDataPath(); err != nil {
 		return nil, err
 	}
-	if a.ids, err = supabase.NewUserIdentities(base, &cfg.Auth); err != nil {
+	if a.ids, err = supabase.NewUserIdentities(a.arch, &cfg.Auth); err != nil {
 		return nil, err
 	}
 	metrics := handlers.NewMetricsWithStageLabels(cfg.HTTP.MetricsStageLabels)
@@ -87,7 +90,7 @@ func newApp(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *ap
 		return nil, err
 	}
 	a.buildEngine(gen, metrics)
-	if err := a.buildHTTP(ctx, base, metrics); err != nil {
+	if err := a.buildHTTP(ctx, metrics); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -119,7 +122,7 @@ func (a *app) openDataPath() error {
 	cfg := a.cfg
 	switch cfg.Supabase.Transport {
 	case config.TransportDirect:
-		direct := supabase.NewDirect(a.pool, nil)
+		direct := supabase.NewDirect(a.pool, &supabase.DirectConfig{Archetype: a.arch})
 		a.db, a.serviceDB = direct, direct
 		a.service = supabase.ServiceIdentity("")
 	default:
@@ -146,14 +149,14 @@ func (a *app) openDataPath() error {
 func (a *app) buildEngine(gen pipeline.Generator, metrics *handlers.Metrics) {
 	cfg, logger := a.cfg, a.log
 	rcfg := cfg.Pipeline.Runner
-	rcfg.Logger = logger
+	rcfg.Archetype = a.arch
 	runner := pipeline.NewRunner(&rcfg, a.db, gen)
 	dcfg := cfg.Pipeline.Dispatcher
-	dcfg.Logger = logger
+	dcfg.Archetype = a.arch
 	dcfg.Observer = metrics
 	a.disp = pipeline.NewDispatcher(&dcfg, a.ids, runner)
 	scfg := cfg.Pipeline.Sweeper
-	scfg.Logger = logger
+	scfg.Archetype = a.arch
 	if a.pooler == supabase.PoolerTransaction {
 		// LISTEN through a transaction pooler is accepted and then receives
 		// nothing: the sweeper and the webhooks carry the wake-ups.
@@ -166,13 +169,13 @@ func (a *app) buildEngine(gen pipeline.Generator, metrics *handlers.Metrics) {
 	}
 	a.sweeper = pipeline.NewSweeper(&scfg, a.serviceDB, a.service, a.disp)
 	if client, ok := gen.(*model.Client); ok {
-		a.janitor = pipeline.NewCacheJanitor(&pipeline.CacheJanitorConfig{Logger: logger}, a.serviceDB, a.service, a.ids, client)
+		a.janitor = pipeline.NewCacheJanitor(&pipeline.CacheJanitorConfig{Archetype: a.arch}, a.serviceDB, a.service, a.ids, client)
 	}
 }
 
 // buildHTTP builds the Echo router (user API, webhooks, console) and the
 // listener.
-func (a *app) buildHTTP(ctx context.Context, base *rls.Base, metrics *handlers.Metrics) error {
+func (a *app) buildHTTP(ctx context.Context, metrics *handlers.Metrics) error {
 	cfg, logger := a.cfg, a.log
 	e := echo.New()
 	e.HideBanner = true
@@ -194,7 +197,7 @@ func (a *app) buildHTTP(ctx context.Context, base *rls.Base, metrics *handlers.M
 		AllowAnonymousLaunch: cfg.HTTP.AllowAnonymousLaunch,
 	}
 	if cfg.Supabase.URL != "" {
-		verifier, err := rls.NewVerifier(ctx, base, &cfg.Auth)
+		verifier, err := rls.NewVerifier(ctx, a.arch, &cfg.Auth)
 		if err != nil {
 			return err
 		}
@@ -208,7 +211,7 @@ func (a *app) buildHTTP(ctx context.Context, base *rls.Base, metrics *handlers.M
 		}
 	}
 	if cfg.Auth.WebhookSecret.IsSet() || cfg.Auth.WebhookSigningSecret.IsSet() {
-		wv, err := rls.NewWebhookVerifier(base, &cfg.Auth)
+		wv, err := rls.NewWebhookVerifier(a.arch, &cfg.Auth)
 		if err != nil {
 			return err
 		}
@@ -246,7 +249,7 @@ func (a *app) buildHTTP(ctx context.Context, base *rls.Base, metrics *handlers.M
 // key pool (keys stored in user_api_keys, read as their owner).
 func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeline.Generator, error) {
 	mcfg := cfg.Model
-	mcfg.Logger = a.log
+	mcfg.Archetype = a.arch
 	if mcfg.Provider == model.ProviderOffline {
 		a.log.Warn("orchable: ORCHABLE_MODEL_PROVIDER=offline: no model is called; every task completes with generated filler (for local runs only)")
 		return model.NewOffline(&mcfg)

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
 	"github.com/orchable/orchable/supabase"
@@ -79,9 +80,10 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 	if ids == nil {
 		ids = newClaimsIdentity()
 	}
-	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bench", MaxRegenerations: -1, Logger: log}, db, gen)
-	e.Disp = pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: cfg.Workers, ClaimBatch: cfg.ClaimBatch, Logger: log}, ids, runner)
-	scfg := &pipeline.SweeperConfig{Interval: cfg.Sweep, Logger: log}
+	arch := baseservice.NewArchetype(log)
+	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bench", MaxRegenerations: -1, Archetype: arch}, db, gen)
+	e.Disp = pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: cfg.Workers, ClaimBatch: cfg.ClaimBatch, Archetype: arch}, ids, runner)
+	scfg := &pipeline.SweeperConfig{Interval: cfg.Sweep, Archetype: arch}
 	if cfg.Listen {
 		scfg.Listen = pool
 	}

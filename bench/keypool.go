@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/model/geminitest"
 )
@@ -34,7 +35,7 @@ func keypool(ctx context.Context, e *env) ([]Figure, error) {
 	}
 	start := time.Date(2026, 11, 25, 23, 52, 0, 0, pt) // midnight falls mid-run
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, pt)
-	clock := geminitest.NewFakeClock(start)
+	clock := baseservicetest.NewFakeClock(start)
 	scfg := geminitest.Config{
 		Clock: clock, Keys: map[string]string{},
 		Quotas: map[string]geminitest.Quota{
@@ -53,7 +54,7 @@ func keypool(ctx context.Context, e *env) ([]Figure, error) {
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	cfg := model.Config{
-		HTTPClient: &http.Client{Transport: tr}, BaseURL: srv.URL, Clock: clock, DefaultModel: "gemini-test",
+		HTTPClient: &http.Client{Transport: tr}, BaseURL: srv.URL, Archetype: clock.Archetype(nil), DefaultModel: "gemini-test",
 		Pool: model.PoolConfig{Limits: map[string]model.Limit{"gemini-test": {RPM: rpm, TPM: tpm}}},
 	}
 	pool, err := model.NewKeyPool(&cfg, store, nil)

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/handlers"
 	"github.com/orchable/orchable/rls"
 )
@@ -111,7 +112,7 @@ type webhookApp struct {
 
 func startWebhookApp(ctx context.Context, eng *engine, log *slog.Logger) (*webhookApp, error) {
 	secret := randSuffix() + randSuffix() + randSuffix()
-	wv, err := rls.NewWebhookVerifier(&rls.Base{Logger: log}, &rls.Config{SupabaseURL: "http://127.0.0.1", WebhookSecret: rls.Secret(secret)})
+	wv, err := rls.NewWebhookVerifier(&baseservice.Archetype{Logger: log}, &rls.Config{SupabaseURL: "http://127.0.0.1", WebhookSecret: rls.Secret(secret)})
 	if err != nil {
 		return nil, fmt.Errorf("error building the webhook verifier: %w", err)
 	}

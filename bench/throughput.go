@@ -262,7 +262,7 @@ func postgrestTransport(ctx context.Context, db *database, cfg *engineConfig) (f
 		stop()
 		return nil, err
 	}
-	minter, err := rls.NewMinter(&rls.Base{}, &rls.Config{SupabaseURL: url, JWTSecret: rls.Secret(secret), TokenTTL: 10 * time.Minute})
+	minter, err := rls.NewMinter(nil, &rls.Config{SupabaseURL: url, JWTSecret: rls.Secret(secret), TokenTTL: 10 * time.Minute})
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("error building the minter: %w", err)

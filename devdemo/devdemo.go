@@ -114,7 +114,7 @@ func Prepare(ctx context.Context, getenv func(string) string, out io.Writer, row
 		on conflict (id) do nothing`, UserID, userEmail); err != nil {
 		return nil, fmt.Errorf("error creating the demo user: %w", err)
 	}
-	d.minter, err = rls.NewMinter(&rls.Base{}, &cfg.Auth)
+	d.minter, err = rls.NewMinter(nil, &cfg.Auth)
 	if err != nil {
 		return nil, err
 	}

@@ -87,10 +87,10 @@ func anonymousRouter(t *testing.T, allow bool) (*echo.Echo, *fakeDB) {
 		SupabaseURL: testSupabaseURL, JWTSecret: testJWTSecret, JWKSDisabled: true,
 		WebhookMode: rls.WebhookModeSharedSecret, WebhookSecret: testWebhookSecret,
 	}
-	verifier, err := rls.NewVerifier(t.Context(), &rls.Base{}, cfg)
+	verifier, err := rls.NewVerifier(t.Context(), nil, cfg)
 	require.NoError(t, err)
 	t.Cleanup(verifier.Close)
-	wv, err := rls.NewWebhookVerifier(&rls.Base{}, cfg)
+	wv, err := rls.NewWebhookVerifier(nil, cfg)
 	require.NoError(t, err)
 	e, db := echo.New(), newFakeDB()
 	handlers.Register(e, &handlers.Deps{

@@ -174,10 +174,10 @@ func setup(t testing.TB) *testBundle {
 		WebhookSecret:       testWebhookSecret,
 		WebhookMaxBodyBytes: testWebhookMax,
 	}
-	verifier, err := rls.NewVerifier(t.Context(), &rls.Base{}, cfg)
+	verifier, err := rls.NewVerifier(t.Context(), nil, cfg)
 	require.NoError(t, err)
 	t.Cleanup(verifier.Close)
-	webhooks, err := rls.NewWebhookVerifier(&rls.Base{}, cfg)
+	webhooks, err := rls.NewWebhookVerifier(nil, cfg)
 	require.NoError(t, err)
 
 	b := &testBundle{

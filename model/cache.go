@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/genai"
+
+	"github.com/orchable/orchable/baseservice"
 )
 
 // CacheConfig configures explicit context caching of a batch's shared
@@ -74,7 +76,7 @@ const cacheRetryAfter = 5 * time.Minute
 type cacheManager struct {
 	cfg    CacheConfig
 	log    *slog.Logger
-	clock  Clock
+	clock  baseservice.Clock
 	mu     sync.Mutex
 	local  map[localCacheKey]*localCache
 	counts struct{ created, deleted, renewed, reused, failed atomic.Int64 }

@@ -110,7 +110,7 @@ func TestClientExplicitCache(t *testing.T) {
 		require.NoError(t, err)
 		// A second instance (another client) with the same store uses the same cached content.
 		cfg := opts.config
-		cfg.BaseURL, cfg.Clock, cfg.DefaultModel, cfg.HTTPClient = b.server.URL, b.clock, "gemini-test", &http.Client{}
+		cfg.BaseURL, cfg.Archetype, cfg.DefaultModel, cfg.HTTPClient = b.server.URL, b.clock.Archetype(nil), "gemini-test", &http.Client{}
 		other, err := NewClient(&cfg, b.pool)
 		require.NoError(t, err)
 		resp, err := other.Generate(ctx, newReq(b, "second"))

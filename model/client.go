@@ -13,11 +13,15 @@ import (
 	"sync"
 
 	"google.golang.org/genai"
+
+	"github.com/orchable/orchable/baseservice"
 )
 
 // Client generates with Gemini through google.golang.org/genai, using keys
 // from a KeyPool. One genai client is built per key and reused.
 type Client struct {
+	baseservice.BaseService
+
 	cfg        *Config
 	pool       *KeyPool
 	validator  *Validator
@@ -48,19 +52,18 @@ func NewClient(cfg *Config, pool *KeyPool) (*Client, error) {
 		base = http.DefaultTransport
 	}
 	hc.Transport = &limitTransport{base: base, limit: cfg.MaxResponseBytes}
-	var caches *cacheManager
-	if cfg.Cache.Store != nil {
-		caches = &cacheManager{cfg: cfg.Cache, log: cfg.Logger, clock: cfg.Clock, local: map[localCacheKey]*localCache{}}
-	}
-	return &Client{
-		caches:     caches,
+	c := baseservice.Init(cfg.Archetype, &Client{
 		cfg:        cfg,
 		pool:       pool,
 		validator:  NewValidator(),
 		classifier: cl,
 		httpClient: &hc,
 		clients:    map[[32]byte]*genai.Client{},
-	}, nil
+	})
+	if cfg.Cache.Store != nil {
+		c.caches = &cacheManager{cfg: cfg.Cache, log: c.Logger, clock: c.Time, local: map[localCacheKey]*localCache{}}
+	}
+	return c, nil
 }
 
 // Generate calls the model for req with a key from the pool. When the key or
@@ -92,7 +95,7 @@ func (c *Client) Generate(ctx context.Context, req Request) (Response, error) {
 		if i == len(chain)-1 || ctx.Err() != nil || !ModelFault(err) {
 			return resp, err
 		}
-		c.cfg.Logger.InfoContext(ctx, "model: falling back to the next model of the chain",
+		c.Logger.InfoContext(ctx, "model: falling back to the next model of the chain",
 			slog.String("model", model), slog.String("next", chain[i+1]), slog.String("error", err.Error()))
 		failed = append(failed, model)
 	}
@@ -144,7 +147,7 @@ func (c *Client) generateOn(ctx context.Context, req Request, model string, gcfg
 		}
 		resp, err := c.callShared(ctx, lease.Key, req, model, contents, gcfg)
 		if rerr := lease.Release(context.WithoutCancel(ctx), req.TaskID, resp.Usage, err); rerr != nil {
-			c.cfg.Logger.WarnContext(ctx, "model: key health not recorded", slog.String("key_id", lease.Key.ID), slog.String("error", rerr.Error()))
+			c.Logger.WarnContext(ctx, "model: key health not recorded", slog.String("key_id", lease.Key.ID), slog.String("error", rerr.Error()))
 		}
 		if err == nil {
 			resp.KeyID = lease.Key.ID
@@ -184,7 +187,7 @@ func (c *Client) callShared(ctx context.Context, key Key, req Request, model str
 	}
 	resp, err := c.callRaw(ctx, gc, model, []*genai.Content{genai.NewContentFromText(rest, genai.RoleUser)}, &cached, req.OutputSchema)
 	if err != nil && ctx.Err() == nil && isCacheError(err) {
-		c.cfg.Logger.InfoContext(ctx, "model: cached content refused; calling uncached", slog.String("cache", name), slog.String("error", err.Error()))
+		c.Logger.InfoContext(ctx, "model: cached content refused; calling uncached", slog.String("cache", name), slog.String("error", err.Error()))
 		c.caches.forget(name)
 		return c.call(ctx, key, model, contents, gcfg, req.OutputSchema)
 	}
@@ -202,7 +205,7 @@ func (c *Client) call(ctx context.Context, key Key, model string, contents []*ge
 func (c *Client) callRaw(ctx context.Context, gc *genai.Client, model string, contents []*genai.Content, gcfg *genai.GenerateContentConfig, schema json.RawMessage) (Response, error) {
 	resp, err := gc.Models.GenerateContent(ctx, model, contents, gcfg)
 	if err != nil {
-		return Response{}, c.classifier.classify(ctx, err, model, c.cfg.Clock.Now())
+		return Response{}, c.classifier.classify(ctx, err, model, c.Time.Now())
 	}
 	return c.validator.fromGenai(resp, schema, model)
 }

@@ -242,7 +242,7 @@ func TestClientConnectionError(t *testing.T) {
 	dead.Close()
 
 	b := setup(t, &bundleOpts{keys: [][2]string{{"AIza-key-one", "proj-a"}}})
-	cfg := Config{BaseURL: deadURL, Clock: b.clock, MaxKeyAttempts: 1}
+	cfg := Config{BaseURL: deadURL, Archetype: b.clock.Archetype(nil), MaxKeyAttempts: 1}
 	client, err := NewClient(&cfg, b.pool)
 	require.NoError(t, err)
 
@@ -347,7 +347,7 @@ func TestClientCancelled(t *testing.T) {
 func TestOperatorKeys(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &bundleOpts{server: geminitest.Config{Keys: map[string]string{"AIza-op": "op-proj"}}})
-	cfg := Config{BaseURL: b.server.URL, Clock: b.clock, Pool: PoolConfig{OperatorKeys: []OperatorKey{{Name: "shared", Project: "op-proj", APIKey: "AIza-op"}}}}
+	cfg := Config{BaseURL: b.server.URL, Archetype: b.clock.Archetype(nil), Pool: PoolConfig{OperatorKeys: []OperatorKey{{Name: "shared", Project: "op-proj", APIKey: "AIza-op"}}}}
 	pool, err := NewKeyPool(&cfg, b.store, nil)
 	require.NoError(t, err)
 	client, err := NewClient(&cfg, pool)

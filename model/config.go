@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/orchable/orchable/baseservice"
 )
 
 // Providers selectable with Config.Provider.
@@ -70,10 +72,11 @@ type Config struct {
 	// is how a KEK is rotated. Empty means keys are stored in plaintext
 	// (legacy) and new ciphertexts cannot be read.
 	KEKs []KEK
-	// Logger receives warnings about health bookkeeping. Default discards.
-	Logger *slog.Logger
-	// Clock is the time source. Default the system clock.
-	Clock Clock
+	// Archetype is the logger (warnings about health bookkeeping) and the
+	// clock (key cooldowns, limiter windows, cache expiry, simulated
+	// latency) of the client, the key pool and the offline provider. Nil
+	// discards logs and uses the wall clock.
+	Archetype *baseservice.Archetype
 }
 
 // PoolConfig configures the key pool.
@@ -168,12 +171,6 @@ func (c *Config) WithDefaults() *Config {
 		out.Cache.MinTokens = DefaultCacheMinTokens
 	}
 	out.Cache.TTL = cmp.Or(out.Cache.TTL, DefaultCacheTTL)
-	if out.Logger == nil {
-		out.Logger = slog.New(slog.DiscardHandler)
-	}
-	if out.Clock == nil {
-		out.Clock = SystemClock{}
-	}
 	return &out
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 	"github.com/orchable/orchable/model/geminitest"
 )
 
@@ -114,7 +115,7 @@ func (s *memStore) outcomeResults() []string {
 // testBundle is a fake Gemini server, a fake clock, an in-memory store and
 // a client wired to them.
 type testBundle struct {
-	clock  *geminitest.FakeClock
+	clock  *baseservicetest.FakeClock
 	server *geminitest.Server
 	store  *memStore
 	pool   *KeyPool
@@ -135,7 +136,7 @@ var pacificStart = time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC) //nolint:goche
 
 func setup(t *testing.T, opts *bundleOpts) *testBundle {
 	t.Helper()
-	clock := geminitest.NewFakeClock(pacificStart)
+	clock := baseservicetest.NewFakeClock(pacificStart)
 	scfg := opts.server
 	scfg.Clock = clock
 	if scfg.Keys == nil {
@@ -160,7 +161,7 @@ func setup(t *testing.T, opts *bundleOpts) *testBundle {
 	t.Cleanup(tr.CloseIdleConnections)
 	cfg.HTTPClient = &http.Client{Transport: tr}
 	cfg.BaseURL = srv.URL
-	cfg.Clock = clock
+	cfg.Archetype = clock.Archetype(nil)
 	cfg.DefaultModel = "gemini-test"
 	pool, err := NewKeyPool(&cfg, store, nil)
 	require.NoError(t, err)

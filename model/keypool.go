@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/baseservice"
 )
 
 // Outcomes recorded by KeyStore.RecordOutcome (p_outcome of the SQL function
@@ -128,6 +130,8 @@ func (k Key) LogValue() slog.Value { return slog.StringValue(k.ID) }
 // safe for concurrent use; several pools (service instances) can share one
 // database, which holds the durable blocks.
 type KeyPool struct {
+	baseservice.BaseService
+
 	cfg    *Config
 	store  KeyStore
 	cipher *Cipher
@@ -161,7 +165,7 @@ func NewKeyPool(cfg *Config, store KeyStore, cipher *Cipher) (*KeyPool, error) {
 			return nil, err
 		}
 	}
-	return &KeyPool{
+	return baseservice.Init(cfg.Archetype, &KeyPool{
 		cfg:      cfg,
 		store:    store,
 		cipher:   cipher,
@@ -170,7 +174,7 @@ func NewKeyPool(cfg *Config, store KeyStore, cipher *Cipher) (*KeyPool, error) {
 		keyBlock: map[string]time.Time{},
 		lastUsed: map[string]time.Time{},
 		lastSeq:  map[string]uint64{},
-	}, nil
+	}), nil
 }
 
 // Lease is a key checked out for one call. Call Release exactly once.
@@ -322,7 +326,7 @@ func (p *KeyPool) candidates(ctx context.Context, userID uuid.UUID, model string
 			// configuration, or a ciphertext copied from another row) must
 			// not stop the user's other keys from working.
 			undecryptable++
-			p.cfg.Logger.WarnContext(ctx, "model: skipping API key that cannot be decrypted",
+			p.Logger.WarnContext(ctx, "model: skipping API key that cannot be decrypted",
 				slog.String("key_id", sk.ID.String()), slog.String("user_id", userID.String()),
 				slog.String("error", err.Error()))
 			continue
@@ -363,7 +367,7 @@ func (p *KeyPool) pick(cands []candidate, undecryptable int, model string, token
 	if !ok {
 		lim = p.cfg.Pool.DefaultLimit
 	}
-	now := p.cfg.Clock.Now()
+	now := p.Time.Now()
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -424,7 +428,7 @@ func (p *KeyPool) pick(cands []candidate, undecryptable int, model string, token
 // fault only count. The returned error concerns the bookkeeping only.
 func (l *Lease) Release(ctx context.Context, taskID uuid.UUID, usage Usage, callErr error) error {
 	p := l.pool
-	now := p.cfg.Clock.Now()
+	now := p.Time.Now()
 	o := Outcome{
 		KeyID:   l.Key.userKey,
 		Model:   l.model,

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 	"github.com/orchable/orchable/model/geminitest"
 )
 
@@ -165,7 +166,7 @@ func keyProject(b *testBundle, id uuid.UUID) string {
 func TestKeyPoolSelection(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clock := geminitest.NewFakeClock(pacificStart)
+	clock := baseservicetest.NewFakeClock(pacificStart)
 	store := newMemStore(clock.Now)
 	user := uuid.New()
 	ids := map[string]uuid.UUID{}
@@ -182,7 +183,7 @@ func TestKeyPoolSelection(t *testing.T) {
 		ids[k.name] = id
 		store.add(StoredKey{ID: id, Name: k.name, Ciphertext: "AIza-" + k.name, ModelPreference: k.pref, Priority: k.priority, Project: k.project})
 	}
-	pool, err := NewKeyPool(&Config{Clock: clock, Pool: PoolConfig{Limits: map[string]Limit{"gemini-test": {RPM: 1}}}}, store, nil)
+	pool, err := NewKeyPool(&Config{Archetype: clock.Archetype(nil), Pool: PoolConfig{Limits: map[string]Limit{"gemini-test": {RPM: 1}}}}, store, nil)
 	require.NoError(t, err)
 
 	var got []string

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"time"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/model/jsongen"
 )
 
@@ -16,6 +17,8 @@ import (
 // used only when asked for (`orchable dev`, tests, the benchmarks): it calls
 // no model, so tasks complete with generated filler.
 type Offline struct {
+	baseservice.BaseService
+
 	cfg       *Config
 	validator *Validator
 }
@@ -26,15 +29,15 @@ func NewOffline(cfg *Config) (*Offline, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Offline{cfg: cfg, validator: NewValidator()}, nil
+	return baseservice.Init(cfg.Archetype, &Offline{cfg: cfg, validator: NewValidator()}), nil
 }
 
 // Generate returns a deterministic, schema-conforming output for req after
-// the configured simulated latency (waited on the configured Clock).
+// the configured simulated latency (waited on the archetype's clock).
 func (o *Offline) Generate(ctx context.Context, req Request) (Response, error) {
 	seed := seedOf(req)
 	if d := o.latency(seed); d > 0 {
-		if err := o.cfg.Clock.Sleep(ctx, d); err != nil {
+		if err := o.Time.Sleep(ctx, d); err != nil {
 			return Response{}, fmt.Errorf("offline model call cancelled: %w", err)
 		}
 	}

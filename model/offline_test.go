@@ -15,7 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/orchable/orchable/model/geminitest"
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 )
 
 // fixtureSchemas reads the output formats of the sample pipelines' prompts
@@ -137,8 +137,8 @@ func TestOfflineFixtureSchemas(t *testing.T) {
 func TestOfflineDeterministic(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clock := geminitest.NewFakeClock(pacificStart)
-	off, err := NewOffline(&Config{Clock: clock, Offline: OfflineConfig{Latency: 2 * time.Second, Jitter: time.Second}})
+	clock := baseservicetest.NewFakeClock(pacificStart)
+	off, err := NewOffline(&Config{Archetype: clock.Archetype(nil), Offline: OfflineConfig{Latency: 2 * time.Second, Jitter: time.Second}})
 	require.NoError(t, err)
 	task := uuid.New()
 	req := Request{TaskID: task, Prompt: "p", OutputSchema: []byte(quizSchema)}

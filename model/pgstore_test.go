@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/model/geminitest"
 	"github.com/orchable/orchable/supabase/dbtest"
 )
@@ -316,7 +317,7 @@ func TestPoolRejectsMovedCiphertexts(t *testing.T) {
 	var mu sync.Mutex
 	logger := slog.New(slog.NewJSONHandler(&lockedWriter{w: logs, mu: &mu}, nil))
 	keks := []KEK{testKEK(), {ID: "test-kek-alias", Key: testKEK().Key}}
-	pool, err := NewKeyPool(&Config{KEKs: keks, Logger: logger}, NewPgStore(db), nil)
+	pool, err := NewKeyPool(&Config{KEKs: keks, Archetype: &baseservice.Archetype{Logger: logger}}, NewPgStore(db), nil)
 	require.NoError(t, err)
 
 	_, err = pool.Acquire(ctx, attacker, "gemini-test", 1)

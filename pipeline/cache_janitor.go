@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -25,8 +26,9 @@ type CacheJanitorConfig struct {
 	Interval time.Duration
 	// Limit is the most batches released per sweep. Default 100.
 	Limit int
-	// Logger receives janitor logs. Default: discard.
-	Logger *slog.Logger
+	// Archetype is the logger and the clock (main's one archetype). Nil:
+	// discard logs, wall clock.
+	Archetype *baseservice.Archetype
 }
 
 // CacheJanitor deletes the explicit cached contents of batches that no
@@ -37,6 +39,8 @@ type CacheJanitorConfig struct {
 // with a key of its project. A cached content that cannot be deleted expires
 // with its TTL.
 type CacheJanitor struct {
+	baseservice.BaseService
+
 	cfg     *CacheJanitorConfig
 	db      supabase.DB
 	service supabase.Identity
@@ -53,10 +57,7 @@ func NewCacheJanitor(cfg *CacheJanitorConfig, db supabase.DB, service supabase.I
 	c := *cfg
 	c.Interval = cmp.Or(c.Interval, time.Minute)
 	c.Limit = cmp.Or(c.Limit, 100)
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return &CacheJanitor{cfg: &c, db: db, service: service, ids: ids, del: del}
+	return baseservice.Init(c.Archetype, &CacheJanitor{cfg: &c, db: db, service: service, ids: ids, del: del})
 }
 
 // CacheSweep reports one sweep.
@@ -101,7 +102,7 @@ func (j *CacheJanitor) Sweep(ctx context.Context) (CacheSweep, error) {
 			}
 			if err := j.del.DeleteCache(ctx, d.UserID, *r.Project, *r.ModelID, r.CacheName); err != nil {
 				out.Failed++
-				j.cfg.Logger.WarnContext(ctx, "pipeline: cached content not deleted; it expires with its TTL",
+				j.Logger.WarnContext(ctx, "pipeline: cached content not deleted; it expires with its TTL",
 					slog.String("batch_id", d.BatchID.String()), slog.String("error", err.Error()))
 				continue
 			}
@@ -117,7 +118,7 @@ func (j *CacheJanitor) Start(ctx context.Context) {
 	j.done = make(chan struct{})
 	go func() {
 		defer close(j.done)
-		t := time.NewTicker(j.cfg.Interval)
+		t := j.Time.NewTicker(j.cfg.Interval)
 		defer t.Stop()
 		for {
 			select {
@@ -125,7 +126,7 @@ func (j *CacheJanitor) Start(ctx context.Context) {
 				return
 			case <-t.C:
 				if _, err := j.Sweep(ctx); err != nil && ctx.Err() == nil {
-					j.cfg.Logger.ErrorContext(ctx, "pipeline: cache janitor sweep failed", slog.String("error", err.Error()))
+					j.Logger.ErrorContext(ctx, "pipeline: cache janitor sweep failed", slog.String("error", err.Error()))
 				}
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -46,8 +47,9 @@ type DispatcherConfig struct {
 	// past it new hints are dropped and the sweeper finds the work later).
 	// Default 100000.
 	MaxUsers int
-	// Logger receives dispatcher logs. Default: discard.
-	Logger *slog.Logger
+	// Archetype is the logger and the clock (main's one archetype). Nil:
+	// discard logs, wall clock.
+	Archetype *baseservice.Archetype
 	// Observer receives per-task events (metrics). Optional.
 	Observer Observer
 }
@@ -78,16 +80,18 @@ type Stats struct {
 // database, so duplicate or stale hints cost an empty claim and never a
 // duplicate run.
 type Dispatcher struct {
+	baseservice.BaseService
+
 	cfg    *DispatcherConfig
 	ids    IdentitySource
 	runner *Runner
 
 	mu       sync.Mutex
-	ring     []uuid.UUID           // users with hints, in turn order
-	hints    map[uuid.UUID]uint64  // user → hint generation
-	running  map[uuid.UUID]*runner // task → running state
-	held     map[uuid.UUID]int     // user → slots held (claims in flight and running tasks); no zero entries
-	free     int                   // free slots
+	ring     []uuid.UUID                // users with hints, in turn order
+	hints    map[uuid.UUID]uint64       // user → hint generation
+	running  map[uuid.UUID]*runningTask // task → running state
+	held     map[uuid.UUID]int          // user → slots held (claims in flight and running tasks); no zero entries
+	free     int                        // free slots
 	stopping bool
 
 	wake     chan struct{}
@@ -100,7 +104,10 @@ type Dispatcher struct {
 	loopDone   chan struct{}
 }
 
-type runner struct {
+// runningTask is the dispatcher's record of a task it is running: its owner
+// (whose slot it holds) and when it was claimed (lease renewal is due half a
+// lease later).
+type runningTask struct {
 	user    uuid.UUID
 	started time.Time
 }
@@ -112,20 +119,17 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 	c.ClaimBatch = cmp.Or(c.ClaimBatch, 10)
 	c.FairShareFloor = max(c.FairShareFloor, 1)
 	c.MaxUsers = cmp.Or(c.MaxUsers, 100000)
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return &Dispatcher{
+	return baseservice.Init(c.Archetype, &Dispatcher{
 		cfg:      &c,
 		ids:      ids,
 		runner:   r,
 		hints:    map[uuid.UUID]uint64{},
-		running:  map[uuid.UUID]*runner{},
+		running:  map[uuid.UUID]*runningTask{},
 		held:     map[uuid.UUID]int{},
 		free:     c.Concurrency,
 		wake:     make(chan struct{}, 1),
 		loopDone: make(chan struct{}),
-	}
+	})
 }
 
 // Notify says that the user may have due work. It never blocks.
@@ -289,15 +293,15 @@ func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n int) {
 	default:
 		d.ring = append(d.ring, user) // a newer hint arrived meanwhile
 	}
-	now := time.Now()
+	now := d.Time.Now()
 	for i := range claimed {
-		d.running[claimed[i].Task.ID] = &runner{user: user, started: now}
+		d.running[claimed[i].Task.ID] = &runningTask{user: user, started: now}
 	}
 	d.mu.Unlock()
 	d.signal()
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
-			d.cfg.Logger.Warn("pipeline: claim failed", slog.String("user_id", user.String()), slog.String("error", err.Error()))
+			d.Logger.Warn("pipeline: claim failed", slog.String("user_id", user.String()), slog.String("error", err.Error()))
 		}
 		if d.cfg.Observer != nil {
 			d.cfg.Observer.ClaimFailed(err)
@@ -310,7 +314,7 @@ func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n int) {
 	}
 	id, err := d.ids.Identity(ctx, user)
 	if err != nil { // cannot happen after a successful claim with the same source, but be safe
-		d.cfg.Logger.Error("pipeline: no identity for user", slog.String("user_id", user.String()), slog.String("error", err.Error()))
+		d.Logger.Error("pipeline: no identity for user", slog.String("user_id", user.String()), slog.String("error", err.Error()))
 		d.mu.Lock()
 		for i := range claimed {
 			delete(d.running, claimed[i].Task.ID)
@@ -339,7 +343,7 @@ func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claime
 }
 
 func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Identity, c *Claimed) {
-	start := time.Now()
+	start := d.Time.Now()
 	res := d.runner.Run(ctx, id, c)
 	d.finished.Add(1)
 	d.mu.Lock()
@@ -355,7 +359,7 @@ func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Ide
 	d.mu.Unlock()
 	d.signal()
 	if d.cfg.Observer != nil {
-		d.cfg.Observer.TaskFinished(res, deref(c.Task.StageKey), time.Since(start))
+		d.cfg.Observer.TaskFinished(res, deref(c.Task.StageKey), d.Time.Now().Sub(start))
 	}
 }
 
@@ -364,7 +368,7 @@ func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Ide
 // calls it periodically (every third of a lease).
 func (d *Dispatcher) RenewLeases(ctx context.Context) error {
 	half := d.runner.LeaseDuration() / 2
-	now := time.Now()
+	now := d.Time.Now()
 	byUser := map[uuid.UUID][]uuid.UUID{}
 	d.mu.Lock()
 	for id, r := range d.running {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/supabase"
 )
@@ -162,10 +163,9 @@ type RunnerConfig struct {
 	Prices model.PriceTable
 	// Hooks configures pre/post-process webhooks.
 	Hooks HookConfig
-	// Logger receives the runner's logs. Default: discard.
-	Logger *slog.Logger
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	// Archetype is the logger and the clock (main's one archetype). Nil:
+	// discard logs, wall clock.
+	Archetype *baseservice.Archetype
 }
 
 func (c *RunnerConfig) withDefaults() *RunnerConfig {
@@ -187,12 +187,6 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	if out.Prices == nil {
 		out.Prices = model.DefaultPrices()
 	}
-	if out.Logger == nil {
-		out.Logger = slog.New(slog.DiscardHandler)
-	}
-	if out.Now == nil {
-		out.Now = time.Now
-	}
 	return &out
 }
 
@@ -200,6 +194,8 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 // model (with regenerations) → post-process → complete, or fail/reschedule.
 // Every write goes through db as the task's owner.
 type Runner struct {
+	baseservice.BaseService
+
 	cfg       *RunnerConfig
 	db        supabase.DB
 	gen       Generator
@@ -213,7 +209,9 @@ func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
 		panic("pipeline: NewRunner needs a db and a generator")
 	}
 	cfg = cfg.withDefaults()
-	return &Runner{cfg: cfg, db: db, gen: gen, hooks: newHookClient(&cfg.Hooks, cfg.Logger), completer: newCompleter(db, cfg.WorkerID, cfg.CompleteBatch)}
+	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, completer: newCompleter(db, cfg.WorkerID, cfg.CompleteBatch)})
+	r.hooks = newHookClient(&cfg.Hooks, r.Logger)
+	return r
 }
 
 // WorkerID is the lease owner name of this runner.
@@ -241,7 +239,7 @@ func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, tas
 // Run runs one claimed task to a written outcome. ctx ending (shutdown
 // after the grace period) releases the task back to plan.
 func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Result {
-	log := r.cfg.Logger.With(slog.String("task_id", c.Task.ID.String()))
+	log := r.Logger.With(slog.String("task_id", c.Task.ID.String()))
 	if c.Task.BatchID != nil {
 		log = log.With(slog.String("batch_id", c.Task.BatchID.String()))
 	}
@@ -330,9 +328,9 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log *slog.Logger) exec
 	var ex execution
 	for attempt := 0; ; attempt++ {
 		mctx, cancel := context.WithTimeoutCause(ctx, r.cfg.ModelTimeout, errors.New("model call timed out"))
-		start := r.cfg.Now()
+		start := r.Time.Now()
 		resp, err := r.gen.Generate(mctx, req)
-		ex.ModelLatency += r.cfg.Now().Sub(start)
+		ex.ModelLatency += r.Time.Now().Sub(start)
 		cancel()
 		r.bill(&ex.Result, cmp.Or(resp.Model, settings.Model), resp.Usage, attempt == 0)
 		if err == nil {
@@ -388,7 +386,7 @@ func foreignHooks(raw json.RawMessage) []string {
 
 // classify turns a model error into a permanent failure or a reschedule.
 func (r *Runner) classify(c *Claimed, err error, ex execution) execution {
-	now := r.cfg.Now()
+	now := r.Time.Now()
 	ex.Err = err
 	var nk *model.NoKeyError
 	var merr *model.Error
@@ -541,8 +539,7 @@ func (r *Runner) retryCompletion(ctx context.Context, id supabase.Identity, args
 	for attempt := 2; attempt <= completeWriteAttempts && out.err != nil; attempt++ {
 		log.WarnContext(ctx, "pipeline: error completing task; writing it again",
 			slog.String("error", out.err.Error()), slog.Int("attempt", attempt))
-		t := time.NewTimer(pause)
-		<-t.C
+		_ = r.Time.Sleep(context.WithoutCancel(ctx), pause) // cannot fail: not cancellable
 		pause *= 2
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
 		out = r.completer.single(wctx, id, args)

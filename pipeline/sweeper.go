@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -42,8 +43,9 @@ type SweeperConfig struct {
 	// Listen, when set, is a direct database pool used to LISTEN for the
 	// orchable_wakeup notification, which triggers a sweep at once.
 	Listen *pgxpool.Pool
-	// Logger receives sweeper logs. Default: discard.
-	Logger *slog.Logger
+	// Archetype is the logger and the clock (main's one archetype). Nil:
+	// discard logs, wall clock.
+	Archetype *baseservice.Archetype
 }
 
 // EngineLimits bound fan-out and depth (SPEC §14). A completion that would
@@ -67,15 +69,34 @@ type EngineLimits struct {
 // and folds batch progress. With a direct connection it also wakes on
 // LISTEN/NOTIFY. Any number of instances may run: claims are conditional.
 type Sweeper struct {
+	baseservice.BaseService
+
 	cfg     *SweeperConfig
 	db      supabase.DB
 	service supabase.Identity
 	disp    *Dispatcher
 
-	kick     chan struct{}
-	stopOnce sync.Once
-	cancel   context.CancelFunc
-	done     chan struct{}
+	kick        chan struct{}
+	stopOnce    sync.Once
+	cancel      context.CancelFunc
+	done        chan struct{}
+	testSignals sweeperTestSignals
+}
+
+// sweeperTestSignals tell a test that the loop has handled an event
+// (River's test-signal pattern): nil channels, and so no-ops, unless a test
+// sets them (export_test.go) before Start.
+type sweeperTestSignals struct {
+	kicked  chan struct{} // a kick was handled (due work listed)
+	swept   chan struct{} // a sweep tick was handled (expired leases, due work)
+	folded  chan struct{} // a fold tick was handled
+	renewed chan struct{} // a renew tick was handled (RenewLeases returned)
+}
+
+func signal(c chan struct{}) {
+	if c != nil {
+		c <- struct{}{}
+	}
 }
 
 // NewSweeper builds a sweeper. service is the service-role identity: it is
@@ -89,10 +110,7 @@ func NewSweeper(cfg *SweeperConfig, db supabase.DB, service supabase.Identity, d
 	c.Limit = cmp.Or(c.Limit, 1000)
 	c.PerUser = cmp.Or(c.PerUser, 100)
 	c.MaxLeaseLosses = cmp.Or(c.MaxLeaseLosses, 5)
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return &Sweeper{cfg: &c, db: db, service: service, disp: disp, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	return baseservice.Init(c.Archetype, &Sweeper{cfg: &c, db: db, service: service, disp: disp, kick: make(chan struct{}, 1), done: make(chan struct{})})
 }
 
 // Kick asks for a sweep now (coalesced).
@@ -104,14 +122,21 @@ func (s *Sweeper) Kick() {
 }
 
 // Start runs the sweeper until Stop. It returns at once; the first sweep
-// runs immediately.
+// runs immediately. Its tickers start here, on the archetype's clock: the
+// first sweep tick is due Interval after Start, the first fold tick
+// FoldInterval after it and the first renewal tick RenewInterval after it.
 func (s *Sweeper) Start(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
+	t := sweeperTickers{
+		sweep: s.Time.NewTicker(s.cfg.Interval),
+		fold:  s.Time.NewTicker(s.cfg.FoldInterval),
+		renew: s.Time.NewTicker(s.cfg.RenewInterval),
+	}
 	var wg sync.WaitGroup
 	if s.cfg.Listen != nil {
 		wg.Go(func() { ; s.listen(ctx) })
 	}
-	wg.Go(func() { ; s.run(ctx) })
+	wg.Go(func() { ; s.run(ctx, t) })
 	go func() { wg.Wait(); close(s.done) }()
 	s.Kick()
 }
@@ -126,32 +151,40 @@ func (s *Sweeper) Stop() {
 	})
 }
 
-func (s *Sweeper) run(ctx context.Context) {
+// sweeperTickers are the sweeper loop's tickers, made by Start.
+type sweeperTickers struct {
+	sweep, fold, renew *baseservice.Ticker
+}
+
+// run is the sweeper loop. The engine limits are written first; a failure
+// is retried with each sweep tick until one succeeds, and never after.
+func (s *Sweeper) run(ctx context.Context, t sweeperTickers) {
+	defer t.sweep.Stop()
+	defer t.fold.Stop()
+	defer t.renew.Stop()
 	limitsSet := s.setLimits(ctx)
-	sweep := time.NewTicker(s.cfg.Interval)
-	fold := time.NewTicker(s.cfg.FoldInterval)
-	renew := time.NewTicker(s.cfg.RenewInterval)
-	defer sweep.Stop()
-	defer fold.Stop()
-	defer renew.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
 			s.sweepDue(ctx)
-		case <-sweep.C:
+			signal(s.testSignals.kicked)
+		case <-t.sweep.C:
 			if !limitsSet {
 				limitsSet = s.setLimits(ctx)
 			}
 			s.requeue(ctx)
 			s.sweepDue(ctx)
-		case <-fold.C:
+			signal(s.testSignals.swept)
+		case <-t.fold.C:
 			s.fold(ctx)
-		case <-renew.C:
+			signal(s.testSignals.folded)
+		case <-t.renew.C:
 			if err := s.disp.RenewLeases(ctx); err != nil && ctx.Err() == nil {
-				s.cfg.Logger.WarnContext(ctx, "sweeper: lease renewal failed", slog.String("error", err.Error()))
+				s.Logger.WarnContext(ctx, "sweeper: lease renewal failed", slog.String("error", err.Error()))
 			}
+			signal(s.testSignals.renewed)
 		}
 	}
 }
@@ -176,7 +209,7 @@ func (s *Sweeper) setLimits(ctx context.Context) bool {
 	}
 	if err := s.db.RPC(supabase.Idempotent(ctx), s.service, "set_engine_limits", args, nil); err != nil {
 		if ctx.Err() == nil {
-			s.cfg.Logger.WarnContext(ctx, "sweeper: setting engine limits failed; retrying at the next sweep", slog.String("error", err.Error()))
+			s.Logger.WarnContext(ctx, "sweeper: setting engine limits failed; retrying at the next sweep", slog.String("error", err.Error()))
 		}
 		return false
 	}
@@ -192,7 +225,7 @@ func (s *Sweeper) sweepDue(ctx context.Context) {
 		map[string]any{"p_limit": s.cfg.Limit, "p_per_user": s.cfg.PerUser}, &due)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.cfg.Logger.WarnContext(ctx, "sweeper: listing due tasks failed", slog.String("error", err.Error()))
+			s.Logger.WarnContext(ctx, "sweeper: listing due tasks failed", slog.String("error", err.Error()))
 		}
 		return
 	}
@@ -213,7 +246,7 @@ func (s *Sweeper) requeue(ctx context.Context) {
 	err := s.db.RPC(ctx, s.service, "requeue_expired_leases", map[string]any{"p_max_attempts": s.cfg.MaxLeaseLosses}, &out)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.cfg.Logger.WarnContext(ctx, "sweeper: re-queueing expired leases failed", slog.String("error", err.Error()))
+			s.Logger.WarnContext(ctx, "sweeper: re-queueing expired leases failed", slog.String("error", err.Error()))
 		}
 		return
 	}
@@ -225,7 +258,7 @@ func (s *Sweeper) requeue(ctx context.Context) {
 		n, err := s.giveUp(ctx, owner)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.cfg.Logger.WarnContext(ctx, "sweeper: giving up expired tasks failed",
+				s.Logger.WarnContext(ctx, "sweeper: giving up expired tasks failed",
 					slog.String("user_id", owner.String()), slog.String("error", err.Error()))
 			}
 			continue
@@ -233,7 +266,7 @@ func (s *Sweeper) requeue(ctx context.Context) {
 		failed += n
 	}
 	if out.Requeued > 0 || failed > 0 {
-		s.cfg.Logger.InfoContext(ctx, "sweeper: expired leases", slog.Int("requeued", out.Requeued), slog.Int("failed", failed))
+		s.Logger.InfoContext(ctx, "sweeper: expired leases", slog.Int("requeued", out.Requeued), slog.Int("failed", failed))
 	}
 }
 
@@ -255,7 +288,7 @@ func (s *Sweeper) giveUp(ctx context.Context, owner uuid.UUID) (int, error) {
 
 func (s *Sweeper) fold(ctx context.Context) {
 	if err := s.db.RPC(ctx, s.service, "fold_batch_counters", map[string]any{}, nil); err != nil && ctx.Err() == nil {
-		s.cfg.Logger.WarnContext(ctx, "sweeper: folding batch progress failed", slog.String("error", err.Error()))
+		s.Logger.WarnContext(ctx, "sweeper: folding batch progress failed", slog.String("error", err.Error()))
 	}
 }
 
@@ -268,11 +301,9 @@ func (s *Sweeper) listen(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.cfg.Logger.WarnContext(ctx, "sweeper: LISTEN connection lost; reconnecting", slog.String("error", errString(err)))
-		select {
-		case <-ctx.Done():
+		s.Logger.WarnContext(ctx, "sweeper: LISTEN connection lost; reconnecting", slog.String("error", errString(err)))
+		if s.Time.Sleep(ctx, backoff) != nil {
 			return
-		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
 		s.Kick() // catch up on anything missed while disconnected

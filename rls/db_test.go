@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 	"github.com/orchable/orchable/supabase/dbtest"
 )
 
@@ -119,7 +120,7 @@ func TestSigningTriggerMatchesVerifier(t *testing.T) {
 		h.Set(k, v)
 	}
 	require.Equal(t, "application/json", h.Get("Content-Type"))
-	clock := &testClock{now: time.Now()} // the trigger stamped the database's clock_timestamp()
+	clock := &testClock{baseservicetest.NewFakeClock(time.Now())} // the trigger stamped the database's clock_timestamp()
 	w := newStandardVerifier(t, clock, vectorSecret)
 	require.NoError(t, w.Verify(h, []byte(body)), "headers %v", h)
 	require.ErrorIs(t, w.Verify(h, []byte(body)), ErrWebhookReplayed)

@@ -7,13 +7,14 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 	"github.com/orchable/orchable/rls"
 )
 
 // A token minted for a task's owner verifies like a token Supabase Auth issued to that user.
 func ExampleMinter_Mint() {
 	ctx := context.Background()
-	base := &rls.Base{NowFunc: func() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }}
+	base := baseservicetest.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)).Archetype(nil)
 	cfg := &rls.Config{
 		SupabaseURL:  "https://ref.supabase.co",
 		JWTSecret:    "legacy-jwt-secret-with-at-least-32-characters",

@@ -20,32 +20,21 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/baseservice"
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 )
 
 // testNow is the fixed time every test clock starts at.
 func testNow() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }
 
-// testClock is a settable clock for Base.NowFunc.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// testClock is the fake clock of the rls tests, started at testNow.
+type testClock struct{ *baseservicetest.FakeClock }
 
-func newTestClock() *testClock { return &testClock{now: testNow()} }
+func newTestClock() *testClock { return &testClock{baseservicetest.NewFakeClock(testNow())} }
 
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func (c *testClock) base() *Base { return &Base{NowFunc: c.Now} }
+// base is an archetype with the test clock.
+func (c *testClock) base() *baseservice.Archetype { return c.Archetype(nil) }
 
 // testKey is a signing key pair with its kid and algorithm.
 type testKey struct {

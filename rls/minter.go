@@ -15,6 +15,8 @@ import (
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/baseservice"
 )
 
 // mintReuseMargin is how long before its expiry a cached minted token is replaced.
@@ -58,7 +60,8 @@ type UserToken struct {
 // Without SigningKey, the legacy HS256 JWT secret (Config.JWTSecret) is used. Anyone holding
 // either key can act as any user, so keep it in a secret store and never log it.
 type Minter struct {
-	base   *Base
+	baseservice.BaseService
+
 	method jwt.SigningMethod
 	key    any
 	kid    string
@@ -71,18 +74,17 @@ type Minter struct {
 
 // NewMinter builds a Minter from Config.SigningKey (ES256), or from Config.JWTSecret (HS256) when
 // no signing key is configured. It fails, naming the field, if neither is usable.
-func NewMinter(base *Base, cfg *Config) (*Minter, error) {
+func NewMinter(archetype *baseservice.Archetype, cfg *Config) (*Minter, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Minter{
-		base:   base,
+	m := baseservice.Init(archetype, &Minter{
 		issuer: cfg.Issuer(),
 		ttl:    cfg.TokenTTL,
 		kid:    cfg.SigningKeyID,
 		cache:  make(map[uuid.UUID]*UserToken),
-	}
+	})
 	switch {
 	case cfg.SigningKey.IsSet():
 		key, jwkKID, err := parseSigningKey(cfg.SigningKey.Reveal())
@@ -115,7 +117,7 @@ func (m *Minter) Mint(userID uuid.UUID) (UserToken, error) {
 	if userID == uuid.Nil {
 		return UserToken{}, errors.New("rls: cannot mint a token for the nil user id")
 	}
-	now := m.base.now()
+	now := m.Time.Now()
 	m.mu.Lock()
 	cached := m.cache[userID]
 	m.mu.Unlock()

@@ -21,6 +21,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"golang.org/x/time/rate"
+
+	"github.com/orchable/orchable/baseservice"
 )
 
 // maxJWKSBytes caps a JWKS response.
@@ -48,7 +50,8 @@ const minRSABits = 2048
 //   - Failures are [*Error] values (401) whose message is a short reason; the token is never
 //     logged or echoed.
 type Verifier struct {
-	base     *Base
+	baseservice.BaseService
+
 	issuer   string
 	leeway   time.Duration
 	maxBytes int
@@ -66,19 +69,18 @@ type Verifier struct {
 // is logged, not returned, so the service can start while Supabase is unreachable; tokens are
 // then rejected with "unknown kid" until a fetch succeeds) and starts a background refresh that
 // runs until ctx ends or Close is called.
-func NewVerifier(ctx context.Context, base *Base, cfg *Config) (*Verifier, error) {
+func NewVerifier(ctx context.Context, archetype *baseservice.Archetype, cfg *Config) (*Verifier, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v := &Verifier{
-		base:     base,
+	v := baseservice.Init(archetype, &Verifier{
 		issuer:   cfg.Issuer(),
 		leeway:   cfg.Leeway,
 		maxBytes: cfg.MaxTokenBytes,
 		roles:    slices.Clone(cfg.AllowedRoles),
 		stop:     func() {},
-	}
+	})
 	if cfg.JWTSecret.IsSet() {
 		v.hsKey = []byte(cfg.JWTSecret.Reveal())
 		v.methods = append(v.methods, jwt.SigningMethodHS256.Alg())
@@ -115,7 +117,7 @@ func (v *Verifier) startJWKS(ctx context.Context, cfg *Config) error {
 
 	refreshCtx, stop := context.WithCancel(ctx)
 	v.stop = stop
-	logger := v.base.logger()
+	logger := v.Logger
 	jwks, err := keyfunc.NewDefaultOverrideCtx(refreshCtx, []string{cfg.JWKSURL}, keyfunc.Override{
 		Client:      &limited,
 		HTTPTimeout: cfg.JWKSHTTPTimeout,
@@ -268,7 +270,7 @@ func parseError(err error) *Error {
 
 // validateClaims checks the time claims against the clock and the Supabase-specific claims.
 func (v *Verifier) validateClaims(c *Claims) error {
-	now := v.base.now()
+	now := v.Time.Now()
 	switch {
 	case c.ExpiresAt == nil:
 		return tokenError(ErrExpiryMissing, nil)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/orchable/orchable/baseservice"
 )
 
 // Standard Webhooks header names (https://www.standardwebhooks.com/).
@@ -49,7 +51,8 @@ const (
 // instances, a replay sent to another instance is not caught here, so handlers must still be
 // idempotent (they are: enqueueing is ON CONFLICT DO NOTHING).
 type WebhookVerifier struct {
-	base      *Base
+	baseservice.BaseService
+
 	mode      WebhookMode
 	header    string
 	secret    [sha256.Size]byte // SHA-256 of the shared secret, so comparison time is independent of its length
@@ -61,15 +64,14 @@ type WebhookVerifier struct {
 
 // NewWebhookVerifier builds a WebhookVerifier, failing (naming the field) when the chosen mode
 // has no usable secret.
-func NewWebhookVerifier(base *Base, cfg *Config) (*WebhookVerifier, error) {
+func NewWebhookVerifier(archetype *baseservice.Archetype, cfg *Config) (*WebhookVerifier, error) {
 	cfg = cfg.WithDefaults()
-	w := &WebhookVerifier{
-		base:      base,
+	w := baseservice.Init(archetype, &WebhookVerifier{
 		mode:      cfg.WebhookMode,
 		header:    http.CanonicalHeaderKey(cfg.WebhookSecretHeader),
 		tolerance: cfg.WebhookTolerance,
 		maxBody:   cfg.WebhookMaxBodyBytes,
-	}
+	})
 	if w.tolerance <= 0 || w.maxBody <= 0 || cfg.WebhookReplayCacheSize <= 0 {
 		return nil, errors.New("rls.Config.WebhookTolerance, WebhookMaxBodyBytes and WebhookReplayCacheSize must be positive")
 	}
@@ -129,7 +131,7 @@ func (w *WebhookVerifier) Verify(h http.Header, body []byte) error {
 	if err != nil {
 		return webhookError(ErrWebhookTimestampInvalid, nil)
 	}
-	now := w.base.now()
+	now := w.Time.Now()
 	sent := time.Unix(ts, 0)
 	if sent.Before(now.Add(-w.tolerance)) || sent.After(now.Add(w.tolerance)) {
 		return webhookError(ErrWebhookTimestampExpired, fmt.Errorf("timestamp %d, now %d", ts, now.Unix()))

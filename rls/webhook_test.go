@@ -14,6 +14,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 )
 
 // The reference vector from standard-webhooks (libraries/go/webhook_test.go).
@@ -44,7 +46,7 @@ func newStandardVerifier(t *testing.T, clock *testClock, secret string) *Webhook
 }
 
 func vectorClock() *testClock {
-	return &testClock{now: time.Unix(vectorTimestamp, 0)}
+	return &testClock{baseservicetest.NewFakeClock(time.Unix(vectorTimestamp, 0))}
 }
 
 func TestWebhookStandardVector(t *testing.T) {

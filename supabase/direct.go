@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/supabase/internal/pgcall"
 )
 
@@ -30,8 +31,9 @@ type DirectConfig struct {
 	SearchPath string
 	// Retry configures retries of idempotent calls.
 	Retry RetryConfig
-	// Now is the clock used to check the "exp" claim. Default time.Now.
-	Now func() time.Time
+	// Archetype gives the clock used to check the "exp" claim. Nil: the
+	// wall clock.
+	Archetype *baseservice.Archetype
 	// Authenticator is the role whose settings (ALTER ROLE … SET, e.g.
 	// Supabase's statement_timeout and lock_timeout of 8 s) every call
 	// applies first, as PostgREST's login session has them; the called
@@ -53,6 +55,8 @@ type DirectConfig struct {
 // rejects expired claims ("exp") and roles other than anon, authenticated
 // and service_role.
 type Direct struct {
+	baseservice.BaseService
+
 	pool       *pgxpool.Pool
 	cfg        DirectConfig
 	roundTrips atomic.Int64
@@ -79,14 +83,11 @@ func NewDirect(pool *pgxpool.Pool, cfg *DirectConfig) *Direct {
 	if c.SearchPath == "" {
 		c.SearchPath = "public, extensions"
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
 	if c.Authenticator == "" {
 		c.Authenticator = "authenticator"
 	}
 	c.Retry = c.Retry.withDefaults()
-	return &Direct{pool: pool, cfg: c}
+	return baseservice.Init(c.Archetype, &Direct{pool: pool, cfg: c})
 }
 
 // RoundTrips returns how many batches (network round trips) Direct has sent
@@ -236,7 +237,7 @@ func (d *Direct) identityRole(id Identity) (string, string, error) {
 			return "", "", NewError("PGRST303", "JWT exp claim is not a number", "", "", false)
 		}
 		expAt := time.Unix(0, int64(exp*float64(time.Second)))
-		if d.cfg.Now().After(expAt.Add(jwtClockSkew)) {
+		if d.Time.Now().After(expAt.Add(jwtClockSkew)) {
 			return "", "", NewError("PGRST303", "JWT expired", "", "", false)
 		}
 	}

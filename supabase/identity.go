@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orchable/orchable/baseservice"
 	"github.com/orchable/orchable/rls"
 )
 
@@ -19,17 +20,19 @@ import (
 //
 // main builds one and passes it to every part that acts as a user.
 type UserIdentities struct {
+	baseservice.BaseService
+
 	minter *rls.Minter // nil: claims alone
 	issuer string
 }
 
 // NewUserIdentities returns the identity source cfg allows: minted tokens
-// when cfg has a signing key or JWT secret, claims alone otherwise. base
-// gives the minter its logger and clock.
-func NewUserIdentities(base *rls.Base, cfg *rls.Config) (*UserIdentities, error) {
-	u := &UserIdentities{issuer: cfg.Issuer()}
+// when cfg has a signing key or JWT secret, claims alone otherwise.
+// archetype gives the minter and the claims' expiry their clock.
+func NewUserIdentities(archetype *baseservice.Archetype, cfg *rls.Config) (*UserIdentities, error) {
+	u := baseservice.Init(archetype, &UserIdentities{issuer: cfg.Issuer()})
 	if cfg.SigningKey.IsSet() || cfg.JWTSecret.IsSet() {
-		m, err := rls.NewMinter(base, cfg)
+		m, err := rls.NewMinter(archetype, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -49,7 +52,7 @@ func (u *UserIdentities) Identity(_ context.Context, user uuid.UUID) (Identity, 
 	}
 	b, err := json.Marshal(map[string]any{
 		"sub": user.String(), "role": "authenticated", "aud": "authenticated", "aal": "aal1",
-		"iss": u.issuer, "is_anonymous": false, "exp": time.Now().Add(10 * time.Minute).Unix(),
+		"iss": u.issuer, "is_anonymous": false, "exp": u.Time.Now().Add(10 * time.Minute).Unix(),
 	})
 	return Identity{Claims: b}, err
 }

@@ -254,10 +254,10 @@ func handler(t *testing.T) (*httptest.Server, *waker) {
 		SupabaseURL: "http://sb.test", JWTSecret: "test-jwt-secret-with-at-least-32-characters", JWKSDisabled: true,
 		WebhookMode: rls.WebhookModeSharedSecret, WebhookSecret: hookSecret, WebhookMaxBodyBytes: 1 << 20,
 	}
-	verifier, err := rls.NewVerifier(t.Context(), &rls.Base{}, cfg)
+	verifier, err := rls.NewVerifier(t.Context(), nil, cfg)
 	require.NoError(t, err)
 	t.Cleanup(verifier.Close)
-	wv, err := rls.NewWebhookVerifier(&rls.Base{}, cfg)
+	wv, err := rls.NewWebhookVerifier(nil, cfg)
 	require.NoError(t, err)
 	e := echo.New()
 	w := &waker{}

@@ -9,13 +9,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestServerRequests(t *testing.T) {
 	t.Parallel()
-	clock := NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	clock := baseservicetest.NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	srv := New(Config{Keys: map[string]string{"k1": "p1"}, Quotas: map[string]Quota{"p1": {RPD: 1}}, Clock: clock})
 	t.Cleanup(srv.Close)
 	tr := &http.Transport{}

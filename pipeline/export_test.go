@@ -1,0 +1,19 @@
+package pipeline
+
+// SweeperTestSignals receive one value each time the sweeper's loop has
+// handled an event, so a test knows a tick was handled without waiting on
+// real time.
+type SweeperTestSignals struct {
+	Kicked  <-chan struct{} // a kick (due work listed)
+	Swept   <-chan struct{} // a sweep tick (engine limits if unset, expired leases, due work)
+	Folded  <-chan struct{} // a fold tick
+	Renewed <-chan struct{} // a renewal tick (RenewLeases returned)
+}
+
+// InitTestSignals turns s's test signals on. Call it before Start, and
+// receive every signal the test causes (each channel buffers 100).
+func (s *Sweeper) InitTestSignals() SweeperTestSignals {
+	mk := func() chan struct{} { return make(chan struct{}, 100) }
+	s.testSignals = sweeperTestSignals{kicked: mk(), swept: mk(), folded: mk(), renewed: mk()}
+	return SweeperTestSignals{Kicked: s.testSignals.kicked, Swept: s.testSignals.swept, Folded: s.testSignals.folded, Renewed: s.testSignals.renewed}
+}
