@@ -15,9 +15,11 @@ import (
 // FakeClock is a manually driven baseservice.Clock. Time moves only when the
 // test calls Advance or Set, or when code calls Sleep (which advances the
 // clock by the requested duration at once, so simulated latency costs no
-// real time). Tickers fire inside Advance: when Advance returns, every tick
-// that fell due has been sent (or dropped, if the previous tick was not yet
-// received, as time.Ticker does). Safe for concurrent use.
+// real time). Tickers fire inside Advance: when Advance returns, each ticker
+// with a tick due has sent one (a move across several periods sends one
+// tick, and a tick is dropped if the previous one was not yet received, as
+// time.Ticker drops ticks a slow receiver misses), so what a test sees does
+// not depend on how fast the receiver is. Safe for concurrent use.
 type FakeClock struct {
 	mu      sync.Mutex
 	now     time.Time
@@ -70,12 +72,17 @@ func (c *FakeClock) setLocked(t time.Time) {
 		if tk.done {
 			continue
 		}
-		for !tk.next.After(t) {
+		if !tk.next.After(t) {
+			// One tick per move, however many periods it spans: the ticks
+			// in between are dropped, as time.Ticker drops ticks a slow
+			// receiver misses (and a full channel drops this one too).
 			select {
 			case tk.c <- tk.next:
-			default: // the receiver has not taken the last tick: dropped
+			default:
 			}
-			tk.next = tk.next.Add(tk.period)
+			for !tk.next.After(t) {
+				tk.next = tk.next.Add(tk.period)
+			}
 		}
 		live = append(live, tk)
 	}
