@@ -96,8 +96,10 @@ type body struct {
 //
 // Responses with a 5xx status carry a generic message plus "request_id", and
 // the internal error is logged here, once: at error level, or warn for
-// not_ready, which readiness probes repeat while a dependency is down. Tokens
-// never reach the log: the errors of rls never contain them.
+// not_ready, which readiness probes repeat while a dependency is down. That
+// line (method, route, status, request_id, error) is the request's only log
+// line: the request logger skips a request this handler logged. Tokens never
+// reach the log: the errors of rls never contain them.
 func HTTPErrorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -114,6 +116,7 @@ func HTTPErrorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 				// Failed readiness probes repeat while a dependency is down.
 				level = slog.LevelWarn
 			}
+			c.Set(errorLoggedKey, true)
 			logger.Log(c.Request().Context(), level, "handlers: request failed",
 				slog.String("method", c.Request().Method),
 				slog.String("path", c.Path()),
@@ -137,6 +140,10 @@ func HTTPErrorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		}
 	}
 }
+
+// errorLoggedKey marks (in the echo.Context) a request whose failure
+// HTTPErrorHandler has logged, so requestLogger does not log it again.
+const errorLoggedKey = "orchable.error_logged"
 
 const genericMessage = "internal error; quote the request_id when reporting it"
 

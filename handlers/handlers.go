@@ -146,8 +146,10 @@ func Register(e *echo.Echo, d *Deps) {
 }
 
 // requestLogger logs one line per request: method, route, path, status,
-// latency and request id. It never logs headers, bodies or query strings (a
-// token could be in any of them).
+// latency and request id. A request whose failure HTTPErrorHandler logged
+// (every 5xx returned as an error) is not logged again here: that line,
+// with the error, is the request's one line. It never logs headers, bodies
+// or query strings (a token could be in any of them).
 func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
 	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		HandleError:  true,
@@ -158,6 +160,9 @@ func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
 		LogLatency:   true,
 		LogRequestID: true,
 		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			if logged, _ := c.Get(errorLoggedKey).(bool); logged {
+				return nil
+			}
 			level := slog.LevelInfo
 			switch {
 			case v.Status >= http.StatusInternalServerError:

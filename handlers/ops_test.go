@@ -1,11 +1,13 @@
 package handlers_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,4 +147,80 @@ func TestPanicBecomes500(t *testing.T) {
 	require.NotContains(t, body["message"], "fakeWaker")
 	require.Contains(t, b.logs.String(), "fakeWaker: told to panic")
 	require.Contains(t, b.logs.String(), "handlers_test.(*fakeWaker).Notify") // the stack
+}
+
+// TestServerErrorLoggedOnce: a 5xx (a database failure, a panic, a failed
+// readiness probe) is logged exactly once, with its error, by the error
+// handler, and the request logger adds no second line for it; a 4xx keeps
+// its one access line.
+func TestServerErrorLoggedOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		givenSetup   func(b *testBundle)
+		whenRequest  func(t *testing.T, b *testBundle) *response
+		expectStatus int
+		expectLevel  string
+		expectInLog  string
+	}{
+		{
+			name:       "DatabaseFailure",
+			givenSetup: func(b *testBundle) { b.db.fail("pause_batch", errors.New("boom: the database fell over")) },
+			whenRequest: func(t *testing.T, b *testBundle) *response {
+				return b.api(t, http.MethodPost, "/api/v1/batches/"+apiBatchID+"/pause", uuid.New(), "")
+			},
+			expectStatus: http.StatusInternalServerError, expectLevel: "ERROR", expectInLog: "the database fell over",
+		},
+		{
+			name:       "Panic",
+			givenSetup: func(b *testBundle) { b.wake.panics = true },
+			whenRequest: func(t *testing.T, b *testBundle) *response {
+				return b.api(t, http.MethodPost, "/api/v1/tasks/"+apiTaskID+"/retry", uuid.New(), "")
+			},
+			expectStatus: http.StatusInternalServerError, expectLevel: "ERROR", expectInLog: "fakeWaker: told to panic",
+		},
+		{
+			name:         "NotReady",
+			givenSetup:   func(b *testBundle) { b.setReady(errors.New("database: connection refused")) },
+			whenRequest:  func(t *testing.T, b *testBundle) *response { return b.do(t, http.MethodGet, "/readyz", nil, nil) },
+			expectStatus: http.StatusServiceUnavailable, expectLevel: "WARN", expectInLog: "connection refused",
+		},
+		{
+			name:       "ClientError",
+			givenSetup: func(*testBundle) {},
+			whenRequest: func(t *testing.T, b *testBundle) *response {
+				return b.api(t, http.MethodGet, "/api/v1/batches/not-a-uuid", uuid.New(), "")
+			},
+			expectStatus: http.StatusBadRequest, expectLevel: "WARN",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			tt.givenSetup(b)
+			res := tt.whenRequest(t, b)
+			require.Equal(t, tt.expectStatus, res.Status, "body: %s", res.Body)
+			reqID := res.Header.Get("X-Request-Id")
+			require.NotEmpty(t, reqID)
+
+			var lines []map[string]any
+			for line := range strings.SplitSeq(strings.TrimSpace(b.logs.String()), "\n") {
+				var m map[string]any
+				require.NoError(t, json.Unmarshal([]byte(line), &m), line)
+				if m["request_id"] == reqID {
+					lines = append(lines, m)
+				}
+			}
+			require.Len(t, lines, 1, "log lines of the request: %v", lines)
+			require.Equal(t, tt.expectLevel, lines[0]["level"])
+			require.InDelta(t, tt.expectStatus, lines[0]["status"], 0)
+			if tt.expectInLog != "" {
+				require.Equal(t, "handlers: request failed", lines[0]["msg"])
+				require.Contains(t, lines[0]["error"], tt.expectInLog)
+			} else {
+				require.Equal(t, "handlers: request", lines[0]["msg"])
+			}
+		})
+	}
 }
