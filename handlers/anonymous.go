@@ -5,6 +5,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orchable/orchable/apierror"
 	"github.com/orchable/orchable/rls"
 )
 
@@ -20,7 +21,7 @@ func denyAnonymous(allow bool) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			if !allow {
 				if claims, ok := rls.ClaimsFromContext(c.Request().Context()); ok && claims.IsAnonymous {
-					return NewError(http.StatusForbidden, CodeAnonymousNotAllowed,
+					return apierror.New(http.StatusForbidden, CodeAnonymousNotAllowed,
 						"anonymous sign-ins cannot start work on this service: sign in with an account", nil)
 				}
 			}

@@ -3,13 +3,12 @@ package handlers
 import (
 	"cmp"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/orchable/orchable/rls"
+	"github.com/orchable/orchable/apierror"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -39,38 +38,8 @@ const (
 	CodeInternal         = "internal_error"
 )
 
-// Error is the one API error type. Status and Code describe the response,
-// Message is safe to show to the caller, and the wrapped error (never shown)
-// is for the log.
-type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-
-	err error
-}
-
-// NewError returns an *Error; cause may be nil.
-func NewError(status int, code, message string, cause error) *Error {
-	return &Error{Status: status, Code: code, Message: message, err: cause}
-}
-
-// Error implements error.
-func (e *Error) Error() string {
-	if e.err != nil {
-		return fmt.Sprintf("%s (%d): %s: %v", e.Code, e.Status, e.Message, e.err)
-	}
-	return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Message)
-}
-
-// Unwrap returns the underlying error, if any.
-func (e *Error) Unwrap() error { return e.err }
-
-// StatusCode returns the HTTP status.
-func (e *Error) StatusCode() int { return e.Status }
-
-func badRequest(code, message string, cause error) *Error {
-	return NewError(http.StatusBadRequest, code, message, cause)
+func badRequest(code, message string, cause error) *apierror.Error {
+	return apierror.New(http.StatusBadRequest, code, message, cause)
 }
 
 // body is what every error response carries.
@@ -83,8 +52,8 @@ type body struct {
 // HTTPErrorHandler returns the one Echo error handler of the service. It
 // renders every error as {"code","message"}:
 //
-//   - *rls.Error: its status, code and message, and its headers (WWW-Authenticate);
-//   - *Error: its status, code and message;
+//   - *apierror.Error (returned by handlers and by the rls middleware): its
+//     status, code and message, and its headers (WWW-Authenticate);
 //   - *supabase.Error: 4xx keep PostgREST's status with a stable code and
 //     PostgREST's message (the caller's own request, so the caller may see
 //     it); unavailable/timeout/serialization give 503 "unavailable"; an
@@ -112,7 +81,7 @@ func HTTPErrorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		if status >= http.StatusInternalServerError {
 			b.RequestID = c.Response().Header().Get(echo.HeaderXRequestID)
 			level := slog.LevelError
-			if he, ok := errors.AsType[*Error](err); ok && he.Code == CodeNotReady {
+			if ae, ok := errors.AsType[*apierror.Error](err); ok && ae.Code == CodeNotReady {
 				// Failed readiness probes repeat while a dependency is down.
 				level = slog.LevelWarn
 			}
@@ -149,11 +118,8 @@ const genericMessage = "internal error; quote the request_id when reporting it"
 
 // render maps err to a status, a body and extra headers.
 func render(err error) (int, body, http.Header) {
-	if re, ok := errors.AsType[*rls.Error](err); ok {
-		return re.StatusCode(), body{Code: re.Code, Message: re.Message}, re.Header
-	}
-	if he, ok := errors.AsType[*Error](err); ok {
-		return he.Status, body{Code: he.Code, Message: he.Message}, nil
+	if ae, ok := errors.AsType[*apierror.Error](err); ok {
+		return ae.Status, body{Code: ae.Code, Message: ae.Message}, ae.Header
 	}
 	if se, ok := errors.AsType[*supabase.Error](err); ok {
 		return renderSupabase(se)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/orchable/orchable/apierror"
 )
 
 // readyTimeout bounds one readiness check.
@@ -36,7 +38,7 @@ func (h *opsHandler) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
 	if err := h.ready(ctx); err != nil {
-		return NewError(http.StatusServiceUnavailable, CodeNotReady, "not ready", err)
+		return apierror.New(http.StatusServiceUnavailable, CodeNotReady, "not ready", err)
 	}
 	return c.JSON(http.StatusOK, statusResponse{Status: "ready"})
 }
@@ -49,7 +51,7 @@ func (h *opsHandler) metricsHandler(c echo.Context) error {
 		token, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(h.metricsToken)) != 1 {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="metrics"`)
-			return NewError(http.StatusUnauthorized, CodeUnauthorized, "metrics need the operator's bearer token", nil)
+			return apierror.New(http.StatusUnauthorized, CodeUnauthorized, "metrics need the operator's bearer token", nil)
 		}
 	}
 	h.metrics.ServeHTTP(c.Response(), c.Request())

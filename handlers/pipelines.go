@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orchable/orchable/apierror"
 	"github.com/orchable/orchable/pipeline"
 )
 
@@ -51,7 +52,7 @@ func (h *apiHandler) importPipeline(c echo.Context) error {
 	bundle, err := pipeline.ParseBundle(fsys, "bundle")
 	if err != nil {
 		if be, ok := errors.AsType[*pipeline.BundleError](err); ok {
-			return NewError(http.StatusUnprocessableEntity, CodeUnprocessable, strings.Join(be.Problems, "; "), err)
+			return apierror.New(http.StatusUnprocessableEntity, CodeUnprocessable, strings.Join(be.Problems, "; "), err)
 		}
 		return badRequest(CodeValidation, "the bundle could not be read", err)
 	}

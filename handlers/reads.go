@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orchable/orchable/apierror"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -539,7 +540,7 @@ func (h *apiHandler) batchPipeline(c echo.Context) error {
 		}
 	}
 	if _, err := uuid.Parse(configID); err != nil {
-		return NewError(http.StatusNotFound, CodeNotFound, "the batch's pipeline is not known", nil)
+		return apierror.New(http.StatusNotFound, CodeNotFound, "the batch's pipeline is not known", nil)
 	}
 	var rows []configRow
 	cq := supabase.Query{Columns: configColumns, Filters: []supabase.Filter{supabase.Eq("id", configID)}, Limit: 1}
@@ -547,7 +548,7 @@ func (h *apiHandler) batchPipeline(c echo.Context) error {
 		return err
 	}
 	if len(rows) == 0 {
-		return NewError(http.StatusNotFound, CodeNotFound, "the batch's pipeline is not visible", nil)
+		return apierror.New(http.StatusNotFound, CodeNotFound, "the batch's pipeline is not visible", nil)
 	}
 	return c.JSON(http.StatusOK, rows[0].info())
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orchable/orchable/apierror"
 	"github.com/orchable/orchable/rls"
 	"github.com/orchable/orchable/supabase"
 )
@@ -21,11 +22,11 @@ func caller(c echo.Context) (supabase.Identity, uuid.UUID, error) {
 	claims, ok := rls.ClaimsFromContext(ctx)
 	token, hasToken := rls.TokenFromContext(ctx)
 	if !ok || !hasToken || claims == nil {
-		return supabase.Identity{}, uuid.Nil, NewError(http.StatusUnauthorized, CodeUnauthorized, "sign in first", nil)
+		return supabase.Identity{}, uuid.Nil, apierror.New(http.StatusUnauthorized, CodeUnauthorized, "sign in first", nil)
 	}
 	raw, err := json.Marshal(claims)
 	if err != nil {
-		return supabase.Identity{}, uuid.Nil, NewError(http.StatusInternalServerError, CodeInternal, genericMessage, err)
+		return supabase.Identity{}, uuid.Nil, apierror.New(http.StatusInternalServerError, CodeInternal, genericMessage, err)
 	}
 	return supabase.Identity{Token: token, Claims: raw}, claims.UserID, nil
 }
@@ -50,7 +51,7 @@ func bindJSON(c echo.Context, dst any, optional bool) error {
 			return he
 		}
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return NewError(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "the request body is too large", err)
+			return apierror.New(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "the request body is too large", err)
 		}
 		return badRequest(CodeMalformedJSON, "the request body could not be read", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
-	"github.com/orchable/orchable/rls"
+	"github.com/orchable/orchable/apierror"
 )
 
 // Webhook outcomes, as answered ({"status": …}) and counted in metrics.
@@ -84,7 +84,7 @@ func (h *webhookHandler) handle(c echo.Context) error {
 // an INSERT of a task in plan (or pending), an UPDATE that moves a task into
 // plan/pending (retry, resume), or an UPDATE that sets approved_at on a
 // generated task. Everything else, including the echoes of the engine's own
-// writes, is not actionable. Bad input gives a 400 *Error.
+// writes, is not actionable. Bad input gives a 400 *apierror.Error.
 func classifyWebhook(raw []byte) (*taskRow, bool, error) {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
@@ -160,11 +160,8 @@ func (h *webhookHandler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func errorOutcome(err error) string {
-	if re, ok := errors.AsType[*rls.Error](err); ok {
-		return re.Code
-	}
-	if he, ok := errors.AsType[*Error](err); ok {
-		return he.Code
+	if ae, ok := errors.AsType[*apierror.Error](err); ok {
+		return ae.Code
 	}
 	return "error"
 }

@@ -7,7 +7,7 @@ import (
 // ParseBearer extracts the token from an Authorization header value of the form
 // "Bearer <token>" (RFC 6750 §2.1; the scheme is case-insensitive). An empty header gives
 // ErrMissingToken; anything else that is not a well-formed bearer credential gives
-// ErrTokenMalformed. Both are returned as a 401 [*Error]. The token itself is only checked for
+// ErrTokenMalformed. Both are returned as a 401 *apierror.Error. The token itself is only checked for
 // its character set here; [Verifier.Verify] does the rest.
 func ParseBearer(header string) (string, error) {
 	if strings.TrimSpace(header) == "" {

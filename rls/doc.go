@@ -15,7 +15,8 @@
 //   - [ServiceCredentials] is the one place where the service-role (secret) key is loaded. It
 //     bypasses RLS and is used only by the sweeper to find due work.
 //
-// Every rejection is an [*Error], which implements StatusCode() and describes the HTTP response the
-// project's error handler must write (see [Error]). Tokens and secrets are never logged; secrets
-// are held in [Secret], which prints as [redacted].
+// Every rejection is an *apierror.Error (the service's one HTTP error type), which implements
+// StatusCode() and describes the HTTP response the project's error handler must write, headers
+// included (WWW-Authenticate on a 401). Tokens and secrets are never logged; secrets are held in
+// [Secret], which prints as [redacted].
 package rls

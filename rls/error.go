@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/orchable/orchable/apierror"
 )
 
-// Stable error codes carried by [Error.Code]. They are part of the HTTP API.
+// Stable error codes carried by the Code of the *apierror.Error values this package returns.
+// They are part of the HTTP API.
 const (
 	// CodeMissingToken: the request has no bearer token (401).
 	CodeMissingToken = "missing_token"
@@ -59,60 +62,10 @@ var (
 	ErrWebhookSignatureTooLarge = errors.New("webhook-signature header too large")
 )
 
-// Error is the one error type of this package. It describes the HTTP response completely, so
-// middleware returns it instead of writing a body (STYLE §5).
-//
-// The project's HTTPErrorHandler should render it like this:
-//
-//	var re *rls.Error
-//	if errors.As(err, &re) {
-//		for name, values := range re.Header {
-//			for _, v := range values {
-//				c.Response().Header().Add(name, v)
-//			}
-//		}
-//		return c.JSON(re.StatusCode(), re) // {"code": re.Code, "message": re.Message}
-//	}
-//
-// The generic form (anything with StatusCode() int) also works, but then the WWW-Authenticate
-// header that RFC 6750 requires on 401 responses is lost. Error() may include the wrapped cause
-// (never a token or secret) and is meant for logs; the client sees only Code and Message.
-type Error struct {
-	// Status is the HTTP status: 401, 403, 409 or 413.
-	Status int `json:"-"`
-	// Code is a stable snake_case code, one of the Code constants.
-	Code string `json:"code"`
-	// Message is a short reason that is safe to show to the caller.
-	Message string `json:"message"`
-	// Header holds response headers the handler must set, e.g. WWW-Authenticate. May be nil.
-	Header http.Header `json:"-"`
-
-	err error
-}
-
-// Error implements error.
-func (e *Error) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("rls: %s: %s", e.Code, e.Message)
-	}
-	return fmt.Sprintf("rls: %s: %v", e.Code, e.err)
-}
-
-// Unwrap returns the reason (one of the Err variables) and its cause.
-func (e *Error) Unwrap() error { return e.err }
-
-// StatusCode returns the HTTP status, so Echo's error handling and errors.As pick it up.
-func (e *Error) StatusCode() int { return e.Status }
-
 // tokenError builds the 401 for a rejected bearer token. reason is one of the Err variables and
 // becomes the message; cause (optional) is kept for logs only.
-func tokenError(reason, cause error) *Error {
-	e := &Error{
-		Status:  http.StatusUnauthorized,
-		Code:    CodeInvalidToken,
-		Message: reason.Error(),
-		err:     wrapReason(reason, cause),
-	}
+func tokenError(reason, cause error) *apierror.Error {
+	e := apierror.New(http.StatusUnauthorized, CodeInvalidToken, reason.Error(), wrapReason(reason, cause))
 	if errors.Is(reason, ErrMissingToken) {
 		// RFC 6750 §3.1: a request without credentials gets no error code.
 		e.Code = CodeMissingToken
@@ -126,13 +79,8 @@ func tokenError(reason, cause error) *Error {
 }
 
 // webhookError builds the error for a rejected webhook.
-func webhookError(reason, cause error) *Error {
-	e := &Error{
-		Status:  http.StatusUnauthorized,
-		Code:    CodeInvalidWebhook,
-		Message: reason.Error(),
-		err:     wrapReason(reason, cause),
-	}
+func webhookError(reason, cause error) *apierror.Error {
+	e := apierror.New(http.StatusUnauthorized, CodeInvalidWebhook, reason.Error(), wrapReason(reason, cause))
 	switch {
 	case errors.Is(reason, ErrWebhookReplayed):
 		e.Status, e.Code = http.StatusConflict, CodeWebhookReplayed

@@ -9,10 +9,12 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/apierror"
 )
 
 // FuzzParseBearer feeds arbitrary Authorization headers through ParseBearer and, when a token
-// comes out, through Verify: nothing may panic, every failure must be a 401 *Error, and the error
+// comes out, through Verify: nothing may panic, every failure must be a 401 *apierror.Error, and the error
 // must never echo the token.
 func FuzzParseBearer(f *testing.F) {
 	clock := newTestClock()
@@ -60,7 +62,7 @@ func FuzzParseBearer(f *testing.F) {
 
 func requireUnauthorized(t *testing.T, err error) {
 	t.Helper()
-	var rerr *Error
+	var rerr *apierror.Error
 	require.ErrorAs(t, err, &rerr, "want *rls.Error, got %T", err)
 	require.Equal(t, http.StatusUnauthorized, rerr.StatusCode())
 	require.NotEmpty(t, rerr.Message)
@@ -68,7 +70,7 @@ func requireUnauthorized(t *testing.T, err error) {
 }
 
 // FuzzWebhookSignatureHeader feeds arbitrary webhook-signature, webhook-id and webhook-timestamp
-// headers to a Standard Webhooks verifier: nothing may panic, a failure is always an *Error, and a
+// headers to a Standard Webhooks verifier: nothing may panic, a failure is always an *apierror.Error, and a
 // header only verifies if it holds the right signature.
 func FuzzWebhookSignatureHeader(f *testing.F) {
 	key, err := decodeWebhookSecret(vectorSecret)
@@ -99,7 +101,7 @@ func FuzzWebhookSignatureHeader(f *testing.F) {
 
 		err = w.Verify(h, body)
 		if err != nil {
-			var rerr *Error
+			var rerr *apierror.Error
 			require.ErrorAs(t, err, &rerr, "want *rls.Error, got %T", err)
 			require.Contains(t, []int{http.StatusUnauthorized, http.StatusConflict}, rerr.StatusCode())
 		} else {

@@ -6,11 +6,13 @@ import (
 	"slices"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/orchable/orchable/apierror"
 )
 
 // Middleware returns Echo middleware that requires a valid bearer token. On success it stores the
 // claims and the token in the request context (read them with [ClaimsFromContext] and
-// [TokenFromContext]); on failure it returns a 401 [*Error] for the HTTPErrorHandler to render,
+// [TokenFromContext]); on failure it returns a 401 *apierror.Error for the HTTPErrorHandler to render,
 // and does not call the next handler. It does not log: the error handler is the one place that
 // logs (and it must not log the token, which the error never contains).
 func (v *Verifier) Middleware() echo.MiddlewareFunc {
@@ -32,7 +34,7 @@ func (v *Verifier) Middleware() echo.MiddlewareFunc {
 }
 
 // RequireRole returns Echo middleware, placed after [Verifier.Middleware], that lets through only
-// requests whose claims carry one of roles: no claims gives a 401 [*Error], another role a 403.
+// requests whose claims carry one of roles: no claims gives a 401 *apierror.Error, another role a 403.
 func RequireRole(roles ...string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -41,12 +43,8 @@ func RequireRole(roles ...string) echo.MiddlewareFunc {
 				return tokenError(ErrMissingToken, nil)
 			}
 			if !slices.Contains(roles, claims.Role) {
-				return &Error{
-					Status:  http.StatusForbidden,
-					Code:    CodeInsufficientRole,
-					Message: ErrRoleNotAllowed.Error(),
-					err:     fmt.Errorf("%w: role %q", ErrRoleNotAllowed, claims.Role),
-				}
+				return apierror.New(http.StatusForbidden, CodeInsufficientRole, ErrRoleNotAllowed.Error(),
+					fmt.Errorf("%w: role %q", ErrRoleNotAllowed, claims.Role))
 			}
 			return next(c)
 		}

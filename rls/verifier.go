@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 
+	"github.com/orchable/orchable/apierror"
 	"github.com/orchable/orchable/baseservice"
 )
 
@@ -47,7 +48,7 @@ const minRSABits = 2048
 //     window) and when a token names an unknown kid, at most once per
 //     Config.JWKSUnknownKIDInterval. A refresh replaces the whole set, so revoked keys stop
 //     verifying. Responses are size-capped and time-limited.
-//   - Failures are [*Error] values (401) whose message is a short reason; the token is never
+//   - Failures are *apierror.Error values (401) whose message is a short reason; the token is never
 //     logged or echoed.
 type Verifier struct {
 	baseservice.BaseService
@@ -153,7 +154,7 @@ func (v *Verifier) Close() {
 }
 
 // Verify checks a raw JWT (without the "Bearer " prefix) and returns its claims. Every failure is
-// a 401 [*Error] wrapping one of the token Err variables (ErrTokenExpired, ErrUnknownKeyID, …).
+// a 401 *apierror.Error wrapping one of the token Err variables (ErrTokenExpired, ErrUnknownKeyID, …).
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if token == "" {
 		return nil, tokenError(ErrMissingToken, nil)
@@ -254,7 +255,7 @@ func publicKeyFor(alg string, jwk jwkset.JWK) (any, error) {
 }
 
 // parseError maps a golang-jwt error to a token error with a specific reason.
-func parseError(err error) *Error {
+func parseError(err error) *apierror.Error {
 	for _, reason := range []error{ErrAlgorithmNotAllowed, ErrKeyIDMissing, ErrUnknownKeyID, ErrKeyAlgorithmMismatch} {
 		if errors.Is(err, reason) {
 			return tokenError(reason, err)

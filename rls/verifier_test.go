@@ -10,6 +10,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/apierror"
 )
 
 const testJWTSecret = "super-secret-jwt-token-with-at-least-32-characters-long"
@@ -333,7 +335,7 @@ func TestVerifierSecurityCorpus(t *testing.T) {
 				return
 			}
 			require.ErrorIs(t, err, tt.expectErr)
-			var rerr *Error
+			var rerr *apierror.Error
 			require.ErrorAs(t, err, &rerr)
 			require.Equal(t, http.StatusUnauthorized, rerr.StatusCode())
 			require.Equal(t, tt.expectErr.Error(), rerr.Message)
@@ -355,7 +357,7 @@ func TestVerifierErrorDescribesResponse(t *testing.T) {
 
 	_, err := b.verifier.Verify(t.Context(), token)
 
-	var rerr *Error
+	var rerr *apierror.Error
 	require.ErrorAs(t, err, &rerr)
 	require.Equal(t, CodeInvalidToken, rerr.Code)
 	require.Equal(t, `Bearer error="invalid_token", error_description="token expired"`, rerr.Header.Get("WWW-Authenticate"))

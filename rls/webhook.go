@@ -109,7 +109,7 @@ func decodeWebhookSecret(s string) ([]byte, error) {
 	return key, nil
 }
 
-// Verify authenticates one webhook from its headers and raw body. It returns nil or an [*Error]
+// Verify authenticates one webhook from its headers and raw body. It returns nil or an *apierror.Error
 // wrapping one of the ErrWebhook reasons: 401 for authentication failures, 409 for a replayed
 // webhook-id. In Standard mode a successful call records the webhook-id, so call it once per
 // delivery.
@@ -203,7 +203,7 @@ func WebhookIDFromContext(ctx context.Context) (string, bool) {
 }
 
 // Middleware returns Echo middleware that authenticates webhooks. It reads the body up to
-// Config.WebhookMaxBodyBytes (a larger one gives a 413 [*Error]), verifies it with
+// Config.WebhookMaxBodyBytes (a larger one gives a 413 *apierror.Error), verifies it with
 // [WebhookVerifier.Verify], and hands the handler an untouched copy of the body. In shared-secret
 // mode the header is checked before the body is read. Failures are returned, never written, so
 // the HTTPErrorHandler renders them.

@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/apierror"
 	"github.com/orchable/orchable/baseservice/baseservicetest"
 )
 
@@ -127,7 +128,7 @@ func TestWebhookStandardRejections(t *testing.T) {
 				return
 			}
 			require.ErrorIs(t, err, tt.expectErr)
-			var rerr *Error
+			var rerr *apierror.Error
 			require.ErrorAs(t, err, &rerr)
 			require.Equal(t, http.StatusUnauthorized, rerr.StatusCode())
 			require.Equal(t, CodeInvalidWebhook, rerr.Code)
@@ -144,7 +145,7 @@ func TestWebhookStandardReplay(t *testing.T) {
 	clock.Advance(4 * time.Minute)
 	err := w.Verify(vectorHeaders(), []byte(vectorPayload))
 	require.ErrorIs(t, err, ErrWebhookReplayed)
-	var rerr *Error
+	var rerr *apierror.Error
 	require.ErrorAs(t, err, &rerr)
 	require.Equal(t, http.StatusConflict, rerr.StatusCode())
 
@@ -231,9 +232,10 @@ func TestNewWebhookVerifierConfig(t *testing.T) {
 	require.NotContains(t, err.Error(), testSharedSecret)
 }
 
-// renderError is how handlers/ is expected to render an *Error (see the Error doc comment).
+// renderError renders an *apierror.Error as handlers.HTTPErrorHandler does: its headers, its
+// status and {"code","message"}.
 func renderError(err error, c echo.Context) {
-	if rerr, ok := errors.AsType[*Error](err); ok {
+	if rerr, ok := errors.AsType[*apierror.Error](err); ok {
 		for name, values := range rerr.Header {
 			for _, v := range values {
 				c.Response().Header().Add(name, v)
