@@ -49,6 +49,11 @@ var (
 // (empty for gateway errors). It implements StatusCode() so an Echo error
 // handler can pick the status up with errors.As, but its Message may contain
 // database details: do not show it to other tenants.
+//
+// It is deliberately not the HTTP API's error type (apierror.Error): it is
+// the data path's error in PostgREST's own terms, for callers that never
+// serve HTTP (the engine, the commands), and its code is the database's.
+// handlers.HTTPErrorHandler maps it to an API error with a stable code.
 type Error struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
