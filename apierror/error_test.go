@@ -32,7 +32,7 @@ func TestError(t *testing.T) {
 			if tt.givenCause != nil {
 				require.ErrorIs(t, err, tt.givenCause)
 			}
-			var wrapped error = fmt.Errorf("handler: %w", err)
+			wrapped := fmt.Errorf("handler: %w", err)
 			ae, ok := errors.AsType[*apierror.Error](wrapped)
 			require.True(t, ok)
 			require.Equal(t, "invalid_token", ae.Code)

@@ -158,7 +158,9 @@ func TestServerErrorLoggedOnce(t *testing.T) {
 	tests := []struct {
 		name         string
 		givenSetup   func(b *testBundle)
-		whenRequest  func(t *testing.T, b *testBundle) *response
+		whenMethod   string
+		whenPath     string
+		whenAnon     bool // no user token (the ops routes)
 		expectStatus int
 		expectLevel  string
 		expectInLog  string
@@ -166,31 +168,25 @@ func TestServerErrorLoggedOnce(t *testing.T) {
 		{
 			name:       "DatabaseFailure",
 			givenSetup: func(b *testBundle) { b.db.fail("pause_batch", errors.New("boom: the database fell over")) },
-			whenRequest: func(t *testing.T, b *testBundle) *response {
-				return b.api(t, http.MethodPost, "/api/v1/batches/"+apiBatchID+"/pause", uuid.New(), "")
-			},
+			whenMethod: http.MethodPost, whenPath: "/api/v1/batches/" + apiBatchID + "/pause",
 			expectStatus: http.StatusInternalServerError, expectLevel: "ERROR", expectInLog: "the database fell over",
 		},
 		{
 			name:       "Panic",
 			givenSetup: func(b *testBundle) { b.wake.panics = true },
-			whenRequest: func(t *testing.T, b *testBundle) *response {
-				return b.api(t, http.MethodPost, "/api/v1/tasks/"+apiTaskID+"/retry", uuid.New(), "")
-			},
+			whenMethod: http.MethodPost, whenPath: "/api/v1/tasks/" + apiTaskID + "/retry",
 			expectStatus: http.StatusInternalServerError, expectLevel: "ERROR", expectInLog: "fakeWaker: told to panic",
 		},
 		{
-			name:         "NotReady",
-			givenSetup:   func(b *testBundle) { b.setReady(errors.New("database: connection refused")) },
-			whenRequest:  func(t *testing.T, b *testBundle) *response { return b.do(t, http.MethodGet, "/readyz", nil, nil) },
+			name:       "NotReady",
+			givenSetup: func(b *testBundle) { b.setReady(errors.New("database: connection refused")) },
+			whenMethod: http.MethodGet, whenPath: "/readyz", whenAnon: true,
 			expectStatus: http.StatusServiceUnavailable, expectLevel: "WARN", expectInLog: "connection refused",
 		},
 		{
 			name:       "ClientError",
 			givenSetup: func(*testBundle) {},
-			whenRequest: func(t *testing.T, b *testBundle) *response {
-				return b.api(t, http.MethodGet, "/api/v1/batches/not-a-uuid", uuid.New(), "")
-			},
+			whenMethod: http.MethodGet, whenPath: "/api/v1/batches/not-a-uuid",
 			expectStatus: http.StatusBadRequest, expectLevel: "WARN",
 		},
 	}
@@ -199,7 +195,11 @@ func TestServerErrorLoggedOnce(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			tt.givenSetup(b)
-			res := tt.whenRequest(t, b)
+			user := uuid.New()
+			if tt.whenAnon {
+				user = uuid.Nil
+			}
+			res := b.api(t, tt.whenMethod, tt.whenPath, user, "")
 			require.Equal(t, tt.expectStatus, res.Status, "body: %s", res.Body)
 			reqID := res.Header.Get("X-Request-Id")
 			require.NotEmpty(t, reqID)
