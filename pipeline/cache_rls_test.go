@@ -23,8 +23,9 @@ func TestGeminiCachesOwnerOnlyAndJanitorTiming(t *testing.T) {
 	ctx := t.Context()
 	b := setup(t)
 	other := dbtest.CreateUser(ctx, t, b.pool)
-	b.templates(ctx, t, b.user, stage{id: "tpl-c", key: "c", prompt: "FAKE echo hi"})
-	batch := b.launch(ctx, t, b.user, "tpl-c", map[string]any{"x": 1})
+	tpl := "tpl-c-" + uuid.NewString()[:8] // fresh, so -count=N stays green
+	b.templates(ctx, t, b.user, stage{id: tpl, key: "c", prompt: "FAKE echo hi"})
+	batch := b.launch(ctx, t, b.user, tpl, map[string]any{"x": 1})
 	store := pipeline.NewCacheStore(b.db, claimsIdentity{})
 	k := model.CacheKey{BatchID: batch, Model: "gemini-test", ContentHash: "h1", Project: "proj-a"}
 	exp := time.Now().Add(10 * time.Minute)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/model"
@@ -15,9 +16,10 @@ func TestEstimateLaunch(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	b := setup(t)
+	tpl := "est-" + uuid.NewString()[:8] + "-" // fresh ids, so -count=N stays green
 	_, err := b.pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, default_ai_settings, stage_config, next_stage_template_ids, user_id)
-		values ('est-1', 'Read:\n%%GLOBAL_CONTEXT%%\nTopic: %%topic%%', 'outline', '{"model_id":"gemini-2.5-flash"}', '{}', '["est-2"]', $1),
-		       ('est-2', 'Expand %%outline%%', 'expand', '{"model":"gemini-2.5-pro","maxOutputTokens":1000}', '{"cardinality":"1:N"}', '[]', $1)`, b.user)
+		values ($2::text || '1', 'Read:\n%%GLOBAL_CONTEXT%%\nTopic: %%topic%%', 'outline', '{"model_id":"gemini-2.5-flash"}', '{}', jsonb_build_array($2::text || '2'), $1),
+		       ($2::text || '2', 'Expand %%outline%%', 'expand', '{"model":"gemini-2.5-pro","maxOutputTokens":1000}', '{"cardinality":"1:N"}', '[]', $1)`, b.user, tpl)
 	require.NoError(t, err)
 	rows := make([]json.RawMessage, 100)
 	for i := range rows {
@@ -25,7 +27,7 @@ func TestEstimateLaunch(t *testing.T) {
 	}
 	doc, _ := json.Marshal(map[string]string{"handbook": strings.Repeat("x", 80_000)}) // 20k tokens
 	id, _ := claimsIdentity{}.Identity(ctx, b.user)
-	est, err := pipeline.EstimateLaunch(ctx, b.db, id, &pipeline.EstimateConfig{}, "est-1", rows, doc)
+	est, err := pipeline.EstimateLaunch(ctx, b.db, id, &pipeline.EstimateConfig{}, tpl+"1", rows, doc)
 	require.NoError(t, err)
 	require.Equal(t, 200, est.Tasks)
 	require.Len(t, est.Stages, 2)

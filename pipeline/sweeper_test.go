@@ -89,6 +89,20 @@ func (m *heldModel) Generate(ctx context.Context, req model.Request) (model.Resp
 	}
 }
 
+// claimObserver is chanObserver that also reports failed claims.
+type claimObserver struct {
+	chanObserver
+
+	failed chan error
+}
+
+func (o claimObserver) ClaimFailed(err error) {
+	select {
+	case o.failed <- err:
+	default:
+	}
+}
+
 // testStart is where the fake clocks of these tests start.
 func testStart() time.Time { return time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC) }
 
@@ -181,7 +195,8 @@ func TestSweeperRenewsLeasesWhenDue(t *testing.T) {
 	const lease = 90 * time.Second
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{Archetype: arch, LeaseDuration: lease, WorkerID: "rn-" + p}, db, gen)
 	finished := make(chan pipeline.Result, 10)
-	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Archetype: arch, Observer: chanObserver{finished}}, onlyUser{b.user}, r)
+	obs := claimObserver{chanObserver: chanObserver{finished}, failed: make(chan error, 100)}
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Archetype: arch, Observer: obs}, onlyUser{b.user}, r)
 	s := pipeline.NewSweeper(&pipeline.SweeperConfig{Archetype: arch, Interval: time.Hour, FoldInterval: time.Hour}, db, supabase.ServiceIdentity(""), d)
 	sig := s.InitTestSignals()
 	d.Start(ctx)
@@ -191,11 +206,22 @@ func TestSweeperRenewsLeasesWhenDue(t *testing.T) {
 		_ = d.Stop(context.WithoutCancel(ctx))
 	})
 
+	// The start-up sweep lists due work across the shared database; hand
+	// this user to the dispatcher directly too, and again after a failed
+	// claim (a failed claim drops the hint until the next sweep, which
+	// this clock never brings).
+	d.Notify(b.user)
 	var task uuid.UUID
-	select {
-	case task = <-gen.entered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the task never reached the model")
+	deadline := time.After(30 * time.Second)
+	for task == uuid.Nil {
+		select {
+		case task = <-gen.entered:
+		case err := <-obs.failed:
+			t.Logf("a claim failed (another user's, or under load): %v", err)
+			d.Notify(b.user)
+		case <-deadline:
+			t.Fatal("the task never reached the model")
+		}
 	}
 	awaitSignal(t, sig.Kicked, "the kick of Start")
 	leaseUntil := func() time.Time {
