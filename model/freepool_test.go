@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 	"github.com/orchable/orchable/model/geminitest"
 )
 
@@ -29,7 +30,7 @@ func (p *memPool) PoolKeys(context.Context, string) ([]StoredKey, error) {
 func TestKeyPoolFreePool(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clock := geminitest.NewFakeClock(pacificStart)
+	clock := baseservicetest.NewFakeClock(pacificStart)
 	store := newMemStore(clock.Now)
 	user, operator := uuid.New(), uuid.New()
 	personal, poolKey := uuid.New(), uuid.New()
@@ -38,7 +39,7 @@ func TestKeyPoolFreePool(t *testing.T) {
 		ID: poolKey, UserID: operator, Name: "pool", Ciphertext: "AIza-pool", Priority: 1,
 		FreeTierLimit: Limit{RPM: 2},
 	}}}
-	cfg := &Config{Clock: clock, Pool: PoolConfig{
+	cfg := &Config{Archetype: clock.Archetype(nil), Pool: PoolConfig{
 		FreePool:     pool,
 		OperatorKeys: []OperatorKey{{Name: "op", APIKey: "AIza-operator"}},
 		Limits:       map[string]Limit{"gemini-test": {RPM: 100}},
@@ -65,7 +66,7 @@ func TestKeyPoolFreePool(t *testing.T) {
 
 	// No pool key and no operator key: the free task fails with a clear
 	// error, it does not fall back to the owner's personal key.
-	bare, err := NewKeyPool(&Config{Clock: clock, Pool: PoolConfig{FreePool: &memPool{}}}, store, nil)
+	bare, err := NewKeyPool(&Config{Archetype: clock.Archetype(nil), Pool: PoolConfig{FreePool: &memPool{}}}, store, nil)
 	require.NoError(t, err)
 	_, err = bare.AcquireFreePool(ctx, user, "gemini-test", 10)
 	var me *Error
@@ -75,7 +76,7 @@ func TestKeyPoolFreePool(t *testing.T) {
 
 	// Operator keys reserved for the free pool: a personal request of a
 	// user without keys gets no operator key.
-	reserved, err := NewKeyPool(&Config{Clock: clock, Pool: PoolConfig{
+	reserved, err := NewKeyPool(&Config{Archetype: clock.Archetype(nil), Pool: PoolConfig{
 		OperatorKeys: []OperatorKey{{Name: "op", APIKey: "AIza-operator"}}, OperatorKeysFreePoolOnly: true,
 	}}, newMemStore(clock.Now), nil)
 	require.NoError(t, err)
@@ -89,7 +90,7 @@ func TestKeyPoolFreePool(t *testing.T) {
 	// The fake server confirms which key served a free-pool request.
 	srv := geminitest.New(geminitest.Config{Clock: clock, Keys: map[string]string{"AIza-personal": "p-user", "AIza-pool": "p-pool"}})
 	t.Cleanup(srv.Close)
-	ccfg := &Config{Clock: clock, BaseURL: srv.URL, DefaultModel: "gemini-test", Pool: PoolConfig{FreePool: &memPool{keys: pool.keys}}}
+	ccfg := &Config{Archetype: clock.Archetype(nil), BaseURL: srv.URL, DefaultModel: "gemini-test", Pool: PoolConfig{FreePool: &memPool{keys: pool.keys}}}
 	ckp, err := NewKeyPool(ccfg, store, nil)
 	require.NoError(t, err)
 	client, err := NewClient(ccfg, ckp)

@@ -248,7 +248,7 @@ func (p *KeyPool) freePoolCandidates(ctx context.Context, model string) ([]candi
 		secret, err := p.cipher.Decrypt(sk.Ciphertext, KeyRow{ID: sk.ID, UserID: sk.UserID})
 		if err != nil {
 			undecryptable++
-			p.cfg.Logger.WarnContext(ctx, "model: skipping free-pool API key that cannot be decrypted",
+			p.Logger.WarnContext(ctx, "model: skipping free-pool API key that cannot be decrypted",
 				slog.String("key_id", sk.ID.String()), slog.String("error", err.Error()))
 			continue
 		}
