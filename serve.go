@@ -271,7 +271,7 @@ func newGenerator(cfg *config.Config, a *app, metrics *handlers.Metrics) (pipeli
 		store = model.NewRPCStore(a.db, a.ids)
 	}
 	store = observedKeyStore{KeyStore: store, metrics: metrics}
-	mcfg.Pool.FreePool = freePoolKeys{db: a.serviceDB, service: a.service}
+	mcfg.Pool.FreePool = model.NewRPCPoolStore(a.serviceDB, a.service)
 	pool, err := model.NewKeyPool(&mcfg, store, cipher)
 	if err != nil {
 		return nil, err

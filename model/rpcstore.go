@@ -104,3 +104,63 @@ func nilIfNilUUID(u uuid.UUID) any {
 	}
 	return u
 }
+
+// RPCPoolStore is the PoolKeyStore over the data path: it lists the
+// operator's free-pool keys for free-tier tasks through public.pool_api_keys,
+// with the service identity (the function is service_role only: a user never
+// sees a pool key). The only other use of the service credential besides
+// finding due work and expiring leases; it reads keys, never task content.
+type RPCPoolStore struct {
+	db      supabase.DB
+	service supabase.Identity
+}
+
+// NewRPCPoolStore returns a store that calls db as service (the service
+// identity, supabase.ServiceIdentity).
+func NewRPCPoolStore(db supabase.DB, service supabase.Identity) *RPCPoolStore {
+	return &RPCPoolStore{db: db, service: service}
+}
+
+// PoolKeys returns the free-pool keys usable for modelID with their block
+// state and free-tier budgets.
+func (s *RPCPoolStore) PoolKeys(ctx context.Context, modelID string) ([]StoredKey, error) {
+	var rows []struct {
+		ID                  uuid.UUID  `json:"id"`
+		UserID              uuid.UUID  `json:"user_id"`
+		KeyName             string     `json:"key_name"`
+		APIKeyEncrypted     string     `json:"api_key_encrypted"`
+		ModelPreference     string     `json:"model_preference"`
+		Priority            int        `json:"priority"`
+		Project             *string    `json:"project"`
+		LastUsedAt          *time.Time `json:"last_used_at"`
+		BlockedUntil        *time.Time `json:"blocked_until"`
+		ProjectBlockedUntil *time.Time `json:"project_blocked_until"`
+		FreeTierRPM         *int       `json:"free_tier_rpm"`
+		FreeTierTPM         *int       `json:"free_tier_tpm"`
+	}
+	if err := s.db.RPC(supabase.Idempotent(ctx), s.service, "pool_api_keys", map[string]any{"p_model": modelID}, &rows); err != nil {
+		return nil, fmt.Errorf("error loading free-pool keys: %w", err)
+	}
+	out := make([]StoredKey, 0, len(rows))
+	for _, r := range rows {
+		k := StoredKey{
+			ID: r.ID, UserID: r.UserID, Name: r.KeyName, Ciphertext: r.APIKeyEncrypted,
+			ModelPreference: r.ModelPreference, Priority: r.Priority,
+			FreeTierLimit: Limit{RPM: deref(r.FreeTierRPM), TPM: deref(r.FreeTierTPM)},
+		}
+		if r.Project != nil {
+			k.Project = *r.Project
+		}
+		if r.LastUsedAt != nil {
+			k.LastUsedAt = *r.LastUsedAt
+		}
+		if r.BlockedUntil != nil {
+			k.BlockedUntil = *r.BlockedUntil
+		}
+		if r.ProjectBlockedUntil != nil {
+			k.ProjectBlockedUntil = *r.ProjectBlockedUntil
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
