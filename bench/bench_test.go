@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -49,6 +50,36 @@ func TestSmoke(t *testing.T) {
 			if f.Value < 0 {
 				t.Errorf("%s: %s = %v", s.name, f.Name, f.Value)
 			}
+		}
+		checkCostFigures(t, s.name, r.Figures)
+	}
+}
+
+// checkCostFigures checks that the database-cost figures are there; the
+// row counts come from pg_stat_all_tables, so they are measured on any
+// server (CPU and WAL may be n/a on a remote one, with a reason).
+func checkCostFigures(t *testing.T, scenario string, figs []Figure) {
+	t.Helper()
+	want := map[string][]string{
+		"throughput-noop":     {"DB CPU/task", "server CPU/task", "WAL/task, bench DB's records", "WAL/task, server-wide", "index entries written/task, upper bound"},
+		"throughput-pipeline": {"DB CPU/task", "WAL/task, bench DB's records", "index entries written/task, upper bound"},
+		"scaling":             {"N:1 merge over", "users ×", "DB CPU/completion", "rows read/completion", "completion latency p99"},
+	}[scenario]
+	for _, name := range want {
+		var found *Figure
+		for i := range figs {
+			if strings.Contains(figs[i].Name, name) {
+				found = &figs[i]
+				break
+			}
+		}
+		switch {
+		case found == nil:
+			t.Errorf("%s: no figure %q", scenario, name)
+		case strings.HasPrefix(found.Note, "n/a"):
+			t.Logf("%s: %s: %s", scenario, found.Name, found.Note)
+		case strings.Contains(name, "index entries") && found.Value < 2:
+			t.Errorf("%s: %s = %v, want at least 2 (two updates per task)", scenario, found.Name, found.Value)
 		}
 	}
 }
