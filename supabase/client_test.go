@@ -423,7 +423,15 @@ func TestClientCancellation(t *testing.T) {
 		b, arrived := blockingServer(t, &supabase.Config{Timeout: 50 * time.Millisecond})
 		done := make(chan error, 1)
 		go func() { done <- b.client.Select(t.Context(), supabase.Identity{}, "t", supabase.Query{}, nil) }()
-		<-arrived
+		// On a loaded machine the 50 ms can run out before the request
+		// reaches the handler; the call must time out either way (waiting
+		// for arrival alone hung a CI run).
+		select {
+		case <-arrived:
+		case err := <-done:
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			return
+		}
 		select {
 		case err := <-done:
 			require.ErrorIs(t, err, context.DeadlineExceeded)
