@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/supabase/dbtest"
@@ -75,4 +76,110 @@ func TestMergeConcatenatesMergePath(t *testing.T) { //nolint:tparallel // each c
 			require.EqualValues(t, len(tt.outputs), in["_merged_from_count"])
 		})
 	}
+}
+
+// A feeder's completion does not read the rest of its owner's tasks, and
+// the completion that closes an N:1 merge reads its scope once, however
+// large the owner's other work is and however long the connection has
+// lived: with plan_cache_mode = force_generic_plan (the plan a pooled
+// connection caches after five executions), barrier queries that left the
+// owner out of the scope index ANDed it with the owner's index and read an
+// entry for every task the owner has, and the closing completion read its
+// scope four times over. Reads are the transaction's own statistics
+// (pg_stat_get_xact_*): rows fetched from the heap and index entries read.
+// The bounds are in scope tasks (dead row versions of the scope, left by the
+// claims, are read too); the owner's other batch is 100 times the scope.
+// Before the fix this test read, under the same conditions, 5,303 index
+// entries for a feeder and 20,358 rows and 31,366 entries for the closing
+// completion; after it, 5 entries, and 155 rows and 166 entries.
+func TestBarrierReadsOnlyItsScope(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	user := dbtest.CreateUser(ctx, t, b.pool)
+	id, _ := claimsIdentity{}.Identity(ctx, user)
+	p := "scope-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, user,
+		stage{id: p + "A", key: "part", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "M"}},
+		stage{id: p + "M", key: "merged", prompt: "x", cfg: map[string]any{"cardinality": "N:1"}},
+	)
+	const scope, others = 50, 5000
+	rows := make([]map[string]any, scope)
+	for i := range rows {
+		rows[i] = map[string]any{"i": i}
+	}
+	batch := b.launch(ctx, t, user, p+"A", rows...)
+	// The owner's other batch of the same stage, finished.
+	other := b.launch(ctx, t, user, p+"A", map[string]any{"i": -1})
+	tx, err := b.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, "select set_config('orchable.engine', 'on', true)")
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `insert into public.ai_tasks (id, task_type, status, input_data, output_data, user_id, batch_id, launch_id,
+			root_task_id, step_number, stage_key, prompt_template_id, sequence, attempts, completed_at)
+		select g.id, 'part', 'completed', '{}', '{"output_data": ["other"]}', b.user_id, b.batch_id, b.launch_id,
+			g.id, 1, 'part', $3, g.n, 1, now()
+		from (select gen_random_uuid() as id, n from generate_series(1, $2::int) n) g,
+			(select user_id, batch_id, launch_id from public.ai_tasks where batch_id = $1 limit 1) b`, other, others, p+"A")
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+
+	q, err := b.pool.Query(ctx, "select id from public.ai_tasks where batch_id = $1 order by sequence", batch)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(q, pgx.RowTo[uuid.UUID])
+	require.NoError(t, err)
+	require.Len(t, ids, scope)
+	var claimed []json.RawMessage
+	require.NoError(t, b.db.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "scope", "p_limit": scope, "p_task_ids": ids}, &claimed))
+	require.Len(t, claimed, scope)
+	output := func(i int) map[string]any { return map[string]any{"output_data": []any{i}} }
+	for i, tid := range ids[:scope-2] {
+		require.NoError(t, b.db.RPC(ctx, id, "complete_task", map[string]any{
+			"p_task_id": tid, "p_worker": "scope", "p_output": output(i), "p_usage": map[string]any{},
+		}, nil))
+	}
+
+	as := dbtest.TestTx(ctx, t)
+	dbtest.AsUser(ctx, t, as, user)
+	_, err = as.Exec(ctx, "set local plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	type reads struct{ rows, entries int64 }
+	read := func() reads {
+		var r reads
+		require.NoError(t, as.QueryRow(ctx, `select
+				(select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass),
+				(select coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::bigint from pg_index where indrelid = 'public.ai_tasks'::regclass)`,
+		).Scan(&r.rows, &r.entries))
+		return r
+	}
+	complete := func(i int) reads {
+		before := read()
+		_, err := as.Exec(ctx, "select public.complete_task($1, 'scope', $2, '{}')", ids[i], output(i))
+		require.NoError(t, err)
+		after := read()
+		return reads{after.rows - before.rows, after.entries - before.entries}
+	}
+	feeder := complete(scope - 2)
+	closing := complete(scope - 1)
+	t.Logf("a feeder's completion read %d rows and %d index entries; the closing one %d and %d (scope %d, the owner's other batch %d)",
+		feeder.rows, feeder.entries, closing.rows, closing.entries, scope, others)
+	require.Less(t, feeder.rows, int64(20), "rows read by a feeder's completion")
+	require.Less(t, feeder.entries, int64(5*scope), "index entries read by a feeder's completion (two probes)")
+	require.Less(t, closing.rows, int64(5*scope), "rows read by the closing completion")
+	require.Less(t, closing.entries, int64(10*scope), "index entries read by the closing completion")
+
+	var raw []byte
+	require.NoError(t, as.QueryRow(ctx, "select input_data from public.ai_tasks where batch_id = $1 and stage_key = 'merged'", batch).Scan(&raw))
+	var in struct {
+		Items []int `json:"output_data"`
+		Count int   `json:"_merged_from_count"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &in))
+	want := make([]int, scope)
+	for i := range want {
+		want[i] = i
+	}
+	require.Equal(t, want, in.Items, "merged items in sequence order")
+	require.Equal(t, scope, in.Count)
 }

@@ -25,10 +25,10 @@ declare
   merged_count int;
   failed_count int;
   merge_path text;
-  dep_outputs jsonb;
   root_input jsonb;
   child_input jsonb;
   last_parent public.ai_tasks;
+  last_id uuid;
   rc int;
 begin
   perform pg_advisory_xact_lock(hashtext('orchable.barrier:' || owner::text || ':' || key));
@@ -41,29 +41,62 @@ begin
           array_remove(orchable.upstream_stages(succ.id, owner, succ.user_id), succ.stage_key::text)) then
     return -1;
   end if;
-  select max(t.step_number) into max_step
-  from public.ai_tasks t
-  where t.user_id = owner
-    and (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr) and t.stage_key = any(deps);
+  -- The barrier closes: read the scope once (orchable.scope_tasks, one
+  -- index per scope kind) and build everything from that one read. This is
+  -- the only completion of a scope that reads all of it, as its input is
+  -- made of every parent's output; every other feeder stops at the
+  -- scope_has_open probes above.
+  merge_path := coalesce(nullif(cfg ->> 'merge_path', ''), 'output_data');
+  with s as materialized (
+    select t.id, t.status, t.step_number, t.completed_at, t.sequence, t.created_at, t.root_task_id, t.stage_key,
+           coalesce(t.edited_output_data, t.output_data) as o
+    from orchable.scope_tasks(owner, sb, sl, sr, deps) t
+  )
+  select max(s.step_number),
+         count(*) filter (where s.status in ('completed', 'approved', 'skipped')),
+         count(*) filter (where s.status in ('failed', 'cancelled')),
+         (select l.id from s l where l.status in ('completed', 'approved')
+          order by l.completed_at desc nulls last, l.id desc limit 1),
+         case when is_join then (
+           select coalesce(jsonb_object_agg(g.stage_key, g.outs), '{}'::jsonb)
+           from (
+             select j.stage_key,
+                    case when count(*) = 1 then (array_agg(j.o))[1]
+                         else jsonb_agg(j.o order by j.sequence, j.created_at) end as outs
+             from s j where j.status in ('completed', 'approved')
+             group by j.stage_key
+           ) g)
+         else (
+           select coalesce(jsonb_agg(y.e order by m.root_seq, m.sequence, m.created_at, m.id, y.ord), '[]'::jsonb)
+           from (
+             select p.*,
+                    -- A root is its own root (no lookup); a feeder below a
+                    -- root takes its root's sequence.
+                    case when p.root_task_id = p.id then p.sequence
+                         when p.root_task_id is not null then
+                           (select r.sequence from public.ai_tasks r where r.id = p.root_task_id and r.user_id = owner)
+                    end as root_seq
+             from s p where p.status in ('completed', 'approved')
+           ) m
+           cross join lateral (select orchable.json_path(m.o, merge_path) as v) vv
+           cross join lateral (
+             select case
+               when m.o is null then '[]'::jsonb
+               when jsonb_typeof(vv.v) = 'array' then vv.v
+               when vv.v is null then jsonb_build_array(m.o)
+               else jsonb_build_array(vv.v)
+             end as v
+           ) x
+           cross join lateral jsonb_array_elements(x.v) with ordinality as y(e, ord))
+         end
+    into max_step, merged_count, failed_count, last_id, merged
+  from s;
   max_step := coalesce(max_step, trig.step_number);
 
-  select * into last_parent from public.ai_tasks t
-  where t.user_id = owner
-    and (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr)
-    and t.stage_key = any(deps) and t.status in ('completed', 'approved')
-  order by t.completed_at desc nulls last, t.id desc
-  limit 1;
-
-  select count(*) filter (where t.status in ('completed', 'approved', 'skipped')),
-         count(*) filter (where t.status in ('failed', 'cancelled'))
-    into merged_count, failed_count
-  from public.ai_tasks t
-  where t.user_id = owner
-    and (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr) and t.stage_key = any(deps);
-
-  if last_parent.id is null then
+  if last_id is null then
     return 0;
   end if;
+  select * into last_parent from public.ai_tasks t where t.id = last_id and t.user_id = owner;
   if last_parent.user_id is distinct from owner then
     raise exception using errcode = '42501', message = 'barrier parent belongs to another owner; refusing';
   end if;
@@ -71,40 +104,8 @@ begin
   if is_join then
     select input_data into root_input from public.ai_tasks
     where id = coalesce(last_parent.root_task_id, last_parent.id) and user_id = owner;
-    select coalesce(jsonb_object_agg(stage_key, outs), '{}'::jsonb) into dep_outputs
-    from (
-      select t.stage_key,
-             case when count(*) = 1 then (array_agg(coalesce(t.edited_output_data, t.output_data)))[1]
-                  else jsonb_agg(coalesce(t.edited_output_data, t.output_data) order by t.sequence, t.created_at) end as outs
-      from public.ai_tasks t
-      where t.user_id = owner
-        and (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr)
-        and t.stage_key = any(deps) and t.status in ('completed', 'approved')
-      group by t.stage_key
-    ) s;
-    child_input := coalesce(root_input, '{}'::jsonb) || dep_outputs;
+    child_input := coalesce(root_input, '{}'::jsonb) || merged;
   else
-    merge_path := coalesce(nullif(cfg ->> 'merge_path', ''), 'output_data');
-    select coalesce(jsonb_agg(e order by root_seq, seq, created_at, id, ord), '[]'::jsonb) into merged
-    from (
-      select (select r.sequence from public.ai_tasks r where r.id = t.root_task_id and r.user_id = owner) as root_seq,
-             t.sequence as seq, t.created_at, t.id, y.ord, y.e
-      from public.ai_tasks t
-      cross join lateral (select coalesce(t.edited_output_data, t.output_data) as o) oo
-      cross join lateral (select orchable.json_path(oo.o, merge_path) as v) vv
-      cross join lateral (
-        select case
-          when oo.o is null then '[]'::jsonb
-          when jsonb_typeof(vv.v) = 'array' then vv.v
-          when vv.v is null then jsonb_build_array(oo.o)
-          else jsonb_build_array(vv.v)
-        end as v
-      ) x
-      cross join lateral jsonb_array_elements(x.v) with ordinality as y(e, ord)
-      where t.user_id = owner
-        and (t.batch_id = sb or t.launch_id = sl or t.root_task_id = sr or t.id = sr)
-        and t.stage_key = any(deps) and t.status in ('completed', 'approved')
-    ) m;
     child_input := orchable.return_along_with(last_parent.input_data, cfg,
       jsonb_build_object(merge_path, merged, '_merged_from_count', merged_count, '_failed_count', failed_count));
   end if;
