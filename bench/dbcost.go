@@ -68,6 +68,7 @@ type tableWrites struct {
 	Ins, Upd, HotUpd, Del int64
 	DeadTup               int64
 	SeqRead, IdxFetch     int64 // rows read by sequential scans, fetched by index scans
+	IdxRead               int64 // index entries read by index scans (idx_tup_read of the table's indexes)
 	Indexes, FullIndexes  int64
 	Toast                 bool
 	IndexMax, IndexMin    int64 // index entries written, upper and lower bound
@@ -289,10 +290,10 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 		a, b := m.tables0[name], t1[name]
 		w := tableWrites{
 			Name: name, Ins: b.Ins - a.Ins, Upd: b.Upd - a.Upd, HotUpd: b.HotUpd - a.HotUpd, Del: b.Del - a.Del,
-			DeadTup: b.DeadTup - a.DeadTup, SeqRead: b.SeqRead - a.SeqRead, IdxFetch: b.IdxFetch - a.IdxFetch,
+			DeadTup: b.DeadTup - a.DeadTup, SeqRead: b.SeqRead - a.SeqRead, IdxFetch: b.IdxFetch - a.IdxFetch, IdxRead: b.IdxRead - a.IdxRead,
 			Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast,
 		}
-		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 && w.SeqRead == 0 && w.IdxFetch == 0 {
+		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 && w.SeqRead == 0 && w.IdxFetch == 0 && w.IdxRead == 0 {
 			continue
 		}
 		nonHot := w.Ins + w.Upd - w.HotUpd
@@ -337,6 +338,7 @@ func (m *costMeter) tableStats(ctx context.Context) (map[string]tableWrites, err
 		       s.schemaname = 'pg_toast',
 		       s.n_tup_ins, s.n_tup_upd, s.n_tup_hot_upd, s.n_tup_del, s.n_dead_tup,
 		       coalesce(s.seq_tup_read, 0), coalesce(s.idx_tup_fetch, 0),
+		       (select coalesce(sum(x.idx_tup_read), 0)::bigint from pg_stat_all_indexes x where x.relid = s.relid),
 		       (select count(*) from pg_index i where i.indrelid = s.relid),
 		       (select count(*) from pg_index i where i.indrelid = s.relid and i.indpred is null)
 		from pg_stat_all_tables s
@@ -348,7 +350,7 @@ func (m *costMeter) tableStats(ctx context.Context) (map[string]tableWrites, err
 	out := map[string]tableWrites{}
 	for rows.Next() {
 		var w tableWrites
-		if err := rows.Scan(&w.Name, &w.Toast, &w.Ins, &w.Upd, &w.HotUpd, &w.Del, &w.DeadTup, &w.SeqRead, &w.IdxFetch, &w.Indexes, &w.FullIndexes); err != nil {
+		if err := rows.Scan(&w.Name, &w.Toast, &w.Ins, &w.Upd, &w.HotUpd, &w.Del, &w.DeadTup, &w.SeqRead, &w.IdxFetch, &w.IdxRead, &w.Indexes, &w.FullIndexes); err != nil {
 			return nil, fmt.Errorf("error reading table statistics: %w", err)
 		}
 		out[w.Name] = w
@@ -478,7 +480,7 @@ func (c dbCost) sum(keep func(string) bool) tableWrites {
 	for _, w := range c.Tables {
 		if keep(w.Name) {
 			t.Ins, t.Upd, t.HotUpd, t.Del, t.DeadTup = t.Ins+w.Ins, t.Upd+w.Upd, t.HotUpd+w.HotUpd, t.Del+w.Del, t.DeadTup+w.DeadTup
-			t.SeqRead, t.IdxFetch = t.SeqRead+w.SeqRead, t.IdxFetch+w.IdxFetch
+			t.SeqRead, t.IdxFetch, t.IdxRead = t.SeqRead+w.SeqRead, t.IdxFetch+w.IdxFetch, t.IdxRead+w.IdxRead
 			t.IndexMax, t.IndexMin, t.HeapVersions = t.IndexMax+w.IndexMax, t.IndexMin+w.IndexMin, t.HeapVersions+w.HeapVersions
 		}
 	}

@@ -70,6 +70,7 @@ func (r scaleResult) figures(label string, base scaleResult, baseName string) []
 		t := c.cost.sum(allTables)
 		return c.per(float64(t.SeqRead + t.IdxFetch))
 	}
+	ixr := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).IdxRead)) }
 	ix := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).IndexMax)) }
 	figs := []Figure{
 		{
@@ -81,6 +82,7 @@ func (r scaleResult) figures(label string, base scaleResult, baseName string) []
 		{Name: "  WAL/completion, bench DB's records without full-page images", Unit: "bytes", Note: r.cost.WALNA, Value: r.per(float64(r.cost.DBWAL.NoFPI)), Baseline: base.per(float64(base.cost.DBWAL.NoFPI)), BaselineName: baseName},
 		{Name: "  WAL/completion, server-wide", Unit: "bytes", Value: r.per(float64(r.cost.WAL)), Baseline: base.per(float64(base.cost.WAL)), BaselineName: baseName},
 		{Name: "  rows read/completion (seq + index fetches)", Unit: "rows", Value: rd(r), Baseline: rd(base), BaselineName: baseName},
+		{Name: "  index entries read/completion (index scans)", Unit: "entries", Value: ixr(r), Baseline: ixr(base), BaselineName: baseName},
 		{Name: "  index entries written/completion, upper bound", Unit: "entries", Value: ix(r), Baseline: ix(base), BaselineName: baseName},
 		{
 			Name: "  completion latency p50 (answer → committed)", Unit: "ms",

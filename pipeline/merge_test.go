@@ -81,17 +81,17 @@ func TestMergeConcatenatesMergePath(t *testing.T) { //nolint:tparallel // each c
 // A feeder's completion does not read the rest of its owner's tasks, and
 // the completion that closes an N:1 merge reads its scope once, however
 // large the owner's other work is and however long the connection has
-// lived: with plan_cache_mode = force_generic_plan (the plan a pooled
-// connection caches after five executions), barrier queries that left the
-// owner out of the scope index ANDed it with the owner's index and read an
-// entry for every task the owner has, and the closing completion read its
-// scope four times over. Reads are the transaction's own statistics
+// lived: run as the owner (row level security applies) with
+// plan_cache_mode = force_generic_plan (the plan a pooled connection caches
+// after five executions). Reads are the transaction's own statistics
 // (pg_stat_get_xact_*): rows fetched from the heap and index entries read.
-// The bounds are in scope tasks (dead row versions of the scope, left by the
-// claims, are read too); the owner's other batch is 100 times the scope.
-// Before the fix this test read, under the same conditions, 5,303 index
-// entries for a feeder and 20,358 rows and 31,366 entries for the closing
-// completion; after it, 5 entries, and 155 rows and 166 entries.
+// Index entries of the scope's dead row versions (left by the launch and
+// the claims until vacuum) are read too, so the bound on entries is a few
+// per scope task; the owner's other batch is 100 times the scope.
+// Before the fix this test read 5,303 index entries for a feeder, and
+// 20,358 rows and 31,366 entries for the closing completion (the scope
+// index ANDed with the owner's index, the scope read four times); after it
+// 3 rows and 4 entries, and 55 rows and 160 entries.
 func TestBarrierReadsOnlyItsScope(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -166,7 +166,7 @@ func TestBarrierReadsOnlyItsScope(t *testing.T) {
 		feeder.rows, feeder.entries, closing.rows, closing.entries, scope, others)
 	require.Less(t, feeder.rows, int64(20), "rows read by a feeder's completion")
 	require.Less(t, feeder.entries, int64(5*scope), "index entries read by a feeder's completion (two probes)")
-	require.Less(t, closing.rows, int64(5*scope), "rows read by the closing completion")
+	require.Less(t, closing.rows, int64(scope+20), "rows read by the closing completion: the scope once")
 	require.Less(t, closing.entries, int64(10*scope), "index entries read by the closing completion")
 
 	var raw []byte
