@@ -19,13 +19,16 @@ import (
 // size does the same work in its window and only the scope differs:
 //
 //   - merge: one user's batch of N tasks of a stage whose successor is an
-//     N:1 merge (batch scope); the last completion creates the merge child.
+//     N:1 merge (batch scope). The window measures the feeders' completions
+//     (-scale-work minus one); the last task is held back and its
+//     completion, which closes the barrier and builds the merged input from
+//     all N outputs, is measured in a second window, per scope task.
 //   - batch: -scale-users users, each with one batch of -scale-batch rows
 //     of a one-stage pipeline, working at once; compared with the same
 //     users and work in 100-row batches.
 //
-// Per size it reports wall time, DB CPU, WAL, rows read and index entries
-// written per completion, and the completion latency (model answer →
+// Per size it reports wall time, DB CPU, WAL, rows and index entries read
+// and index entries written per completion, and the completion latency (model answer →
 // completion committed) p50/p99, each against the smallest size.
 func scaling(ctx context.Context, e *env) ([]Figure, error) {
 	var figs []Figure
@@ -60,7 +63,12 @@ type scaleResult struct {
 	done    int
 	cost    dbCost
 	lat     []time.Duration // per completion: model answer → committed
-	lastLat time.Duration   // the merge case's last completion (it creates the merge)
+	lastLat time.Duration   // the merge case's closing completion (it creates the merge child)
+	// The merge case measures its closing completion in a window of its own
+	// (the feeders' window excludes it): it reads the whole scope to build
+	// the merged input, so its cost is per scope task, not flat.
+	scope   int
+	closing dbCost
 }
 
 func (r scaleResult) per(v float64) float64 { return perTask(v, r.done) }
@@ -91,10 +99,24 @@ func (r scaleResult) figures(label string, base scaleResult, baseName string) []
 		{Name: "  completion latency p99", Unit: "ms", Value: ms(percentile(r.lat, 0.99)), Baseline: ms(percentile(base.lat, 0.99)), BaselineName: baseName},
 	}
 	if r.lastLat > 0 {
-		figs = append(figs, Figure{
-			Name: "  latency of the last completion (it creates the merge child)", Unit: "ms", Value: ms(r.lastLat),
-			Baseline: ms(base.lastLat), BaselineName: baseName,
-		})
+		// Per scope task: the closing completion builds the merged input of
+		// every feeder's output, so it is flat when this does not grow.
+		per := func(c scaleResult, v float64) float64 { return perTask(v, c.scope) }
+		cr := func(c scaleResult) float64 {
+			t := c.closing.sum(allTables)
+			return per(c, float64(t.SeqRead+t.IdxFetch))
+		}
+		figs = append(figs,
+			Figure{
+				Name: "  the closing completion (creates the merge child), latency", Unit: "ms", Value: ms(r.lastLat),
+				Baseline: ms(base.lastLat), BaselineName: baseName,
+			},
+			Figure{
+				Name: "  the closing completion's window, DB CPU per scope task", Unit: "µs", Note: r.closing.CPUNA,
+				Value: 1000 * per(r, ms(r.closing.DBCPU)), Baseline: 1000 * per(base, ms(base.closing.DBCPU)), BaselineName: baseName,
+			},
+			Figure{Name: "  the closing completion's window, rows read per scope task", Unit: "rows", Value: cr(r), Baseline: cr(base), BaselineName: baseName},
+		)
 	}
 	figs = append(figs, Figure{Name: "  noise: other DBs' sessions active, % of samples", Unit: "%", Value: 100 * r.cost.BusyOther})
 	return figs
@@ -157,6 +179,17 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 			return out, fmt.Errorf("error vacuuming %s: %w", t, err)
 		}
 	}
+	// The merge case holds its scope's last task back (run_after tomorrow)
+	// and completes it in a second window: the first measures the feeders'
+	// completions, the second the closing one.
+	var held uuid.UUID
+	if merge {
+		if err := db.Pool.QueryRow(ctx, `with e as (select set_config('orchable.engine', 'on', true))
+			update public.ai_tasks set run_after = now() + interval '1 day'
+			where id = (select id from public.ai_tasks, e where status = 'plan' order by sequence desc limit 1) returning id`).Scan(&held); err != nil {
+			return out, fmt.Errorf("error holding the last task back: %w", err)
+		}
+	}
 	gen := newStampModel(0, 0)
 	rec := &completionClock{answered: gen.answeredAt, at: map[uuid.UUID]time.Duration{}, want: map[uuid.UUID]bool{}}
 	planned, err := db.Pool.Query(ctx, "select id from public.ai_tasks where status = 'plan'")
@@ -181,8 +214,12 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 		Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
 		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
 	}, e.log)
+	out.done = users * work
+	if merge {
+		out.done-- // the held task
+	}
 	eng.start(ctx)
-	err = eng.waitFinished(ctx, int64(users*work), 30*time.Second)
+	err = eng.waitFinished(ctx, int64(out.done), 30*time.Second)
 	eng.stop(ctx)
 	if err != nil {
 		return out, err
@@ -190,20 +227,44 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 	if out.cost, err = m.stop(ctx); err != nil {
 		return out, err
 	}
-	out.done = users * work
 	rec.mu.Lock()
 	for _, d := range rec.at {
 		out.lat = append(out.lat, d)
 	}
-	out.lastLat = rec.last
 	rec.mu.Unlock()
 	if len(out.lat) < out.done {
 		return out, fmt.Errorf("%d completion latencies for %d completions", len(out.lat), out.done)
 	}
 	if !merge {
-		out.lastLat = 0
 		return out, nil
 	}
+	// The closing completion, in its own window (with the claim and run of
+	// the merge child it creates).
+	if _, err := db.Pool.Exec(ctx, `with e as (select set_config('orchable.engine', 'on', true))
+		update public.ai_tasks set run_after = now() from e where id = $1`, held); err != nil {
+		return out, fmt.Errorf("error releasing the held task: %w", err)
+	}
+	m2, err := e.startCost(ctx, db)
+	if err != nil {
+		return out, err
+	}
+	eng2 := newEngine(db.Pool, gen, engineConfig{
+		Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
+		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
+	}, e.log)
+	eng2.start(ctx)
+	err = eng2.waitFinished(ctx, 2, 30*time.Second)
+	eng2.stop(ctx)
+	if err != nil {
+		return out, fmt.Errorf("the closing completion: %w", err)
+	}
+	if out.closing, err = m2.stop(ctx); err != nil {
+		return out, err
+	}
+	out.scope = size
+	rec.mu.Lock()
+	out.lastLat = rec.at[held]
+	rec.mu.Unlock()
 	var merges int
 	if err := db.Pool.QueryRow(ctx, "select count(*) from public.ai_tasks where stage_key = 'm1'").Scan(&merges); err != nil {
 		return out, fmt.Errorf("error counting merges: %w", err)
