@@ -414,12 +414,12 @@ func attackOracles(t *testing.T, w *world) {
 	// as it refuses a made-up owner; scope_tasks runs under B's policies.
 	var stages []string
 	require.NoError(t, w.pool.QueryRow(ctx, "select array_agg(distinct stage_key) from public.ai_tasks where batch_id = $1", l.BatchID).Scan(&stages))
-	_, ev := w.as(ctx, t, w.b, "select orchable.scope_has_open($1, $2, null, null, $3)", w.a, l.BatchID, stages)
-	_, er := w.as(ctx, t, w.b, "select orchable.scope_has_open($1, $2, null, null, $3)", uuid.New(), l.BatchID, stages)
+	_, ev := w.as(ctx, t, w.b, "select orchable.scope_has_open(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", w.a, l.BatchID, stages)
+	_, er := w.as(ctx, t, w.b, "select orchable.scope_has_open(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", uuid.New(), l.BatchID, stages)
 	record(t, "5 oracle: scope_has_open on the victim's batch vs a random owner", "SQL as PostgREST", "same refusal (42501)",
 		fmt.Sprintf("%s | %s", errText(ev), errText(er)), pgCode(ev) == "42501" && errText(ev) == errText(er))
 	var rowsOfA int
-	errRows := w.asRow(ctx, t, w.b, "select count(*) from orchable.scope_tasks($1, $2, null, null, $3)", []any{w.a, l.BatchID, stages}, &rowsOfA)
+	errRows := w.asRow(ctx, t, w.b, "select count(*) from orchable.scope_tasks(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", []any{w.a, l.BatchID, stages}, &rowsOfA)
 	record(t, "5 read the victim's batch through scope_tasks", "SQL as PostgREST", "no row of A",
 		fmt.Sprintf("rows=%d err=%s", rowsOfA, errText(errRows)), errRows == nil && rowsOfA == 0 && len(stages) > 0)
 	// approved_by: no FK error either way; the writer is recorded.
