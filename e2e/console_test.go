@@ -300,6 +300,42 @@ func TestConsoleInBrowser(t *testing.T) {
 	s.waitSettled(20*time.Second, batchID)
 	require.Equal(t, map[string]int{"completed": 6}, s.statusCounts(batchID))
 
+	// A page still loading when the user moves on must not draw over the
+	// next one (this test once failed so: the task page's reload after
+	// "regenerate" arrived after the batch page was shown). The page holds
+	// the task's request back until the batch page is up, lets it through,
+	// and marks when its answer has been handled (a timer queued while the
+	// answer is parsed runs after every step that follows from it).
+	b.eval(`(() => {
+		const f = window.fetch, parse = JSON.parse;
+		window.__restore = () => { window.fetch = f; JSON.parse = parse; };
+		window.__hold = true; window.__held = null; window.__staleDone = false;
+		window.fetch = (u, o) => {
+			if (!window.__hold || !String(u).startsWith('/api/v1/tasks/')) return f(u, o);
+			window.__hold = false;
+			return new Promise((res, rej) => {
+				window.__held = () => f(u, o).then(async (r) => {
+					const body = Object.assign(await r.json(), { __stale: true });
+					res(new Response(JSON.stringify(body), { status: r.status, headers: { 'Content-Type': 'application/json' } }));
+				}, rej);
+			});
+		};
+		JSON.parse = (text, ...rest) => {
+			const v = parse(text, ...rest);
+			if (v && v.__stale) setTimeout(() => { window.__staleDone = true; }, 0);
+			return v;
+		};
+		return 'ok';
+	})()`)
+	b.goTo("#/task/" + alpha.String())
+	b.waitJS(`window.__held !== null`, "the task page's request held back")
+	b.goTo("#/batch/" + batchID.String())
+	b.waitJS(`document.querySelector('#task-filter') !== null`, "the batch page")
+	b.eval(`(window.__held(), 'released')`)
+	b.waitJS(`window.__staleDone === true`, "the late task answer handled")
+	require.Equal(t, "batch page kept", b.eval(`document.querySelector('#task-filter') !== null && document.querySelector('#task-actions') === null ? 'batch page kept' : 'task page drawn over it'`))
+	b.eval(`(window.__restore(), 'restored')`)
+
 	// The batches list and the keys page.
 	b.goTo("#/batches")
 	b.waitJS(fmt.Sprintf(`document.querySelector('[data-batch="%s"] .stages [data-stage="publish"]') !== null`, batchID), "the batch in the list with its stages")

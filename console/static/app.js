@@ -93,8 +93,11 @@ function bar(total, done, failed, running, waiting) {
 
 let timers = [];
 let generation = 0;
-function every(ms, fn) {
-  const gen = generation;
+// every runs fn every ms for the route that started at generation gen (the
+// view's own, taken before its first await): a view that finishes loading
+// after the user navigated away starts no timer.
+function every(gen, ms, fn) {
+  if (gen !== generation) return;
   let t = null;
   const tick = async () => {
     if (gen !== generation) return;
@@ -105,6 +108,13 @@ function every(ms, fn) {
   timers.push(t);
 }
 function stopTimers() { generation++; timers.forEach(clearTimeout); timers = []; }
+// mount replaces the view's content for the route that started at
+// generation gen. A view whose data arrives after the user has navigated
+// away (route() moved generation on) draws nothing: it would overwrite the
+// page the user went to.
+function mount(gen, ...children) {
+  if (gen === generation) put(view, ...children);
+}
 document.addEventListener("visibilitychange", () => { if (!document.hidden) window.dispatchEvent(new Event("console:visible")); });
 
 // ---------------------------------------------------------------------------
@@ -153,6 +163,7 @@ const finished = (st) => st === "completed" || st === "failed" || st === "cancel
 // Views
 
 async function viewBatches(params) {
+  const gen = generation;
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   const limit = 20;
   const list = h("div", { class: "batch-list", id: "batch-list" });
@@ -217,7 +228,7 @@ async function viewBatches(params) {
       page.has_more ? h("a", { class: "button", href: `#/batches?offset=${offset + limit}` }, "Older →") : null);
   };
   await load();
-  every(3000, load);
+  every(gen, 3000, load);
 }
 
 // drawGraph lays the stages out in columns by depth and draws the edges
@@ -355,6 +366,7 @@ function taskList(query, batchId, nested) {
 }
 
 async function viewBatch(id) {
+  const gen = generation;
   const head = h("div");
   const graph = h("div", { class: "card graph", id: "graph" }, h("p", { class: "muted", text: "Loading the pipeline…" }));
   const filter = h("select", { id: "task-filter", "aria-label": "Show tasks" },
@@ -374,6 +386,7 @@ async function viewBatch(id) {
   filter.addEventListener("change", () => showList().catch((e) => tasksBox.append(errorBox(e))));
   const loadProgress = async () => {
     try { prog = await api("GET", `/batches/${id}?max_age=2`); } catch (e) {
+      if (gen !== generation) return false; // navigated away meanwhile: not ours to stop
       put(head, h("h1", { text: "Batch" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
       graph.remove(); tasksBox.remove(); filter.parentElement?.remove();
       stopTimers();
@@ -408,7 +421,7 @@ async function viewBatch(id) {
   // tasks, whose count costs more); the shown task rows with it while the
   // batch moves, every 40 s once it stands still.
   let tick = 0;
-  every(2500, async () => {
+  every(gen, 2500, async () => {
     tick++;
     if (prog && prog.total > 2000 && tick % 4 !== 0) return;
     const wasOpen = prog && (prog.pending > 0 || prog.processing > 0);
@@ -419,10 +432,11 @@ async function viewBatch(id) {
 }
 
 async function viewTask(id) {
+  const gen = generation;
   put(view, h("p", { class: "muted", text: "Loading…" }));
   let d;
   try { d = await api("GET", `/tasks/${id}`); } catch (e) {
-    put(view, h("h1", { text: "Task" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
+    mount(gen, h("h1", { text: "Task" }), errorBox(e), h("a", { href: "#/batches" }, "Back to batches"));
     return;
   }
   const t = d.task;
@@ -430,7 +444,7 @@ async function viewTask(id) {
   const link = (hash, idv) => (idv ? h("a", { href: hash, title: idv }, short(idv)) : "—");
   const actions = h("div", { class: "card", id: "task-actions" });
   const children = h("div", { id: "children" });
-  put(view, 
+  mount(gen, 
     h("div", { class: "row" }, h("a", { href: `#/batch/${t.batch_id}` }, "← Batch"), h("h1", {}, `${t.stage_key || "Task"} ${short(t.id)} `, badge(t.status))),
     actions,
     h("div", { class: "two" },
@@ -506,7 +520,7 @@ async function viewTask(id) {
     put(actions, h("div", { class: "row spread" }, h("span", { class: "muted", text: t.status === "failed" ? "This task failed." : "This task is finished." }), retry));
   } else {
     put(actions, h("span", { class: "muted", text: "This task is queued or running; this page refreshes until it finishes." }));
-    every(2500, async () => {
+    every(gen, 2500, async () => {
       const n = await api("GET", `/tasks/${id}`);
       if (n.task.status !== t.status || n.task.updated_at !== t.updated_at) route();
     });
@@ -514,6 +528,7 @@ async function viewTask(id) {
 }
 
 async function viewApprovals(params) {
+  const gen = generation;
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   const body = h("div", { id: "approvals" });
   put(view, h("h1", { text: "Waiting for approval" }), body);
@@ -541,7 +556,7 @@ async function viewApprovals(params) {
       page.has_more ? h("a", { class: "button", href: `#/approvals?offset=${offset + 50}` }, "Next →") : null));
   };
   await load(true);
-  every(5000, () => load(false));
+  every(gen, 5000, () => load(false));
 }
 
 async function viewLaunch() {
@@ -621,6 +636,7 @@ async function viewLaunch() {
 }
 
 async function viewKeys() {
+  const gen = generation;
   const body = h("div", { id: "keys" });
   put(view, h("h1", { text: "API keys" }),
     h("p", { class: "small muted", text: "Health of your model API keys. Key material is never shown or sent to this page." }), body);
@@ -643,7 +659,7 @@ async function viewKeys() {
       })))));
   };
   await load();
-  every(10000, load);
+  every(gen, 10000, load);
 }
 
 function viewSignIn() {
@@ -691,7 +707,8 @@ function route() {
     if (a.dataset.nav === (parts[0] === "batch" || parts[0] === "task" ? "batches" : parts[0])) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
-  const run = (p) => p.catch((e) => put(view, errorBox(e)));
+  const gen = generation;
+  const run = (p) => p.catch((e) => mount(gen, errorBox(e)));
   switch (parts[0]) {
     case "batch": return run(viewBatch(parts[1]));
     case "task": return run(viewTask(parts[1]));
