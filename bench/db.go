@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -130,6 +131,11 @@ func (e *env) freshDB(ctx context.Context, river bool, conns int32) (*database, 
 			return nil, fmt.Errorf("error setting synchronous_commit: %w", err)
 		}
 	}
+	if e.o.FuncStats > 0 && !river {
+		if _, err := e.admin.Exec(ctx, "alter database "+pgx.Identifier{name}.Sanitize()+" set track_functions = 'all'"); err != nil {
+			return nil, fmt.Errorf("error setting track_functions: %w", err)
+		}
+	}
 	if e.o.Proposed && !river {
 		if err := applyProposed(ctx, e.dbURL(name)); err != nil {
 			return nil, err
@@ -151,6 +157,9 @@ func (d *database) close() {
 	d.Pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if d.e.o.FuncStats > 0 {
+		d.printFunctionStats(ctx)
+	}
 	_, _ = d.e.admin.Exec(ctx, "drop database if exists "+pgx.Identifier{d.Name}.Sanitize()+" with (force)")
 }
 
@@ -252,4 +261,34 @@ func applyProposed(ctx context.Context, url string) error {
 		}
 	}
 	return nil
+}
+
+// printFunctionStats prints the run's top SQL functions by self time
+// (pg_stat_user_functions; -function-stats). The pool is closed first, so
+// every backend has exited and flushed its counters.
+func (d *database) printFunctionStats(ctx context.Context) {
+	conn, err := pgx.Connect(ctx, d.e.dbURL(d.Name))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: function stats:", err)
+		return
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `select schemaname || '.' || funcname, calls, total_time, self_time
+		from pg_stat_user_functions order by self_time desc limit $1`, d.e.o.FuncStats)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: function stats:", err)
+		return
+	}
+	defer rows.Close()
+	fmt.Fprintf(os.Stderr, "functions of %s by self time:\n%-40s %10s %12s %12s\n", d.Name, "function", "calls", "total ms", "self ms")
+	for rows.Next() {
+		var name string
+		var calls int64
+		var total, self float64
+		if err := rows.Scan(&name, &calls, &total, &self); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: function stats:", err)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "%-40s %10d %12.1f %12.1f\n", name, calls, total, self)
+	}
 }

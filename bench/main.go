@@ -104,6 +104,7 @@ type options struct {
 	CPUProfile   string
 	SkipBaseline bool
 	Proposed     bool
+	FuncStats    int // print the top N SQL functions by self time of each orchable run (0: off)
 	// scaling's sizes (see scaling.go)
 	ScaleMerge []int
 	ScaleBatch int
@@ -147,6 +148,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.ScaleUsers, "scale-users", 20, "scaling: concurrent users with a batch each")
 	fs.IntVar(&o.ScaleWork, "scale-work", 1000, "scaling: completions measured per case (the rest of each scope is completed before the window)")
 	fs.IntVar(&o.ScaleRuns, "scale-runs", 1, "scaling: runs (it measures several sizes per run, so -runs does not apply)")
+	fs.IntVar(&o.FuncStats, "function-stats", 0, "profiling: track_functions = all on orchable's run databases; print each run's top N SQL functions by self time before dropping it")
 	fs.BoolVar(&o.Proposed, "proposed", false, "apply the proposed SQL changes (proposed/*.sql) to the bench databases")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run . [flags] <scenario>|all\nscenarios:")

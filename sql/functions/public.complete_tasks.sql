@@ -12,6 +12,7 @@ declare
   res jsonb;
   results jsonb[] := '{}';
   fast jsonb;
+  fast_all jsonb;
   leaf_result constant jsonb := '{"status": "completed", "created": 0, "waiting": 0}';
   uid uuid := orchable.require_user('complete_tasks');
 begin
@@ -63,22 +64,42 @@ begin
   )
   select coalesce(jsonb_object_agg(id::text, true), '{}'::jsonb) into fast from done;
 
-  -- Everything else one by one, each isolated from the others.
-  for item in select e from jsonb_array_elements(p_items) with ordinality x(e, o) order by o loop
-    if fast ? lower(item ->> 'task_id') then
-      res := leaf_result;
-      -- Only the first item of a task took the fast path; a repeated item
-      -- is checked like any other (a different output is refused).
-      fast := fast - lower(item ->> 'task_id');
-    else
-      begin
+  -- Everything else in order, first all together in one subtransaction:
+  -- a subtransaction per item costs a subtransaction id per written item,
+  -- and past 64 in one transaction every other session's snapshot
+  -- overflows to pg_subtrans lookups. Errors are rare (a lost lease, a
+  -- changed output); when an item raises, the whole group is undone and
+  -- redone one item at a time, each isolated from the others.
+  fast_all := fast;
+  begin
+    for item in select e from jsonb_array_elements(p_items) with ordinality x(e, o) order by o loop
+      if fast ? lower(item ->> 'task_id') then
+        res := leaf_result;
+        -- Only the first item of a task took the fast path; a repeated item
+        -- is checked like any other (a different output is refused).
+        fast := fast - lower(item ->> 'task_id');
+      else
         res := orchable.complete_one((item ->> 'task_id')::uuid, p_worker, item -> 'output', coalesce(item -> 'usage', '{}'::jsonb));
-      exception when others then
-        res := jsonb_build_object('error', sqlerrm, 'code', sqlstate);
-      end;
-    end if;
-    results := results || res; -- in place: plpgsql appends to an expanded array
-  end loop;
+      end if;
+      results := results || res; -- in place: plpgsql appends to an expanded array
+    end loop;
+  exception when others then
+    results := '{}';
+    fast := fast_all; -- variables are not rolled back with the subtransaction
+    for item in select e from jsonb_array_elements(p_items) with ordinality x(e, o) order by o loop
+      if fast ? lower(item ->> 'task_id') then
+        res := leaf_result;
+        fast := fast - lower(item ->> 'task_id');
+      else
+        begin
+          res := orchable.complete_one((item ->> 'task_id')::uuid, p_worker, item -> 'output', coalesce(item -> 'usage', '{}'::jsonb));
+        exception when others then
+          res := jsonb_build_object('error', sqlerrm, 'code', sqlstate);
+        end;
+      end if;
+      results := results || res;
+    end loop;
+  end;
   return to_jsonb(results);
 end
 $$;
