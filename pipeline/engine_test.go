@@ -675,3 +675,88 @@ func (o onlyUser) Identity(ctx context.Context, user uuid.UUID) (supabase.Identi
 	}
 	return claimsIdentity{}.Identity(ctx, user)
 }
+
+// claim_tasks' compact result (what Runner.Claim asks for) carries the same
+// task, template and batch values as the full result, each template and
+// batch once.
+func TestClaimCompactMatchesFull(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "cc-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "A", key: "a", prompt: "FAKE echo {{x}}", cfg: map[string]any{"cardinality": "1:1"}})
+	batch := b.launch(ctx, t, b.user, p+"A", map[string]any{"x": 1}, map[string]any{"x": 2}, map[string]any{"x": 3})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+
+	var compact struct {
+		Tasks     []map[string]json.RawMessage          `json:"tasks"`
+		Templates map[string]map[string]json.RawMessage `json:"templates"`
+		Batches   map[string]map[string]json.RawMessage `json:"batches"`
+	}
+	require.NoError(t, b.db.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "w", "p_limit": 10, "p_compact": true}, &compact))
+	require.Len(t, compact.Tasks, 3)
+	require.Len(t, compact.Templates, 1, "one entry per template")
+	require.Contains(t, compact.Templates, p+"A")
+	require.Len(t, compact.Batches, 1)
+	require.Contains(t, compact.Batches, batch.String())
+
+	// Give them back (release_task undoes the attempt) and claim the same
+	// tasks again in the full shape.
+	for _, tk := range compact.Tasks {
+		var tid uuid.UUID
+		require.NoError(t, json.Unmarshal(tk["id"], &tid))
+		require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": tid, "p_worker": "w"}, nil))
+	}
+	var full []struct {
+		Task     map[string]json.RawMessage `json:"task"`
+		Template map[string]json.RawMessage `json:"template"`
+		Batch    map[string]json.RawMessage `json:"batch"`
+	}
+	require.NoError(t, b.db.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "w", "p_limit": 10}, &full))
+	require.Len(t, full, 3)
+	byID := map[string]int{}
+	for i, f := range full {
+		byID[string(f.Task["id"])] = i
+	}
+	for _, tk := range compact.Tasks {
+		f := full[byID[string(tk["id"])]]
+		for k, v := range tk {
+			if k == "locked_until" { // a new lease
+				continue
+			}
+			require.JSONEq(t, string(f.Task[k]), string(v), "task column %s", k)
+		}
+		var tpl string
+		require.NoError(t, json.Unmarshal(tk["prompt_template_id"], &tpl))
+		require.Len(t, compact.Templates[tpl], 10)
+		for k, v := range compact.Templates[tpl] {
+			require.JSONEq(t, string(f.Template[k]), string(v), "template column %s", k)
+		}
+		require.Equal(t, len(f.Batch), len(compact.Batches[batch.String()]))
+		for k, v := range compact.Batches[batch.String()] {
+			require.JSONEq(t, string(f.Batch[k]), string(v), "batch column %s", k)
+		}
+	}
+
+	// Runner.Claim gives each task its own copy of its template and batch.
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "w2"}, b.db, b.gen)
+	for _, f := range full {
+		var tid uuid.UUID
+		require.NoError(t, json.Unmarshal(f.Task["id"], &tid))
+		require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": tid, "p_worker": "w"}, nil))
+	}
+	claimed, err := r.Claim(ctx, id, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, claimed, 3)
+	for _, c := range claimed {
+		require.NotNil(t, c.Template)
+		require.Equal(t, p+"A", c.Template.ID)
+		require.Equal(t, "FAKE echo {{x}}", c.Template.Template)
+		require.Equal(t, b.user, *c.Template.UserID)
+		require.NotNil(t, c.Batch)
+		require.Equal(t, batch, c.Batch.ID)
+		require.NotEmpty(t, c.Task.InputData)
+		require.Equal(t, 1, c.Task.Attempts)
+	}
+	require.NotSame(t, claimed[0].Template, claimed[1].Template)
+}

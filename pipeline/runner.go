@@ -221,19 +221,40 @@ func (r *Runner) WorkerID() string { return r.cfg.WorkerID }
 func (r *Runner) LeaseDuration() time.Duration { return r.cfg.LeaseDuration }
 
 // Claim claims up to limit due tasks of the identity's user (optionally only
-// the given ids) in one round trip.
+// the given ids) in one round trip. It asks for claim_tasks' compact result
+// (each template and batch once, the task columns Task reads) and gives
+// every task its own copy of its template and batch.
 func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, taskIDs []uuid.UUID) ([]Claimed, error) {
 	args := map[string]any{
 		"p_worker":        r.cfg.WorkerID,
 		"p_lease_seconds": int(r.cfg.LeaseDuration / time.Second),
 		"p_limit":         limit,
 		"p_task_ids":      taskIDs,
+		"p_compact":       true,
 	}
-	var out []Claimed
+	var out struct {
+		Tasks     []Task              `json:"tasks"`
+		Templates map[string]Template `json:"templates"`
+		Batches   map[uuid.UUID]Batch `json:"batches"`
+	}
 	if err := r.db.RPC(ctx, id, "claim_tasks", args, &out); err != nil {
 		return nil, fmt.Errorf("error claiming tasks: %w", err)
 	}
-	return out, nil
+	claimed := make([]Claimed, len(out.Tasks))
+	for i, t := range out.Tasks {
+		claimed[i].Task = t
+		if t.PromptTemplateID != nil {
+			if tpl, ok := out.Templates[*t.PromptTemplateID]; ok {
+				claimed[i].Template = &tpl
+			}
+		}
+		if t.BatchID != nil {
+			if b, ok := out.Batches[*t.BatchID]; ok {
+				claimed[i].Batch = &b
+			}
+		}
+	}
+	return claimed, nil
 }
 
 // Run runs one claimed task to a written outcome. ctx ending (shutdown
