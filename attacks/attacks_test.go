@@ -38,6 +38,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("PublicTemplateHooks", func(t *testing.T) { t.Parallel(); attackPublicTemplateHooks(t, newWorld(t, pool)) })
 	t.Run("ExistenceOracles", func(t *testing.T) { t.Parallel(); attackOracles(t, newWorld(t, pool)) })
 	t.Run("ImportSquatting", func(t *testing.T) { t.Parallel(); attackImportSquatting(t, newWorld(t, pool)) })
+	t.Run("UnpublishUsedTemplate", func(t *testing.T) { t.Parallel(); attackUnpublishUsedTemplate(t, newWorld(t, pool)) })
 	t.Run("ServiceFunctionsAndPrivileges", func(t *testing.T) {
 		t.Parallel()
 		attackPrivileges(t, newWorld(t, pool), "default privileges")
@@ -377,6 +378,41 @@ func attackPublicTemplateHooks(t *testing.T, w *world) {
 	record(t, "4 victim runs attacker's public template with hooks", "service loop",
 		"hooks not called; extra says so", fmt.Sprintf("calls=%d hooks_ignored=%s", foreign, extra),
 		foreign == 0 && extra == `["pre_process", "post_process"]`)
+}
+
+// Attack 4b (table row 4b): B publishes a template, A runs tasks on it, then B makes it
+// private again. A's tasks on it can no longer run, but nothing else of A's
+// may stall: the tasks on A's own template still run, and the stranded task
+// fails with a clear error instead of making every claim of A's fail (the
+// UPDATE policy's template check used to refuse any write to such a row).
+func attackUnpublishUsedTemplate(t *testing.T, w *world) {
+	t.Helper()
+	ctx := t.Context()
+	pb, pa := "B-"+uuid.NewString()[:8], "A-"+uuid.NewString()[:8]
+	w.templates(ctx, t, w.b, stage{id: pb, key: "pub", cfg: map[string]any{"cardinality": "1:1"}, isPublic: true})
+	w.templates(ctx, t, w.a, stage{id: pa, key: "own", cfg: map[string]any{"cardinality": "1:1"}})
+	onB := w.launch(ctx, t, w.a, pb, map[string]any{"row": 1})
+	onA := w.launch(ctx, t, w.a, pa, map[string]any{"row": 2}, map[string]any{"row": 3})
+	_, err := w.as(ctx, t, w.b, "update public.prompt_templates set is_public = false where id = $1", pb)
+	require.NoError(t, err)
+
+	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "unpublish"}, w.db, echoModel{secret: "A-OUT"})
+	claimed, err := runner.Claim(ctx, identity(w.a), 10, append(append([]uuid.UUID{}, onB.TaskIDs...), onA.TaskIDs...))
+	record(t, "4b attacker unpublishes a template the victim's tasks use", "claim_tasks",
+		"victim's claim succeeds", fmt.Sprintf("claimed %d of 3, error %v", len(claimed), err), err == nil && len(claimed) == 3)
+	if err != nil {
+		return
+	}
+	outcomes := map[uuid.UUID]pipeline.Outcome{}
+	for i := range claimed {
+		outcomes[claimed[i].Task.ID] = runner.Run(ctx, identity(w.a), &claimed[i]).Outcome
+	}
+	var status, msg string
+	require.NoError(t, w.pool.QueryRow(ctx, "select status::text, coalesce(error_message, '') from public.ai_tasks where id = $1", onB.TaskIDs[0]).Scan(&status, &msg))
+	ok := outcomes[onA.TaskIDs[0]] == pipeline.OutcomeCompleted && outcomes[onA.TaskIDs[1]] == pipeline.OutcomeCompleted &&
+		status == "failed" && strings.Contains(msg, "prompt template")
+	record(t, "4b victim's other tasks run; the stranded one fails clearly", "service loop",
+		"own: completed; stranded: failed", fmt.Sprintf("own %s/%s, stranded %s %q", outcomes[onA.TaskIDs[0]], outcomes[onA.TaskIDs[1]], status, msg), ok)
 }
 
 // Attack 4: existence oracles through reference columns.

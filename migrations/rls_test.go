@@ -390,6 +390,9 @@ func testRLSCrossTenantReferences(t *testing.T, pool *pgxpool.Pool) {
 
 	var publicTpl string
 	require.NoError(t, pool.QueryRow(ctx, "insert into public.prompt_templates (template, user_id, is_public) values ('p', $1, true) returning id", b).Scan(&publicTpl))
+	var privateCfg, publicCfg uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, "insert into public.lab_orchestrator_configs (name, created_by, is_public) values ('private', $1, false) returning id", b).Scan(&privateCfg))
+	require.NoError(t, pool.QueryRow(ctx, "insert into public.lab_orchestrator_configs (name, created_by, is_public) values ('public', $1, true) returning id", b).Scan(&publicCfg))
 
 	tests := []struct {
 		name   string
@@ -402,6 +405,11 @@ func testRLSCrossTenantReferences(t *testing.T, pool *pgxpool.Pool) {
 		{"TaskOnOthersPublicTemplate", "insert into public.ai_tasks (user_id, prompt_template_id) values ($1, $2)", []any{a, publicTpl}, allowed},
 		{"TaskForOtherUser", "insert into public.ai_tasks (user_id) values ($1)", []any{b}, denied},
 		{"MoveOwnTaskIntoOthersBatch", "update public.ai_tasks set batch_id = $2 where user_id = $1", []any{a, f.batch[b]}, denied},
+		{"MoveOwnTaskOntoOthersPrivateTemplate", "update public.ai_tasks set prompt_template_id = $2 where user_id = $1", []any{a, f.template[b]}, denied},
+		{"MoveOwnTaskOntoOthersPublicTemplate", "update public.ai_tasks set prompt_template_id = $2 where user_id = $1", []any{a, publicTpl}, allowed},
+		{"PointOwnBatchAtOthersPrivateConfig", "update public.task_batches set orchestrator_config_id = $2 where created_by = $1", []any{a, privateCfg}, denied},
+		{"PointOwnBatchAtOthersPrivateConfigByOldName", "update public.task_batches set orchestrator_id = $2 where created_by = $1", []any{a, privateCfg}, denied},
+		{"PointOwnBatchAtOthersPublicConfig", "update public.task_batches set orchestrator_config_id = $2 where created_by = $1", []any{a, publicCfg}, allowed},
 		{"ReadOthersKeys", "select 1 from public.user_api_keys where user_id = $1 and $2::uuid is not null", []any{b, a}, filtered},
 		{"HealthForOthersKey", "insert into public.api_key_health (user_api_key_id, user_id) values ($2, $1)", []any{a, f.key[b]}, denied},
 		{"UsageLogOnOthersKey", "insert into public.api_key_usage_log (user_api_key_id, user_id) values ($2, $1)", []any{a, f.key[b]}, denied},

@@ -678,14 +678,21 @@ func (o onlyUser) Identity(ctx context.Context, user uuid.UUID) (supabase.Identi
 
 // claim_tasks' compact result (what Runner.Claim asks for) carries the same
 // task, template and batch values as the full result, each template and
-// batch once.
+// batch once, and leaves out a template the owner may not use.
 func TestClaimCompactMatchesFull(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	b := setup(t)
+	other := dbtest.CreateUser(ctx, t, b.pool)
 	p := "cc-" + uuid.NewString()[:8] + "-"
 	b.templates(ctx, t, b.user, stage{id: p + "A", key: "a", prompt: "FAKE echo {{x}}", cfg: map[string]any{"cardinality": "1:1"}})
+	b.templates(ctx, t, other, stage{id: p + "private", key: "p", prompt: "secret prompt of another user"})
 	batch := b.launch(ctx, t, b.user, p+"A", map[string]any{"x": 1}, map[string]any{"x": 2}, map[string]any{"x": 3})
+	// A task of b.user naming another user's private template (as when its
+	// author makes a template private after the task was created).
+	var foreign uuid.UUID
+	require.NoError(t, b.pool.QueryRow(ctx, `insert into public.ai_tasks (task_type, status, input_data, user_id, stage_key, prompt_template_id)
+		values ('generic', 'plan', '{}', $1, 'p', $2) returning id`, b.user, p+"private").Scan(&foreign))
 	id, _ := claimsIdentity{}.Identity(ctx, b.user)
 
 	var compact struct {
@@ -694,8 +701,8 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 		Batches   map[string]map[string]json.RawMessage `json:"batches"`
 	}
 	require.NoError(t, b.db.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "w", "p_limit": 10, "p_compact": true}, &compact))
-	require.Len(t, compact.Tasks, 3)
-	require.Len(t, compact.Templates, 1, "one entry per template")
+	require.Len(t, compact.Tasks, 4)
+	require.Len(t, compact.Templates, 1, "one entry per template, and none for the unusable one")
 	require.Contains(t, compact.Templates, p+"A")
 	require.Len(t, compact.Batches, 1)
 	require.Contains(t, compact.Batches, batch.String())
@@ -713,7 +720,7 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 		Batch    map[string]json.RawMessage `json:"batch"`
 	}
 	require.NoError(t, b.db.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "w", "p_limit": 10}, &full))
-	require.Len(t, full, 3)
+	require.Len(t, full, 4)
 	byID := map[string]int{}
 	for i, f := range full {
 		byID[string(f.Task["id"])] = i
@@ -728,6 +735,10 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 		}
 		var tpl string
 		require.NoError(t, json.Unmarshal(tk["prompt_template_id"], &tpl))
+		if tpl == p+"private" {
+			require.Nil(t, f.Template, "full: no template the owner may not use")
+			continue
+		}
 		require.Len(t, compact.Templates[tpl], 10)
 		for k, v := range compact.Templates[tpl] {
 			require.JSONEq(t, string(f.Template[k]), string(v), "template column %s", k)
@@ -739,6 +750,7 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 	}
 
 	// Runner.Claim gives each task its own copy of its template and batch.
+	require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": foreign, "p_worker": "w"}, nil))
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "w2"}, b.db, b.gen)
 	for _, f := range full {
 		var tid uuid.UUID
@@ -747,8 +759,13 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 	}
 	claimed, err := r.Claim(ctx, id, 10, nil)
 	require.NoError(t, err)
-	require.Len(t, claimed, 3)
+	require.Len(t, claimed, 4)
 	for _, c := range claimed {
+		if c.Task.ID == foreign {
+			require.Nil(t, c.Template)
+			require.Nil(t, c.Batch)
+			continue
+		}
 		require.NotNil(t, c.Template)
 		require.Equal(t, p+"A", c.Template.ID)
 		require.Equal(t, "FAKE echo {{x}}", c.Template.Template)
