@@ -777,3 +777,88 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 	}
 	require.NotSame(t, claimed[0].Template, claimed[1].Template)
 }
+
+// complete_tasks' grouped path: tasks with successors completed by one
+// UPDATE, then each spawns. A whole split completed in one call closes its
+// merge exactly once, a repeated item is a duplicate, and a split whose
+// output has no array fails alone without undoing the others.
+func TestCompleteTasksGrouped(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "cg-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user,
+		stage{id: p + "A", key: "mapper", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "B"}},
+		stage{id: p + "B", key: "designer", prompt: "x", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}, next: []string{p + "C"}},
+		stage{id: p + "C", key: "validator", prompt: "x", cfg: map[string]any{"cardinality": "N:1"}},
+	)
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"r": 1}, map[string]any{"r": 2}, map[string]any{"r": 3})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "cg"}, b.db, b.gen)
+	complete := func(items []map[string]any) []map[string]any {
+		t.Helper()
+		var res []map[string]any
+		require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "cg", "p_items": items}, &res))
+		require.Len(t, res, len(items))
+		return res
+	}
+	claimAll := func(stage string, n int) []pipeline.Claimed {
+		t.Helper()
+		c, err := r.Claim(ctx, id, 100, nil)
+		require.NoError(t, err)
+		require.Len(t, c, n)
+		for _, x := range c {
+			require.Equal(t, stage, deref(x.Task.StageKey))
+		}
+		return c
+	}
+
+	// Three mappers in one call, the first repeated: two split into three
+	// designers each; the third has no array at split_path and fails alone.
+	mappers := claimAll("mapper", 3)
+	items := []map[string]any{}
+	for i, c := range mappers {
+		out := map[string]any{"items": []string{"a", "b", "c"}}
+		if i == 2 {
+			out = map[string]any{"items": "not an array"}
+		}
+		items = append(items, map[string]any{"task_id": c.Task.ID, "output": out})
+	}
+	items = append(items, items[0])
+	res := complete(items)
+	require.EqualValues(t, 3, res[0]["created"], "%v", res[0])
+	require.EqualValues(t, 3, res[1]["created"], "%v", res[1])
+	require.Equal(t, "failed", res[2]["status"], "%v", res[2])
+	require.Contains(t, res[2]["error"], "did not resolve to an array")
+	require.Equal(t, true, res[3]["duplicate"], "%v", res[3])
+
+	// The six designers in one call (the failed mapper counts as
+	// finished): one merge over the batch, holding all six outputs.
+	designers := claimAll("designer", 6)
+	items = items[:0]
+	for i, c := range designers {
+		items = append(items, map[string]any{"task_id": c.Task.ID, "output": map[string]any{"output_data": []int{i}}})
+	}
+	res = complete(items)
+	created := 0
+	for i := range res {
+		require.Equal(t, "completed", res[i]["status"], "%v", res[i])
+		created += int(res[i]["created"].(float64))
+	}
+	require.Equal(t, 1, created, "the merge is created once")
+
+	tree := b.tree(ctx, t, b.user)
+	require.Equal(t, map[string]int{"mapper": 3, "designer": 6, "validator": 1}, countBy(tree, func(r row) string { return r.Stage }))
+	var in struct {
+		OutputData []int `json:"output_data"`
+		Count      int   `json:"_merged_from_count"`
+	}
+	for _, x := range tree {
+		if x.Stage == "validator" {
+			require.Equal(t, "plan", x.Status)
+			require.NoError(t, json.Unmarshal(x.Input, &in))
+		}
+	}
+	require.ElementsMatch(t, []int{0, 1, 2, 3, 4, 5}, in.OutputData)
+	require.Equal(t, 6, in.Count)
+}
