@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 
@@ -179,4 +180,70 @@ func TestBarrierReadsOnlyItsScope(t *testing.T) {
 	}
 	require.Equal(t, want, in["output_data"], "merged items in sequence order")
 	require.EqualValues(t, scope, in["_merged_from_count"])
+}
+
+// claim_tasks runs with generic plans (set on the function). Either way of
+// choosing candidates reads about what it claims, however long the queue: the
+// queue walks the runnable index from its head, named ids are fetched by
+// primary key, and the claimed rows are updated by primary key (a generic
+// plan guessed thousands of candidates and hash-joined the whole table).
+func TestClaimReadsOnlyWhatItClaims(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	user := dbtest.CreateUser(ctx, t, b.pool)
+	p := "claimreads-" + uuid.NewString()[:8]
+	b.templates(ctx, t, user, stage{id: p, key: "k", prompt: "x"})
+	const queue = 5000
+	_, err := b.pool.Exec(ctx, `insert into public.ai_tasks (task_type, status, input_data, user_id, stage_key, prompt_template_id, run_after)
+		select 'generic', 'plan', '{}', $1, 'k', $2, now() - make_interval(secs => $3 - n) from generate_series(1, $3::int) n`, user, p, queue)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, "analyze public.ai_tasks")
+	require.NoError(t, err)
+	var last []uuid.UUID
+	q, err := b.pool.Query(ctx, "select id from public.ai_tasks where user_id = $1 order by run_after desc limit 3", user)
+	require.NoError(t, err)
+	last, err = pgx.CollectRows(q, pgx.RowTo[uuid.UUID])
+	require.NoError(t, err)
+
+	// One connection, so the function's cached plan is reused; one
+	// transaction per claim, as the service makes them.
+	conn, err := b.pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	type reads struct{ rows, entries int64 }
+	claim := func(limit int, ids []uuid.UUID) (int, reads) {
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		dbtest.AsUser(ctx, t, tx, user)
+		read := func() reads {
+			var r reads
+			require.NoError(t, tx.QueryRow(ctx, `select
+				(select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass),
+				(select coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::bigint from pg_index where indrelid = 'public.ai_tasks'::regclass)`,
+			).Scan(&r.rows, &r.entries))
+			return r
+		}
+		before := read()
+		var out []byte
+		require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('reads', 300, $1, $2)::text", limit, ids).Scan(&out))
+		after := read()
+		require.NoError(t, tx.Commit(ctx))
+		var claimed []json.RawMessage
+		require.NoError(t, json.Unmarshal(out, &claimed))
+		return len(claimed), reads{after.rows - before.rows, after.entries - before.entries}
+	}
+	// Enough calls for the plan cache to settle, each measured.
+	for i := range 8 {
+		n, r := claim(10, nil)
+		require.Equal(t, 10, n)
+		require.Less(t, r.rows, int64(60), "call %d: rows read claiming 10 from a queue of %d", i, queue)
+		require.Less(t, r.entries, int64(60), "call %d: index entries read claiming 10 from a queue of %d", i, queue)
+	}
+	n, r := claim(10, last)
+	require.Equal(t, 3, n)
+	t.Logf("claiming 3 named tasks at the tail of a %d-task queue read %d rows and %d index entries", queue, r.rows, r.entries)
+	require.Less(t, r.rows, int64(30), "rows read claiming 3 named tasks")
+	require.Less(t, r.entries, int64(30), "index entries read claiming 3 named tasks")
 }
