@@ -743,7 +743,7 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 		for k, v := range compact.Templates[tpl] {
 			require.JSONEq(t, string(f.Template[k]), string(v), "template column %s", k)
 		}
-		require.Equal(t, len(f.Batch), len(compact.Batches[batch.String()]))
+		require.Len(t, compact.Batches[batch.String()], len(f.Batch))
 		for k, v := range compact.Batches[batch.String()] {
 			require.JSONEq(t, string(f.Batch[k]), string(v), "batch column %s", k)
 		}
@@ -851,7 +851,7 @@ func TestCompleteTasksGrouped(t *testing.T) {
 	require.Equal(t, map[string]int{"mapper": 3, "designer": 6, "validator": 1}, countBy(tree, func(r row) string { return r.Stage }))
 	var in struct {
 		OutputData []int `json:"output_data"`
-		Count      int   `json:"_merged_from_count"`
+		Count      int   `json:"_merged_from_count"` //nolint:tagliatelle // the engine's key
 	}
 	for _, x := range tree {
 		if x.Stage == "validator" {
