@@ -182,11 +182,11 @@ func TestBarrierReadsOnlyItsScope(t *testing.T) {
 	require.EqualValues(t, scope, in["_merged_from_count"])
 }
 
-// claim_tasks runs with generic plans (set on the function). Either way of
-// choosing candidates reads about what it claims, however long the queue: the
-// queue walks the runnable index from its head, named ids are fetched by
-// primary key, and the claimed rows are updated by primary key (a generic
-// plan guessed thousands of candidates and hash-joined the whole table).
+// A claim reads about what it claims, however long the queue: the queue is
+// walked from the head of the runnable index, named ids are fetched by
+// primary key. (Forced generic plans broke both: a generic plan estimates
+// the average tenant's queue, hash-joined the whole table to update the
+// claimed rows, and ANDed in the owner's whole index; docs/performance.md.)
 func TestClaimReadsOnlyWhatItClaims(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -234,12 +234,16 @@ func TestClaimReadsOnlyWhatItClaims(t *testing.T) {
 		require.NoError(t, json.Unmarshal(out, &claimed))
 		return len(claimed), reads{after.rows - before.rows, after.entries - before.entries}
 	}
-	// Enough calls for the plan cache to settle, each measured.
+	// Enough calls for the plan cache to settle (custom plans, then maybe a
+	// generic one), each measured. The runnable index keeps the entries of
+	// tasks claimed before until no snapshot can see them (parallel tests
+	// hold snapshots), so a later call walks over those too: about 10 more
+	// per call, against the 5,000 of a walk of the whole queue.
 	for i := range 8 {
 		n, r := claim(10, nil)
 		require.Equal(t, 10, n)
 		require.Less(t, r.rows, int64(60), "call %d: rows read claiming 10 from a queue of %d", i, queue)
-		require.Less(t, r.entries, int64(60), "call %d: index entries read claiming 10 from a queue of %d", i, queue)
+		require.Less(t, r.entries, int64(40+12*(i+1)), "call %d: index entries read claiming 10 from a queue of %d", i, queue)
 	}
 	n, r := claim(10, last)
 	require.Equal(t, 3, n)

@@ -20,7 +20,6 @@ create or replace function public.claim_tasks(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
-  set plan_cache_mode = force_generic_plan
 as $$
 declare
   out jsonb;
@@ -37,47 +36,22 @@ begin
     raise exception using errcode = '22023', message = 'p_limit must be between 1 and 1000';
   end if;
 
-  -- The function runs with generic plans (plan_cache_mode below): left to
-  -- the default, PostgreSQL re-planned this statement on every call, about
-  -- 1.1 ms of a 1-task claim's 2.5. A generic plan cannot drop an
-  -- "p_task_ids is null or id = any(p_task_ids)" test, so the two ways to
-  -- pick candidates are two branches, each behind a one-time filter on
-  -- p_task_ids: the queue walks the runnable index in order and stops at
-  -- p_limit; named ids are fetched by primary key.
   with cand as (
-    select q.id from (
-      select t.id
-      from public.ai_tasks t
-      where p_task_ids is null
-        and t.status = 'plan'
-        and t.user_id = uid
-        and t.run_after <= now()
-        -- A scalar filter, not NOT EXISTS: as an anti-join the planner assumed
-        -- it removed almost every row and sorted the whole queue (O(queue));
-        -- this way it walks the runnable index in order and stops at p_limit.
-        and (t.batch_id is null or not coalesce((
-          select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
-          from public.task_batches b where b.id = t.batch_id), false))
-      order by t.run_after, t.id
-      limit p_limit
-      for update of t skip locked
-    ) q
-    union all
-    select n.id from (
-      select t.id
-      from (select distinct u.id from unnest(p_task_ids) u(id)) x
-      join public.ai_tasks t on t.id = x.id
-      where p_task_ids is not null
-        and t.status = 'plan'
-        and t.user_id = uid
-        and t.run_after <= now()
-        and (t.batch_id is null or not coalesce((
-          select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
-          from public.task_batches b where b.id = t.batch_id), false))
-      order by t.run_after, t.id
-      limit p_limit
-      for update of t skip locked
-    ) n
+    select t.id
+    from public.ai_tasks t
+    where t.status = 'plan'
+      and t.user_id = uid
+      and t.run_after <= now()
+      and (p_task_ids is null or t.id = any(p_task_ids))
+      -- A scalar filter, not NOT EXISTS: as an anti-join the planner assumed
+      -- it removed almost every row and sorted the whole queue (O(queue));
+      -- this way it walks the runnable index in order and stops at p_limit.
+      and (t.batch_id is null or not coalesce((
+        select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
+        from public.task_batches b where b.id = t.batch_id), false))
+    order by t.run_after, t.id
+    limit p_limit
+    for update of t skip locked
   ), delayed as (
     -- Batches with execution_delay_seconds: one start per delay interval.
     select t.id, b.id as batch_id, b.execution_delay_seconds
@@ -114,10 +88,8 @@ begin
         locked_by = p_worker,
         attempts = t.attempts + 1,
         started_at = now()
-    -- By primary key, as an array: a generic plan cannot know how many
-    -- rows p_limit lets through, guessed thousands and hash-joined the
-    -- whole table.
-    where t.id = any(array(select p.id from picked p))
+    from picked
+    where t.id = picked.id
     returning t.*
   ), tpl as (
     -- Only a template the owner may use (own, public, or of a published
