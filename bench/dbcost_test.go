@@ -17,6 +17,15 @@ rmgr: Heap2       len (rec/tot):     64/  8256, tx:          0, lsn: 0/01A2B490,
 rmgr: Standby     len (rec/tot):     42/    42, tx:        737, lsn: 0/01A2C4E0, prev 0/01A2B490, desc: LOCK xid 737 db 16384 rel 46350
 rmgr: Standby     len (rec/tot):     50/    50, tx:          0, lsn: 0/01A2C510, prev 0/01A2C4E0, desc: RUNNING_XACTS nextXid 738
 rmgr: Storage     len (rec/tot):     46/    46, tx:        738, lsn: 0/01A2C548, prev 0/01A2C510, desc: TRUNCATE base/16384/46350 to 0 blocks flags 7
+rmgr: Btree       len (rec/tot):     90/    90, tx:        739, lsn: 0/01A2C580, prev 0/01A2C548, desc: NEWROOT lev 0, blkref #0: rel 1663/16384/16622 blk 1, blkref #2: rel 1663/16384/16622 blk 0
+rmgr: Btree       len (rec/tot):     72/    72, tx:        739, lsn: 0/01A2C5E0, prev 0/01A2C580, desc: INSERT_LEAF off 1, blkref #0: rel 1663/16384/16622 blk 1
+rmgr: Btree       len (rec/tot):     72/    72, tx:        739, lsn: 0/01A2C628, prev 0/01A2C5E0, desc: INSERT_POST off 7, blkref #0: rel 1663/16384/16622 blk 1
+rmgr: Btree       len (rec/tot):     72/    72, tx:        739, lsn: 0/01A2C670, prev 0/01A2C628, desc: INSERT_LEAF off 2, blkref #0: rel 1663/5/16622 blk 1
+rmgr: Btree       len (rec/tot):   1200/  1200, tx:        739, lsn: 0/01A2C6B8, prev 0/01A2C670, desc: SPLIT_R level 0, firstrightoff 120, newitemoff 200, postingoff 0, blkref #0: rel 1663/16384/16700 blk 4, blkref #1: rel 1663/16384/16700 blk 9
+rmgr: Btree       len (rec/tot):    300/   300, tx:        739, lsn: 0/01A2CB68, prev 0/01A2C6B8, desc: SPLIT_L level 1, firstrightoff 20, newitemoff 3, postingoff 0, blkref #0: rel 1663/16384/16700 blk 2, blkref #1: rel 1663/16384/16700 blk 10
+rmgr: Btree       len (rec/tot):     64/    64, tx:        739, lsn: 0/01A2CC98, prev 0/01A2CB68, desc: INSERT_UPPER off 3, blkref #0: rel 1663/16384/16700 blk 3
+rmgr: Gin         len (rec/tot):    174/   174, tx:        739, lsn: 0/01A2CCD8, prev 0/01A2CC98, desc: UPDATE_META_PAGE , blkref #0: rel 1663/16384/16800 blk 0, blkref #1: rel 1663/16384/16800 blk 2
+rmgr: Gin         len (rec/tot):     80/    80, tx:        739, lsn: 0/01A2CD88, prev 0/01A2CCD8, desc: DELETE_LISTPAGE ndeleted: 1, blkref #0: rel 1663/16384/16800 blk 0
 first record is after 0/01A2B300, at 0/01A2B3C8, skipping over 200 bytes
 `
 	got, n, err := sumDBWAL(strings.NewReader(dump), 16384)
@@ -25,10 +34,19 @@ first record is after 0/01A2B300, at 0/01A2B3C8, skipping over 200 bytes
 	}
 	// 54 + 34 (tx 735), 8256 (64 without its page image: ours), 42 (lock
 	// in our db), 46 (truncate of ours);
-	// not tx 736 (database 5) nor RUNNING_XACTS.
-	want := walSum{Total: 54 + 34 + 8256 + 42 + 46, NoFPI: 54 + 34 + 64 + 42 + 46}
-	if got != want || n != 8 {
-		t.Fatalf("sumDBWAL = %+v over %d records, want %+v over 8", got, n, want)
+	// not tx 736 (database 5) nor RUNNING_XACTS; tx 739's B-tree records,
+	// the one of database 5 too (the transaction wrote ours).
+	btree := int64(90 + 72 + 72 + 72 + 1200 + 300 + 64 + 174 + 80)
+	want := walSum{Total: 54 + 34 + 8256 + 42 + 46 + btree, NoFPI: 54 + 34 + 64 + 42 + 46 + btree}
+	if got.Total != want.Total || got.NoFPI != want.NoFPI || n != 17 {
+		t.Fatalf("sumDBWAL = %+v over %d records, want %+v over 17", got, n, want)
+	}
+	// Leaf inserts and the leaf split carry an entry each; the new root,
+	// the upper split and the upper insert add downlinks; database 5's
+	// insert is not ours; a GIN pending-list append is one row's entry, and
+	// cleaning the list adds none.
+	if e := got.IndexEntries; len(e) != 3 || e[16622] != 2 || e[16700] != 1 || e[16800] != 1 || got.Entries() != 4 {
+		t.Fatalf("index entries = %v, want 16622: 2, 16700: 1, 16800: 1", e)
 	}
 }
 

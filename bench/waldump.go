@@ -65,9 +65,34 @@ func findWAL(ctx context.Context, conn *pgx.Conn, db string) walSource {
 // with its full-page images, and its transaction.
 var walRecord = regexp.MustCompile(`len \(rec/tot\):\s*(\d+)/\s*(\d+), tx:\s*(\d+),`)
 
+// leafInsert matches a record that adds a row's entry to an index:
+//   - B-tree: an insert into a leaf page (also into a posting list) or a
+//     split of a leaf page, which carries the new entry. Upper-level inserts
+//     and splits add downlinks, and a new root adds none;
+//   - GIN with fastupdate (the default): the metapage update that appends a
+//     row's entries to the pending list, one per row. Moving the pending
+//     list into the tree later is not counted again. (A GIN index with
+//     fastupdate off is not counted.)
+var leafInsert = regexp.MustCompile(`^rmgr: (?:Btree .* desc: (?:INSERT_LEAF|INSERT_POST|SPLIT_[LR] level 0)\b|Gin .* desc: UPDATE_META_PAGE\b).*?blkref #0: rel \d+/(\d+)/(\d+) `)
+
 // walSum is the size of some WAL records with and without their full-page
-// images (written for the first change of a page after a checkpoint).
-type walSum struct{ Total, NoFPI int64 }
+// images (written for the first change of a page after a checkpoint), and
+// the index entries they wrote per index file (relfilenode) of the
+// database (see leafInsert). PostgreSQL counts no index insertions in
+// its statistics; the WAL has one record per entry.
+type walSum struct {
+	Total, NoFPI int64
+	IndexEntries map[uint32]int64
+}
+
+// Entries is the number of index entries written to every index.
+func (s walSum) Entries() int64 {
+	var n int64
+	for _, v := range s.IndexEntries {
+		n += v
+	}
+	return n
+}
 
 // dbWAL sums the bench database's WAL records between two LSNs.
 func (w walSource) dbWAL(ctx context.Context, from, to string) (walSum, error) {
@@ -100,7 +125,9 @@ func (w walSource) dbWAL(ctx context.Context, from, to string) (walSum, error) {
 // sumDBWAL reads pg_waldump's output and sums the sizes of the records of
 // the database: those naming it (block references "rel <spc>/<db>/<rel>",
 // "base/<db>/" paths, "db <db>") and every record of a transaction that
-// wrote one. It returns the sum and how many records it read.
+// wrote one. It returns the sum, with the index entries the database's
+// indexes got counted per index file, and how many records it read. Leaf
+// inserts of aborted transactions count: their entries were written.
 func sumDBWAL(r io.Reader, dbOID uint32) (walSum, int, error) {
 	type rec struct {
 		tx        uint64
@@ -109,6 +136,7 @@ func sumDBWAL(r io.Reader, dbOID uint32) (walSum, int, error) {
 	}
 	var recs []rec
 	txs := map[uint64]bool{}
+	entries := map[uint32]int64{}
 	oid := strconv.FormatUint(uint64(dbOID), 10)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
@@ -131,12 +159,16 @@ func sumDBWAL(r io.Reader, dbOID uint32) (walSum, int, error) {
 		if ours && tx != 0 {
 			txs[tx] = true
 		}
+		if b := leafInsert.FindStringSubmatch(line); b != nil && b[1] == oid {
+			rel, _ := strconv.ParseUint(b[2], 10, 32)
+			entries[uint32(rel)]++
+		}
 		recs = append(recs, rec{tx, size, raw, ours})
 	}
 	if err := sc.Err(); err != nil {
 		return walSum{}, len(recs), fmt.Errorf("error reading pg_waldump: %w", err)
 	}
-	var sum walSum
+	sum := walSum{IndexEntries: entries}
 	for _, r := range recs {
 		if r.ours || (r.tx != 0 && txs[r.tx]) {
 			sum.Total += r.size
