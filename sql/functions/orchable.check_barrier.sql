@@ -122,7 +122,7 @@ begin
       '_merged_from_count', merged_count, '_failed_count', failed_count,
       '_barrier', jsonb_build_object('stages', to_jsonb(deps), 'scope', scope, 'kind', case when is_join then 'join' else 'merge' end)),
     key, case when last_parent.tier_source = 'free_pool' then 'free_pool' end)
-  on conflict (user_id, idempotency_key) do nothing;
+  on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing;
   get diagnostics rc = row_count;
   return rc;
 end

@@ -124,7 +124,7 @@ begin
         jsonb_build_object('parent_stage_key', parent.stage_key, 'parent_task_id', parent.id),
         parent.id || '/' || succ.id,
         case when parent.tier_source = 'free_pool' then 'free_pool' end)
-      on conflict (user_id, idempotency_key) do nothing;
+      on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing;
       get diagnostics rc = row_count;
       created := created + rc;
 
@@ -152,7 +152,7 @@ begin
           parent.id || '/' || succ.id || '/b' || b,
           case when parent.tier_source = 'free_pool' then 'free_pool' end
         from generate_series(0, ceil(n::numeric / bsize)::int - 1) b
-        on conflict (user_id, idempotency_key) do nothing;
+        on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing;
       else
         insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
           hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
@@ -166,7 +166,7 @@ begin
           parent.id || '/' || succ.id || '/' || (o - 1),
           case when parent.tier_source = 'free_pool' then 'free_pool' end
         from jsonb_array_elements(arr) with ordinality x(e, o)
-        on conflict (user_id, idempotency_key) do nothing;
+        on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing;
       end if;
       get diagnostics rc = row_count;
       created := created + rc;
