@@ -206,19 +206,37 @@ func createTemplates(ctx context.Context, p *pgxpool.Pool, owner uuid.UUID, stag
 // copyTasks bulk-inserts n one-stage tasks of the template for the users
 // (round-robin) with COPY, as the table owner, in the given status.
 func copyTasks(ctx context.Context, p *pgxpool.Pool, users []uuid.UUID, tmpl, stageKey, status string, n int) ([]uuid.UUID, error) {
+	return copyTasksIn(ctx, p, users, tmpl, stageKey, status, n, uuid.Nil)
+}
+
+// copyTasksIn is copyTasks with the tasks in a batch (uuid.Nil: none). In a
+// batch each task is a launched root, as launch_batch and the front end make
+// them: the batch's id and launch id, and root_task_id its own id.
+func copyTasksIn(ctx context.Context, p *pgxpool.Pool, users []uuid.UUID, tmpl, stageKey, status string, n int, batch uuid.UUID) ([]uuid.UUID, error) {
+	var launch any
+	if batch != uuid.Nil {
+		var l uuid.UUID
+		if err := p.QueryRow(ctx, "select launch_id from public.task_batches where id = $1", batch).Scan(&l); err != nil {
+			return nil, fmt.Errorf("error reading the launch of batch %s: %w", batch, err)
+		}
+		launch = l
+	}
 	ids := make([]uuid.UUID, n)
 	now := time.Now().Add(-time.Second)
 	rows := make([][]any, n)
 	for i := range n {
 		ids[i] = uuid.New()
-		var completed any
+		var completed, batchID, root any
 		if status != "plan" {
 			completed = now
 		}
-		rows[i] = []any{ids[i], "generic", status, fmt.Sprintf(`{"n": %d}`, i), users[i%len(users)], 1, stageKey, tmpl, now, completed}
+		if batch != uuid.Nil {
+			batchID, root = batch, ids[i]
+		}
+		rows[i] = []any{ids[i], "generic", status, fmt.Sprintf(`{"n": %d}`, i), users[i%len(users)], 1, stageKey, tmpl, now, completed, batchID, launch, root}
 	}
 	_, err := p.CopyFrom(ctx, pgx.Identifier{"public", "ai_tasks"},
-		[]string{"id", "task_type", "status", "input_data", "user_id", "step_number", "stage_key", "prompt_template_id", "run_after", "completed_at"},
+		[]string{"id", "task_type", "status", "input_data", "user_id", "step_number", "stage_key", "prompt_template_id", "run_after", "completed_at", "batch_id", "launch_id", "root_task_id"},
 		pgx.CopyFromRows(rows))
 	if err != nil {
 		return nil, fmt.Errorf("error copying %d tasks: %w", n, err)

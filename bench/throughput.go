@@ -74,10 +74,17 @@ func orchNoop(ctx context.Context, e *env, n, workers int, transport string, met
 	if err := createTemplates(ctx, db.Pool, user, stageDef{ID: "noop", Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
 		return out, err
 	}
-	if _, err := copyTasks(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", n); err != nil {
+	var batch uuid.UUID
+	if e.o.NoopLaunched {
+		if err := db.Pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, launch_id, total_tasks)
+			values ('noop', 'processing', $1, gen_random_uuid(), $2) returning id`, user, n).Scan(&batch); err != nil {
+			return out, fmt.Errorf("error creating the batch: %w", err)
+		}
+	}
+	if _, err := copyTasksIn(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", n, batch); err != nil {
 		return out, err
 	}
-	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates"); err != nil {
+	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates", "public.task_batches"); err != nil {
 		return out, err
 	}
 	gen, err := offlineModel()
