@@ -39,6 +39,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("ExistenceOracles", func(t *testing.T) { t.Parallel(); attackOracles(t, newWorld(t, pool)) })
 	t.Run("ImportSquatting", func(t *testing.T) { t.Parallel(); attackImportSquatting(t, newWorld(t, pool)) })
 	t.Run("UnpublishUsedTemplate", func(t *testing.T) { t.Parallel(); attackUnpublishUsedTemplate(t, newWorld(t, pool)) })
+	t.Run("ForgeBatchCounters", func(t *testing.T) { t.Parallel(); attackForgeBatchCounters(t, newWorld(t, pool)) })
 	t.Run("ServiceFunctionsAndPrivileges", func(t *testing.T) {
 		t.Parallel()
 		attackPrivileges(t, newWorld(t, pool), "default privileges")
@@ -521,4 +522,48 @@ func attackPrivileges(t *testing.T, w *world, variant string) {
 	// The service identity runs no engine logic.
 	err := w.db.RPC(ctx, supabase.ServiceIdentity(""), "claim_tasks", map[string]any{"p_worker": "svc"}, nil)
 	record(t, "6 claim_tasks as the service identity ("+variant+")", "RPC service_role", "refused", errText(err), pgCode(err) == "42501")
+}
+
+// Attack 6b: the engine counts the status changes of a set-based claim or
+// completion once per batch through orchable.count_moves (SECURITY DEFINER:
+// the counter deltas are closed to clients, and the engine runs as the
+// caller). B asks it to count moves in A's batch, and marks its own updates
+// as counted already (orchable.counting, which the row trigger reads).
+func attackForgeBatchCounters(t *testing.T, w *world) {
+	t.Helper()
+	ctx := t.Context()
+	p := "A-" + uuid.NewString()[:8]
+	w.templates(ctx, t, w.a, stage{id: p, key: "one", cfg: map[string]any{"cardinality": "1:1"}})
+	l := w.launch(ctx, t, w.a, p, map[string]any{"row": 1}, map[string]any{"row": 2})
+
+	var n int
+	err := w.asRow(ctx, t, w.b, "select orchable.count_moves(array[$1::uuid, $1::uuid, null], 'plan', 'completed')", []any{l.BatchID}, &n)
+	require.NoError(t, err)
+	dbtest.FoldCounters(ctx, t, w.pool)
+	var pending, completed int
+	require.NoError(t, w.pool.QueryRow(ctx, "select pending_tasks, completed_tasks from public.task_batches where id = $1", l.BatchID).Scan(&pending, &completed))
+	record(t, "6b count_moves asked to count moves in victim's batch", "SQL engine only", "nothing counted",
+		fmt.Sprintf("delta rows=%d, A's batch pending=%d completed=%d", n, pending, completed), n == 0 && pending == 2 && completed == 0)
+
+	// The mark only ever skips the marker's own rows: B's update of its own
+	// task under it leaves B's batch uncounted (harming only B), and the
+	// row trigger cannot touch a row B may not update.
+	q := "B-" + uuid.NewString()[:8]
+	w.templates(ctx, t, w.b, stage{id: q, key: "one", cfg: map[string]any{"cardinality": "1:1"}})
+	lb := w.launch(ctx, t, w.b, q, map[string]any{"row": 1})
+	tx, err := w.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	dbtest.AsUser(ctx, t, tx, w.b)
+	_, err = tx.Exec(ctx, "select set_config('orchable.counting', 'deferred', true)")
+	require.NoError(t, err)
+	tag, err := tx.Exec(ctx, "update public.ai_tasks set status = 'completed' where id = any($1)", []uuid.UUID{l.TaskIDs[0], lb.TaskIDs[0]})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	dbtest.FoldCounters(ctx, t, w.pool)
+	var aStatus string
+	require.NoError(t, w.pool.QueryRow(ctx, "select status from public.ai_tasks where id = $1", l.TaskIDs[0]).Scan(&aStatus))
+	require.NoError(t, w.pool.QueryRow(ctx, "select pending_tasks, completed_tasks from public.task_batches where id = $1", l.BatchID).Scan(&pending, &completed))
+	record(t, "6b status updates marked as counted, A's task among them", "SQL", "A's task and counters unchanged",
+		fmt.Sprintf("%s; A's task %s, A's batch pending=%d completed=%d", tag, aStatus, pending, completed), aStatus == "plan" && pending == 2 && completed == 0)
 }

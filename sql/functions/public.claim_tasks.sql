@@ -25,6 +25,7 @@ declare
   out jsonb;
   rows_ tid[];
   more tid[];
+  counted integer;
   uid uuid := orchable.require_user('claim_tasks');
 begin
   perform orchable.engine_on();
@@ -108,7 +109,10 @@ begin
   -- versions locked above (a TID scan: this transaction holds their locks,
   -- so they are still the current versions). By id, the planner may AND in
   -- the owner's whole user_id index: RLS adds user_id = auth.uid(), whose
-  -- value no plan knows, so it is estimated for the average tenant.
+  -- value no plan knows, so it is estimated for the average tenant. The
+  -- batch counters count the claim once per batch (orchable.count_moves)
+  -- rather than once per task (the row trigger skips a 'deferred' update).
+  perform set_config('orchable.counting', 'deferred', true);
   with upd as (
     update public.ai_tasks t
     set status = 'processing',
@@ -160,8 +164,10 @@ begin
       'template', (select to_jsonb(p) from tpl p where p.id = u.prompt_template_id),
       'batch', (select b.j from bat b where b.id = u.batch_id))), '[]'::jsonb)
      from upd u)
-  end
-  into out;
+  end,
+  (select orchable.count_moves(array_agg(u.batch_id), 'plan', 'processing') from upd u)
+  into out, counted;
+  perform set_config('orchable.counting', '', true);
   return out;
 end
 $$;

@@ -15,6 +15,9 @@ declare
   fast_all jsonb;
   grouped jsonb := '{}';
   g public.ai_tasks;
+  moved uuid[] := '{}';
+  first boolean := true;
+  counted integer;
   leaf_result constant jsonb := '{"status": "completed", "created": 0, "waiting": 0}';
   uid uuid := orchable.require_user('complete_tasks');
 begin
@@ -25,7 +28,9 @@ begin
 
   -- Set-based fast path for the common case: tasks processing under this
   -- worker whose stage has no successors and needs no approval (a leaf:
-  -- completing it creates nothing). One UPDATE for all of them.
+  -- completing it creates nothing). One UPDATE for all of them, counted
+  -- once per batch (orchable.count_moves; the row trigger skips it).
+  perform set_config('orchable.counting', 'deferred', true);
   with items as (
     -- The first item of each task (a repeated item is checked later like
     -- any other: a duplicate, or PT409 with a different output).
@@ -68,9 +73,12 @@ begin
         'usage', i.u -> 'usage'))
     from items i
     where t.id = i.task_id and t.id in (select id from leaves)
-    returning t.id
+    returning t.id, t.batch_id
   )
-  select coalesce(jsonb_object_agg(id::text, true), '{}'::jsonb) into fast from done;
+  select coalesce(jsonb_object_agg(id::text, true), '{}'::jsonb),
+         orchable.count_moves(array_agg(batch_id), 'processing', 'completed')
+  into fast, counted from done;
+  perform set_config('orchable.counting', '', true);
 
   -- Everything else, first all together in one subtransaction: a
   -- subtransaction per item costs a subtransaction id per written item,
@@ -85,7 +93,9 @@ begin
     -- successors. The UPDATE runs to completion before the first
     -- spawn_successors, so a barrier sees every feeder of this group done;
     -- the first to close it creates the successor and the others find it
-    -- by its idempotency key.
+    -- by its idempotency key. The UPDATE is counted once per batch after
+    -- the loop; everything the loop writes is counted by the row trigger.
+    perform set_config('orchable.counting', 'deferred', true);
     for g in
       with items as (
         select distinct on (v.task_id) v.task_id, v.output, v.u
@@ -129,6 +139,13 @@ begin
               where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))), false)
       returning t.*
     loop
+      if first then
+        perform set_config('orchable.counting', '', true);
+        first := false;
+      end if;
+      if g.batch_id is not null then
+        moved := moved || g.batch_id;
+      end if;
       res := orchable.spawn_successors(g, false);
       if res ? 'error' then
         update public.ai_tasks set status = 'failed', error_message = res ->> 'error', retry_count = retry_count + 1
@@ -142,6 +159,8 @@ begin
       end if;
       grouped := grouped || jsonb_build_object(g.id::text, res);
     end loop;
+    perform set_config('orchable.counting', '', true);
+    counted := orchable.count_moves(moved, 'processing', 'completed');
 
     -- The results in the order of p_items; what neither path took (a
     -- repeated item, approval, a task not processing under this worker, a
