@@ -108,8 +108,11 @@ func TestBatchCountersPerStatement(t *testing.T) {
 	require.Equal(t, 4, n, "the fallback counts each task")
 
 	second := claim(7)
-	_, n = complete(items(append(second[b1], second[b2]...)...))
+	res, n = complete(items(append(second[b1], second[b2]...)...))
 	require.Equal(t, 2, n, "one delta row per batch for the leaf completion")
+	for _, r := range res { // every item a leaf: the early return's results
+		require.Equal(t, map[string]any{"status": "completed", "created": 0.0, "waiting": 0.0}, r)
+	}
 
 	dbtest.FoldCounters(ctx, t, b.pool)
 	for batch, want := range map[uuid.UUID]int{b1: 8, b2: 6} {

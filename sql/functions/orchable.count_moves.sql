@@ -14,11 +14,16 @@ create or replace function orchable.count_moves(p_batches uuid[], p_from public.
   set search_path = ''
 as $$
 declare
-  ob constant text := public.task_status_bucket(p_from);
-  nb constant text := public.task_status_bucket(p_to);
+  ob text;
+  nb text;
   n integer;
 begin
-  if ob = nb or p_batches is null then
+  if p_batches is null or cardinality(p_batches) = 0 then
+    return 0;
+  end if;
+  ob := public.task_status_bucket(p_from);
+  nb := public.task_status_bucket(p_to);
+  if ob = nb then
     return 0;
   end if;
   insert into public.task_batch_counter_deltas (batch_id, user_id, d_total, d_pending, d_processing, d_completed, d_failed)

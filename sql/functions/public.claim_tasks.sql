@@ -165,7 +165,7 @@ begin
       'batch', (select b.j from bat b where b.id = u.batch_id))), '[]'::jsonb)
      from upd u)
   end,
-  (select orchable.count_moves(array_agg(u.batch_id), 'plan', 'processing') from upd u)
+  (select orchable.count_moves(array_agg(u.batch_id) filter (where u.batch_id is not null), 'plan', 'processing') from upd u)
   into out, counted;
   perform set_config('orchable.counting', '', true);
   return out;
