@@ -238,8 +238,11 @@ declare
   leaves jsonb;
   nleaves integer;
   spawners public.ai_tasks[];
-  grouped jsonb := '{}';
+  grouped jsonb;
+  spawned_ids text[] := '{}';
+  spawned jsonb[] := '{}';
   g public.ai_tasks;
+  first boolean;
   counted integer;
   leaf_result constant jsonb := '{"status": "completed", "created": 0, "waiting": 0}';
   uid uuid := orchable.require_user('complete_tasks');
@@ -349,19 +352,26 @@ begin
         res := jsonb_build_object('status', 'completed', 'created', coalesce((res ->> 'created')::int, 0),
                                   'waiting', coalesce((res ->> 'waiting')::int, 0));
       end if;
-      grouped := grouped || jsonb_build_object(g.id::text, res);
+      spawned_ids := spawned_ids || g.id::text; -- in place, as results below
+      spawned := spawned || res;
     end loop;
+    -- One object at the end: adding to a jsonb value copies it, so a
+    -- growing object in the loop cost time quadratic in the items.
+    grouped := coalesce((select jsonb_object_agg(k, v) from unnest(spawned_ids, spawned) u(k, v)), '{}'::jsonb);
 
     -- The results in the order of p_items; what the UPDATE did not take (a
     -- repeated item, approval, a task not processing under this worker, a
-    -- malformed item) goes through complete_one.
-    for item in select e from jsonb_array_elements(p_items) with ordinality x(e, o) order by o loop
-      if leaves ? lower(item ->> 'task_id') then
+    -- malformed item) goes through complete_one. Only the first item of a
+    -- task can have been taken by the UPDATE; a repeated one is checked
+    -- like any other (a duplicate, or PT409 with another output).
+    for item, first in
+      select e, row_number() over (partition by lower(e ->> 'task_id') order by o) = 1
+      from jsonb_array_elements(p_items) with ordinality x(e, o) order by o
+    loop
+      if first and leaves ? lower(item ->> 'task_id') then
         res := leaf_result;
-        leaves := leaves - lower(item ->> 'task_id');
-      elsif grouped ? lower(item ->> 'task_id') then
+      elsif first and grouped ? lower(item ->> 'task_id') then
         res := grouped -> lower(item ->> 'task_id');
-        grouped := grouped - lower(item ->> 'task_id');
       else
         res := orchable.complete_one((item ->> 'task_id')::uuid, p_worker, item -> 'output', coalesce(item -> 'usage', '{}'::jsonb));
       end if;
