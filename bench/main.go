@@ -103,7 +103,6 @@ type options struct {
 	Out          string
 	CPUProfile   string
 	SkipBaseline bool
-	NoopLaunched bool // throughput-noop tasks are launched roots of one batch
 	Proposed     bool
 	FuncStats    int // print the top N SQL functions by self time of each orchable run (0: off)
 	// scaling's sizes (see scaling.go)
@@ -143,7 +142,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.Out, "out", "results", "directory for the JSON results")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the River baselines (profiling)")
-	fs.BoolVar(&o.NoopLaunched, "noop-launched", false, "throughput-noop and throughput-postgrest: the tasks are launched roots of one batch (batch, launch and root set, as a front-end launch makes them) instead of tasks inserted alone")
 	var merge string
 	fs.StringVar(&merge, "scale-merge", "1000,10000,50000", "scaling: N:1 merge scopes (tasks per batch)")
 	fs.IntVar(&o.ScaleBatch, "scale-batch", 10000, "scaling: rows of each user's batch")

@@ -24,12 +24,15 @@ func (e *env) noopSize() int { return e.o.Tasks }
 
 // throughputNoop: n pre-inserted one-stage tasks, the offline model with zero
 // latency, direct transport; tasks/s against River's no-op jobs/s with the
-// same workers, pool and server.
+// same workers, pool and server. The tasks are inserted alone, like River's
+// jobs; at the first worker count the same work is measured again as roots
+// launched in a batch (batch, launch and root set, the front end's shape),
+// against the same River run.
 func throughputNoop(ctx context.Context, e *env) ([]Figure, error) {
 	n := e.noopSize()
-	var figs, costs []Figure
-	for _, w := range e.o.Workers {
-		orch, err := orchNoop(ctx, e, n, w, "direct", true)
+	var figs, costs, launched []Figure
+	for i, w := range e.o.Workers {
+		orch, err := orchNoop(ctx, e, n, w, "direct", true, false)
 		if err != nil {
 			return nil, err
 		}
@@ -46,8 +49,36 @@ func throughputNoop(ctx context.Context, e *env) ([]Figure, error) {
 				BaselineName: "target", Target: "≤ 2", Met: boolPtr(orch.trips <= 2)},
 		)
 		costs = append(costs, costFigures(fmt.Sprintf("%d workers", w), *orch.cost, n, base.cost, n)...)
+		if i == 0 {
+			roots, err := orchNoop(ctx, e, n, w, "direct", true, true)
+			if err != nil {
+				return nil, err
+			}
+			launched = launchedFigures(w, n, roots, base)
+		}
 	}
-	return append(figs, costs...), nil
+	return append(append(figs, costs...), launched...), nil
+}
+
+// launchedFigures are the headline figures of throughput-noop on launched
+// roots, against River's run at the same worker count.
+func launchedFigures(w, n int, orch orchRun, base riverRun) []Figure {
+	var rc dbCost
+	if base.cost != nil {
+		rc = *base.cost
+	}
+	c := *orch.cost
+	label := fmt.Sprintf("%d workers, launched roots", w)
+	return []Figure{
+		{Name: fmt.Sprintf("tasks/s, %d workers, %d launched roots (batch, launch, root set)", w, n), Unit: "tasks/s", Value: orch.rate,
+			Baseline: base.rate, BaselineName: "River jobs/s", HigherIsBetter: true},
+		{Name: "DB CPU/task, bench DB backends, " + label, Unit: "ms", Note: c.CPUNA,
+			Value: ms(c.DBCPU) / float64(n), Baseline: ms(rc.DBCPU) / float64(n), BaselineName: "River per job"},
+		{Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: c.WALNA,
+			Value: perTask(float64(c.DBWAL.Total), n), Baseline: perTask(float64(rc.DBWAL.Total), n), BaselineName: "River per job"},
+		{Name: "index entries written/task (leaf inserts in the WAL), " + label, Unit: "entries", Note: c.WALNA,
+			Value: perTask(float64(c.DBWAL.Entries()), n), Baseline: perTask(float64(rc.DBWAL.Entries()), n), BaselineName: "River per job"},
+	}
 }
 
 // orchRun is what one orchable throughput run measured.
@@ -59,8 +90,9 @@ type orchRun struct {
 
 // orchNoop runs n no-op tasks through the engine over the transport
 // ("direct" or "postgrest") and returns tasks/s, round trips per task
-// (direct only) and, with meter, what the work cost the database.
-func orchNoop(ctx context.Context, e *env, n, workers int, transport string, meter bool) (orchRun, error) {
+// (direct only) and, with meter, what the work cost the database. The
+// tasks are inserted alone, or with launched as roots of one batch.
+func orchNoop(ctx context.Context, e *env, n, workers int, transport string, meter, launched bool) (orchRun, error) {
 	var out orchRun
 	db, err := e.freshDB(ctx, false, e.o.Conns)
 	if err != nil {
@@ -75,7 +107,7 @@ func orchNoop(ctx context.Context, e *env, n, workers int, transport string, met
 		return out, err
 	}
 	var batch uuid.UUID
-	if e.o.NoopLaunched {
+	if launched {
 		if err := db.Pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, launch_id, total_tasks)
 			values ('noop', 'processing', $1, gen_random_uuid(), $2) returning id`, user, n).Scan(&batch); err != nil {
 			return out, fmt.Errorf("error creating the batch: %w", err)
@@ -226,11 +258,11 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 func throughputPostgREST(ctx context.Context, e *env) ([]Figure, error) {
 	n := max(200, e.o.Tasks/10)
 	const workers = 100
-	rest, err := orchNoop(ctx, e, n, workers, "postgrest", false)
+	rest, err := orchNoop(ctx, e, n, workers, "postgrest", false, false)
 	if err != nil {
 		return nil, err
 	}
-	direct, err := orchNoop(ctx, e, n, workers, "direct", false)
+	direct, err := orchNoop(ctx, e, n, workers, "direct", false, false)
 	if err != nil {
 		return nil, err
 	}
