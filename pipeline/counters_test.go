@@ -13,9 +13,9 @@ import (
 
 // A set-based claim or completion counts its status changes once per batch
 // (orchable.count_moves), not once per task (the row trigger), and the
-// counters stay exact through every path: the claim, the grouped UPDATE of
-// tasks with successors, the one-by-one fallback when an item of a group
-// raises, and the leaf UPDATE.
+// counters stay exact through every path: the claim, the completion of
+// tasks with successors (one at a time, each counted by the row trigger),
+// the one-by-one fallback when an item raises, and the leaf UPDATE.
 func TestBatchCountersPerStatement(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -92,12 +92,13 @@ func TestBatchCountersPerStatement(t *testing.T) {
 	}
 
 	first := claim(7)
-	// Batch 2's three first-stage tasks: one grouped UPDATE, one delta row.
+	// Batch 2's three first-stage tasks have successors: each is completed
+	// with them, one at a time, and counted by the row trigger.
 	res, n := complete(items(first[b2]...))
 	for _, r := range res {
 		require.EqualValues(t, 1, r["created"], "%v", r)
 	}
-	require.Equal(t, 1, n, "one delta row for the grouped completion")
+	require.Equal(t, 3, n, "one delta row per task with successors")
 	// Batch 1's four and an item of no task: the group raises and is redone
 	// item by item, each counted by the row trigger.
 	res, n = complete(append(items(first[b1]...), map[string]any{"task_id": uuid.New(), "output": map[string]any{}}))

@@ -778,10 +778,11 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 	require.NotSame(t, claimed[0].Template, claimed[1].Template)
 }
 
-// complete_tasks' grouped path: tasks with successors completed by one
-// UPDATE, then each spawns. A whole split completed in one call closes its
-// merge exactly once, a repeated item is a duplicate, and a split whose
-// output has no array fails alone without undoing the others.
+// complete_tasks with whole stages in one call: tasks with successors are
+// completed one at a time, each with its successors. A whole split
+// completed in one call closes its merge exactly once, a repeated item is a
+// duplicate, and a split whose output has no array fails alone without
+// undoing the others.
 func TestCompleteTasksGrouped(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()

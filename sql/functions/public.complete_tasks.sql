@@ -13,11 +13,6 @@ declare
   results jsonb[] := '{}';
   leaves jsonb;
   nleaves integer;
-  spawners public.ai_tasks[];
-  grouped jsonb;
-  spawned_ids text[] := '{}';
-  spawned jsonb[] := '{}';
-  g public.ai_tasks;
   first boolean;
   counted integer;
   leaf_result constant jsonb := '{"status": "completed", "created": 0, "waiting": 0}';
@@ -35,17 +30,21 @@ begin
   -- whole group is undone and redone one item at a time, each isolated from
   -- the others.
   begin
-    -- One UPDATE completes every item whose task is the caller's,
-    -- processing under this worker and needs no approval, exactly as
-    -- complete_one writes it, and is counted in the batch counters once
-    -- per batch (orchable.count_moves; the row trigger skips an UPDATE
-    -- marked deferred). It returns the new row only of a task that has
-    -- successors; a leaf (completing it creates nothing) needs nothing
-    -- more. Whether a task is a leaf is decided on the row the UPDATE
-    -- wrote, so a concurrent change of its successors cannot slip between.
-    -- Only the first item of a task is applied here; a repeated item is
-    -- checked like any other below (a duplicate, or PT409 with another
-    -- output).
+    -- One UPDATE completes every leaf: an item whose task is the caller's,
+    -- processing under this worker, needs no approval and has no
+    -- successors of its own (next_task_config, the launcher's
+    -- next_stage_configs) nor of its template, so completing it creates
+    -- nothing. It writes what complete_one writes and is counted in the
+    -- batch counters once per batch (orchable.count_moves; the row trigger
+    -- skips an UPDATE marked deferred). Only the first item of a task is
+    -- applied here; a repeated item is checked like any other below (a
+    -- duplicate, or PT409 with another output).
+    --
+    -- A task with successors is completed by complete_one, one at a time,
+    -- each with its successors: a completed task must be one whose
+    -- successors exist, or a barrier checked in between (a feeder of a
+    -- merge in the same call) closes without the children a completed
+    -- split parent has not made yet (TestCompleteTasksSplitParentAndFeedersInOneCall).
     perform set_config('orchable.counting', 'deferred', true);
     with items as (
       select distinct on (v.task_id) v.task_id, v.output, v.u
@@ -78,30 +77,23 @@ begin
       from items i
       where t.id = i.task_id and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
         and not t.requires_approval
+        and t.next_task_config is null and not (t.extra ? 'next_stage_configs')
         -- complete_one's approval test: the template's flag counts only when
-        -- the owner may use the template (orchable.usable_template).
-        and not coalesce((
-          select p.requires_approval from public.prompt_templates p
-          where p.id = t.prompt_template_id
-            and (p.user_id = uid or p.is_public or exists (
-              select 1 from public.lab_orchestrator_configs c
-              where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))), false)
-      -- A leaf: no successors of its own (next_task_config, the launcher's
-      -- next_stage_configs) nor of its template. NULL for a leaf.
-      returning t.id, t.batch_id,
-        case when t.next_task_config is null and not (t.extra ? 'next_stage_configs') and not exists (
+        -- the owner may use the template (orchable.usable_template); and a
+        -- leaf's template has no successors.
+        and not exists (
           select 1 from public.prompt_templates p
           where p.id = t.prompt_template_id
-            and (p.next_stage_template_id is not null
+            and ((p.requires_approval and (p.user_id = uid or p.is_public or exists (
+                   select 1 from public.lab_orchestrator_configs c
+                   where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code)))
+                 or p.next_stage_template_id is not null
                  or coalesce(jsonb_array_length(case when jsonb_typeof(p.next_stage_template_ids) = 'array' then p.next_stage_template_ids end), 0) > 0))
-        then null else t end as spawner
+      returning t.id, t.batch_id
     )
-    -- (A row value IS NOT NULL only when every column is: test the id.)
-    select coalesce(jsonb_object_agg(d.id::text, true) filter (where (d.spawner).id is null), '{}'::jsonb),
-           count(*) filter (where (d.spawner).id is null),
-           coalesce(array_agg(d.spawner) filter (where (d.spawner).id is not null), '{}'),
+    select coalesce(jsonb_object_agg(d.id::text, true), '{}'::jsonb), count(*),
            orchable.count_moves(array_agg(d.batch_id) filter (where d.batch_id is not null), 'processing', 'completed')
-    into leaves, nleaves, spawners, counted
+    into leaves, nleaves, counted
     from done d;
     perform set_config('orchable.counting', '', true);
 
@@ -111,43 +103,18 @@ begin
       return (select coalesce(jsonb_agg(leaf_result), '[]'::jsonb) from generate_series(1, nleaves));
     end if;
 
-    -- Each task with successors creates them, after the UPDATE: a barrier
-    -- whose every feeder is in this group sees them all completed and
-    -- closes at the first; the others find the successor by its
-    -- idempotency key. Everything written from here on is counted by the
-    -- row triggers.
-    foreach g in array spawners loop
-      res := orchable.spawn_successors(g, false);
-      if res ? 'error' then
-        update public.ai_tasks set status = 'failed', error_message = res ->> 'error', retry_count = retry_count + 1
-        where id = g.id
-        returning * into g;
-        perform orchable.spawn_successors(g, true);
-        res := jsonb_build_object('status', 'failed', 'error', res ->> 'error', 'created', 0);
-      else
-        res := jsonb_build_object('status', 'completed', 'created', coalesce((res ->> 'created')::int, 0),
-                                  'waiting', coalesce((res ->> 'waiting')::int, 0));
-      end if;
-      spawned_ids := spawned_ids || g.id::text; -- in place, as results below
-      spawned := spawned || res;
-    end loop;
-    -- One object at the end: adding to a jsonb value copies it, so a
-    -- growing object in the loop cost time quadratic in the items.
-    grouped := coalesce((select jsonb_object_agg(k, v) from unnest(spawned_ids, spawned) u(k, v)), '{}'::jsonb);
-
     -- The results in the order of p_items; what the UPDATE did not take (a
-    -- repeated item, approval, a task not processing under this worker, a
-    -- malformed item) goes through complete_one. Only the first item of a
-    -- task can have been taken by the UPDATE; a repeated one is checked
-    -- like any other (a duplicate, or PT409 with another output).
+    -- task with successors, a repeated item, approval, a task not
+    -- processing under this worker, a malformed item) goes through
+    -- complete_one. Only the first item of a task can have been taken by
+    -- the UPDATE; a repeated one is checked like any other (a duplicate,
+    -- or PT409 with another output).
     for item, first in
       select e, row_number() over (partition by lower(e ->> 'task_id') order by o) = 1
       from jsonb_array_elements(p_items) with ordinality x(e, o) order by o
     loop
       if first and leaves ? lower(item ->> 'task_id') then
         res := leaf_result;
-      elsif first and grouped ? lower(item ->> 'task_id') then
-        res := grouped -> lower(item ->> 'task_id');
       else
         res := orchable.complete_one((item ->> 'task_id')::uuid, p_worker, item -> 'output', coalesce(item -> 'usage', '{}'::jsonb));
       end if;
