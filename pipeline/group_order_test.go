@@ -2,7 +2,6 @@ package pipeline_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"testing"
 
 	"github.com/google/uuid"
@@ -79,7 +78,7 @@ func TestCompleteTasksSplitParentAndFeedersInOneCall(t *testing.T) {
 			Count      int      `json:"_merged_from_count"` //nolint:tagliatelle // the engine's key
 		}
 		require.NoError(t, json.Unmarshal(input, &in))
-		require.ElementsMatch(t, []string{"d1", "d2", "d3"}, in.OutputData, fmt.Sprintf("order %d %v", n, order))
+		require.ElementsMatch(t, []string{"d1", "d2", "d3"}, in.OutputData, "order %d %v", n, order)
 		require.Equal(t, 3, in.Count)
 	}
 }
