@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/google/uuid"
@@ -81,4 +82,195 @@ func TestCompleteTasksSplitParentAndFeedersInOneCall(t *testing.T) {
 		require.ElementsMatch(t, []string{"d1", "d2", "d3"}, in.OutputData, "order %d %v", n, order)
 		require.Equal(t, 3, in.Count)
 	}
+}
+
+// Feeders of a barrier are completed set-based, but only of one barrier per
+// call: a barrier upstream of another must be settled before the other is
+// checked. Rows R1 and R2 each split into parts that feed merge1 (one per
+// row, "isolated"); each merge1 task feeds merge2 (one over the batch). One
+// call completes R1's merge1 task (a feeder of merge2) with R2's two parts
+// (feeders of merge1). merge2 must wait for R2's merge1 task: checked while
+// R2's parts were completed but their merge1 not yet made, it closed over
+// R1 alone. Both template orders are run, as the classification takes the
+// barriers in template order (so each barrier is once the set-based one),
+// and the items in both orders.
+func TestCompleteTasksFeedersOfTwoBarriersInOneCall(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "tb"}, b.db, b.gen)
+	item := func(task uuid.UUID, out any) map[string]any { return map[string]any{"task_id": task, "output": out} }
+	complete := func(items ...map[string]any) {
+		t.Helper()
+		var res []map[string]any
+		require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "tb", "p_items": items}, &res))
+		require.Len(t, res, len(items))
+		for _, x := range res {
+			require.Equal(t, "completed", x["status"], "%v", x)
+		}
+	}
+	claim := func(ids ...uuid.UUID) {
+		t.Helper()
+		c, err := r.Claim(ctx, id, 100, ids)
+		require.NoError(t, err)
+		require.Len(t, c, len(ids))
+	}
+	ids := func(q string, args ...any) []uuid.UUID {
+		t.Helper()
+		var out []uuid.UUID
+		require.NoError(t, b.pool.QueryRow(ctx, q, args...).Scan(&out))
+		return out
+	}
+
+	for _, merge1First := range []bool{true, false} {
+		for _, reversed := range []bool{false, true} {
+			p := "tb-" + uuid.NewString()[:8] + "-"
+			m1, parts := p+"b-merge1", p+"a-parts"
+			if merge1First {
+				m1, parts = p+"a-merge1", p+"b-parts"
+			}
+			b.templates(ctx, t, b.user,
+				stage{id: p + "rows", key: "rows", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{parts}},
+				stage{id: parts, key: "parts", prompt: "x", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}, next: []string{m1}},
+				stage{id: m1, key: "merge1", prompt: "x", cfg: map[string]any{"cardinality": "N:1", "batch_grouping": "isolated"}, next: []string{p + "merge2"}},
+				stage{id: p + "merge2", key: "merge2", prompt: "x", cfg: map[string]any{"cardinality": "N:1"}},
+			)
+			batch := b.launch(ctx, t, b.user, p+"rows", map[string]any{"r": 1}, map[string]any{"r": 2})
+			rows := ids("select array_agg(id order by sequence) from public.ai_tasks where batch_id = $1", batch)
+			claim(rows...)
+			complete(item(rows[0], map[string]any{"items": []string{"a", "b"}}), item(rows[1], map[string]any{"items": []string{"c", "d"}}))
+			r1 := ids("select array_agg(id) from public.ai_tasks where batch_id = $1 and stage_key = 'parts' and root_task_id = $2", batch, rows[0])
+			r2 := ids("select array_agg(id) from public.ai_tasks where batch_id = $1 and stage_key = 'parts' and root_task_id = $2", batch, rows[1])
+			require.Len(t, r1, 2)
+			require.Len(t, r2, 2)
+			claim(r1...)
+			complete(item(r1[0], map[string]any{"output_data": []string{"a"}}), item(r1[1], map[string]any{"output_data": []string{"b"}}))
+			merge1R1 := ids("select array_agg(id) from public.ai_tasks where batch_id = $1 and stage_key = 'merge1'", batch)
+			require.Len(t, merge1R1, 1, "R1's merge1 closes over its two parts")
+
+			claim(merge1R1[0], r2[0], r2[1])
+			group := []map[string]any{
+				item(merge1R1[0], map[string]any{"output_data": []string{"m1-r1"}}),
+				item(r2[0], map[string]any{"output_data": []string{"c"}}),
+				item(r2[1], map[string]any{"output_data": []string{"d"}}),
+			}
+			if reversed {
+				group[0], group[2] = group[2], group[0]
+			}
+			complete(group...)
+			require.Empty(t, ids("select coalesce(array_agg(id), '{}') from public.ai_tasks where batch_id = $1 and stage_key = 'merge2'", batch),
+				"merge2 waits for R2's merge1 (merge1 first %v, reversed %v)", merge1First, reversed)
+			merge1R2 := ids("select array_agg(id) from public.ai_tasks where batch_id = $1 and stage_key = 'merge1' and id <> $2", batch, merge1R1[0])
+			require.Len(t, merge1R2, 1, "R2's merge1 closes over its two parts in the same call")
+
+			claim(merge1R2[0])
+			complete(item(merge1R2[0], map[string]any{"output_data": []string{"m1-r2"}}))
+			var in struct {
+				OutputData []string `json:"output_data"`
+				Count      int      `json:"_merged_from_count"` //nolint:tagliatelle // the engine's key
+			}
+			var input json.RawMessage
+			require.NoError(t, b.pool.QueryRow(ctx, "select input_data from public.ai_tasks where batch_id = $1 and stage_key = 'merge2'", batch).Scan(&input))
+			require.NoError(t, json.Unmarshal(input, &in))
+			require.ElementsMatch(t, []string{"m1-r1", "m1-r2"}, in.OutputData, "merge1 first %v, reversed %v", merge1First, reversed)
+			require.Equal(t, 2, in.Count)
+		}
+	}
+}
+
+// What complete_one decides for a feeder stays with complete_one when
+// feeders are completed set-based: a feeder at the lineage depth cap fails
+// (and its merge closes over the others), a feeder in a cancelled batch
+// creates nothing, a feeder whose stage needs approval waits for it.
+func TestCompleteTasksFeedersLeftToCompleteOne(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "fl-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user,
+		stage{id: p + "rows", key: "rows", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "parts"}},
+		stage{id: p + "parts", key: "parts", prompt: "x", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}, next: []string{p + "merge"}},
+		stage{id: p + "merge", key: "merge", prompt: "x", cfg: map[string]any{"cardinality": "N:1"}},
+		stage{id: p + "arows", key: "arows", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "aparts"}},
+		stage{id: p + "aparts", key: "aparts", prompt: "x", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}, next: []string{p + "amerge"}, approval: true},
+		stage{id: p + "amerge", key: "amerge", prompt: "x", cfg: map[string]any{"cardinality": "N:1"}},
+	)
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "fl"}, b.db, b.gen)
+	item := func(task uuid.UUID, out any) map[string]any { return map[string]any{"task_id": task, "output": out} }
+	complete := func(items ...map[string]any) []map[string]any {
+		t.Helper()
+		var res []map[string]any
+		require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "fl", "p_items": items}, &res))
+		require.Len(t, res, len(items))
+		return res
+	}
+	claim := func(ids ...uuid.UUID) {
+		t.Helper()
+		c, err := r.Claim(ctx, id, 100, ids)
+		require.NoError(t, err)
+		require.Len(t, c, len(ids))
+	}
+	parts := func(root string, n int) (uuid.UUID, []uuid.UUID) {
+		t.Helper()
+		batch := b.launch(ctx, t, b.user, root, map[string]any{"r": 1})
+		var row uuid.UUID
+		require.NoError(t, b.pool.QueryRow(ctx, "select id from public.ai_tasks where batch_id = $1", batch).Scan(&row))
+		claim(row)
+		items := make([]string, n)
+		for i := range items {
+			items[i] = strconv.Itoa(i)
+		}
+		res := complete(item(row, map[string]any{"items": items}))
+		require.EqualValues(t, n, res[0]["created"], "%v", res[0])
+		var ids []uuid.UUID
+		require.NoError(t, b.pool.QueryRow(ctx, "select array_agg(id order by sequence) from public.ai_tasks where parent_task_id = $1", row).Scan(&ids))
+		claim(ids...)
+		return batch, ids
+	}
+	out := func(s string) map[string]any { return map[string]any{"output_data": []string{s}} }
+
+	// The depth cap: one of three parts is at the last step.
+	batch, ids := parts(p+"rows", 3)
+	_, err := b.pool.Exec(ctx, "update public.ai_tasks set step_number = (select max_depth from orchable.engine_limits where id) where id = $1", ids[0])
+	require.NoError(t, err)
+	res := complete(item(ids[0], out("a")), item(ids[1], out("b")), item(ids[2], out("c")))
+	require.Equal(t, "failed", res[0]["status"], "%v", res[0])
+	require.Contains(t, res[0]["error"], "lineage depth cap")
+	require.EqualValues(t, 0, res[0]["created"], "a failed task reports nothing created")
+	for _, x := range res[1:] {
+		require.Equal(t, map[string]any{"status": "completed", "created": 0.0, "waiting": 1.0}, x)
+	}
+	var input json.RawMessage
+	require.NoError(t, b.pool.QueryRow(ctx, "select input_data from public.ai_tasks where batch_id = $1 and stage_key = 'merge'", batch).Scan(&input))
+	var in struct {
+		OutputData []string `json:"output_data"`
+		Count      int      `json:"_merged_from_count"` //nolint:tagliatelle // the engine's key
+		Failed     int      `json:"_failed_count"`      //nolint:tagliatelle // the engine's key
+	}
+	require.NoError(t, json.Unmarshal(input, &in))
+	require.ElementsMatch(t, []string{"b", "c"}, in.OutputData)
+	require.Equal(t, 2, in.Count)
+	require.Equal(t, 1, in.Failed)
+
+	// A cancelled batch: the parts complete, nothing is created.
+	batch, ids = parts(p+"rows", 2)
+	require.NoError(t, b.db.RPC(ctx, id, "cancel_batch", map[string]any{"p_batch_id": batch}, nil))
+	res = complete(item(ids[0], out("a")), item(ids[1], out("b")))
+	for _, x := range res {
+		require.Equal(t, map[string]any{"status": "completed", "created": 0.0, "waiting": 0.0}, x)
+	}
+	var n int
+	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where batch_id = $1 and stage_key = 'merge'", batch).Scan(&n))
+	require.Zero(t, n)
+
+	// Approval: the parts wait for it, nothing is created.
+	batch, ids = parts(p+"arows", 2)
+	res = complete(item(ids[0], out("a")), item(ids[1], out("b")))
+	for _, x := range res {
+		require.Equal(t, "generated", x["status"], "%v", x)
+	}
+	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where batch_id = $1 and stage_key = 'amerge'", batch).Scan(&n))
+	require.Zero(t, n)
 }
