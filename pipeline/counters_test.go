@@ -92,13 +92,14 @@ func TestBatchCountersPerStatement(t *testing.T) {
 	}
 
 	first := claim(7)
-	// Batch 2's three first-stage tasks have successors: each is completed
-	// with them, one at a time, and counted by the row trigger.
+	// Batch 2's three first-stage tasks have a 1:1 successor: completed by
+	// one UPDATE with their children made by one INSERT, and counted once
+	// for the batch.
 	res, n := complete(items(first[b2]...))
 	for _, r := range res {
 		require.EqualValues(t, 1, r["created"], "%v", r)
 	}
-	require.Equal(t, 3, n, "one delta row per task with successors")
+	require.Equal(t, 1, n, "one delta row per batch for tasks completed with their successors set-based")
 	// Batch 1's four and an item of no task: the group raises and is redone
 	// item by item, each counted by the row trigger.
 	res, n = complete(append(items(first[b1]...), map[string]any{"task_id": uuid.New(), "output": map[string]any{}}))

@@ -274,3 +274,142 @@ func TestCompleteTasksFeedersLeftToCompleteOne(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where batch_id = $1 and stage_key = 'amerge'", batch).Scan(&n))
 	require.Zero(t, n)
 }
+
+// A task whose only successor is a 1:1 stage or a per-item split is
+// completed set-based with its children made by one INSERT. The children
+// must be the ones complete_one makes: the same parent is completed both
+// ways (two batches of identical rows) and every column of the children is
+// compared, the parent's and root's ids aside. A split whose output is
+// empty (a dead end re-checks the merge downstream) or above its bounds
+// stays with complete_one.
+func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "sp-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user,
+		stage{id: p + "rows", key: "rows", prompt: "x", cfg: map[string]any{"cardinality": "1:1", "output_mapping": map[string]any{"keep": "$.k"}}, next: []string{p + "split"}},
+		stage{id: p + "split", key: "split", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "parts"}},
+		stage{id: p + "parts", key: "parts", prompt: "x", cfg: map[string]any{"cardinality": "1:N", "split_path": "result.items"}, next: []string{p + "merge"}},
+		stage{id: p + "merge", key: "merge", prompt: "x", cfg: map[string]any{"cardinality": "N:1"}},
+	)
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "sp"}, b.db, b.gen)
+	claim := func(ids ...uuid.UUID) {
+		t.Helper()
+		c, err := r.Claim(ctx, id, 100, ids)
+		require.NoError(t, err)
+		require.Len(t, c, len(ids))
+	}
+	item := func(task uuid.UUID, out any) map[string]any { return map[string]any{"task_id": task, "output": out} }
+	completeTasks := func(items ...map[string]any) []map[string]any {
+		t.Helper()
+		var res []map[string]any
+		require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "sp", "p_items": items}, &res))
+		require.Len(t, res, len(items))
+		return res
+	}
+	completeOne := func(task uuid.UUID, out any) map[string]any {
+		t.Helper()
+		var res map[string]any
+		require.NoError(t, b.db.RPC(ctx, id, "complete_task", map[string]any{"p_worker": "sp", "p_task_id": task, "p_output": out}, &res))
+		return res
+	}
+	one := func(q string, args ...any) uuid.UUID {
+		t.Helper()
+		var x uuid.UUID
+		require.NoError(t, b.pool.QueryRow(ctx, q, args...).Scan(&x))
+		return x
+	}
+	// children returns the parent's children, ordered, as JSON with the
+	// ids that differ between the two ways (own, parent, root, batch,
+	// launch) replaced.
+	children := func(parent uuid.UUID) []string {
+		t.Helper()
+		root := one("select coalesce(root_task_id, id) from public.ai_tasks where id = $1", parent)
+		batch := one("select batch_id from public.ai_tasks where id = $1", parent)
+		launch := one("select launch_id from public.ai_tasks where id = $1", parent)
+		rows, err := b.pool.Query(ctx, `select replace(replace(replace(replace((to_jsonb(t) - 'id' - 'created_at' - 'updated_at' - 'run_after')::text,
+				$1, 'PARENT'), $2, 'ROOT'), $3, 'BATCH'), $4, 'LAUNCH')
+			from public.ai_tasks t where parent_task_id = $5 order by sequence`, parent.String(), root.String(), batch.String(), launch.String(), parent)
+		require.NoError(t, err)
+		var out []string
+		for rows.Next() {
+			var s string
+			require.NoError(t, rows.Scan(&s))
+			out = append(out, s)
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+
+	// Two identical rows in two batches: each stage of batch A is completed
+	// by complete_task (complete_one), of batch B by complete_tasks.
+	ba := b.launch(ctx, t, b.user, p+"rows", map[string]any{"k": "v", "n": 1})
+	bb := b.launch(ctx, t, b.user, p+"rows", map[string]any{"k": "v", "n": 1})
+	stageOf := func(batch uuid.UUID, stage string) uuid.UUID {
+		return one("select id from public.ai_tasks where batch_id = $1 and stage_key = $2", batch, stage)
+	}
+	for _, st := range []struct {
+		stage string
+		out   map[string]any
+		n     int
+	}{
+		{"rows", map[string]any{"k": "kept", "x": 1}, 1},
+		{"split", map[string]any{"result": map[string]any{"items": []any{"a", map[string]any{"b": 2}, 3}}}, 1},
+		{"parts", map[string]any{"output_data": []string{"p"}}, 0},
+	} {
+		pa, pb := stageOf(ba, st.stage), stageOf(bb, st.stage)
+		claim(pa, pb)
+		ra := completeOne(pa, st.out)
+		rb := completeTasks(item(pb, st.out))
+		require.Equal(t, "completed", ra["status"], "%v", ra)
+		require.Equal(t, ra, rb[0], "stage %s: the same result both ways", st.stage)
+		if st.stage == "parts" {
+			break
+		}
+		ca, cb := children(pa), children(pb)
+		require.NotEmpty(t, ca)
+		require.Equal(t, ca, cb, "stage %s: the same children both ways", st.stage)
+	}
+
+	// An empty split is a dead end: it stays with complete_one, which
+	// re-checks the merge downstream. Row 1 splits into one part; the part
+	// and row 2 (splitting into nothing) complete in one call; the merge
+	// closes over the one part.
+	bc := b.launch(ctx, t, b.user, p+"split", map[string]any{"r": 1}, map[string]any{"r": 2})
+	var splits []uuid.UUID
+	require.NoError(t, b.pool.QueryRow(ctx, "select array_agg(id order by sequence) from public.ai_tasks where batch_id = $1", bc).Scan(&splits))
+	claim(splits...)
+	res := completeTasks(item(splits[0], map[string]any{"result": map[string]any{"items": []string{"only"}}}))
+	require.EqualValues(t, 1, res[0]["created"], "%v", res[0])
+	part := stageOf(bc, "parts")
+	claim(part)
+	res = completeTasks(item(part, map[string]any{"output_data": []string{"p"}}),
+		item(splits[1], map[string]any{"result": map[string]any{"items": []string{}}}))
+	require.Equal(t, map[string]any{"status": "completed", "created": 0.0, "waiting": 1.0}, res[0], "the part waits for row 2")
+	require.Equal(t, "completed", res[1]["status"], "%v", res[1])
+	var merged struct {
+		OutputData []string `json:"output_data"`
+		Count      int      `json:"_merged_from_count"` //nolint:tagliatelle // the engine's key
+	}
+	var input json.RawMessage
+	require.NoError(t, b.pool.QueryRow(ctx, "select input_data from public.ai_tasks where batch_id = $1 and stage_key = 'merge'", bc).Scan(&input),
+		"the dead end's re-check made the merge")
+	require.NoError(t, json.Unmarshal(input, &merged))
+	require.Equal(t, []string{"p"}, merged.OutputData)
+	require.Equal(t, 1, merged.Count)
+
+	// Above the split bound: complete_one fails the task, and nothing is made.
+	var limit int
+	require.NoError(t, b.pool.QueryRow(ctx, "select max_split_items from orchable.engine_limits where id").Scan(&limit))
+	bd := b.launch(ctx, t, b.user, p+"split", map[string]any{"r": 1})
+	big := stageOf(bd, "split")
+	claim(big)
+	res = completeTasks(item(big, map[string]any{"result": map[string]any{"items": make([]int, limit+1)}}))
+	require.Equal(t, "failed", res[0]["status"], "%v", res[0])
+	require.Contains(t, res[0]["error"], "MAX_SPLIT_ITEMS")
+	var made int
+	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where parent_task_id = $1", big).Scan(&made))
+	require.Zero(t, made)
+}

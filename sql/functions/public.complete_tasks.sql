@@ -17,7 +17,7 @@ declare
   counted integer;
   leaf_result constant jsonb := '{"status": "completed", "created": 0, "waiting": 0}';
   wait_result constant jsonb := '{"status": "completed", "created": 0, "waiting": 1}';
-  -- Feeders of one barrier, completed set-based (see below).
+  -- Spawners and feeders of one barrier, completed set-based (see below).
   rep public.ai_tasks;
   tpl public.prompt_templates;
   succ public.prompt_templates;
@@ -34,10 +34,18 @@ declare
   c_deps jsonb[] := '{}';
   c_join boolean[] := '{}';
   c_succ public.prompt_templates[] := '{}';
-  f_ids uuid[];
-  f_grp integer[];
-  reps public.ai_tasks[];
+  card text;
+  kind text;
+  c_kind text[] := '{}';
+  c_split text[] := '{}';
+  g_rows public.ai_tasks[];
   g_k integer[];
+  g_scope text[];
+  spawned jsonb;
+  r_o integer[];
+  r_k integer[];
+  f_o integer[];
+  f_g integer[];
   g_rc integer[] := '{}';
   fed jsonb := '{}';
   nfed integer := 0;
@@ -65,8 +73,8 @@ begin
     -- applied here; a repeated item is checked like any other below (a
     -- duplicate, or PT409 with another output).
     --
-    -- Feeders of one barrier are completed set-based next (see there).
-    -- Any other task with successors is completed by complete_one, one at
+    -- Spawners and feeders of one barrier are completed set-based next
+    -- (see there). Any other task with successors is completed by complete_one, one at
     -- a time, each with its successors: a completed task must be one whose
     -- successors exist, or a barrier checked in between (a feeder of a
     -- merge in the same call) closes without the children a completed
@@ -129,20 +137,27 @@ begin
       return (select coalesce(jsonb_agg(leaf_result), '[]'::jsonb) from generate_series(1, nleaves));
     end if;
 
-    -- Feeders of one barrier (an N:1 merge or a join), set-based: a task
-    -- whose only successor is that barrier creates nothing but what the
-    -- barrier check creates. One UPDATE completes every such feeder of the
-    -- call, then the barrier is checked once per scope (check_barrier, as
-    -- complete_one would), before anything else of the call is completed.
-    -- Sequentially that is the same as taking these feeders first, each
-    -- checked after the last of them: until then each check would have
-    -- waited for the feeders still processing. While the checks run, the
-    -- call's other completed tasks are leaves (they create nothing) and
-    -- feeders of this same barrier, whose only successor is the barrier's
-    -- own task, which no check of this barrier reads (upstream_stages
-    -- leaves its own stage out). Feeders of a second barrier wait for
-    -- complete_one: a barrier upstream of another must be settled before
-    -- the other is checked.
+    -- Tasks whose successors are known from their class, set-based:
+    --   * spawners: the only successor is a 1:1 stage or a per-item split
+    --     (not a barrier). One INSERT makes every spawner's children, as
+    --     spawn_successors would (same columns, idempotency keys and
+    --     bounds); a split whose output fails its bounds or is empty (a
+    --     dead end re-checks barriers downstream) stays with complete_one.
+    --   * feeders of one barrier (an N:1 merge or a join): the only
+    --     successor is that barrier. It is checked once per scope
+    --     (check_barrier, as complete_one would), after the spawners'
+    --     children exist and before anything else of the call is completed.
+    -- One UPDATE completes both kinds. Sequentially that is the same as
+    -- taking the spawners first, then these feeders, each checked after
+    -- the last of them: until then each check would have waited for the
+    -- feeders still processing. When the checks run, every completed task
+    -- of the call has made its successors (the invariant the barriers rely
+    -- on), except feeders of this same barrier, whose only successor is the
+    -- barrier's own task, which no check of this barrier reads
+    -- (upstream_stages leaves its own stage out). Feeders of a second
+    -- barrier wait for complete_one: a barrier upstream of another must be
+    -- settled before the other is checked
+    -- (TestCompleteTasksFeedersOfTwoBarriersInOneCall).
     --
     -- The class of a task (the successors spawn_successors would resolve)
     -- depends on its template, its stage key and the launcher's snapshot
@@ -162,32 +177,42 @@ begin
       tpl := orchable.usable_template(rep.prompt_template_id, uid);
       continue when tpl.id is null or coalesce(tpl.requires_approval, false);
       sids := orchable.successor_ids(rep, tpl);
-      continue when cardinality(sids) <> 1 or sids[1] = rep.prompt_template_id
-                 or (barrier.id is not null and sids[1] <> barrier.id);
+      continue when cardinality(sids) <> 1;
       succ := orchable.usable_template(sids[1], uid);
       continue when succ.id is null;
       cfg := orchable.successor_config(rep, succ);
+      card := orchable.cardinality(cfg);
       deps := array(select jsonb_array_elements_text(case when jsonb_typeof(cfg -> 'dependsOn') = 'array' then cfg -> 'dependsOn' else '[]'::jsonb end));
       is_join := cardinality(deps) > 1 or (cardinality(deps) = 1 and deps[1] is distinct from rep.stage_key);
-      continue when not is_join and orchable.cardinality(cfg) <> 'N:1';
-      if not is_join then
-        deps := array[rep.stage_key];
+      if is_join or card = 'N:1' then
+        continue when sids[1] = rep.prompt_template_id or (barrier.id is not null and sids[1] <> barrier.id);
+        barrier := succ;
+        kind := 'feeder';
+        if not is_join then
+          deps := array[rep.stage_key];
+        end if;
+      elsif card = '1:1' or (coalesce(cfg ->> 'split_mode', 'per_item') = 'per_item' and cfg ->> 'split_path' is not null) then
+        kind := 'spawner';
+      else
+        continue; -- a per-batch split, or a split without a path (an error)
       end if;
-      barrier := succ;
       c_tpl := c_tpl || rep.prompt_template_id;
       c_stage := c_stage || rep.stage_key::text;
       c_snap := c_snap || (rep.extra -> 'next_stage_configs');
+      c_kind := c_kind || kind;
+      c_split := c_split || case when kind = 'spawner' and card = '1:N' then cfg ->> 'split_path' end;
       c_cfg := c_cfg || cfg;
       c_deps := c_deps || to_jsonb(deps);
       c_join := c_join || is_join;
       c_succ := c_succ || succ;
     end loop;
 
-    if barrier.id is not null then
+    if cardinality(c_tpl) > 0 then
       select * into lim from orchable.engine_limits where id;
       perform set_config('orchable.counting', 'deferred', true);
-      -- What spawn_successors refuses before a barrier (the lineage depth
-      -- cap) and skips (a cancelled batch) stays with complete_one.
+      -- What spawn_successors refuses (the lineage depth cap, a split
+      -- outside its bounds) or skips (a cancelled batch) stays with
+      -- complete_one, and so does an empty split.
       with items as (
         select distinct on (v.task_id) v.task_id, v.output, v.u
         from (
@@ -216,7 +241,7 @@ begin
             'hooks_ignored', i.u -> 'hooks_ignored',
             'fallback_from', i.u -> 'fallback_from',
             'usage', i.u -> 'usage'))
-        from items i, unnest(c_tpl, c_stage, c_snap) with ordinality c(tpl, stage, snap, k)
+        from items i, unnest(c_tpl, c_stage, c_snap, c_split) with ordinality c(tpl, stage, snap, split, k)
         where t.id = i.task_id and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
           and not t.requires_approval and t.next_task_config is null
           -- Not an index condition (IS NOT DISTINCT FROM): the tasks are
@@ -225,35 +250,91 @@ begin
           and t.step_number + 1 <= lim.max_depth
           and not exists (select 1 from public.task_batches b
                           where b.id = t.batch_id and b.created_by = uid and b.status = 'cancelled')
-        returning t as r, c.k::int as k, orchable.barrier_scope(t, c_cfg[c.k], c_join[c.k]) as scope
-      ), grouped as (
-        -- One check per class and scope, in a fixed order (two calls
-        -- take the barriers' advisory locks in the same order). The
-        -- highest task id of a group stands for it.
-        select d.r, d.k, dense_rank() over (order by d.k, d.scope)::int as g,
-               row_number() over (partition by d.k, d.scope order by (d.r).id desc) = 1 as is_rep
-        from done d
+          -- A split: its array, as spawn_successors reads it (the edited
+          -- output first), within its bounds and not empty.
+          and (c.split is null or coalesce((
+                select case when jsonb_typeof(z.a) = 'array' then
+                  jsonb_array_length(z.a) between 1 and lim.max_split_items
+                  and jsonb_array_length(z.a)::bigint * octet_length(coalesce(t.input_data, '{}'::jsonb)::text)
+                      + octet_length(z.a::text) <= lim.max_child_input_bytes end
+                from (select orchable.json_path(coalesce(t.edited_output_data, i.output), c.split) as a) z), false))
+        returning t as r, c.k::int as k,
+                  case when c_kind[c.k] = 'feeder' then orchable.barrier_scope(t, c_cfg[c.k], c_join[c.k]) end as scope
       )
-      select array_agg((x.r).id), array_agg(x.g),
-             array_agg(x.r order by x.g) filter (where x.is_rep),
-             array_agg(x.k order by x.g) filter (where x.is_rep),
-             orchable.count_moves(array_agg((x.r).batch_id) filter (where (x.r).batch_id is not null), 'processing', 'completed')
-      into f_ids, f_grp, reps, g_k, counted
-      from grouped x;
+      select array_agg(d.r), array_agg(d.k), array_agg(d.scope),
+             orchable.count_moves(array_agg((d.r).batch_id) filter (where (d.r).batch_id is not null), 'processing', 'completed')
+      into g_rows, g_k, g_scope, counted
+      from done d;
       perform set_config('orchable.counting', '', true);
 
-      for i in 1 .. coalesce(cardinality(reps), 0) loop
-        g_rc := g_rc || orchable.check_barrier(reps[i], c_succ[g_k[i]], c_cfg[g_k[i]],
-                          array(select jsonb_array_elements_text(c_deps[g_k[i]])), c_join[g_k[i]]);
+      -- The spawners' children, as spawn_successors makes them.
+      with ins as (
+        insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+          hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
+          split_group_id, extra, idempotency_key, tier_source)
+        select coalesce(s.stage_config ->> 'task_type', s.stage_key, 'generic'), 'plan',
+          orchable.return_along_with(p.input_data, c_cfg[k.k],
+            case when c_split[k.k] is null then r.res
+                 else coalesce(p.input_data, '{}'::jsonb) || jsonb_build_object('item', e.e, '_split_index', e.o - 1, '_split_total', r.n) end),
+          p.user_id, p.batch_id, p.launch_id, coalesce(p.root_task_id, p.id), p.id,
+          coalesce(p.hierarchy_path, '[]'::jsonb) || to_jsonb(p.id::text), p.step_number + 1, s.stage_key, s.id,
+          coalesce(s.requires_approval, false),
+          case when c_split[k.k] is null then 1 else e.o end, case when c_split[k.k] is null then 1 else r.n end,
+          p.test_mode, case when c_split[k.k] is null then p.split_group_id else p.id end,
+          jsonb_build_object('parent_stage_key', p.stage_key, 'parent_task_id', p.id),
+          case when c_split[k.k] is null then p.id || '/' || s.id else p.id || '/' || s.id || '/' || (e.o - 1) end,
+          case when p.tier_source = 'free_pool' then 'free_pool' end
+        from unnest(g_rows) with ordinality p
+        cross join lateral (select g_k[p.ordinality::int] as k) k
+        cross join lateral (select (c_succ[k.k]).*) s
+        cross join lateral (
+          select x.res, x.arr, jsonb_array_length(x.arr) as n
+          from (select coalesce(p.edited_output_data, p.output_data) as res,
+                       case when c_split[k.k] is not null
+                            then orchable.json_path(coalesce(p.edited_output_data, p.output_data), c_split[k.k]) end as arr) x
+        ) r
+        cross join lateral (
+          select null::jsonb as e, 1::bigint as o where c_split[k.k] is null
+          union all
+          select y.e, y.o from jsonb_array_elements(r.arr) with ordinality y(e, o)
+        ) e
+        where c_kind[k.k] = 'spawner'
+        order by p.ordinality, e.o
+        on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
+        returning parent_task_id
+      )
+      select coalesce(jsonb_object_agg(x.pid::text, x.n), '{}'::jsonb) into spawned
+      from (select i.parent_task_id as pid, count(*) as n from ins i group by 1) x;
+
+      -- One check per class and scope, in a fixed order (two calls take
+      -- the barriers' advisory locks in the same order). The highest task
+      -- id of a group stands for it.
+      select array_agg(x.o order by x.g) filter (where x.is_rep), array_agg(x.k order by x.g) filter (where x.is_rep),
+             array_agg(x.o), array_agg(x.g)
+      into r_o, r_k, f_o, f_g
+      from (
+        select u.o::int as o, u.k, dense_rank() over (order by u.k, u.scope)::int as g,
+               row_number() over (partition by u.k, u.scope order by (g_rows[u.o]).id desc) = 1 as is_rep
+        from unnest(g_k, g_scope) with ordinality u(k, scope, o)
+        where u.scope is not null
+      ) x;
+      for i in 1 .. coalesce(cardinality(r_o), 0) loop
+        g_rc := g_rc || orchable.check_barrier(g_rows[r_o[i]], c_succ[r_k[i]], c_cfg[r_k[i]],
+                          array(select jsonb_array_elements_text(c_deps[r_k[i]])), c_join[r_k[i]]);
       end loop;
-      -- The task standing for its group gets the check's result; the
-      -- others waited for it.
-      select coalesce(jsonb_object_agg(f.id::text,
-               case when f.id = (reps[f.g]).id and g_rc[f.g] >= 0
-                    then jsonb_build_object('status', 'completed', 'created', g_rc[f.g], 'waiting', 0)
+
+      -- Results: a spawner reports the children it made; the task standing
+      -- for a barrier's group gets the check's result, the others waited
+      -- for it.
+      select coalesce(jsonb_object_agg((g_rows[u.o]).id::text,
+               case when u.scope is null
+                      then jsonb_build_object('status', 'completed', 'created', coalesce((spawned ->> (g_rows[u.o]).id::text)::int, 0), 'waiting', 0)
+                    when u.o = r_o[f.g] and g_rc[f.g] >= 0
+                      then jsonb_build_object('status', 'completed', 'created', g_rc[f.g], 'waiting', 0)
                     else wait_result end), '{}'::jsonb), count(*)
       into fed, nfed
-      from unnest(f_ids, f_grp) f(id, g);
+      from (select v.k, v.scope, v.o::int as o from unnest(g_k, g_scope) with ordinality v(k, scope, o)) u
+      left join unnest(f_o, f_g) f(o, g) on f.o = u.o;
 
       if nleaves + nfed = jsonb_array_length(p_items) then
         return (select jsonb_agg(coalesce(fed -> lower(e ->> 'task_id'), leaf_result) order by o)
