@@ -276,10 +276,10 @@ func TestCompleteTasksFeedersLeftToCompleteOne(t *testing.T) {
 }
 
 // A task whose only successor is a 1:1 stage or a per-item split is
-// completed set-based with its children made by one INSERT. The children
-// must be the ones complete_one makes: the same parent is completed both
-// ways (two batches of identical rows) and every column of the children is
-// compared, the parent's and root's ids aside. A split whose output is
+// completed set-based with its children made by one INSERT. The task and
+// its children must be what complete_one makes: the same parent is
+// completed both ways (two batches of identical rows, with usage) and every
+// column of the task and of its children is compared, ids and times aside. A split whose output is
 // empty (a dead end re-checks the merge downstream) or above its bounds
 // stays with complete_one.
 func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
@@ -301,7 +301,11 @@ func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, c, len(ids))
 	}
-	item := func(task uuid.UUID, out any) map[string]any { return map[string]any{"task_id": task, "output": out} }
+	usage := map[string]any{"model_id": "m", "api_key_id": uuid.New(), "api_key_name": "k", "prompt_token_count": 3,
+		"candidates_token_count": 4, "total_token_count": 7, "response_id": "r", "regenerations": 1, "usage": map[string]any{"u": 1}}
+	item := func(task uuid.UUID, out any) map[string]any {
+		return map[string]any{"task_id": task, "output": out, "usage": usage}
+	}
 	completeTasks := func(items ...map[string]any) []map[string]any {
 		t.Helper()
 		var res []map[string]any
@@ -312,8 +316,22 @@ func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
 	completeOne := func(task uuid.UUID, out any) map[string]any {
 		t.Helper()
 		var res map[string]any
-		require.NoError(t, b.db.RPC(ctx, id, "complete_task", map[string]any{"p_worker": "sp", "p_task_id": task, "p_output": out}, &res))
+		require.NoError(t, b.db.RPC(ctx, id, "complete_task", map[string]any{"p_worker": "sp", "p_task_id": task, "p_output": out, "p_usage": usage}, &res))
 		return res
+	}
+	// completed returns the task as JSON with what differs between the two
+	// ways (its own, its parent's, root's, batch's and launch's ids, and
+	// times) replaced or left out: what complete_one and the set-based
+	// UPDATE write must be the same.
+	completed := func(task uuid.UUID) string {
+		t.Helper()
+		var out string
+		require.NoError(t, b.pool.QueryRow(ctx, `select replace(replace(replace(replace(replace(
+				(to_jsonb(t) - 'created_at' - 'updated_at' - 'run_after' - 'started_at' - 'completed_at')::text,
+				t.id::text, 'SELF'), coalesce(t.parent_task_id::text, 'SELF'), 'PARENT'), coalesce(t.root_task_id::text, 'SELF'), 'ROOT'),
+				t.batch_id::text, 'BATCH'), t.launch_id::text, 'LAUNCH')
+			from public.ai_tasks t where id = $1`, task).Scan(&out))
+		return out
 	}
 	one := func(q string, args ...any) uuid.UUID {
 		t.Helper()
@@ -365,6 +383,7 @@ func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
 		rb := completeTasks(item(pb, st.out))
 		require.Equal(t, "completed", ra["status"], "%v", ra)
 		require.Equal(t, ra, rb[0], "stage %s: the same result both ways", st.stage)
+		require.Equal(t, completed(pa), completed(pb), "stage %s: the same completed task both ways", st.stage)
 		if st.stage == "parts" {
 			break
 		}
