@@ -68,9 +68,20 @@ migrate: ## Apply the migrations to DATABASE_URL (with the local shim)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 30s each)
+	@# Go 1.26's fuzz coordinator can report "context deadline exceeded" when
+	@# a duration -fuzztime ends while a worker is mid-call (golang/go#75804,
+	@# fixed in Go 1.27), on a busy machine. That failure writes no failing
+	@# input; any real failure does ("Failing input written to ..."), so only
+	@# the former is let through, and said.
 	@for t in $$(grep -rhoE 'func Fuzz[A-Za-z0-9_]+' --include=*_test.go . | awk '{print $$2}' | sort -u); do \
 	  pkg=$$(grep -rlE "func $$t\(" --include=*_test.go . | head -1 | xargs dirname); \
-	  echo "== $$t ($$pkg)"; $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} $$pkg || exit 1; \
+	  echo "== $$t ($$pkg)"; out=$$(mktemp); \
+	  $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} $$pkg > $$out 2>&1; rc=$$?; cat $$out; \
+	  if [ $$rc -ne 0 ]; then \
+	    if grep -qx '    context deadline exceeded' $$out && ! grep -q 'Failing input written' $$out; then \
+	      echo "== $$t: the fuzz coordinator's deadline race (golang/go#75804), no failing input: not a failure of $$t"; \
+	    else rm -f $$out; exit 1; fi; \
+	  fi; rm -f $$out; \
 	done
 
 .PHONY: bench
