@@ -301,8 +301,10 @@ func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, c, len(ids))
 	}
-	usage := map[string]any{"model_id": "m", "api_key_id": uuid.New(), "api_key_name": "k", "prompt_token_count": 3,
-		"candidates_token_count": 4, "total_token_count": 7, "response_id": "r", "regenerations": 1, "usage": map[string]any{"u": 1}}
+	usage := map[string]any{
+		"model_id": "m", "api_key_id": uuid.New(), "api_key_name": "k", "prompt_token_count": 3,
+		"candidates_token_count": 4, "total_token_count": 7, "response_id": "r", "regenerations": 1, "usage": map[string]any{"u": 1},
+	}
 	item := func(task uuid.UUID, out any) map[string]any {
 		return map[string]any{"task_id": task, "output": out, "usage": usage}
 	}
