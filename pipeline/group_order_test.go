@@ -279,7 +279,8 @@ func TestCompleteTasksFeedersLeftToCompleteOne(t *testing.T) {
 // completed set-based with its children made by one INSERT. The task and
 // its children must be what complete_one makes: the same parent is
 // completed both ways (two batches of identical rows, with usage) and every
-// column of the task and of its children is compared, ids and times aside. A split whose output is
+// column of the task and of its children is compared, ids and times aside;
+// a leaf likewise. A split whose output is
 // empty (a dead end re-checks the merge downstream) or above its bounds
 // stays with complete_one.
 func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
@@ -292,6 +293,7 @@ func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
 		stage{id: p + "split", key: "split", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "parts"}},
 		stage{id: p + "parts", key: "parts", prompt: "x", cfg: map[string]any{"cardinality": "1:N", "split_path": "result.items"}, next: []string{p + "merge"}},
 		stage{id: p + "merge", key: "merge", prompt: "x", cfg: map[string]any{"cardinality": "N:1"}},
+		stage{id: p + "leaf", key: "leaf", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}},
 	)
 	id, _ := claimsIdentity{}.Identity(ctx, b.user)
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "sp"}, b.db, b.gen)
@@ -330,8 +332,8 @@ func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
 		var out string
 		require.NoError(t, b.pool.QueryRow(ctx, `select replace(replace(replace(replace(replace(
 				(to_jsonb(t) - 'created_at' - 'updated_at' - 'run_after' - 'started_at' - 'completed_at')::text,
-				t.id::text, 'SELF'), coalesce(t.parent_task_id::text, 'SELF'), 'PARENT'), coalesce(t.root_task_id::text, 'SELF'), 'ROOT'),
-				t.batch_id::text, 'BATCH'), t.launch_id::text, 'LAUNCH')
+				t.id::text, 'SELF'), coalesce(t.parent_task_id::text, '(none)'), 'PARENT'), coalesce(t.root_task_id::text, '(none)'), 'ROOT'),
+				coalesce(t.batch_id::text, '(none)'), 'BATCH'), coalesce(t.launch_id::text, '(none)'), 'LAUNCH')
 			from public.ai_tasks t where id = $1`, task).Scan(&out))
 		return out
 	}
@@ -393,6 +395,14 @@ func TestCompleteTasksSpawnersMatchCompleteOne(t *testing.T) {
 		require.NotEmpty(t, ca)
 		require.Equal(t, ca, cb, "stage %s: the same children both ways", st.stage)
 	}
+
+	// A leaf (the leaf UPDATE and its early return) writes what complete_one
+	// writes too.
+	la := stageOf(b.launch(ctx, t, b.user, p+"leaf", map[string]any{"k": "v"}), "leaf")
+	lb := stageOf(b.launch(ctx, t, b.user, p+"leaf", map[string]any{"k": "v"}), "leaf")
+	claim(la, lb)
+	require.Equal(t, completeOne(la, map[string]any{"v": 1}), completeTasks(item(lb, map[string]any{"v": 1}))[0])
+	require.Equal(t, completed(la), completed(lb), "a leaf: the same completed task both ways")
 
 	// An empty split is a dead end: it stays with complete_one, which
 	// re-checks the merge downstream. Row 1 splits into one part; the part
