@@ -109,3 +109,72 @@ func TestNotifyOnRequeueOnly(t *testing.T) {
 	asUser("update public.ai_tasks set error_message = 'x' where id = $1", id) // still plan
 	require.Zero(t, mine(), "an update of a runnable task notified")
 }
+
+// The sweeper asks due_tasks for due work every few seconds, across
+// tenants: it must read about what it returns, not the queue or the
+// history. One owner has a long history (completed tasks, newer than their
+// due tasks) and a long queue in a batch; two other owners have a few due
+// tasks, one of them in a paused batch, which is left out. Rows read (heap
+// fetches and sequential reads of ai_tasks) are counted in the calling
+// transaction. With the paused-batch test as NOT EXISTS it read the whole
+// queue (5,009 rows).
+func TestDueTasksReadsOnlyWhatItReturns(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := emptyDB(ctx, t)
+	_, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
+	require.NoError(t, err)
+	// The owner with the long history sorts first.
+	big := uuid.MustParse("00000000-0000-4000-8000-000000000001")
+	small := uuid.MustParse("00000000-0000-4000-8000-000000000002")
+	paused := uuid.MustParse("00000000-0000-4000-8000-000000000003")
+	for _, u := range []uuid.UUID{big, small, paused} {
+		_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", u, u.String()+"@due.test")
+		require.NoError(t, err)
+	}
+	const history, queue = 20000, 5000
+	batch, pausedBatch := uuid.New(), uuid.New()
+	_, err = pool.Exec(ctx, `insert into public.task_batches (id, name, created_by, status) values ($1, 'b', $2, 'processing'), ($3, 'p', $4, 'paused')`,
+		batch, big, pausedBatch, paused)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, batch_id, stage_key, created_at, run_after)
+		select 'completed', '{}', $1, $2, 'k', now(), now() from generate_series(1, $3::int)`, big, batch, history)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, batch_id, stage_key, created_at, run_after)
+		select 'plan', '{}', $1, $2, 'k', now() - interval '1 day', now() - make_interval(secs => $3 - n) from generate_series(1, $3::int) n`, big, batch, queue)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, batch_id, stage_key)
+		select 'plan'::public.ai_task_status, '{}'::jsonb, $1::uuid, null::uuid, 'k' from generate_series(1, 3)
+		union all select 'plan', '{}', $2, $3, 'k' from generate_series(1, 3)`, small, paused, pausedBatch)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "analyze public.ai_tasks, public.task_batches")
+	require.NoError(t, err)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	read := func() int64 {
+		var n int64
+		require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+			from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
+		return n
+	}
+	type due struct {
+		ID     uuid.UUID `json:"id"`
+		UserID uuid.UUID `json:"user_id"`
+	}
+	// Several calls: a SQL function's plan may change once it is cached.
+	for range 6 {
+		before := read()
+		var got []due
+		require.NoError(t, tx.QueryRow(ctx, "select public.due_tasks(500, 50)").Scan(&got))
+		rows := read() - before
+		perUser := map[uuid.UUID]int{}
+		for _, d := range got {
+			perUser[d.UserID]++
+		}
+		require.Equal(t, map[uuid.UUID]int{big: 50, small: 3}, perUser, "50 of the long queue, the other owner's 3, none of the paused batch")
+		t.Logf("due_tasks returned %d tasks and read %d rows (history %d, queue %d)", len(got), rows, history, queue)
+		require.Less(t, rows, int64(200), "rows of ai_tasks read by due_tasks")
+	}
+}

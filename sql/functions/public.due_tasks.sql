@@ -1,17 +1,32 @@
 ------------------------------------------------------------------------------
 -- Service-only: find due work across tenants (ids and owners, never
--- content), fairly across users, and re-queue expired leases.
+-- content), fairly across users (expired leases are re-queued by
+-- requeue_expired_leases).
+--
+-- The sweeper calls this every few seconds, so it reads about what it
+-- returns, however long the queue or the history
+-- (TestDueTasksReadsOnlyWhatItReturns):
+--   * the owners are found by a skip scan of the runnable index
+--     (user_id, run_after, id) where status = 'plan', ordered as that index
+--     is, which no other index is: ordered by user_id alone, the planner
+--     may walk the owners' created_at index instead and read an owner's
+--     newer history to reach their first due task (seen: 40,000 rows read
+--     for an owner with 20,000 due tasks and 40,000 completed after them);
+--   * a paused or cancelled batch is a scalar filter, not NOT EXISTS: as an
+--     anti-join the planner hashed every due task of the owner and sorted
+--     them all to keep p_per_user (claim_tasks had the same defect).
 ------------------------------------------------------------------------------
 create or replace function public.due_tasks(p_limit integer default 500, p_per_user integer default 50) returns jsonb
   language sql stable
   set search_path = ''
 as $$
   with recursive users as (
-    (select t.user_id from public.ai_tasks t where t.status = 'plan' and t.run_after <= now() order by t.user_id limit 1)
+    (select t.user_id from public.ai_tasks t where t.status = 'plan' and t.run_after <= now()
+     order by t.user_id, t.run_after, t.id limit 1)
     union all
     select (select t.user_id from public.ai_tasks t
             where t.status = 'plan' and t.run_after <= now() and t.user_id > u.user_id
-            order by t.user_id limit 1)
+            order by t.user_id, t.run_after, t.id limit 1)
     from users u where u.user_id is not null
   ), picked as (
     select x.id, x.user_id, x.run_after
@@ -19,7 +34,8 @@ as $$
     cross join lateral (
       select t.id, t.user_id, t.run_after from public.ai_tasks t
       where t.user_id = u.user_id and t.status = 'plan' and t.run_after <= now()
-        and not exists (select 1 from public.task_batches b where b.id = t.batch_id and b.status in ('paused', 'cancelled'))
+        and (t.batch_id is null or not coalesce((
+          select b.status in ('paused', 'cancelled') from public.task_batches b where b.id = t.batch_id), false))
       order by t.run_after, t.id
       limit greatest(p_per_user, 1)
     ) x
