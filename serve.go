@@ -296,11 +296,35 @@ func (a *app) readyCheck() func(context.Context) error {
 	}
 }
 
+// warm opens the pool's connections and makes the engine's first calls on
+// each before the engine starts (supabase.Direct.Warm), so the first tasks
+// after a start do not wait for every connection's start and compilation.
+// Only the direct transport has connections of its own; a failure is
+// logged and the engine starts unwarmed.
+func (a *app) warm(ctx context.Context) {
+	w, ok := a.db.(interface {
+		Warm(ctx context.Context, n int) error
+	})
+	if !ok || a.pool == nil {
+		return
+	}
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n := int(a.pool.Config().MaxConns)
+	if err := w.Warm(wctx, n); err != nil {
+		a.log.Warn("orchable: warming the database connections failed; starting unwarmed", slog.String("error", err.Error()))
+		return
+	}
+	a.log.Info("orchable: database connections warmed", slog.Int("connections", n), slog.Duration("took", time.Since(start)))
+}
+
 // run serves until ctx ends, then shuts down in reverse order: HTTP intake,
 // sweeper, dispatcher (in-flight work finishes within the grace period; the
 // rest is released back to plan), database.
 func (a *app) run(ctx context.Context) error {
 	defer a.close()
+	a.warm(ctx)
 	a.disp.Start(ctx)
 	a.sweeper.Start(ctx)
 	if a.janitor != nil {

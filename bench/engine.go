@@ -60,13 +60,15 @@ type engineConfig struct {
 
 // engine is the service's pipeline: runner, dispatcher and sweeper.
 type engine struct {
+	pool    *pgxpool.Pool
+	log     *slog.Logger
 	Direct  *supabase.Direct
 	Disp    *pipeline.Dispatcher
 	Sweeper *pipeline.Sweeper
 }
 
 func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log *slog.Logger) *engine {
-	e := &engine{}
+	e := &engine{pool: pool, log: log}
 	db := cfg.DB
 	if db == nil {
 		e.Direct = supabase.NewDirect(pool, nil)
@@ -91,7 +93,14 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 	return e
 }
 
+// start starts the engine as the service does (serve.go): the direct
+// transport's connections are warmed first.
 func (e *engine) start(ctx context.Context) {
+	if e.Direct != nil {
+		if err := e.Direct.Warm(ctx, int(e.pool.Config().MaxConns)); err != nil {
+			e.log.Warn("bench: warming the engine's connections failed", slog.String("error", err.Error()))
+		}
+	}
 	e.Disp.Start(ctx)
 	e.Sweeper.Start(ctx)
 }
