@@ -109,9 +109,10 @@ func (e *env) dbURL(db string) string {
 
 // database is one fresh database of a run.
 type database struct {
-	e    *env
-	Name string
-	Pool *pgxpool.Pool
+	e     *env
+	Name  string
+	Pool  *pgxpool.Pool
+	River bool // River's database, without orchable's schema
 }
 
 // freshDB clones the orchable (river=false) or River template into a new
@@ -150,7 +151,7 @@ func (e *env) freshDB(ctx context.Context, river bool, conns int32) (*database, 
 	if err != nil {
 		return nil, fmt.Errorf("error connecting to %s: %w", name, err)
 	}
-	return &database{e: e, Name: name, Pool: p}, nil
+	return &database{e: e, Name: name, Pool: p, River: river}, nil
 }
 
 func (d *database) close() {

@@ -144,8 +144,9 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 		_ = conn.Close(ctx)
 		return nil, err
 	}
-	// Reopen the pool's connections before the window: a service's pool
-	// is warm, and backend start-up would weigh on small windows.
+	// Reopen the pool's connections before the window, warmed as the
+	// service warms them at start: a service's pool is warm, and backend
+	// start-up and first calls would weigh on small windows.
 	if err := warmPool(ctx, db); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
@@ -678,8 +679,13 @@ func foldCounters(ctx context.Context, db *database) error {
 	return nil
 }
 
-// warmPool opens every connection of the pool.
+// warmPool opens every connection of the pool and, on orchable's, makes
+// the engine's first calls (warmEngineConns).
 func warmPool(ctx context.Context, db *database) error {
+	if !db.River {
+		// As the engine warms its connections at start.
+		return warmEngineConns(ctx, db.Pool)
+	}
 	conns := make([]*pgxpool.Conn, 0, db.Pool.Config().MaxConns)
 	defer func() {
 		for _, c := range conns {

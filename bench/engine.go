@@ -93,14 +93,19 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 	return e
 }
 
-// start starts the engine as the service does (serve.go): the direct
-// transport's connections are warmed first.
+// start starts the engine as the service does (serve.go): its pool's
+// connections are warmed first (warmEngineConns).
 func (e *engine) start(ctx context.Context) {
-	if e.Direct != nil {
-		if err := e.Direct.Warm(ctx, int(e.pool.Config().MaxConns)); err != nil {
-			e.log.Warn("bench: warming the engine's connections failed", slog.String("error", err.Error()))
-		}
+	if err := warmEngineConns(ctx, e.pool); err != nil {
+		e.log.Warn("bench: warming the engine's connections failed", slog.String("error", err.Error()))
 	}
+	e.run(ctx)
+}
+
+// run starts the engine on a pool already warmed (by the cost meter's
+// startCost or warmEngineConns), so that a measured window holds no
+// warm-up.
+func (e *engine) run(ctx context.Context) {
 	e.Disp.Start(ctx)
 	e.Sweeper.Start(ctx)
 }
@@ -132,6 +137,14 @@ func (e *engine) waitFinished(ctx context.Context, n int64, stall time.Duration)
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// warmEngineConns warms every connection of the bench pool as the service
+// warms its own at start (supabase.Direct.Warm). The PostgREST test server
+// shares this pool, so both transports start warm, as a long-running
+// PostgREST's pool is.
+func warmEngineConns(ctx context.Context, pool *pgxpool.Pool) error {
+	return supabase.NewDirect(pool, nil).Warm(ctx, int(pool.Config().MaxConns))
 }
 
 // offlineModel is the offline provider with zero latency.

@@ -218,7 +218,7 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 	if merge {
 		out.done-- // the held task
 	}
-	eng.start(ctx)
+	eng.run(ctx) // startCost warmed the pool
 	err = eng.waitFinished(ctx, int64(out.done), 30*time.Second)
 	eng.stop(ctx)
 	if err != nil {
@@ -252,7 +252,7 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 		Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
 		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
 	}, e.log)
-	eng2.start(ctx)
+	eng2.run(ctx)
 	err = eng2.waitFinished(ctx, 2, 30*time.Second)
 	eng2.stop(ctx)
 	if err != nil {
