@@ -208,8 +208,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.run(chromedp.WaitVisible(chromedp.CSS("#import-files")),
 		chromedp.SetUploadFiles(chromedp.CSS("#import-files"), []string{
 			filepath.Join(bundle, "orchestration.json"), filepath.Join(bundle, "prompts", "draft.md"), filepath.Join(bundle, "prompts", "publish.md"),
-		}),
-		chromedp.Click(chromedp.CSS("#import-submit")))
+		}))
+	b.click("#import-submit")
 	b.waitJS(`document.body.textContent.includes('Imported: 2 stage(s).') && document.querySelector('#launch-pipeline').selectedOptions[0]?.textContent === 'E2E: reviewed draft'`, "the import")
 
 	// Launch three rows as JSON lines.
@@ -217,7 +217,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.run(chromedp.SetValue(chromedp.CSS("#launch-name"), "Console batch"))
 	b.waitJS(`document.querySelector('#launch-parsed').textContent.includes('3 row(s) ready') && !document.querySelector('#launch-submit').disabled`, "the parsed rows")
 	b.shot("03-launch")
-	b.run(chromedp.Click(chromedp.CSS("#launch-submit")))
+	b.click("#launch-submit")
 	b.waitJS(`location.hash.startsWith('#/batch/')`, "the batch page")
 	hash := b.eval(`location.hash`)
 	batchID := uuid.MustParse(strings.TrimPrefix(hash, "#/batch/"))
@@ -236,14 +236,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Approve alpha with an edit: an edit that breaks the schema is refused
 	// in the page, a valid one is sent.
 	b.goTo("#/task/" + alpha.String())
-	b.run(chromedp.WaitVisible(chromedp.CSS(`[data-action="approve"]`)), chromedp.Click(chromedp.CSS("#edit-box summary")))
+	b.run(chromedp.WaitVisible(chromedp.CSS(`[data-action="approve"]`)))
+	b.click("#edit-box summary")
 	b.setValue("#edit-output", `{"title": 42}`)
 	b.waitJS(`document.querySelector('#edit-problems').textContent.includes('$.title: expected string, got integer') && document.querySelector('[data-action="approve-edited"]').disabled`, "the schema problems")
 	b.shot("05-task-edit-invalid")
 	b.setValue("#edit-output", `{"title": "EDITED IN THE CONSOLE", "body": "Reviewed by a person."}`)
 	b.run(chromedp.SetValue(chromedp.CSS("#edit-notes"), "tightened the title"))
 	b.waitJS(`!document.querySelector('[data-action="approve-edited"]').disabled`, "a valid edit")
-	b.run(chromedp.Click(chromedp.CSS(`[data-action="approve-edited"]`)))
+	b.click(`[data-action="approve-edited"]`)
 	b.waitJS(`document.querySelector('#task-edited')?.textContent.includes('EDITED IN THE CONSOLE') && document.querySelector('#children [data-task]') !== null`, "the approved task with its successor")
 	succ := b.eval(`document.querySelector('#children [data-task]').dataset.task`)
 	b.goTo("#/task/" + succ)
@@ -255,8 +256,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Reject beta and regenerate it with notes; the model sees the notes.
 	b.goTo("#/task/" + beta.String())
-	b.run(chromedp.WaitVisible(chromedp.CSS("#reject-reason")), chromedp.SetValue(chromedp.CSS("#reject-reason"), "Shorter, please: NOTES-FOR-BETA"),
-		chromedp.Click(chromedp.CSS(`[data-action="regenerate"]`)))
+	b.run(chromedp.WaitVisible(chromedp.CSS("#reject-reason")), chromedp.SetValue(chromedp.CSS("#reject-reason"), "Shorter, please: NOTES-FOR-BETA"))
+	b.click(`[data-action="regenerate"]`)
 	waitFor(t, 20*time.Second, 50*time.Millisecond, "beta regenerated with the notes", func() (bool, string) {
 		for _, c := range s.gemini.Calls() {
 			if strings.Contains(c.Prompt, "beta") && strings.Contains(c.Prompt, "NOTES-FOR-BETA") {
@@ -279,7 +280,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitJS(`document.querySelector('#task-error')?.textContent.includes('scripted failure')`, "gamma's error")
 	b.shot("08-task-failed")
 	b.eval(`String(window.confirm = () => true)`)
-	b.run(chromedp.Click(chromedp.CSS(`[data-action="retry"]`)))
+	b.click(`[data-action="retry"]`)
 
 	// The approval queue: beta (regenerated) and gamma (retried) arrive;
 	// approve both from the queue.
@@ -287,14 +288,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitJS(fmt.Sprintf(`document.querySelector('#approvals tr[data-task="%s"]') !== null && document.querySelector('#approvals tr[data-task="%s"]') !== null`, beta, gamma), "beta and gamma in the approval queue")
 	b.shot("09-approvals")
 	for _, id := range []uuid.UUID{beta, gamma} {
-		b.run(chromedp.Click(chromedp.CSS(fmt.Sprintf(`#approvals tr[data-task="%s"] [data-action="approve"]`, id))))
+		b.click(fmt.Sprintf(`#approvals tr[data-task="%s"] [data-action="approve"]`, id))
 		b.waitJS(fmt.Sprintf(`document.querySelector('#approvals tr[data-task="%s"]') === null`, id), "the approved task leaving the queue")
 	}
 
 	// The batch reaches 100 %.
 	b.goTo("#/batch/" + batchID.String())
 	b.waitJS(`document.querySelector('#batch-pct')?.dataset.pct === '100' && document.querySelector('h1 .badge')?.textContent === 'completed'`, "the batch at 100 %")
-	b.run(chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-task="%s"] .toggle`, alpha))))
+	b.click(fmt.Sprintf(`[data-task="%s"] .toggle`, alpha))
 	b.waitJS(fmt.Sprintf(`document.querySelector('[data-task="%s"]') !== null`, succ), "the tree expanded")
 	b.shot("10-batch-complete")
 	s.waitSettled(20*time.Second, batchID)
@@ -354,7 +355,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.run(chromedp.EmulateViewport(1280, 800))
 
 	// Bob sees none of it.
-	b.run(chromedp.Click(chromedp.CSS("#sign-out")), chromedp.WaitVisible(chromedp.CSS("#signin-email")))
+	b.click("#sign-out")
+	b.run(chromedp.WaitVisible(chromedp.CSS("#signin-email")))
 	b.signIn("bob@example.test", "bob-pw")
 	b.waitJS(`document.querySelector('#batch-list .empty') !== null && document.querySelector('#who-name').textContent === 'bob@example.test'`, "Bob's empty batches list")
 	b.goTo("#/batch/" + batchID.String())
@@ -422,6 +424,27 @@ func (b *browser) run(actions ...chromedp.Action[chromedp.Void]) {
 	require.NoError(b.t, chromedp.Do(ctx, actions...))
 }
 
+// click clicks the first element matching sel with the browser's mouse
+// events. The console redraws a view when its data refreshes, which can
+// replace the element between finding it and clicking it; the DevTools
+// protocol then answers "Could not find node with given id" (CI saw it on
+// the batch page's tree toggle). The click is then made again on the
+// element matching now, within the 30 s of a call: a replaced element has
+// not been clicked, as the mouse events follow the node's lookup.
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	for {
+		err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+		if err != nil && strings.Contains(err.Error(), "node with given id") && ctx.Err() == nil {
+			continue
+		}
+		require.NoError(b.t, err, "clicking %s", sel)
+		return
+	}
+}
+
 // eval evaluates a JavaScript expression that gives a string.
 func (b *browser) eval(expr string) string {
 	b.t.Helper()
@@ -459,8 +482,8 @@ func (b *browser) setValue(sel, value string) {
 
 func (b *browser) signIn(email, password string) {
 	b.t.Helper()
-	b.run(chromedp.SetValue(chromedp.CSS("#signin-email"), email), chromedp.SetValue(chromedp.CSS("#signin-password"), password),
-		chromedp.Click(chromedp.CSS("#signin-submit")))
+	b.run(chromedp.SetValue(chromedp.CSS("#signin-email"), email), chromedp.SetValue(chromedp.CSS("#signin-password"), password))
+	b.click("#signin-submit")
 }
 
 // shot saves a full-page PNG screenshot.
@@ -514,12 +537,12 @@ func TestConsoleDevSignIn(t *testing.T) {
 
 	b := newBrowser(t, chrome, shots)
 	b.run(chromedp.Navigate(consoleURL), chromedp.WaitVisible(chromedp.CSS("#dev-signin")))
-	b.run(chromedp.Click(chromedp.CSS("#dev-signin")))
+	b.click("#dev-signin")
 	b.waitJS(`document.querySelector('#batch-list [data-batch]')?.textContent.includes('100% done') && document.querySelector('#who-name').textContent === 'dev@orchable.local'`, "the demo batch, finished")
 	b.shot("20-dev-batches")
-	b.run(chromedp.Click(chromedp.CSS("#batch-list [data-batch] a")))
+	b.click("#batch-list [data-batch] a")
 	b.waitJS(`document.querySelectorAll('#graph svg g.node').length === 3 && document.querySelector('#graph svg').textContent.includes('1:N') && document.querySelector('#graph svg').textContent.includes('N:1') && document.querySelector('#batch-pct')?.dataset.pct === '100'`, "the demo pipeline's graph")
-	b.run(chromedp.Click(chromedp.CSS("#tasks .toggle")))
+	b.click("#tasks .toggle")
 	b.waitJS(`document.querySelectorAll('#tasks .tree ul [data-task]').length > 0`, "a mapper's designer children")
 	b.shot("21-dev-batch")
 
@@ -574,11 +597,11 @@ func TestConsoleLargeBatch(t *testing.T) {
 	b.waitJS(`document.querySelector('#batch-pct')?.parentElement.textContent.includes('10,000 tasks') && document.querySelectorAll('#tasks .tree > li').length === 50 && document.querySelectorAll('#graph svg g.node').length === 2`, "the first page of the 10,000-task batch")
 	t.Logf("10,000-task batch page: progress, graph and the first 50 tasks in %s", time.Since(start).Round(time.Millisecond))
 	b.shot("30-large-batch")
-	b.run(chromedp.Click(chromedp.CSS(`h1 ~ .actions [data-action="pause"]`)))
+	b.click(`h1 ~ .actions [data-action="pause"]`)
 	b.waitJS(`document.querySelector('h1 .badge')?.textContent === 'paused' && document.querySelector('[data-action="resume"]') !== null`, "the batch paused")
-	b.run(chromedp.Click(chromedp.CSS(`[data-action="resume"]`)))
+	b.click(`[data-action="resume"]`)
 	b.waitJS(`document.querySelector('h1 .badge')?.textContent !== 'paused' && document.querySelector('[data-action="pause"]') !== null`, "the batch resumed")
-	b.run(chromedp.Click(chromedp.CSS("#tasks > div > .more button")))
+	b.click("#tasks > div > .more button")
 	b.waitJS(`document.querySelectorAll('#tasks .tree > li').length === 100`, "the second page of tasks")
 	b.run(chromedp.SetValue(chromedp.CSS("#task-filter"), "failed"))
 	b.eval(`String(document.querySelector('#task-filter').dispatchEvent(new Event('change')))`)
@@ -591,8 +614,8 @@ func TestConsoleLargeBatch(t *testing.T) {
 	var waiting uuid.UUID
 	require.NoError(t, s.db.QueryRow(ctx, `select id from public.ai_tasks where batch_id = $1 and status = 'generated' limit 1`, batchID).Scan(&waiting))
 	b.goTo("#/task/" + waiting.String())
-	b.run(chromedp.WaitVisible(chromedp.CSS("#reject-reason")), chromedp.SetValue(chromedp.CSS("#reject-reason"), "off topic"),
-		chromedp.Click(chromedp.CSS(`[data-action="reject"]`)))
+	b.run(chromedp.WaitVisible(chromedp.CSS("#reject-reason")), chromedp.SetValue(chromedp.CSS("#reject-reason"), "off topic"))
+	b.click(`[data-action="reject"]`)
 	b.waitJS(`document.querySelector('h1 .badge')?.textContent === 'failed' && document.querySelector('#task-error')?.textContent.includes('rejected by reviewer: off topic')`, "the rejected task")
 
 	// A large output starts collapsed.
