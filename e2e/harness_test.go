@@ -308,6 +308,9 @@ func newStack(t *testing.T, opts stackOpts) *stack {
 		"RETRY_BACKOFF_MAX":       "2s",
 		"LOG_LEVEL":               "info",
 		"WORKER_ID":               "e2e-" + randHex(3),
+		// The service opens and warms every connection of its pool at
+		// start; the packages' tests share one server of 100 connections.
+		"DATABASE_MAX_CONNS": "10",
 		// Hook targets in these tests are httptest servers on loopback.
 		"HOOK_ALLOW_LOOPBACK_FOR_TESTS": "true",
 	}
