@@ -2,10 +2,15 @@ package migrations_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/migrations"
@@ -177,4 +182,251 @@ func TestDueTasksReadsOnlyWhatItReturns(t *testing.T) {
 		t.Logf("due_tasks returned %d tasks and read %d rows (history %d, queue %d)", len(got), rows, history, queue)
 		require.Less(t, rows, int64(200), "rows of ai_tasks read by due_tasks")
 	}
+}
+
+// claim_tasks plans its walk of the owner's queue once per connection (a
+// generic plan, with sorts disabled while it is planned), and that plan
+// reads about what it claims for every tenant: whether it was made while
+// the table's statistics described an almost empty queue that then grew
+// to thousands of tasks, or while one heavy owner shared the table with a
+// thousand light ones. A generic plan left to itself sees neither the
+// owner's queue nor p_limit, and may sort the owner's whole queue.
+// auto_explain prints the plan the function runs, so the test checks its
+// shape as well as the rows it read.
+func TestClaimPlanForEveryTenant(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := emptyDB(ctx, t)
+	_, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
+	require.NoError(t, err)
+	heavy, light := uuid.New(), uuid.New()
+	for _, u := range []uuid.UUID{heavy, light} {
+		_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", u, u.String()+"@plan.test")
+		require.NoError(t, err)
+	}
+	queue := func(user uuid.UUID, n int) {
+		t.Helper()
+		_, err := pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
+			select 'plan', '{}', $1, 'k', now() - make_interval(secs => $2 - n) from generate_series(1, $2::int) n`, user, n)
+		require.NoError(t, err)
+	}
+	analyze := func() {
+		t.Helper()
+		_, err := pool.Exec(ctx, "analyze public.ai_tasks, public.task_batches")
+		require.NoError(t, err)
+	}
+
+	// One connection, so the function's cached plan is reused, with the
+	// plans of nested statements printed as notices.
+	var mu sync.Mutex
+	var plans []string
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if strings.Contains(n.Message, "for update of t skip locked") && !strings.Contains(n.Message, "any(p_task_ids)") {
+			mu.Lock()
+			plans = append(plans, n.Message)
+			mu.Unlock()
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	_, err = conn.Exec(ctx, `load 'auto_explain'`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`)
+	require.NoError(t, err)
+
+	type reads struct {
+		claimed int
+		rows    int64
+		plan    string
+	}
+	claim := func(user uuid.UUID, limit int) reads {
+		t.Helper()
+		mu.Lock()
+		plans = nil
+		mu.Unlock()
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		dbtest.AsUser(ctx, t, tx, user)
+		read := func() int64 {
+			var n int64
+			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+				from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
+			return n
+		}
+		before := read()
+		var out []json.RawMessage
+		require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('plan-test', 300, $1)", limit).Scan(&out))
+		r := reads{claimed: len(out), rows: read() - before}
+		require.NoError(t, tx.Commit(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, plans, 1, "the plan of the claim's walk of the queue, printed by auto_explain")
+		r.plan = plans[0]
+		return r
+	}
+	check := func(name string, r reads, want int) {
+		t.Helper()
+		t.Logf("%s: claimed %d, read %d rows of ai_tasks", name, r.claimed, r.rows)
+		require.Equal(t, want, r.claimed, name)
+		require.Less(t, r.rows, int64(3*want+20), "%s: rows of ai_tasks read", name)
+		require.Contains(t, r.plan, "ai_tasks_user_runnable_idx", "%s: the runnable index, walked in order", name)
+		require.NotContains(t, r.plan, "Sort", "%s: no sort of the owner's queue", name)
+	}
+
+	// Planned while the table holds three tasks of one owner, then used
+	// after another owner queued 5,000 (no new statistics: the cached plan
+	// stays).
+	queue(light, 3)
+	analyze()
+	check("planned on an almost empty table", claim(light, 1), 1)
+	queue(heavy, 5000)
+	for i := range 3 {
+		check(fmt.Sprintf("heavy owner, plan made for an empty table, call %d", i), claim(heavy, 10), 10)
+	}
+
+	// One heavy owner among a thousand light ones, with statistics that say
+	// so (ANALYZE invalidates the cached plan: it is planned again).
+	_, err = pool.Exec(ctx, `with u as (
+			insert into auth.users (id, aud, role, email)
+			select gen_random_uuid(), 'authenticated', 'authenticated', 'light' || n || '@plan.test' from generate_series(1, 1000) n
+			returning id)
+		insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
+		select 'plan', '{}', u.id, 'k', now() - interval '1 minute' from u`)
+	require.NoError(t, err)
+	analyze()
+	for i := range 3 {
+		check(fmt.Sprintf("heavy owner among light ones, call %d", i), claim(heavy, 10), 10)
+	}
+	check("light owner among light ones", claim(light, 10), 2)
+}
+
+// complete_tasks reads about what it completes for every tenant, including
+// an owner the statistics have not seen yet (a first large batch before the
+// next ANALYZE), whose user_id the planner expects on one row.
+func TestCompletePlanForEveryTenant(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := emptyDB(ctx, t)
+	_, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
+	require.NoError(t, err)
+	heavy, light := uuid.New(), uuid.New()
+	for _, u := range []uuid.UUID{heavy, light} {
+		_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", u, u.String()+"@plan.test")
+		require.NoError(t, err)
+	}
+	queue := func(user uuid.UUID, n int) {
+		t.Helper()
+		_, err := pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
+			select 'plan', '{}', $1, 'k', now() - make_interval(secs => $2 - n) from generate_series(1, $2::int) n`, user, n)
+		require.NoError(t, err)
+	}
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	// run calls sql as the user in its own transaction and returns the rows
+	// of ai_tasks the call read.
+	run := func(user uuid.UUID, sql string, arg any, out any) int64 {
+		t.Helper()
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		dbtest.AsUser(ctx, t, tx, user)
+		read := func() int64 {
+			var n int64
+			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+				from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
+			return n
+		}
+		before := read()
+		require.NoError(t, tx.QueryRow(ctx, sql, arg).Scan(out))
+		rows := read() - before
+		require.NoError(t, tx.Commit(ctx))
+		return rows
+	}
+	cycle := func(name string, user uuid.UUID, limit int) {
+		t.Helper()
+		var out struct {
+			Tasks []struct {
+				ID uuid.UUID `json:"id"`
+			} `json:"tasks"`
+		}
+		run(user, "select public.claim_tasks('plan-test', 300, $1, null, true)", limit, &out)
+		claimed := out.Tasks
+		require.Len(t, claimed, limit, name)
+		items := make([]map[string]any, len(claimed))
+		for i, c := range claimed {
+			items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
+		}
+		var results []struct {
+			Status string `json:"status"`
+		}
+		rows := run(user, "select public.complete_tasks('plan-test', $1::jsonb)", items, &results)
+		t.Logf("%s: completed %d, read %d rows of ai_tasks", name, len(results), rows)
+		require.Len(t, results, len(claimed), name)
+		for _, r := range results {
+			require.Equal(t, "completed", r.Status, name)
+		}
+		require.Less(t, rows, int64(3*len(claimed)+20), "%s: rows of ai_tasks read completing %d", name, len(claimed))
+	}
+
+	queue(light, 3)
+	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
+	require.NoError(t, err)
+	cycle("planned on an almost empty table", light, 1)
+	queue(heavy, 5000)
+	for i := range 3 {
+		cycle(fmt.Sprintf("heavy owner unseen by the statistics, call %d", i), heavy, 10)
+	}
+	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
+	require.NoError(t, err)
+	for i := range 3 {
+		cycle(fmt.Sprintf("heavy owner, analyzed, call %d", i), heavy, 10)
+	}
+	// One heavy owner among a thousand light ones, with statistics that say
+	// so: the average owner has one task.
+	_, err = pool.Exec(ctx, `with u as (
+			insert into auth.users (id, aud, role, email)
+			select gen_random_uuid(), 'authenticated', 'authenticated', 'light' || n || '@complete.test' from generate_series(1, 1000) n
+			returning id)
+		insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
+		select 'plan', '{}', u.id, 'k', now() - interval '1 minute' from u`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
+	require.NoError(t, err)
+	for i := range 3 {
+		cycle(fmt.Sprintf("heavy owner among light ones, call %d", i), heavy, 10)
+	}
+
+	// A claim and its completion in one transaction (not a service call:
+	// the leaves' UPDATE is then planned as any other statement) complete
+	// the same way.
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	dbtest.AsUser(ctx, t, tx, heavy)
+	var out struct {
+		Tasks []struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"tasks"`
+	}
+	require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('plan-test', 300, 3, null, true)").Scan(&out))
+	require.Len(t, out.Tasks, 3)
+	items := make([]map[string]any, len(out.Tasks))
+	for i, c := range out.Tasks {
+		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
+	}
+	var results []map[string]any
+	require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('plan-test', $1::jsonb)", items).Scan(&results))
+	require.Equal(t, []map[string]any{
+		{"status": "completed", "created": float64(0), "waiting": float64(0)},
+		{"status": "completed", "created": float64(0), "waiting": float64(0)},
+		{"status": "completed", "created": float64(0), "waiting": float64(0)},
+	}, results)
+	var done int
+	require.NoError(t, tx.QueryRow(ctx, "select count(*) from public.ai_tasks where id = any($1) and status = 'completed' and output_data ? 'a'",
+		[]uuid.UUID{out.Tasks[0].ID, out.Tasks[1].ID, out.Tasks[2].ID}).Scan(&done))
+	require.Equal(t, 3, done)
 }

@@ -26,6 +26,14 @@ declare
   rows_ tid[];
   more tid[];
   counted integer;
+  claimed public.ai_tasks[];
+  -- This transaction had written nothing when the claim began.
+  fresh constant boolean := pg_current_xact_id_if_assigned() is null;
+  -- The planner settings this function changes for one statement at a
+  -- time, as the caller had them (restored after each such statement).
+  gucs text[] := array[current_setting('plan_cache_mode'), current_setting('enable_sort'),
+                       current_setting('enable_incremental_sort'), current_setting('enable_indexscan'),
+                       current_setting('enable_bitmapscan'), current_setting('enable_seqscan')];
   uid uuid := orchable.require_user('claim_tasks');
 begin
   perform orchable.engine_on();
@@ -39,31 +47,64 @@ begin
     raise exception using errcode = '22023', message = 'p_limit must be between 1 and 1000';
   end if;
 
-  -- Three small statements rather than one: PostgreSQL plans a function's
-  -- statement again on every call here (custom plans: the owner's queue
-  -- length matters), and one statement with every step as a CTE cost about
-  -- 1.1 ms of planning per claim. Generic plans were tried and refused: they
-  -- assume the average tenant (docs/performance.md).
+  -- Three small statements rather than one: one statement with every step
+  -- as a CTE cost about 1.1 ms of planning per claim.
   --
-  -- 1. The caller's due tasks outside paused, cancelled or delayed batches.
-  select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}') into rows_
-  from (
-    select t.ctid, t.id, t.run_after
-    from public.ai_tasks t
-    where t.status = 'plan'
-      and t.user_id = uid
-      and t.run_after <= now()
-      and (p_task_ids is null or t.id = any(p_task_ids))
-      -- A scalar filter, not NOT EXISTS: as an anti-join the planner assumed
-      -- it removed almost every row and sorted the whole queue (O(queue));
-      -- this way it walks the runnable index in order and stops at p_limit.
-      and (t.batch_id is null or not coalesce((
-        select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
-        from public.task_batches b where b.id = t.batch_id), false))
-    order by t.run_after, t.id
-    limit p_limit
-    for update of t skip locked
-  ) c;
+  -- 1. The caller's due tasks outside paused, cancelled or delayed batches,
+  -- in queue order: the head of the runnable index (user_id, run_after, id)
+  -- where status = 'plan', so a claim reads about what it claims however
+  -- long the owner's queue is.
+  --
+  -- Planned once per connection (a generic plan) with sorts disabled while
+  -- it is planned. Planned again on every call (a custom plan), this
+  -- statement was a third of a one-task claim (130 of 420 us). A generic
+  -- plan cannot see the owner's queue length nor p_limit (it assumes 10 %
+  -- of the average tenant's rows), so on its own it may choose to sort the
+  -- owner's whole queue (O(queue)); with sorts disabled the only plan left
+  -- for this ORDER BY is the runnable index in order, which is the right
+  -- plan for every tenant (TestClaimReadsOnlyWhatItClaims,
+  -- TestClaimPlanForEveryTenant). The settings last only for the statement.
+  if p_task_ids is null then
+    perform set_config('plan_cache_mode', 'force_generic_plan', true),
+            set_config('enable_sort', 'off', true),
+            set_config('enable_incremental_sort', 'off', true);
+    select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}') into rows_
+    from (
+      select t.ctid, t.id, t.run_after
+      from public.ai_tasks t
+      where t.status = 'plan'
+        and t.user_id = uid
+        and t.run_after <= now()
+        -- A scalar filter, not NOT EXISTS: as an anti-join the planner
+        -- assumed it removed almost every row and sorted the whole queue.
+        and (t.batch_id is null or not coalesce((
+          select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
+          from public.task_batches b where b.id = t.batch_id), false))
+      order by t.run_after, t.id
+      limit p_limit
+      for update of t skip locked
+    ) c;
+    perform set_config('plan_cache_mode', gucs[1], true),
+            set_config('enable_sort', gucs[2], true),
+            set_config('enable_incremental_sort', gucs[3], true);
+  else
+    -- Named tasks (a webhook's hint): by primary key, a few rows.
+    select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}') into rows_
+    from (
+      select t.ctid, t.id, t.run_after
+      from public.ai_tasks t
+      where t.id = any(p_task_ids)
+        and t.status = 'plan'
+        and t.user_id = uid
+        and t.run_after <= now()
+        and (t.batch_id is null or not coalesce((
+          select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
+          from public.task_batches b where b.id = t.batch_id), false))
+      order by t.run_after, t.id
+      limit p_limit
+      for update of t skip locked
+    ) c;
+  end if;
 
   -- 2. Batches with execution_delay_seconds: one start per delay interval.
   -- Few users have such a batch; for the others this is one probe.
@@ -105,14 +146,29 @@ begin
     return case when p_compact then '{"tasks": [], "templates": {}, "batches": {}}'::jsonb else '[]'::jsonb end;
   end if;
 
-  -- 3. Lease them and return everything needed to run them. By the row
-  -- versions locked above (a TID scan: this transaction holds their locks,
-  -- so they are still the current versions). By id, the planner may AND in
-  -- the owner's whole user_id index: RLS adds user_id = auth.uid(), whose
-  -- value no plan knows, so it is estimated for the average tenant. The
-  -- batch counters count the claim once per batch (orchable.count_moves)
-  -- rather than once per task (the row trigger skips a 'deferred' update).
+  -- 3. Lease them. By the row versions locked above: a TID scan (this
+  -- transaction holds their locks, so they are still the current
+  -- versions), planned once per connection with every other scan
+  -- disabled while it is planned. Left to the planner, the scan of the
+  -- claimed rows could walk the owner's whole user_id index: RLS adds
+  -- user_id = auth.uid(), and for an owner the statistics have not seen
+  -- yet (a first large batch, before autovacuum's next ANALYZE) the planner
+  -- expects one row there and prefers that index (TestClaimPlanForEveryTenant:
+  -- 5,010 rows read to claim 10). The settings would apply to any SQL run
+  -- inside the statement, so they are set only when none can run: the row
+  -- triggers that fire run no SQL, and the foreign-key checks fire only for
+  -- a row this transaction wrote before (fresh: it had written nothing when
+  -- the claim began, as every claim of the service and every PostgREST
+  -- request; otherwise the statement is planned as any other). The batch counters count the
+  -- claim once per batch (orchable.count_moves, below) rather than once
+  -- per task (the row trigger skips a 'deferred' update).
   perform set_config('orchable.counting', 'deferred', true);
+  if fresh then
+    perform set_config('plan_cache_mode', 'force_generic_plan', true),
+            set_config('enable_indexscan', 'off', true),
+            set_config('enable_bitmapscan', 'off', true),
+            set_config('enable_seqscan', 'off', true);
+  end if;
   with upd as (
     update public.ai_tasks t
     set status = 'processing',
@@ -121,7 +177,20 @@ begin
         attempts = t.attempts + 1,
         started_at = now()
     where t.ctid = any(rows_) and t.status = 'plan' and t.user_id = uid
-    returning t.*
+    returning t as r
+  )
+  select coalesce(array_agg(u.r), '{}') into claimed from upd u;
+  perform set_config('orchable.counting', '', true);
+  if fresh then
+    perform set_config('plan_cache_mode', gucs[1], true),
+            set_config('enable_indexscan', gucs[4], true),
+            set_config('enable_bitmapscan', gucs[5], true),
+            set_config('enable_seqscan', gucs[6], true);
+  end if;
+
+  -- 4. Everything needed to run them.
+  with upd as (
+    select u.* from unnest(claimed) u
   ), tpl as (
     -- Only a template the owner may use (own, public, or of a published
     -- pipeline); written out rather than a function call per claimed row.
@@ -167,7 +236,6 @@ begin
   end,
   (select orchable.count_moves(array_agg(u.batch_id) filter (where u.batch_id is not null), 'plan', 'processing') from upd u)
   into out, counted;
-  perform set_config('orchable.counting', '', true);
   return out;
 end
 $$;

@@ -49,12 +49,26 @@ declare
   g_rc integer[] := '{}';
   fed jsonb := '{}';
   nfed integer := 0;
+  ids uuid[];
+  tids tid[];
+  tpl_ids text[];
+  not_leaf text[];
+  leaf_batches uuid[];
+  -- This transaction had written nothing when the call began.
+  fresh constant boolean := pg_current_xact_id_if_assigned() is null;
+  -- The planner settings this function changes for one statement at a
+  -- time, as the caller had them (restored after each such statement).
+  gucs text[] := array[current_setting('plan_cache_mode'), current_setting('enable_sort'),
+                       current_setting('enable_incremental_sort'), current_setting('enable_indexscan'),
+                       current_setting('enable_bitmapscan'), current_setting('enable_seqscan')];
   uid uuid := orchable.require_user('complete_tasks');
 begin
   perform orchable.engine_on();
   if p_items is null or jsonb_typeof(p_items) <> 'array' or jsonb_array_length(p_items) > 1000 then
     raise exception using errcode = '22023', message = 'p_items must be a JSON array of at most 1000 {task_id, output, usage}';
   end if;
+  ids := array(select (e ->> 'task_id')::uuid from jsonb_array_elements(p_items) e
+               where e ->> 'task_id' ~ '^[0-9a-fA-F-]{36}$');
 
   -- Everything in one subtransaction first: a subtransaction per item costs
   -- a subtransaction id per written item, and past 64 in one transaction
@@ -79,7 +93,58 @@ begin
     -- successors exist, or a barrier checked in between (a feeder of a
     -- merge in the same call) closes without the children a completed
     -- split parent has not made yet (TestCompleteTasksSplitParentAndFeedersInOneCall).
+    --
+    -- The leaves are found in three steps, each planned once per
+    -- connection with the planner settings that leave one plan (restored
+    -- after each statement): their row versions by primary key, walked in
+    -- id order with sorts disabled (no other index gives that order);
+    -- which of their templates make a task not a leaf; then the UPDATE by
+    -- row version (a TID scan: index, bitmap and sequential scans
+    -- disabled), which touches no other table. The settings would apply to
+    -- any SQL run inside that UPDATE, so they are set only when none can
+    -- run: its row triggers run no SQL, and the foreign-key checks fire
+    -- only for a row this transaction wrote before (fresh: it had written
+    -- nothing when the call began, as every call of the service and every
+    -- PostgREST request). As one statement joined by
+    -- id, the planner could walk the owner's whole user_id index instead:
+    -- for an owner the statistics have not seen yet (a first large batch,
+    -- before the next ANALYZE) it expects one row there
+    -- (TestCompletePlanForEveryTenant: 5,000 rows read to complete 10).
+    perform set_config('plan_cache_mode', 'force_generic_plan', true),
+            set_config('enable_sort', 'off', true),
+            set_config('enable_incremental_sort', 'off', true),
+            set_config('enable_bitmapscan', 'off', true),
+            set_config('enable_seqscan', 'off', true);
+    select coalesce(array_agg(t.ctid), '{}'), coalesce(array_agg(distinct t.prompt_template_id) filter (where t.prompt_template_id is not null), '{}')
+    into tids, tpl_ids
+    from (
+      select t.ctid, t.prompt_template_id from public.ai_tasks t
+      where t.id = any(ids)
+      order by t.id
+    ) t;
+    perform set_config('plan_cache_mode', gucs[1], true),
+            set_config('enable_sort', gucs[2], true),
+            set_config('enable_incremental_sort', gucs[3], true),
+            set_config('enable_bitmapscan', gucs[5], true),
+            set_config('enable_seqscan', gucs[6], true);
+    -- complete_one's approval test: the template's flag counts only when
+    -- the owner may use the template (orchable.usable_template); and a
+    -- leaf's template has no successors.
+    select coalesce(array_agg(p.id), '{}') into not_leaf
+    from public.prompt_templates p
+    where p.id = any(tpl_ids)
+      and ((p.requires_approval and (p.user_id = uid or p.is_public or exists (
+             select 1 from public.lab_orchestrator_configs c
+             where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code)))
+           or p.next_stage_template_id is not null
+           or coalesce(jsonb_array_length(case when jsonb_typeof(p.next_stage_template_ids) = 'array' then p.next_stage_template_ids end), 0) > 0);
     perform set_config('orchable.counting', 'deferred', true);
+    if fresh then
+      perform set_config('plan_cache_mode', 'force_generic_plan', true),
+              set_config('enable_indexscan', 'off', true),
+              set_config('enable_bitmapscan', 'off', true),
+              set_config('enable_seqscan', 'off', true);
+    end if;
     with items as (
       select distinct on (v.task_id) v.task_id, v.output, v.u
       from (
@@ -109,27 +174,27 @@ begin
           'fallback_from', i.u -> 'fallback_from',
           'usage', i.u -> 'usage'))
       from items i
-      where t.id = i.task_id and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
+      where t.ctid = any(tids) and t.id = i.task_id
+        and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
         and not t.requires_approval
         and t.next_task_config is null and not (t.extra ? 'next_stage_configs')
-        -- complete_one's approval test: the template's flag counts only when
-        -- the owner may use the template (orchable.usable_template); and a
-        -- leaf's template has no successors.
-        and not exists (
-          select 1 from public.prompt_templates p
-          where p.id = t.prompt_template_id
-            and ((p.requires_approval and (p.user_id = uid or p.is_public or exists (
-                   select 1 from public.lab_orchestrator_configs c
-                   where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code)))
-                 or p.next_stage_template_id is not null
-                 or coalesce(jsonb_array_length(case when jsonb_typeof(p.next_stage_template_ids) = 'array' then p.next_stage_template_ids end), 0) > 0))
+        and (t.prompt_template_id is null or not (t.prompt_template_id = any(not_leaf)))
       returning t.id, t.batch_id
     )
     select coalesce(jsonb_object_agg(d.id::text, true), '{}'::jsonb), count(*),
-           orchable.count_moves(array_agg(d.batch_id) filter (where d.batch_id is not null), 'processing', 'completed')
-    into leaves, nleaves, counted
+           array_agg(d.batch_id) filter (where d.batch_id is not null)
+    into leaves, nleaves, leaf_batches
     from done d;
     perform set_config('orchable.counting', '', true);
+    if fresh then
+      perform set_config('plan_cache_mode', gucs[1], true),
+              set_config('enable_indexscan', gucs[4], true),
+              set_config('enable_bitmapscan', gucs[5], true),
+              set_config('enable_seqscan', gucs[6], true);
+    end if;
+    if leaf_batches is not null then
+      counted := orchable.count_moves(leaf_batches, 'processing', 'completed');
+    end if;
 
     -- As many leaves as items: every item named a distinct task and was a
     -- leaf (the common case), so every result is the leaf result.
@@ -168,8 +233,7 @@ begin
       from public.ai_tasks t
       -- An array, not a subquery: with a subquery the planner scanned the
       -- whole table when its statistics said few tasks were processing.
-      where t.id = any(array(select (e ->> 'task_id')::uuid from jsonb_array_elements(p_items) e
-                             where e ->> 'task_id' ~ '^[0-9a-fA-F-]{36}$'))
+      where t.id = any(ids)
         and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
         and not t.requires_approval and t.next_task_config is null
       order by t.prompt_template_id, t.stage_key, t.extra -> 'next_stage_configs'
