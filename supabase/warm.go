@@ -24,6 +24,9 @@ const warmClaims = `{"role":"authenticated","sub":"00000000-0000-0000-0000-00000
 // matches its function is noticed (TestWarm).
 func warmCalls() []warmCall {
 	return []warmCall{
+		// Both ways a claim walks: the owner's queue (p_task_ids null: the
+		// statement planned once per connection) and named tasks.
+		{sql: "select public.claim_tasks('warm-up', 300, 1, null, true)"},
 		{sql: "select public.claim_tasks('warm-up', 300, 1, '{}'::uuid[], true)"},
 		{sql: "select public.complete_tasks('warm-up', '[]'::jsonb)"},
 		{
