@@ -303,9 +303,13 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 	check("light owner among light ones", claim(light, 10), 2)
 }
 
-// complete_tasks reads about what it completes for every tenant, including
-// an owner the statistics have not seen yet (a first large batch before the
-// next ANALYZE), whose user_id the planner expects on one row.
+// complete_tasks, complete_task and fail_task read about what they finish
+// for every tenant, including an owner the statistics have not seen yet (a
+// first large batch before the next ANALYZE), whose user_id the planner
+// expects on one row: they find tasks by primary key or row version, never
+// by walking the owner's user_id index (5,000 rows read by complete_tasks
+// to complete 10, and complete_task's read growing with the task's place in
+// the owner's index, before).
 func TestCompletePlanForEveryTenant(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -328,7 +332,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 	defer conn.Release()
 	// run calls sql as the user in its own transaction and returns the rows
 	// of ai_tasks the call read.
-	run := func(user uuid.UUID, sql string, arg any, out any) int64 {
+	run := func(user uuid.UUID, sql string, out any, args ...any) int64 {
 		t.Helper()
 		tx, err := conn.Begin(ctx)
 		require.NoError(t, err)
@@ -341,7 +345,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 			return n
 		}
 		before := read()
-		require.NoError(t, tx.QueryRow(ctx, sql, arg).Scan(out))
+		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
 		rows := read() - before
 		require.NoError(t, tx.Commit(ctx))
 		return rows
@@ -353,7 +357,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 				ID uuid.UUID `json:"id"`
 			} `json:"tasks"`
 		}
-		run(user, "select public.claim_tasks('plan-test', 300, $1, null, true)", limit, &out)
+		run(user, "select public.claim_tasks('plan-test', 300, $1, null, true)", &out, limit)
 		claimed := out.Tasks
 		require.Len(t, claimed, limit, name)
 		items := make([]map[string]any, len(claimed))
@@ -363,7 +367,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 		var results []struct {
 			Status string `json:"status"`
 		}
-		rows := run(user, "select public.complete_tasks('plan-test', $1::jsonb)", items, &results)
+		rows := run(user, "select public.complete_tasks('plan-test', $1::jsonb)", &results, items)
 		t.Logf("%s: completed %d, read %d rows of ai_tasks", name, len(results), rows)
 		require.Len(t, results, len(claimed), name)
 		for _, r := range results {
@@ -372,13 +376,43 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 		require.Less(t, rows, int64(3*len(claimed)+20), "%s: rows of ai_tasks read completing %d", name, len(claimed))
 	}
 
-	queue(light, 3)
+	// single claims one task and completes it with complete_task (what the
+	// service does when a completion finds no other to share its commit).
+	single := func(name string, user uuid.UUID) {
+		t.Helper()
+		var out struct {
+			Tasks []struct {
+				ID uuid.UUID `json:"id"`
+			} `json:"tasks"`
+		}
+		run(user, "select public.claim_tasks('plan-test', 300, 1, null, true)", &out)
+		require.Len(t, out.Tasks, 1, name)
+		var res struct {
+			Status string `json:"status"`
+		}
+		rows := run(user, "select public.complete_task($1, 'plan-test', '{\"a\": 1}'::jsonb, '{}'::jsonb)", &res, out.Tasks[0].ID)
+		t.Logf("%s: complete_task read %d rows of ai_tasks", name, rows)
+		require.Equal(t, "completed", res.Status, name)
+		require.Less(t, rows, int64(20), "%s: rows of ai_tasks read by complete_task", name)
+
+		// And a failure, the other way a worker finishes a task.
+		run(user, "select public.claim_tasks('plan-test', 300, 1, null, true)", &out)
+		require.Len(t, out.Tasks, 1, name)
+		rows = run(user, "select public.fail_task($1, 'plan-test', 'model error')", &res, out.Tasks[0].ID)
+		t.Logf("%s: fail_task read %d rows of ai_tasks", name, rows)
+		require.Equal(t, "failed", res.Status, name)
+		require.Less(t, rows, int64(20), "%s: rows of ai_tasks read by fail_task", name)
+	}
+
+	queue(light, 5)
 	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
 	require.NoError(t, err)
 	cycle("planned on an almost empty table", light, 1)
+	single("planned on an almost empty table", light)
 	queue(heavy, 5000)
 	for i := range 3 {
 		cycle(fmt.Sprintf("heavy owner unseen by the statistics, call %d", i), heavy, 10)
+		single(fmt.Sprintf("heavy owner unseen by the statistics, call %d", i), heavy)
 	}
 	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
 	require.NoError(t, err)
@@ -398,6 +432,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 	require.NoError(t, err)
 	for i := range 3 {
 		cycle(fmt.Sprintf("heavy owner among light ones, call %d", i), heavy, 10)
+		single(fmt.Sprintf("heavy owner among light ones, call %d", i), heavy)
 	}
 
 	// A claim and its completion in one transaction (not a service call:

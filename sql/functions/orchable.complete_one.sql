@@ -21,8 +21,12 @@ declare
   uid uuid := orchable.require_user('complete_task');
 begin
   perform orchable.engine_on();
-  select * into t from public.ai_tasks where id = p_task_id and user_id = uid for update;
-  if not found then
+  -- By primary key only: RLS keeps the caller to their own rows, and the
+  -- owner is checked below. With user_id = uid here, the planner walked the
+  -- owner's user_id index instead when the statistics had not seen the owner
+  -- yet (it expects one row there; TestCompletePlanForEveryTenant).
+  select * into t from public.ai_tasks where id = p_task_id for update;
+  if not found or t.user_id is distinct from uid then
     raise exception using errcode = 'PT404', message = format('task %s not found or not visible', p_task_id);
   end if;
   if p_output is null then

@@ -11,8 +11,11 @@ declare
   uid uuid := orchable.require_user('reject_task');
 begin
   perform orchable.engine_on();
-  select * into t from public.ai_tasks where id = p_task_id and user_id = uid for update;
-  if not found then
+  -- By primary key only (RLS keeps the caller to their own rows; the owner
+  -- is checked below): with user_id = uid here the planner could walk the
+  -- owner's user_id index (orchable.complete_one).
+  select * into t from public.ai_tasks where id = p_task_id for update;
+  if not found or t.user_id is distinct from uid then
     raise exception using errcode = 'PT404', message = format('task %s not found or not visible', p_task_id);
   end if;
   if t.status <> 'generated' then
