@@ -55,7 +55,105 @@ func scaling(ctx context.Context, e *env) ([]Figure, error) {
 		return nil, fmt.Errorf("%d users × %d-row batches: %w", users, e.o.ScaleBatch, err)
 	}
 	figs = append(figs, big.figures(fmt.Sprintf("%d users × %d-row batch", users, e.o.ScaleBatch), small, "100-row batches")...)
+
+	// A new owner's first large batch, before the next ANALYZE (autovacuum
+	// analyzes a table after 50 + 10 % of its rows changed, so in a large
+	// shared table such a batch can stay unseen for long), against the same
+	// batch with statistics that have seen it.
+	seen, err := scaleUnseen(ctx, e, users, e.o.ScaleBatch, true)
+	if err != nil {
+		return nil, fmt.Errorf("a new owner's %d tasks, analyzed: %w", e.o.ScaleBatch, err)
+	}
+	unseen, err := scaleUnseen(ctx, e, users, e.o.ScaleBatch, false)
+	if err != nil {
+		return nil, fmt.Errorf("a new owner's %d tasks, unseen by the statistics: %w", e.o.ScaleBatch, err)
+	}
+	figs = append(figs, unseen.figures(fmt.Sprintf("a new owner's %d tasks, unseen by the statistics", e.o.ScaleBatch), seen, "the same, analyzed")...)
 	return figs, nil
+}
+
+// scaleUnseen measures the engine working one new owner's batch of size
+// one-stage tasks in a table whose statistics describe only other owners
+// (users of them, 100 finished tasks each), with the new owner's rows
+// analyzed or not.
+func scaleUnseen(ctx context.Context, e *env, users, size int, analyzed bool) (scaleResult, error) {
+	var out scaleResult
+	db, err := e.freshDB(ctx, false, e.o.Conns)
+	if err != nil {
+		return out, err
+	}
+	defer db.close()
+	others := make([]uuid.UUID, users)
+	for u := range others {
+		if others[u], err = createUser(ctx, db.Pool); err != nil {
+			return out, err
+		}
+	}
+	stage := stageDef{ID: "s1", Key: "s1", Prompt: "Row %%input.n%%."}
+	if err := createTemplates(ctx, db.Pool, others[0], stage); err != nil {
+		return out, err
+	}
+	if _, err := copyTasks(ctx, db.Pool, others, stage.ID, stage.Key, "completed", 100*users); err != nil {
+		return out, err
+	}
+	for _, t := range []string{"public.ai_tasks", "public.task_batches", "public.prompt_templates"} {
+		if _, err := db.Pool.Exec(ctx, "vacuum (analyze) "+t); err != nil {
+			return out, fmt.Errorf("error vacuuming %s: %w", t, err)
+		}
+	}
+	owner, err := createUser(ctx, db.Pool)
+	if err != nil {
+		return out, err
+	}
+	own := stageDef{ID: "new-s1", Key: "s1", Prompt: "Row %%input.n%%."}
+	if err := createTemplates(ctx, db.Pool, owner, own); err != nil {
+		return out, err
+	}
+	if _, err := copyTasks(ctx, db.Pool, []uuid.UUID{owner}, own.ID, own.Key, "plan", size); err != nil {
+		return out, err
+	}
+	if analyzed {
+		if _, err := db.Pool.Exec(ctx, "analyze public.ai_tasks"); err != nil {
+			return out, fmt.Errorf("error analyzing: %w", err)
+		}
+	}
+	gen := newStampModel(0, 0)
+	rec := &completionClock{answered: gen.answeredAt, at: map[uuid.UUID]time.Duration{}, want: map[uuid.UUID]bool{}}
+	planned, err := db.Pool.Query(ctx, "select id from public.ai_tasks where status = 'plan'")
+	if err != nil {
+		return out, fmt.Errorf("error reading the tasks to work: %w", err)
+	}
+	ids, err := pgx.CollectRows(planned, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return out, fmt.Errorf("error reading the tasks to work: %w", err)
+	}
+	for _, id := range ids {
+		rec.want[id] = true
+	}
+	m, err := e.startCost(ctx, db)
+	if err != nil {
+		return out, err
+	}
+	eng := newEngine(db.Pool, gen, engineConfig{
+		Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
+		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
+	}, e.log)
+	out.done = size
+	eng.run(ctx)
+	err = eng.waitFinished(ctx, int64(out.done), 2*time.Minute)
+	eng.stop(ctx)
+	if err != nil {
+		return out, err
+	}
+	if out.cost, err = m.stop(ctx); err != nil {
+		return out, err
+	}
+	rec.mu.Lock()
+	for _, d := range rec.at {
+		out.lat = append(out.lat, d)
+	}
+	rec.mu.Unlock()
+	return out, nil
 }
 
 // scaleResult is what one case measured.
