@@ -144,7 +144,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the River baselines (profiling)")
 	var merge string
 	fs.StringVar(&merge, "scale-merge", "1000,10000,50000", "scaling: N:1 merge scopes (tasks per batch)")
-	fs.IntVar(&o.ScaleBatch, "scale-batch", 10000, "scaling: rows of each user's batch")
+	fs.IntVar(&o.ScaleBatch, "scale-batch", 10000, "scaling: rows of each user's batch, and of the new owner's batch")
 	fs.IntVar(&o.ScaleUsers, "scale-users", 20, "scaling: concurrent users with a batch each")
 	fs.IntVar(&o.ScaleWork, "scale-work", 1000, "scaling: completions measured per case (the rest of each scope is completed before the window)")
 	fs.IntVar(&o.ScaleRuns, "scale-runs", 1, "scaling: runs (it measures several sizes per run, so -runs does not apply)")
