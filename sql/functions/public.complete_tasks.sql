@@ -54,6 +54,9 @@ declare
   tpl_ids text[];
   not_leaf text[];
   leaf_batches uuid[];
+  reps public.ai_tasks[];
+  rest_batches uuid[];
+  cancelled uuid[];
   -- This transaction had written nothing when the call began.
   fresh constant boolean := pg_current_xact_id_if_assigned() is null;
   -- The planner settings this function changes for one statement at a
@@ -228,15 +231,33 @@ begin
     -- depends on its template, its stage key and the launcher's snapshot
     -- in extra.next_stage_configs: one task of each class is classified,
     -- with spawn_successors' own helpers.
-    for rep in
-      select distinct on (t.prompt_template_id, t.stage_key, t.extra -> 'next_stage_configs') t.*
+    --
+    -- Read by the row versions found above (a TID scan, planned once with
+    -- index, bitmap and sequential scans disabled: a SELECT, so no other
+    -- SQL runs inside it): the leaves completed since are no longer visible
+    -- there, the other tasks are unchanged. Also the batches of the tasks
+    -- left, for the grouped UPDATE's cancelled-batch test below.
+    perform set_config('plan_cache_mode', 'force_generic_plan', true),
+            set_config('enable_indexscan', 'off', true),
+            set_config('enable_bitmapscan', 'off', true),
+            set_config('enable_seqscan', 'off', true);
+    select coalesce(array_agg(x.t order by (x.t).prompt_template_id, (x.t).stage_key, (x.t).extra -> 'next_stage_configs'), '{}'),
+           (select array_agg(distinct t.batch_id) from public.ai_tasks t
+            where t.ctid = any(tids) and t.user_id = uid and t.status = 'processing' and t.batch_id is not null)
+    into reps, rest_batches
+    from (
+      select distinct on (t.prompt_template_id, t.stage_key, t.extra -> 'next_stage_configs') t
       from public.ai_tasks t
-      -- An array, not a subquery: with a subquery the planner scanned the
-      -- whole table when its statistics said few tasks were processing.
-      where t.id = any(ids)
+      where t.ctid = any(tids)
         and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
         and not t.requires_approval and t.next_task_config is null
       order by t.prompt_template_id, t.stage_key, t.extra -> 'next_stage_configs'
+    ) x;
+    perform set_config('plan_cache_mode', gucs[1], true),
+            set_config('enable_indexscan', gucs[4], true),
+            set_config('enable_bitmapscan', gucs[5], true),
+            set_config('enable_seqscan', gucs[6], true);
+    foreach rep in array reps
     loop
       tpl := orchable.usable_template(rep.prompt_template_id, uid);
       continue when tpl.id is null or coalesce(tpl.requires_approval, false);
@@ -273,7 +294,19 @@ begin
 
     if cardinality(c_tpl) > 0 then
       select * into lim from orchable.engine_limits where id;
+      select coalesce(array_agg(b.id), '{}') into cancelled
+      from public.task_batches b
+      where b.id = any(rest_batches) and b.created_by = uid and b.status = 'cancelled';
+      -- By row version, as the leaves (see there); the UPDATE reads no
+      -- other table (the cancelled batches are read just above) and the
+      -- counters are written after it.
       perform set_config('orchable.counting', 'deferred', true);
+      if fresh then
+        perform set_config('plan_cache_mode', 'force_generic_plan', true),
+                set_config('enable_indexscan', 'off', true),
+                set_config('enable_bitmapscan', 'off', true),
+                set_config('enable_seqscan', 'off', true);
+      end if;
       -- What spawn_successors refuses (the lineage depth cap, a split
       -- outside its bounds) or skips (a cancelled batch) stays with
       -- complete_one, and so does an empty split.
@@ -306,14 +339,12 @@ begin
             'fallback_from', i.u -> 'fallback_from',
             'usage', i.u -> 'usage'))
         from items i, unnest(c_tpl, c_stage, c_snap, c_split) with ordinality c(tpl, stage, snap, split, k)
-        where t.id = i.task_id and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
+        where t.ctid = any(tids) and t.id = i.task_id
+          and t.user_id = uid and t.status = 'processing' and t.locked_by = p_worker
           and not t.requires_approval and t.next_task_config is null
-          -- Not an index condition (IS NOT DISTINCT FROM): the tasks are
-          -- found by id, never by template.
           and (t.prompt_template_id, t.stage_key::text, t.extra -> 'next_stage_configs') is not distinct from (c.tpl, c.stage, c.snap)
           and t.step_number + 1 <= lim.max_depth
-          and not exists (select 1 from public.task_batches b
-                          where b.id = t.batch_id and b.created_by = uid and b.status = 'cancelled')
+          and not coalesce(t.batch_id = any(cancelled), false)
           -- A split: its array, as spawn_successors reads it (the edited
           -- output first), within its bounds and not empty.
           and (c.split is null or coalesce((
@@ -325,11 +356,18 @@ begin
         returning t as r, c.k::int as k,
                   case when c_kind[c.k] = 'feeder' then orchable.barrier_scope(t, c_cfg[c.k], c_join[c.k]) end as scope
       )
-      select array_agg(d.r), array_agg(d.k), array_agg(d.scope),
-             orchable.count_moves(array_agg((d.r).batch_id) filter (where (d.r).batch_id is not null), 'processing', 'completed')
-      into g_rows, g_k, g_scope, counted
+      select array_agg(d.r), array_agg(d.k), array_agg(d.scope)
+      into g_rows, g_k, g_scope
       from done d;
       perform set_config('orchable.counting', '', true);
+      if fresh then
+        perform set_config('plan_cache_mode', gucs[1], true),
+                set_config('enable_indexscan', gucs[4], true),
+                set_config('enable_bitmapscan', gucs[5], true),
+                set_config('enable_seqscan', gucs[6], true);
+      end if;
+      counted := orchable.count_moves((select array_agg(r.batch_id) filter (where r.batch_id is not null) from unnest(g_rows) r),
+                                      'processing', 'completed');
 
       -- The spawners' children, as spawn_successors makes them.
       with ins as (
