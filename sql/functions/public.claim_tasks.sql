@@ -31,9 +31,12 @@ declare
   fresh constant boolean := pg_current_xact_id_if_assigned() is null;
   -- The planner settings this function changes for one statement at a
   -- time, as the caller had them (restored after each such statement).
-  gucs text[] := array[current_setting('plan_cache_mode'), current_setting('enable_sort'),
-                       current_setting('enable_incremental_sort'), current_setting('enable_indexscan'),
-                       current_setting('enable_bitmapscan'), current_setting('enable_seqscan')];
+  prev_plan_mode constant text := current_setting('plan_cache_mode');
+  prev_sort constant text := current_setting('enable_sort');
+  prev_incremental_sort constant text := current_setting('enable_incremental_sort');
+  prev_indexscan constant text := current_setting('enable_indexscan');
+  prev_bitmapscan constant text := current_setting('enable_bitmapscan');
+  prev_seqscan constant text := current_setting('enable_seqscan');
   uid uuid := orchable.require_user('claim_tasks');
 begin
   perform orchable.engine_on();
@@ -84,9 +87,9 @@ begin
       limit p_limit
       for update of t skip locked
     ) c;
-    perform set_config('plan_cache_mode', gucs[1], true),
-            set_config('enable_sort', gucs[2], true),
-            set_config('enable_incremental_sort', gucs[3], true);
+    perform set_config('plan_cache_mode', prev_plan_mode, true),
+            set_config('enable_sort', prev_sort, true),
+            set_config('enable_incremental_sort', prev_incremental_sort, true);
   else
     -- Named tasks (a webhook's hint): by primary key, a few rows.
     select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}') into rows_
@@ -182,10 +185,10 @@ begin
   select coalesce(array_agg(u.r), '{}') into claimed from upd u;
   perform set_config('orchable.counting', '', true);
   if fresh then
-    perform set_config('plan_cache_mode', gucs[1], true),
-            set_config('enable_indexscan', gucs[4], true),
-            set_config('enable_bitmapscan', gucs[5], true),
-            set_config('enable_seqscan', gucs[6], true);
+    perform set_config('plan_cache_mode', prev_plan_mode, true),
+            set_config('enable_indexscan', prev_indexscan, true),
+            set_config('enable_bitmapscan', prev_bitmapscan, true),
+            set_config('enable_seqscan', prev_seqscan, true);
   end if;
 
   -- 4. Everything needed to run them.

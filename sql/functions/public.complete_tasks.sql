@@ -61,9 +61,12 @@ declare
   fresh constant boolean := pg_current_xact_id_if_assigned() is null;
   -- The planner settings this function changes for one statement at a
   -- time, as the caller had them (restored after each such statement).
-  gucs text[] := array[current_setting('plan_cache_mode'), current_setting('enable_sort'),
-                       current_setting('enable_incremental_sort'), current_setting('enable_indexscan'),
-                       current_setting('enable_bitmapscan'), current_setting('enable_seqscan')];
+  prev_plan_mode constant text := current_setting('plan_cache_mode');
+  prev_sort constant text := current_setting('enable_sort');
+  prev_incremental_sort constant text := current_setting('enable_incremental_sort');
+  prev_indexscan constant text := current_setting('enable_indexscan');
+  prev_bitmapscan constant text := current_setting('enable_bitmapscan');
+  prev_seqscan constant text := current_setting('enable_seqscan');
   uid uuid := orchable.require_user('complete_tasks');
 begin
   perform orchable.engine_on();
@@ -125,11 +128,11 @@ begin
       where t.id = any(ids)
       order by t.id
     ) t;
-    perform set_config('plan_cache_mode', gucs[1], true),
-            set_config('enable_sort', gucs[2], true),
-            set_config('enable_incremental_sort', gucs[3], true),
-            set_config('enable_bitmapscan', gucs[5], true),
-            set_config('enable_seqscan', gucs[6], true);
+    perform set_config('plan_cache_mode', prev_plan_mode, true),
+            set_config('enable_sort', prev_sort, true),
+            set_config('enable_incremental_sort', prev_incremental_sort, true),
+            set_config('enable_bitmapscan', prev_bitmapscan, true),
+            set_config('enable_seqscan', prev_seqscan, true);
     -- complete_one's approval test: the template's flag counts only when
     -- the owner may use the template (orchable.usable_template); and a
     -- leaf's template has no successors.
@@ -190,10 +193,10 @@ begin
     from done d;
     perform set_config('orchable.counting', '', true);
     if fresh then
-      perform set_config('plan_cache_mode', gucs[1], true),
-              set_config('enable_indexscan', gucs[4], true),
-              set_config('enable_bitmapscan', gucs[5], true),
-              set_config('enable_seqscan', gucs[6], true);
+      perform set_config('plan_cache_mode', prev_plan_mode, true),
+              set_config('enable_indexscan', prev_indexscan, true),
+              set_config('enable_bitmapscan', prev_bitmapscan, true),
+              set_config('enable_seqscan', prev_seqscan, true);
     end if;
     if leaf_batches is not null then
       counted := orchable.count_moves(leaf_batches, 'processing', 'completed');
@@ -253,10 +256,10 @@ begin
         and not t.requires_approval and t.next_task_config is null
       order by t.prompt_template_id, t.stage_key, t.extra -> 'next_stage_configs'
     ) x;
-    perform set_config('plan_cache_mode', gucs[1], true),
-            set_config('enable_indexscan', gucs[4], true),
-            set_config('enable_bitmapscan', gucs[5], true),
-            set_config('enable_seqscan', gucs[6], true);
+    perform set_config('plan_cache_mode', prev_plan_mode, true),
+            set_config('enable_indexscan', prev_indexscan, true),
+            set_config('enable_bitmapscan', prev_bitmapscan, true),
+            set_config('enable_seqscan', prev_seqscan, true);
     foreach rep in array reps
     loop
       tpl := orchable.usable_template(rep.prompt_template_id, uid);
@@ -361,10 +364,10 @@ begin
       from done d;
       perform set_config('orchable.counting', '', true);
       if fresh then
-        perform set_config('plan_cache_mode', gucs[1], true),
-                set_config('enable_indexscan', gucs[4], true),
-                set_config('enable_bitmapscan', gucs[5], true),
-                set_config('enable_seqscan', gucs[6], true);
+        perform set_config('plan_cache_mode', prev_plan_mode, true),
+                set_config('enable_indexscan', prev_indexscan, true),
+                set_config('enable_bitmapscan', prev_bitmapscan, true),
+                set_config('enable_seqscan', prev_seqscan, true);
       end if;
       counted := orchable.count_moves((select array_agg(r.batch_id) filter (where r.batch_id is not null) from unnest(g_rows) r),
                                       'processing', 'completed');
