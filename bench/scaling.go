@@ -118,42 +118,61 @@ func scaleUnseen(ctx context.Context, e *env, users, size int, analyzed bool) (s
 		}
 	}
 	gen := newStampModel(0, 0)
+	rec, err := newCompletionClock(ctx, db, gen)
+	if err != nil {
+		return out, err
+	}
+	out.done = size
+	out.cost, out.lat, err = workWindow(ctx, e, db, gen, rec, out.done, 2*time.Minute)
+	return out, err
+}
+
+// newCompletionClock records the completions of the tasks now planned.
+func newCompletionClock(ctx context.Context, db *database, gen *stampModel) (*completionClock, error) {
 	rec := &completionClock{answered: gen.answeredAt, at: map[uuid.UUID]time.Duration{}, want: map[uuid.UUID]bool{}}
 	planned, err := db.Pool.Query(ctx, "select id from public.ai_tasks where status = 'plan'")
 	if err != nil {
-		return out, fmt.Errorf("error reading the tasks to work: %w", err)
+		return nil, fmt.Errorf("error reading the tasks to work: %w", err)
 	}
 	ids, err := pgx.CollectRows(planned, pgx.RowTo[uuid.UUID])
 	if err != nil {
-		return out, fmt.Errorf("error reading the tasks to work: %w", err)
+		return nil, fmt.Errorf("error reading the tasks to work: %w", err)
 	}
 	for _, id := range ids {
 		rec.want[id] = true
 	}
+	return rec, nil
+}
+
+// workWindow runs the engine (100 workers, through rec) in a metered window
+// until done tasks are finished, and returns the database's cost and the
+// completion latencies rec recorded.
+func workWindow(ctx context.Context, e *env, db *database, gen *stampModel, rec *completionClock, done int, timeout time.Duration) (dbCost, []time.Duration, error) {
 	m, err := e.startCost(ctx, db)
 	if err != nil {
-		return out, err
+		return dbCost{}, nil, err
 	}
 	eng := newEngine(db.Pool, gen, engineConfig{
 		Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
 		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
 	}, e.log)
-	out.done = size
-	eng.run(ctx)
-	err = eng.waitFinished(ctx, int64(out.done), 2*time.Minute)
+	eng.run(ctx) // startCost warmed the pool
+	err = eng.waitFinished(ctx, int64(done), timeout)
 	eng.stop(ctx)
 	if err != nil {
-		return out, err
+		return dbCost{}, nil, err
 	}
-	if out.cost, err = m.stop(ctx); err != nil {
-		return out, err
+	cost, err := m.stop(ctx)
+	if err != nil {
+		return dbCost{}, nil, err
 	}
 	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	lat := make([]time.Duration, 0, len(rec.at))
 	for _, d := range rec.at {
-		out.lat = append(out.lat, d)
+		lat = append(lat, d)
 	}
-	rec.mu.Unlock()
-	return out, nil
+	return cost, lat, nil
 }
 
 // scaleResult is what one case measured.
@@ -289,47 +308,17 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 		}
 	}
 	gen := newStampModel(0, 0)
-	rec := &completionClock{answered: gen.answeredAt, at: map[uuid.UUID]time.Duration{}, want: map[uuid.UUID]bool{}}
-	planned, err := db.Pool.Query(ctx, "select id from public.ai_tasks where status = 'plan'")
-	if err != nil {
-		return out, fmt.Errorf("error reading the tasks to work: %w", err)
-	}
-	for planned.Next() {
-		var id uuid.UUID
-		if err := planned.Scan(&id); err != nil {
-			return out, fmt.Errorf("error reading the tasks to work: %w", err)
-		}
-		rec.want[id] = true
-	}
-	if err := planned.Err(); err != nil {
-		return out, fmt.Errorf("error reading the tasks to work: %w", err)
-	}
-	m, err := e.startCost(ctx, db)
+	rec, err := newCompletionClock(ctx, db, gen)
 	if err != nil {
 		return out, err
 	}
-	eng := newEngine(db.Pool, gen, engineConfig{
-		Workers: 100, ClaimBatch: e.o.ClaimBatch, Listen: true,
-		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
-	}, e.log)
 	out.done = users * work
 	if merge {
 		out.done-- // the held task
 	}
-	eng.run(ctx) // startCost warmed the pool
-	err = eng.waitFinished(ctx, int64(out.done), 30*time.Second)
-	eng.stop(ctx)
-	if err != nil {
+	if out.cost, out.lat, err = workWindow(ctx, e, db, gen, rec, out.done, 30*time.Second); err != nil {
 		return out, err
 	}
-	if out.cost, err = m.stop(ctx); err != nil {
-		return out, err
-	}
-	rec.mu.Lock()
-	for _, d := range rec.at {
-		out.lat = append(out.lat, d)
-	}
-	rec.mu.Unlock()
 	if len(out.lat) < out.done {
 		return out, fmt.Errorf("%d completion latencies for %d completions", len(out.lat), out.done)
 	}

@@ -246,21 +246,9 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 		mu.Lock()
 		plans = nil
 		mu.Unlock()
-		tx, err := conn.Begin(ctx)
-		require.NoError(t, err)
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		dbtest.AsUser(ctx, t, tx, user)
-		read := func() int64 {
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-				from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
-			return n
-		}
-		before := read()
 		var out []json.RawMessage
-		require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('plan-test', 300, $1)", limit).Scan(&out))
-		r := reads{claimed: len(out), rows: read() - before}
-		require.NoError(t, tx.Commit(ctx))
+		rows := callReading(ctx, t, conn, user, "select public.claim_tasks('plan-test', 300, $1)", &out, limit)
+		r := reads{claimed: len(out), rows: rows}
 		mu.Lock()
 		defer mu.Unlock()
 		require.Len(t, plans, 1, "the plan of the claim's walk of the queue, printed by auto_explain")
@@ -334,21 +322,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 	// of ai_tasks the call read.
 	run := func(user uuid.UUID, sql string, out any, args ...any) int64 {
 		t.Helper()
-		tx, err := conn.Begin(ctx)
-		require.NoError(t, err)
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		dbtest.AsUser(ctx, t, tx, user)
-		read := func() int64 {
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-				from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
-			return n
-		}
-		before := read()
-		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
-		rows := read() - before
-		require.NoError(t, tx.Commit(ctx))
-		return rows
+		return callReading(ctx, t, conn, user, sql, out, args...)
 	}
 	cycle := func(name string, user uuid.UUID, limit int) {
 		t.Helper()
@@ -505,21 +479,7 @@ func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 	defer conn.Release()
 	run := func(user uuid.UUID, sql string, out any, args ...any) int64 {
 		t.Helper()
-		tx, err := conn.Begin(ctx)
-		require.NoError(t, err)
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		dbtest.AsUser(ctx, t, tx, user)
-		read := func() int64 {
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-				from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
-			return n
-		}
-		before := read()
-		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
-		rows := read() - before
-		require.NoError(t, tx.Commit(ctx))
-		return rows
+		return callReading(ctx, t, conn, user, sql, out, args...)
 	}
 	// cycle claims the owner's next limit tasks (all of one stage: the
 	// queue is in run_after order) and completes them in one call.
@@ -570,4 +530,30 @@ func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 	for i := range 3 {
 		cycle(fmt.Sprintf("spawners of an owner unseen by the statistics, call %d", i), heavy, 10, 1)
 	}
+}
+
+// callReading makes one call (sql, returning one row scanned into out) as
+// the user in a transaction of its own on conn, and returns the rows of
+// ai_tasks the call read (sequential reads and index fetches, counted in the
+// transaction).
+func callReading(ctx context.Context, t *testing.T, conn interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, user uuid.UUID, sql string, out any, args ...any,
+) int64 {
+	t.Helper()
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	dbtest.AsUser(ctx, t, tx, user)
+	read := func() int64 {
+		var n int64
+		require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+			from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
+		return n
+	}
+	before := read()
+	require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
+	rows := read() - before
+	require.NoError(t, tx.Commit(ctx))
+	return rows
 }
