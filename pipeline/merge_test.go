@@ -184,9 +184,12 @@ func TestBarrierReadsOnlyItsScope(t *testing.T) {
 
 // A claim reads about what it claims, however long the queue: the queue is
 // walked from the head of the runnable index, named ids are fetched by
-// primary key. (Forced generic plans broke both: a generic plan estimates
-// the average tenant's queue, hash-joined the whole table to update the
-// claimed rows, and ANDed in the owner's whole index; docs/performance.md.)
+// primary key. (An earlier attempt at generic plans broke both: a generic
+// plan estimates the average tenant's queue, hash-joined the whole table to
+// update the claimed rows, and ANDed in the owner's whole index. The queue
+// walk is now generic with sorts disabled while it is planned, and the
+// claimed rows are updated by row version: TestClaimPlanForEveryTenant,
+// docs/performance.md.)
 func TestClaimReadsOnlyWhatItClaims(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
