@@ -13,6 +13,9 @@ create or replace function orchable.complete_one(
   set search_path = ''
 as $$
 declare
+  tid_ tid;
+  prev_plan_mode text;
+  prev_sort text;
   t public.ai_tasks;
   tpl_approval boolean;
   needs_approval boolean;
@@ -21,14 +24,33 @@ declare
   uid uuid := orchable.require_user('complete_task');
 begin
   perform orchable.engine_on();
-  -- By primary key only: RLS keeps the caller to their own rows, and the
-  -- owner is checked below. With user_id = uid here, the planner walked the
-  -- owner's user_id index instead when the statistics had not seen the owner
-  -- yet (it expects one row there; TestCompletePlanForEveryTenant).
-  select * into t from public.ai_tasks where id = p_task_id for update;
-  if not found or t.user_id is distinct from uid then
+  -- By primary key, with a plan made once per connection that can only be
+  -- the primary key: the id as an array, walked in id order with sorts
+  -- disabled (no other index gives that order; a FOR UPDATE SELECT runs no
+  -- other SQL). As a plain lookup (id = p_task_id and user_id = uid) the
+  -- planner could walk the owner's user_id index instead when it expects
+  -- one row of theirs there (an owner the statistics have not seen, or an
+  -- average owner with a generic plan): TestCompletePlanForEveryTenant,
+  -- TestBarrierReadsOnlyItsScope.
+  prev_plan_mode := current_setting('plan_cache_mode');
+  prev_sort := current_setting('enable_sort');
+  perform set_config('plan_cache_mode', 'force_generic_plan', true),
+          set_config('enable_sort', 'off', true);
+  select ctid into tid_ from public.ai_tasks
+  where id = any(array[p_task_id]) and user_id = uid
+  order by id
+  for update;
+  if not found then
     raise exception using errcode = 'PT404', message = format('task %s not found or not visible', p_task_id);
   end if;
+  -- Restored after FOUND is read (PERFORM sets FOUND); the error above
+  -- rolls the settings back with its transaction or savepoint.
+  perform set_config('plan_cache_mode', prev_plan_mode, true),
+          set_config('enable_sort', prev_sort, true);
+  -- The row version locked above (a TID scan: cheaper than any index, so
+  -- the planner takes it whatever it expects of the owner), and below the
+  -- UPDATE by it (this transaction holds the lock: still the current one).
+  select * into t from public.ai_tasks where ctid = tid_;
   if p_output is null then
     raise exception using errcode = '22023', message = 'p_output is required';
   end if;
@@ -67,7 +89,7 @@ begin
       'hooks_ignored', u -> 'hooks_ignored',
       'fallback_from', u -> 'fallback_from',
       'usage', u -> 'usage'))
-  where id = p_task_id
+  where ctid = tid_ and id = p_task_id
   returning * into t;
 
   if not needs_approval then
