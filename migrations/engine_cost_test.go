@@ -369,6 +369,22 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 		require.Equal(t, "completed", res.Status, name)
 		require.Less(t, rows, int64(20), "%s: rows of ai_tasks read by complete_task", name)
 
+		// Lease upkeep: a renewal, and a release (back to plan).
+		run(user, "select public.claim_tasks('plan-test', 300, 1, null, true)", &out)
+		require.Len(t, out.Tasks, 1, name)
+		var renewed int
+		rows = run(user, "select public.renew_leases($1, 'plan-test', 300)", &renewed, []uuid.UUID{out.Tasks[0].ID})
+		t.Logf("%s: renew_leases read %d rows of ai_tasks", name, rows)
+		require.Equal(t, 1, renewed, name)
+		require.Less(t, rows, int64(20), "%s: rows of ai_tasks read by renew_leases", name)
+		var released struct {
+			Released bool `json:"released"`
+		}
+		rows = run(user, "select public.release_task($1, 'plan-test')", &released, out.Tasks[0].ID)
+		t.Logf("%s: release_task read %d rows of ai_tasks", name, rows)
+		require.True(t, released.Released, name)
+		require.Less(t, rows, int64(20), "%s: rows of ai_tasks read by release_task", name)
+
 		// And a failure, the other way a worker finishes a task.
 		run(user, "select public.claim_tasks('plan-test', 300, 1, null, true)", &out)
 		require.Len(t, out.Tasks, 1, name)
@@ -378,7 +394,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 		require.Less(t, rows, int64(20), "%s: rows of ai_tasks read by fail_task", name)
 	}
 
-	queue(light, 5)
+	queue(light, 6)
 	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
 	require.NoError(t, err)
 	cycle("planned on an almost empty table", light, 1)
