@@ -65,8 +65,11 @@ create or replace function public.t_complete(p_task_id uuid, p_worker text, p_ou
   returning jsonb_build_object('id', id, 'status', status)
 $$;
 -- The migrations revoke EXECUTE from PUBLIC on functions created later
--- (default privileges); test functions are granted explicitly.
-grant execute on all functions in schema public to anon, authenticated, service_role;
+-- (default privileges); test functions are granted explicitly, by name:
+-- "on all functions in schema public" races with the tests that create and
+-- drop functions of their own (cache lookup failed for function …).
+grant execute on function public.t_scalar, public.t_text, public.t_jsonb, public.t_setof, public.t_table, public.t_void, public.t_noargs, public.t_raise, public.t_stable_write, public.t_claim, public.t_complete
+  to anon, authenticated, service_role;
 `
 
 var fnOnce sync.Once //nolint:gochecknoglobals // create the test functions once per package

@@ -28,7 +28,7 @@ create function public.%[2]s(s float8) returns int language sql as $$ select 1 f
 create function public.%[2]s_hoisted(s float8) returns int language sql set statement_timeout = '150ms' as $$ select 1 from pg_sleep(s) $$;
 create function public.%[2]s_twin(s float8) returns int language sql as $$ select 1 $$;
 create function public.%[2]s_twin(s text) returns int language sql as $$ select 2 $$;
-grant execute on all functions in schema public to service_role`, auth, fn))
+grant execute on function public.%[2]s(float8), public.%[2]s_hoisted(float8), public.%[2]s_twin(float8), public.%[2]s_twin(text) to service_role`, auth, fn))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_, _ = pool.Exec(context.WithoutCancel(ctx), fmt.Sprintf(`drop function public.%[2]s(float8); drop function public.%[2]s_hoisted(float8);

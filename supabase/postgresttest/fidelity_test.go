@@ -48,7 +48,7 @@ func TestOverloadedFunctionIsAmbiguous(t *testing.T) {
 create function public.%[1]s(a integer) returns text language sql as $$ select 'int' $$;
 create function public.%[1]s(a text) returns text language sql as $$ select 'text' $$;
 create function public.%[1]s(a integer, b integer) returns text language sql as $$ select 'two' $$;
-grant execute on all functions in schema public to anon`, fn),
+grant execute on function public.%[1]s(integer), public.%[1]s(text), public.%[1]s(integer, integer) to anon`, fn),
 		fmt.Sprintf("drop function public.%[1]s(integer); drop function public.%[1]s(text); drop function public.%[1]s(integer, integer)", fn))
 
 	r := b.do(ctx, t, req{method: http.MethodPost, path: "/rpc/" + fn, body: map[string]any{"a": 1}})
