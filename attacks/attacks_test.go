@@ -446,19 +446,28 @@ func attackOracles(t *testing.T, w *world) {
 		record(t, "5 oracle: "+p.name+" = victim's id vs random id", "PostgREST insert",
 			"same refusal", fmt.Sprintf("%s | %s", errText(ev), errText(er)), ev != nil && errText(ev) == errText(er))
 	}
-	// The barrier helpers take the owner as an argument. scope_has_open is
-	// SECURITY DEFINER (docs/threat-model.md): asked about A, it must refuse
-	// as it refuses a made-up owner; scope_tasks runs under B's policies.
+	// The barrier helpers take the owner as an argument. Both are SECURITY
+	// DEFINER (docs/threat-model.md): asked about A, each must refuse as it
+	// refuses a made-up owner; asked about B's own tasks in A's batch, each
+	// must find none of A's.
 	var stages []string
 	require.NoError(t, w.pool.QueryRow(ctx, "select array_agg(distinct stage_key) from public.ai_tasks where batch_id = $1", l.BatchID).Scan(&stages))
 	_, ev := w.as(ctx, t, w.b, "select orchable.scope_has_open(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", w.a, l.BatchID, stages)
 	_, er := w.as(ctx, t, w.b, "select orchable.scope_has_open(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", uuid.New(), l.BatchID, stages)
 	record(t, "5 oracle: scope_has_open on the victim's batch vs a random owner", "SQL as PostgREST", "same refusal (42501)",
 		fmt.Sprintf("%s | %s", errText(ev), errText(er)), pgCode(ev) == "42501" && errText(ev) == errText(er))
+	_, ev = w.as(ctx, t, w.b, "select count(*) from orchable.scope_tasks(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", w.a, l.BatchID, stages)
+	_, er = w.as(ctx, t, w.b, "select count(*) from orchable.scope_tasks(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", uuid.New(), l.BatchID, stages)
+	record(t, "5 oracle: scope_tasks on the victim's batch vs a random owner", "SQL as PostgREST", "same refusal (42501)",
+		fmt.Sprintf("%s | %s", errText(ev), errText(er)), pgCode(ev) == "42501" && errText(ev) == errText(er))
 	var rowsOfA int
-	errRows := w.asRow(ctx, t, w.b, "select count(*) from orchable.scope_tasks(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", []any{w.a, l.BatchID, stages}, &rowsOfA)
-	record(t, "5 read the victim's batch through scope_tasks", "SQL as PostgREST", "no row of A",
+	errRows := w.asRow(ctx, t, w.b, "select count(*) from orchable.scope_tasks(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", []any{w.b, l.BatchID, stages}, &rowsOfA)
+	record(t, "5 read the victim's batch through scope_tasks as oneself", "SQL as PostgREST", "no row of A",
 		fmt.Sprintf("rows=%d err=%s", rowsOfA, errText(errRows)), errRows == nil && rowsOfA == 0 && len(stages) > 0)
+	var openOfA bool
+	errOpen := w.asRow(ctx, t, w.b, "select orchable.scope_has_open(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", []any{w.b, l.BatchID, stages}, &openOfA)
+	record(t, "5 probe the victim's open batch through scope_has_open as oneself", "SQL as PostgREST", "nothing open",
+		fmt.Sprintf("open=%t err=%s", openOfA, errText(errOpen)), errOpen == nil && !openOfA && len(stages) > 0)
 	// approved_by: no FK error either way; the writer is recorded.
 	var got string
 	require.NoError(t, w.asRow(ctx, t, w.b, "insert into public.ai_tasks (status, approved_by) values ('completed', $1) returning approved_by::text", []any{w.a}, &got))

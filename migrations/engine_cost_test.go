@@ -456,14 +456,14 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 	require.Equal(t, 3, done)
 }
 
-// complete_tasks completes spawners (a 1:1 successor) reading about what it
-// completes, for an owner the statistics have not seen too: the
-// classification and the grouped UPDATE go by the row versions found by
-// primary key, not by the owner's user_id index (20,030 rows read to
-// complete 10 before; TestCompletePlanForEveryTenant covers the leaves).
-// Feeders of a barrier are not covered: the barrier's probes
-// (orchable.scope_has_open) still walk such an owner's user_id index
-// (docs/performance.md, "What is not done").
+// complete_tasks completes spawners (a 1:1 successor) and the feeders of an
+// N:1 merge reading about what it completes, for an owner the statistics
+// have not seen too: the classification and the grouped UPDATE go by the
+// row versions found by primary key, and the barrier's probes and closing
+// read (orchable.scope_has_open, orchable.scope_tasks) can only use the
+// scope's index, not the owner's user_id index (20,030 rows read to complete
+// 10 spawners, 5,041 to complete 10 feeders and 5,039 to close a merge of
+// three, before; TestCompletePlanForEveryTenant covers the leaves).
 func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -479,7 +479,9 @@ func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 		p := u.String()[:8]
 		_, err := pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, stage_config, next_stage_template_ids, user_id) values
 			($1::text || '-s1', 'x', 's1', '{}', jsonb_build_array($1::text || '-s2'), $2),
-			($1::text || '-s2', 'x', 's2', '{}', '[]', $2)`, p, u)
+			($1::text || '-s2', 'x', 's2', '{}', '[]', $2),
+			($1::text || '-m1', 'x', 'm1', '{}', jsonb_build_array($1::text || '-m2'), $2),
+			($1::text || '-m2', 'x', 'm2', '{"cardinality": "N:1"}', '[]', $2)`, p, u)
 		require.NoError(t, err)
 	}
 	// queue queues n tasks of the stage, due from later seconds ago.
@@ -546,6 +548,48 @@ func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 	for i := range 3 {
 		cycle(fmt.Sprintf("spawners of an owner unseen by the statistics, call %d", i), heavy, 10, 1)
 	}
+	// The feeders of an N:1 merge: one batch of 5,000 of the same owner,
+	// still unseen. Each completion probes the barrier's scope.
+	_, err = pool.Exec(ctx, `with b as (insert into public.task_batches (created_by) values ($1) returning id)
+		update public.ai_tasks t set batch_id = b.id, stage_key = 'm1', prompt_template_id = $2::text || '-m1'
+		from b where t.user_id = $1 and t.status = 'plan'`, heavy, heavy.String()[:8])
+	require.NoError(t, err)
+	for i := range 3 {
+		cycle(fmt.Sprintf("feeders of a merge of an owner unseen by the statistics, call %d", i), heavy, 10, 0)
+	}
+	// A second batch of three feeders of the same owner, first in the
+	// queue, completed in one call: the last closes the barrier and reads
+	// its scope (orchable.scope_tasks) to build the merged input.
+	_, err = pool.Exec(ctx, `with b as (insert into public.task_batches (created_by) values ($1) returning id)
+		insert into public.ai_tasks (status, input_data, user_id, batch_id, stage_key, prompt_template_id, run_after)
+		select 'plan', '{}', $1, b.id, 'm1', $2::text || '-m1', now() - interval '1 day' from b, generate_series(1, 3)`,
+		heavy, heavy.String()[:8])
+	require.NoError(t, err)
+	var claimed struct {
+		Tasks []struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"tasks"`
+	}
+	run(heavy, "select public.claim_tasks('succ-test', 300, 3, null, true)", &claimed)
+	require.Len(t, claimed.Tasks, 3)
+	items := make([]map[string]any, len(claimed.Tasks))
+	for i, c := range claimed.Tasks {
+		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
+	}
+	var results []struct {
+		Status  string `json:"status"`
+		Created int    `json:"created"`
+	}
+	rows := run(heavy, "select public.complete_tasks('succ-test', $1::jsonb)", &results, items)
+	t.Logf("a closing merge of an owner unseen by the statistics: completed %d, read %d rows of ai_tasks", len(results), rows)
+	require.Len(t, results, 3)
+	created := 0
+	for _, r := range results {
+		require.Equal(t, "completed", r.Status)
+		created += r.Created
+	}
+	require.Equal(t, 1, created, "the merge's one task")
+	require.Less(t, rows, int64(40), "rows of ai_tasks read closing a merge of three")
 }
 
 // callReading makes one call (sql, returning one row scanned into out) as
