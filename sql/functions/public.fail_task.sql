@@ -14,35 +14,17 @@ create or replace function public.fail_task(
   set search_path = ''
 as $$
 declare
-  prev_plan_mode text;
-  prev_sort text;
+  tid_ tid;
   t public.ai_tasks;
   uid uuid := orchable.require_user('fail_task');
 begin
   perform orchable.engine_on();
-  -- By primary key, with a plan made once per connection that can only be
-  -- the primary key: the id as an array, walked in id order with sorts
-  -- disabled (no other index gives that order; a FOR UPDATE SELECT runs no
-  -- other SQL). As a plain lookup (id = p_task_id and user_id = uid) the
-  -- planner could walk the owner's user_id index instead when it expects
-  -- one row of theirs there (an owner the statistics have not seen, or an
-  -- average owner with a generic plan): TestCompletePlanForEveryTenant,
-  -- TestBarrierReadsOnlyItsScope.
-  prev_plan_mode := current_setting('plan_cache_mode');
-  prev_sort := current_setting('enable_sort');
-  perform set_config('plan_cache_mode', 'force_generic_plan', true),
-          set_config('enable_sort', 'off', true);
-  select * into t from public.ai_tasks
-  where id = any(array[p_task_id]) and user_id = uid
-  order by id
-  for update;
-  if not found then
+  -- Locked by primary key, then read by row version (orchable.lock_task).
+  tid_ := orchable.lock_task(p_task_id, uid);
+  if tid_ is null then
     raise exception using errcode = 'PT404', message = format('task %s not found or not visible', p_task_id);
   end if;
-  -- Restored after FOUND is read (PERFORM sets FOUND); the error above
-  -- rolls the settings back with its transaction or savepoint.
-  perform set_config('plan_cache_mode', prev_plan_mode, true),
-          set_config('enable_sort', prev_sort, true);
+  select * into t from public.ai_tasks where ctid = tid_;
   if t.status in ('failed', 'plan', 'cancelled') and t.locked_by is null and t.error_message is not distinct from p_error then
     return jsonb_build_object('status', t.status, 'duplicate', true);
   end if;
@@ -59,18 +41,18 @@ begin
     if exists (select 1 from public.task_batches b where b.id = t.batch_id and b.created_by = uid and b.status = 'cancelled') then
       update public.ai_tasks set status = 'cancelled', error_message = p_error, retry_count = retry_count + 1,
         completed_at = now()
-      where id = p_task_id;
+      where ctid = tid_ and id = p_task_id;
       return jsonb_build_object('status', 'cancelled');
     end if;
     update public.ai_tasks set status = 'plan', run_after = p_retry_at, error_message = p_error,
       retry_count = retry_count + 1
-    where id = p_task_id;
+    where ctid = tid_ and id = p_task_id;
     return jsonb_build_object('status', 'plan', 'run_after', p_retry_at);
   end if;
 
   update public.ai_tasks set status = 'failed', error_message = p_error, retry_count = retry_count + 1,
     completed_at = now()
-  where id = p_task_id
+  where ctid = tid_ and id = p_task_id
   returning * into t;
   perform orchable.spawn_successors(t, true);
   return jsonb_build_object('status', 'failed');
