@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/migrations"
@@ -196,14 +197,7 @@ func TestDueTasksReadsOnlyWhatItReturns(t *testing.T) {
 func TestClaimPlanForEveryTenant(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	pool := emptyDB(ctx, t)
-	_, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
-	require.NoError(t, err)
-	heavy, light := uuid.New(), uuid.New()
-	for _, u := range []uuid.UUID{heavy, light} {
-		_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", u, u.String()+"@plan.test")
-		require.NoError(t, err)
-	}
+	pool, heavy, light := twoTenants(ctx, t)
 	queue := func(user uuid.UUID, n int) {
 		t.Helper()
 		_, err := pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
@@ -301,14 +295,7 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 func TestCompletePlanForEveryTenant(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	pool := emptyDB(ctx, t)
-	_, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
-	require.NoError(t, err)
-	heavy, light := uuid.New(), uuid.New()
-	for _, u := range []uuid.UUID{heavy, light} {
-		_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", u, u.String()+"@plan.test")
-		require.NoError(t, err)
-	}
+	pool, heavy, light := twoTenants(ctx, t)
 	queue := func(user uuid.UUID, n int) {
 		t.Helper()
 		_, err := pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
@@ -326,28 +313,12 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 	}
 	cycle := func(name string, user uuid.UUID, limit int) {
 		t.Helper()
-		var out struct {
-			Tasks []struct {
-				ID uuid.UUID `json:"id"`
-			} `json:"tasks"`
-		}
-		run(user, "select public.claim_tasks('plan-test', 300, $1, null, true)", &out, limit)
-		claimed := out.Tasks
-		require.Len(t, claimed, limit, name)
-		items := make([]map[string]any, len(claimed))
-		for i, c := range claimed {
-			items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
-		}
-		var results []struct {
-			Status string `json:"status"`
-		}
-		rows := run(user, "select public.complete_tasks('plan-test', $1::jsonb)", &results, items)
+		_, results, rows := claimAndComplete(ctx, t, conn, user, limit)
 		t.Logf("%s: completed %d, read %d rows of ai_tasks", name, len(results), rows)
-		require.Len(t, results, len(claimed), name)
 		for _, r := range results {
 			require.Equal(t, "completed", r.Status, name)
 		}
-		require.Less(t, rows, int64(3*len(claimed)+20), "%s: rows of ai_tasks read completing %d", name, len(claimed))
+		require.Less(t, rows, int64(3*limit+20), "%s: rows of ai_tasks read completing %d", name, limit)
 	}
 
 	// single claims one task and completes it with complete_task (what the
@@ -467,14 +438,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	pool := emptyDB(ctx, t)
-	_, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
-	require.NoError(t, err)
-	heavy, light := uuid.New(), uuid.New()
-	for _, u := range []uuid.UUID{heavy, light} {
-		_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", u, u.String()+"@succ.test")
-		require.NoError(t, err)
-	}
+	pool, heavy, light := twoTenants(ctx, t)
 	for _, u := range []uuid.UUID{heavy, light} {
 		p := u.String()[:8]
 		_, err := pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, stage_config, next_stage_template_ids, user_id) values
@@ -495,40 +459,19 @@ func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 	conn, err := pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
-	run := func(user uuid.UUID, sql string, out any, args ...any) int64 {
-		t.Helper()
-		return callReading(ctx, t, conn, user, sql, out, args...)
-	}
 	// cycle claims the owner's next limit tasks (all of one stage: the
 	// queue is in run_after order) and completes them in one call.
 	cycle := func(name string, user uuid.UUID, limit, created int) {
 		t.Helper()
-		var out struct {
-			Tasks []struct {
-				ID       uuid.UUID `json:"id"`
-				StageKey string    `json:"stage_key"`
-			} `json:"tasks"`
-		}
-		run(user, "select public.claim_tasks('succ-test', 300, $1, null, true)", &out, limit)
-		require.Len(t, out.Tasks, limit, name)
-		items := make([]map[string]any, len(out.Tasks))
-		for i, c := range out.Tasks {
-			items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
-		}
-		var results []struct {
-			Status  string `json:"status"`
-			Created int    `json:"created"`
-		}
-		rows := run(user, "select public.complete_tasks('succ-test', $1::jsonb)", &results, items)
-		t.Logf("%s (%s): completed %d, read %d rows of ai_tasks", name, out.Tasks[0].StageKey, len(results), rows)
-		require.Len(t, results, len(out.Tasks), name)
+		stage, results, rows := claimAndComplete(ctx, t, conn, user, limit)
+		t.Logf("%s (%s): completed %d, read %d rows of ai_tasks", name, stage, len(results), rows)
 		for _, r := range results {
 			require.Equal(t, "completed", r.Status, name)
 			require.Equal(t, created, r.Created, name)
 		}
 		// Each completion also reads its row's parent and root for the
 		// child's foreign keys.
-		require.Less(t, rows, int64(8*len(out.Tasks)+20), "%s: rows of ai_tasks read completing %d", name, len(out.Tasks))
+		require.Less(t, rows, int64(8*limit+20), "%s: rows of ai_tasks read completing %d", name, limit)
 	}
 
 	// A table the statistics have seen: another owner's 2,000 finished
@@ -565,24 +508,8 @@ func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 		select 'plan', '{}', $1, b.id, 'm1', $2::text || '-m1', now() - interval '1 day' from b, generate_series(1, 3)`,
 		heavy, heavy.String()[:8])
 	require.NoError(t, err)
-	var claimed struct {
-		Tasks []struct {
-			ID uuid.UUID `json:"id"`
-		} `json:"tasks"`
-	}
-	run(heavy, "select public.claim_tasks('succ-test', 300, 3, null, true)", &claimed)
-	require.Len(t, claimed.Tasks, 3)
-	items := make([]map[string]any, len(claimed.Tasks))
-	for i, c := range claimed.Tasks {
-		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
-	}
-	var results []struct {
-		Status  string `json:"status"`
-		Created int    `json:"created"`
-	}
-	rows := run(heavy, "select public.complete_tasks('succ-test', $1::jsonb)", &results, items)
+	_, results, rows := claimAndComplete(ctx, t, conn, heavy, 3)
 	t.Logf("a closing merge of an owner unseen by the statistics: completed %d, read %d rows of ai_tasks", len(results), rows)
-	require.Len(t, results, 3)
 	created := 0
 	for _, r := range results {
 		require.Equal(t, "completed", r.Status)
@@ -616,4 +543,49 @@ func callReading(ctx context.Context, t *testing.T, conn interface {
 	rows := read() - before
 	require.NoError(t, tx.Commit(ctx))
 	return rows
+}
+
+// twoTenants migrates a fresh database and adds two users: heavy (whom the
+// tests give thousands of tasks) and light.
+func twoTenants(ctx context.Context, t *testing.T) (pool *pgxpool.Pool, heavy, light uuid.UUID) {
+	t.Helper()
+	pool = emptyDB(ctx, t)
+	_, err := migrations.Migrate(ctx, pool, &migrations.Config{Local: true})
+	require.NoError(t, err)
+	heavy, light = uuid.New(), uuid.New()
+	for _, u := range []uuid.UUID{heavy, light} {
+		_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", u, u.String()+"@plan.test")
+		require.NoError(t, err)
+	}
+	return pool, heavy, light
+}
+
+// completion is one item of complete_tasks' result.
+type completion struct {
+	Status  string `json:"status"`
+	Created int    `json:"created"`
+}
+
+// claimAndComplete claims the user's next limit tasks on conn and completes
+// them in one complete_tasks call, each call in a transaction of its own. It
+// returns the first task's stage key, the completions, and the rows of
+// ai_tasks the completion read (callReading).
+func claimAndComplete(ctx context.Context, t *testing.T, conn *pgxpool.Conn, user uuid.UUID, limit int) (string, []completion, int64) {
+	t.Helper()
+	var out struct {
+		Tasks []struct {
+			ID       uuid.UUID `json:"id"`
+			StageKey string    `json:"stage_key"`
+		} `json:"tasks"`
+	}
+	callReading(ctx, t, conn, user, "select public.claim_tasks('plan-test', 300, $1, null, true)", &out, limit)
+	require.Len(t, out.Tasks, limit, "tasks claimed")
+	items := make([]map[string]any, len(out.Tasks))
+	for i, c := range out.Tasks {
+		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
+	}
+	var results []completion
+	rows := callReading(ctx, t, conn, user, "select public.complete_tasks('plan-test', $1::jsonb)", &results, items)
+	require.Len(t, results, limit, "completions")
+	return out.Tasks[0].StageKey, results, rows
 }
