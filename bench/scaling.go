@@ -26,6 +26,9 @@ import (
 //   - batch: -scale-users users, each with one batch of -scale-batch rows
 //     of a one-stage pipeline, working at once; compared with the same
 //     users and work in 100-row batches.
+//   - unseen: a new owner's batch of -scale-batch tasks (one stage, then
+//     the feeders of an N:1 merge) in a table whose statistics describe only
+//     other owners, against the same batch analyzed.
 //
 // Per size it reports wall time, DB CPU, WAL, rows and index entries read
 // and index entries written per completion, and the completion latency (model answer →
@@ -60,23 +63,31 @@ func scaling(ctx context.Context, e *env) ([]Figure, error) {
 	// analyzes a table after 50 + 10 % of its rows changed, so in a large
 	// shared table such a batch can stay unseen for long), against the same
 	// batch with statistics that have seen it.
-	seen, err := scaleUnseen(ctx, e, users, e.o.ScaleBatch, true)
-	if err != nil {
-		return nil, fmt.Errorf("a new owner's %d tasks, analyzed: %w", e.o.ScaleBatch, err)
+	// Then the same owner's batch as the feeders of an N:1 merge: every
+	// completion probes the barrier's scope, and the last reads it.
+	for _, merge := range []bool{false, true} {
+		what := fmt.Sprintf("a new owner's %d tasks", e.o.ScaleBatch)
+		if merge {
+			what = fmt.Sprintf("a new owner's %d feeders of an N:1 merge", e.o.ScaleBatch)
+		}
+		seen, err := scaleUnseen(ctx, e, users, e.o.ScaleBatch, true, merge)
+		if err != nil {
+			return nil, fmt.Errorf("%s, analyzed: %w", what, err)
+		}
+		unseen, err := scaleUnseen(ctx, e, users, e.o.ScaleBatch, false, merge)
+		if err != nil {
+			return nil, fmt.Errorf("%s, unseen by the statistics: %w", what, err)
+		}
+		figs = append(figs, unseen.figures(what+", unseen by the statistics", seen, "the same, analyzed")...)
 	}
-	unseen, err := scaleUnseen(ctx, e, users, e.o.ScaleBatch, false)
-	if err != nil {
-		return nil, fmt.Errorf("a new owner's %d tasks, unseen by the statistics: %w", e.o.ScaleBatch, err)
-	}
-	figs = append(figs, unseen.figures(fmt.Sprintf("a new owner's %d tasks, unseen by the statistics", e.o.ScaleBatch), seen, "the same, analyzed")...)
 	return figs, nil
 }
 
 // scaleUnseen measures the engine working one new owner's batch of size
 // one-stage tasks in a table whose statistics describe only other owners
 // (users of them, 100 finished tasks each), with the new owner's rows
-// analyzed or not.
-func scaleUnseen(ctx context.Context, e *env, users, size int, analyzed bool) (scaleResult, error) {
+// analyzed or not. merge: the tasks are one batch, feeders of an N:1 merge.
+func scaleUnseen(ctx context.Context, e *env, users, size int, analyzed, merge bool) (scaleResult, error) {
 	var out scaleResult
 	db, err := e.freshDB(ctx, false, e.o.Conns)
 	if err != nil {
@@ -105,11 +116,19 @@ func scaleUnseen(ctx context.Context, e *env, users, size int, analyzed bool) (s
 	if err != nil {
 		return out, err
 	}
-	own := stageDef{ID: "new-s1", Key: "s1", Prompt: "Row %%input.n%%."}
-	if err := createTemplates(ctx, db.Pool, owner, own); err != nil {
+	own := []stageDef{{ID: "new-s1", Key: "s1", Prompt: "Row %%input.n%%."}}
+	batch := uuid.Nil
+	if merge {
+		own[0].Next = []string{"new-m1"}
+		own = append(own, stageDef{ID: "new-m1", Key: "m1", Prompt: "Merge.", Config: map[string]any{"cardinality": "N:1"}})
+		if err := db.Pool.QueryRow(ctx, "insert into public.task_batches (created_by, launch_id) values ($1, gen_random_uuid()) returning id", owner).Scan(&batch); err != nil {
+			return out, fmt.Errorf("error creating the new owner's batch: %w", err)
+		}
+	}
+	if err := createTemplates(ctx, db.Pool, owner, own...); err != nil {
 		return out, err
 	}
-	if _, err := copyTasks(ctx, db.Pool, []uuid.UUID{owner}, own.ID, own.Key, "plan", size); err != nil {
+	if _, err := copyTasksIn(ctx, db.Pool, []uuid.UUID{owner}, own[0].ID, own[0].Key, "plan", size, batch); err != nil {
 		return out, err
 	}
 	if analyzed {
