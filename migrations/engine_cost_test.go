@@ -258,6 +258,32 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 		require.NotContains(t, r.plan, "Sort", "%s: no sort of the owner's queue", name)
 	}
 
+	// claimNamed claims limit of the owner's three last queued tasks by
+	// name (p_task_ids, a caller's hint): the earliest due first, reading
+	// about what it names, wherever they stand in the owner's queue.
+	claimNamed := func(name string, user uuid.UUID, limit int) {
+		t.Helper()
+		var named []uuid.UUID
+		q, err := pool.Query(ctx, "select id from public.ai_tasks where user_id = $1 and status = 'plan' order by run_after desc, id desc limit 3", user)
+		require.NoError(t, err)
+		named, err = pgx.CollectRows(q, pgx.RowTo[uuid.UUID])
+		require.NoError(t, err)
+		require.Len(t, named, 3, name)
+		var out struct {
+			Tasks []struct {
+				ID uuid.UUID `json:"id"`
+			} `json:"tasks"`
+		}
+		rows := callReading(ctx, t, conn, user, "select public.claim_tasks('plan-test', 300, $1, $2, true)", &out, limit, named)
+		t.Logf("%s: claimed %d of 3 named, read %d rows of ai_tasks", name, len(out.Tasks), rows)
+		got := make([]uuid.UUID, len(out.Tasks))
+		for i, c := range out.Tasks {
+			got[i] = c.ID
+		}
+		require.ElementsMatch(t, named[len(named)-limit:], got, "%s: the earliest due first", name)
+		require.Less(t, rows, int64(20), "%s: rows of ai_tasks read", name)
+	}
+
 	// Planned while the table holds three tasks of one owner, then used
 	// after another owner queued 5,000 (no new statistics: the cached plan
 	// stays).
@@ -267,6 +293,7 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 	queue(heavy, 5000)
 	for i := range 3 {
 		check(fmt.Sprintf("heavy owner, plan made for an empty table, call %d", i), claim(heavy, 10), 10)
+		claimNamed(fmt.Sprintf("heavy owner unseen by the statistics, named tasks, call %d", i), heavy, 2)
 	}
 
 	// One heavy owner among a thousand light ones, with statistics that say
@@ -281,6 +308,7 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 	analyze()
 	for i := range 3 {
 		check(fmt.Sprintf("heavy owner among light ones, call %d", i), claim(heavy, 10), 10)
+		claimNamed(fmt.Sprintf("heavy owner among light ones, named tasks, call %d", i), heavy, 2)
 	}
 	check("light owner among light ones", claim(light, 10), 2)
 }

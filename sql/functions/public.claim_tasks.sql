@@ -91,8 +91,18 @@ begin
             set_config('enable_sort', prev_sort, true),
             set_config('enable_incremental_sort', prev_incremental_sort, true);
   else
-    -- Named tasks (a webhook's hint): by primary key, a few rows.
-    select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}') into rows_
+    -- Named tasks (a caller's hint): by primary key, a few rows, planned
+    -- once per connection with sorts disabled, so that the only plan for
+    -- ORDER BY id is an index on id. In queue order with a LIMIT, an owner
+    -- the statistics have not seen (the planner expects one row of theirs)
+    -- had the runnable index walked instead, reading the owner's whole
+    -- queue: 4,989 rows to claim 2 of 3 named tasks
+    -- (TestClaimPlanForEveryTenant). Every named task that is due is locked;
+    -- the earliest due p_limit are claimed (the others stay plan, unlocked
+    -- at commit: a caller names a few).
+    perform set_config('plan_cache_mode', 'force_generic_plan', true),
+            set_config('enable_sort', 'off', true);
+    select coalesce((array_agg(c.ctid order by c.run_after, c.id))[:p_limit], '{}') into rows_
     from (
       select t.ctid, t.id, t.run_after
       from public.ai_tasks t
@@ -103,10 +113,11 @@ begin
         and (t.batch_id is null or not coalesce((
           select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
           from public.task_batches b where b.id = t.batch_id), false))
-      order by t.run_after, t.id
-      limit p_limit
+      order by t.id
       for update of t skip locked
     ) c;
+    perform set_config('plan_cache_mode', prev_plan_mode, true),
+            set_config('enable_sort', prev_sort, true);
   end if;
 
   -- 2. Batches with execution_delay_seconds: one start per delay interval.
