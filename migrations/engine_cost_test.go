@@ -185,6 +185,47 @@ func TestDueTasksReadsOnlyWhatItReturns(t *testing.T) {
 	}
 }
 
+// due_tasks names every owner with due work before it names any owner's
+// second task: ten owners with a hundred older due tasks each do not fill
+// p_limit and hide an owner whose one task is newer (the sweeper wakes the
+// owners it names; one it never names waits until the others' backlogs
+// drain).
+func TestDueTasksNamesEveryOwner(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, _, late := twoTenants(ctx, t)
+	_, err := pool.Exec(ctx, `with u as (
+			insert into auth.users (id, aud, role, email)
+			select gen_random_uuid(), 'authenticated', 'authenticated', 'backlog' || n || '@due.test' from generate_series(1, 10) n
+			returning id)
+		insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
+		select 'plan', '{}', u.id, 'k', now() - interval '1 hour' - make_interval(secs => n) from u, generate_series(1, 100) n`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after) values ('plan', '{}', $1, 'k', now())`, late)
+	require.NoError(t, err)
+	var got []struct {
+		ID     uuid.UUID `json:"id"`
+		UserID uuid.UUID `json:"user_id"`
+	}
+	require.NoError(t, pool.QueryRow(ctx, "select public.due_tasks(1000, 100)").Scan(&got))
+	owners := map[uuid.UUID]int{}
+	for _, d := range got {
+		owners[d.UserID]++
+	}
+	require.Len(t, got, 1000, "p_limit")
+	require.Len(t, owners, 11, "every owner with due work is named")
+	require.Equal(t, 1, owners[late], "the owner whose one task is the newest")
+	// With fewer slots than owners, the owners whose first due task is
+	// earliest come first.
+	require.NoError(t, pool.QueryRow(ctx, "select public.due_tasks(10, 100)").Scan(&got))
+	owners = map[uuid.UUID]int{}
+	for _, d := range got {
+		owners[d.UserID]++
+	}
+	require.Len(t, owners, 10, "ten owners, one task each")
+	require.Zero(t, owners[late], "the newest owner's task is the eleventh")
+}
+
 // claim_tasks plans its walk of the owner's queue once per connection (a
 // generic plan, with sorts disabled while it is planned), and that plan
 // reads about what it claims for every tenant: whether it was made while

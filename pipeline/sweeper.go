@@ -27,10 +27,13 @@ type SweeperConfig struct {
 	// RenewInterval between lease renewals of running tasks. Default: a
 	// third of the runner's lease.
 	RenewInterval time.Duration
-	// Limit is the most due tasks read per sweep (fairly across users).
-	// Default 1000.
+	// Limit is the most due tasks read per sweep (due_tasks names every
+	// owner's first due task before any owner's second). Default 1000.
 	Limit int
-	// PerUser is the most due tasks read per user per sweep. Default 100.
+	// PerUser is the most due tasks read per user per sweep. The sweeper
+	// only wakes the owners it reads (each owner's dispatcher then claims
+	// that owner's queue), so one task names an owner and more only cost
+	// reads. Default 1.
 	PerUser int
 	// MaxLeaseLosses is how often a task may lose its lease (its worker
 	// died) before it fails for good. Default 5.
@@ -108,7 +111,7 @@ func NewSweeper(cfg *SweeperConfig, db supabase.DB, service supabase.Identity, d
 	c.FoldInterval = cmp.Or(c.FoldInterval, 500*time.Millisecond)
 	c.RenewInterval = cmp.Or(c.RenewInterval, disp.runner.LeaseDuration()/3)
 	c.Limit = cmp.Or(c.Limit, 1000)
-	c.PerUser = cmp.Or(c.PerUser, 100)
+	c.PerUser = cmp.Or(c.PerUser, 1)
 	c.MaxLeaseLosses = cmp.Or(c.MaxLeaseLosses, 5)
 	return baseservice.Init(c.Archetype, &Sweeper{cfg: &c, db: db, service: service, disp: disp, kick: make(chan struct{}, 1), done: make(chan struct{})})
 }

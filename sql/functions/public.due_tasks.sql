@@ -15,6 +15,13 @@
 --   * a paused or cancelled batch is a scalar filter, not NOT EXISTS: as an
 --     anti-join the planner hashed every due task of the owner and sorted
 --     them all to keep p_per_user (claim_tasks had the same defect).
+--
+-- Fair across owners: every owner's first due task comes before any
+-- owner's second (then by run_after), so p_limit names as many owners as it
+-- can. Ordered by run_after alone, ten owners with 100 older due tasks each
+-- filled p_limit 1,000, and an owner with one newer task was never named
+-- until their backlogs drained: the sweeper never woke that owner
+-- (TestDueTasksNamesEveryOwner).
 ------------------------------------------------------------------------------
 create or replace function public.due_tasks(p_limit integer default 500, p_per_user integer default 50) returns jsonb
   language sql stable
@@ -42,5 +49,11 @@ as $$
     where u.user_id is not null
   )
   select coalesce(jsonb_agg(jsonb_build_object('id', id, 'user_id', user_id) order by run_after), '[]'::jsonb)
-  from (select * from picked order by run_after limit greatest(p_limit, 1)) p
+  from (
+    select n.id, n.user_id, n.run_after from (
+      select p.*, row_number() over (partition by p.user_id order by p.run_after, p.id) as nth from picked p
+    ) n
+    order by n.nth, n.run_after
+    limit greatest(p_limit, 1)
+  ) p
 $$;
