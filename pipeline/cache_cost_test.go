@@ -64,10 +64,13 @@ func TestSharedDocumentBatchCost(t *testing.T) { //nolint:tparallel // the three
 		client, err := model.NewClient(mcfg, pool)
 		require.NoError(t, err)
 
+		// A template id of its own per run: the package's database is
+		// shared by repeated runs (-count).
+		tpl := "tpl-doc-" + name + "-" + uuid.NewString()[:8]
 		_, err = b.pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, system_instruction, output_schema, user_id)
-			values ('tpl-doc-' || $4, $1, 'answer', 'You answer questions from the handbook only.', $2, $3)`,
+			values ($4, $1, 'answer', 'You answer questions from the handbook only.', $2, $3)`,
 			"Answer from the handbook below.\n\n%%GLOBAL_CONTEXT%%\n\nQuestion %%n%%: what does the handbook say about %%topic%%?",
-			`{"type":"object","properties":{"answer":{"type":"string"}},"required":["answer"]}`, b.user, name)
+			`{"type":"object","properties":{"answer":{"type":"string"}},"required":["answer"]}`, b.user, tpl)
 		require.NoError(t, err)
 		rows := make([]map[string]any, tasks)
 		for i := range rows {
@@ -78,7 +81,7 @@ func TestSharedDocumentBatchCost(t *testing.T) { //nolint:tparallel // the three
 			BatchID uuid.UUID `json:"batch_id"`
 		}
 		require.NoError(t, b.db.RPC(ctx, id, "launch_batch", map[string]any{
-			"p_template_id": "tpl-doc-" + name, "p_rows": rows, "p_global_context": map[string]any{"handbook": doc},
+			"p_template_id": tpl, "p_rows": rows, "p_global_context": map[string]any{"handbook": doc},
 		}, &launched))
 
 		start := time.Now()
