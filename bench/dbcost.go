@@ -334,7 +334,15 @@ func (m *costMeter) quiesce(ctx context.Context) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d sessions of %s still open after closing the pool", n, m.db.Name)
+			// Name what is left, for whoever reads the error.
+			var left []string
+			rows, err := m.conn.Query(ctx, `select format('pid %s %s (%s, %s): %s', pid, coalesce(application_name, ''), coalesce(state, ''),
+					coalesce(wait_event_type || '/' || wait_event, 'no wait'), left(coalesce(query, ''), 200))
+				from pg_stat_activity where datname = $1`, m.db.Name)
+			if err == nil {
+				left, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			return fmt.Errorf("%d sessions of %s still open after closing the pool: %s", n, m.db.Name, strings.Join(left, "; "))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
