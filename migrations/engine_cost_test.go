@@ -339,13 +339,7 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 
 	// One heavy owner among a thousand light ones, with statistics that say
 	// so (ANALYZE invalidates the cached plan: it is planned again).
-	_, err = pool.Exec(ctx, `with u as (
-			insert into auth.users (id, aud, role, email)
-			select gen_random_uuid(), 'authenticated', 'authenticated', 'light' || n || '@plan.test' from generate_series(1, 1000) n
-			returning id)
-		insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
-		select 'plan', '{}', u.id, 'k', now() - interval '1 minute' from u`)
-	require.NoError(t, err)
+	addLightOwners(ctx, t, pool, 1000)
 	analyze()
 	for i := range 3 {
 		check(fmt.Sprintf("heavy owner among light ones, call %d", i), claim(heavy, 10), 10)
@@ -451,13 +445,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 	}
 	// One heavy owner among a thousand light ones, with statistics that say
 	// so: the average owner has one task.
-	_, err = pool.Exec(ctx, `with u as (
-			insert into auth.users (id, aud, role, email)
-			select gen_random_uuid(), 'authenticated', 'authenticated', 'light' || n || '@complete.test' from generate_series(1, 1000) n
-			returning id)
-		insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
-		select 'plan', '{}', u.id, 'k', now() - interval '1 minute' from u`)
-	require.NoError(t, err)
+	addLightOwners(ctx, t, pool, 1000)
 	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
 	require.NoError(t, err)
 	for i := range 3 {
@@ -657,4 +645,17 @@ func claimAndComplete(ctx context.Context, t *testing.T, conn *pgxpool.Conn, use
 	rows := callReading(ctx, t, conn, user, "select public.complete_tasks('plan-test', $1::jsonb)", &results, items)
 	require.Len(t, results, limit, "completions")
 	return out.Tasks[0].StageKey, results, rows
+}
+
+// addLightOwners adds n users with one due task each (an average owner of
+// one task, once the statistics are made).
+func addLightOwners(ctx context.Context, t *testing.T, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	_, err := pool.Exec(ctx, `with u as (
+			insert into auth.users (id, aud, role, email)
+			select gen_random_uuid(), 'authenticated', 'authenticated', 'light-' || gen_random_uuid() || '@plan.test' from generate_series(1, $1::int)
+			returning id)
+		insert into public.ai_tasks (status, input_data, user_id, stage_key, run_after)
+		select 'plan', '{}', u.id, 'k', now() - interval '1 minute' from u`, n)
+	require.NoError(t, err)
 }
