@@ -659,3 +659,140 @@ func addLightOwners(ctx context.Context, t *testing.T, pool *pgxpool.Pool, n int
 		select 'plan', '{}', u.id, 'k', now() - interval '1 minute' from u`, n)
 	require.NoError(t, err)
 }
+
+// No statement of the SQL API is JIT-compiled. PostgreSQL compiles a
+// statement whose estimated cost passes jit_above_cost (default 100,000) on
+// every execution (the code is not kept between executions), and the
+// estimate of a generic or parameterised plan can pass it however little the
+// statement reads: the sweeper's due_tasks spent 536 ms in LLVM per call to
+// read 165 buffers (docs/performance.md, eighth round). Every function the
+// service or the front end calls sets jit = off for its own statements;
+// this test lowers jit_above_cost to 0, so that every statement not covered
+// would be compiled, and reads the plans auto_explain prints.
+func TestSQLAPINeverJITCompiled(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, user, _ := twoTenants(ctx, t)
+
+	// Every function of the SQL API, found in the catalog: a new one that
+	// forgets the setting fails here. Trigger functions run inside the
+	// caller's statement and are not entry points; task_status_bucket is an
+	// inlinable SQL expression (a SET clause would stop its inlining).
+	rows, err := pool.Query(ctx, `select p.oid::regprocedure::text from pg_proc p
+		where p.pronamespace = 'public'::regnamespace and p.prorettype <> 'trigger'::regtype
+		  and p.proname <> 'task_status_bucket'
+		  and not coalesce('jit=off' = any(p.proconfig), false)`)
+	require.NoError(t, err)
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Empty(t, missing, "functions of the SQL API without set jit = off")
+
+	var jitAvailable bool
+	require.NoError(t, pool.QueryRow(ctx, "select pg_jit_available()").Scan(&jitAvailable))
+	if !jitAvailable {
+		// The catalog check above still holds; the plans below cannot show
+		// JIT on a server built without LLVM.
+		t.Log("this server has no JIT provider: the plans are not checked")
+		return
+	}
+
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key)
+		select 'plan', '{}', $1, 'k' from generate_series(1, 20)`, user)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `create function public.jit_probe() returns bigint language plpgsql as
+		$$ begin return (select count(*) from public.ai_tasks); end $$`)
+	require.NoError(t, err)
+
+	// The test's own statements (top level) are compiled too at
+	// jit_above_cost 0; only the nested statements count.
+	const setClaims = "select set_config('request.jwt.claims', $1, true)"
+	top := []string{setClaims}
+	var mu sync.Mutex
+	var compiled []string
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if strings.Contains(n.Message, "JIT:") {
+			mu.Lock()
+			compiled = append(compiled, n.Message)
+			mu.Unlock()
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	_, err = conn.Exec(ctx, `load 'auto_explain'`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on;
+		set auto_explain.log_level = notice; set jit = on; set jit_above_cost = 0`)
+	require.NoError(t, err)
+	nested := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []string
+	next:
+		for _, m := range compiled {
+			for _, sql := range top {
+				if strings.Contains(m, "Query Text: "+sql+"\n") {
+					continue next
+				}
+			}
+			out = append(out, m)
+		}
+		compiled = nil
+		return out
+	}
+	// call runs sql in a transaction of its own, as the user when user is
+	// not nil (as PostgREST does), and scans its one value into out.
+	call := func(user *uuid.UUID, sql string, out any, args ...any) {
+		t.Helper()
+		top = append(top, sql)
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		if user != nil {
+			_, err := tx.Exec(ctx, "set local role authenticated")
+			require.NoError(t, err)
+			claims, err := json.Marshal(dbtest.UserClaims(*user))
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, setClaims, string(claims))
+			require.NoError(t, err)
+		}
+		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
+		require.NoError(t, tx.Commit(ctx))
+	}
+
+	// The probe: a function without the setting has its statement compiled,
+	// so the check below sees JIT where it happens.
+	var n int64
+	call(nil, "select public.jit_probe()", &n)
+	require.Len(t, nested(), 1, "the nested statement of a function without jit = off is compiled at jit_above_cost 0")
+
+	// The sweeper's calls (as the service), then a claim and a completion
+	// as the owner.
+	call(nil, "select public.due_tasks(1000, 1)", new(json.RawMessage))
+	call(nil, "select public.requeue_expired_leases()", new(json.RawMessage))
+	call(nil, "select public.fold_batch_counters()", new(int))
+	var claimed struct {
+		Tasks []struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"tasks"`
+	}
+	call(&user, "select public.claim_tasks('jit-test', 300, 10, null, true)", &claimed)
+	require.Len(t, claimed.Tasks, 10)
+	items := make([]map[string]any, len(claimed.Tasks))
+	for i, c := range claimed.Tasks {
+		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
+	}
+	var results []completion
+	call(&user, "select public.complete_tasks('jit-test', $1::jsonb)", &results, items)
+	require.Len(t, results, 10)
+	var one []struct {
+		Task struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"task"`
+	}
+	call(&user, "select public.claim_tasks('jit-test', 300, 1)", &one)
+	require.Len(t, one, 1)
+	call(&user, "select public.complete_task($1, 'jit-test', '{}'::jsonb, '{}'::jsonb)", new(json.RawMessage), one[0].Task.ID)
+	require.Empty(t, nested(), "statements of the SQL API compiled by JIT")
+}

@@ -8,6 +8,7 @@ create or replace function public.approve_task(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   tid_ tid;

@@ -20,6 +20,7 @@ create or replace function public.claim_tasks(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   out jsonb;

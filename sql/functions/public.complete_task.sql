@@ -6,6 +6,7 @@ create or replace function public.complete_task(
 ) returns jsonb
   language sql volatile
   set search_path = ''
+  set jit = off
 as $$
   select orchable.complete_one(p_task_id, p_worker, p_output, p_usage)
 $$;

@@ -6,6 +6,7 @@
 create or replace function public.complete_tasks(p_worker text, p_items jsonb) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   item jsonb;

@@ -22,10 +22,19 @@
 -- filled p_limit 1,000, and an owner with one newer task was never named
 -- until their backlogs drained: the sweeper never woke that owner
 -- (TestDueTasksNamesEveryOwner).
+--
+-- Never JIT-compiled (set jit = off, as every function of the SQL API):
+-- this statement's estimate (p_per_user unknown when it is planned) is far
+-- above jit_above_cost, and PostgreSQL's default JIT then compiled it with
+-- inlining and optimization on every sweep: 536 ms of LLVM for a read of
+-- 165 buffers (auto_explain, throughput-pipeline). JIT code is not cached
+-- between executions, so any engine statement whose estimate crossed the
+-- threshold would pay that on every call (TestSQLAPINeverJITCompiled).
 ------------------------------------------------------------------------------
 create or replace function public.due_tasks(p_limit integer default 500, p_per_user integer default 50) returns jsonb
   language sql stable
   set search_path = ''
+  set jit = off
 as $$
   with recursive users as (
     (select t.user_id from public.ai_tasks t where t.status = 'plan' and t.run_after <= now()

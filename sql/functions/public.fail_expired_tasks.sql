@@ -4,6 +4,7 @@
 create or replace function public.fail_expired_tasks(p_max_attempts integer default 5) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   uid uuid := orchable.require_user('fail_expired_tasks');

@@ -12,6 +12,7 @@ create or replace function public.fail_task(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   tid_ tid;

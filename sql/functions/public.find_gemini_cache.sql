@@ -12,6 +12,7 @@ create or replace function public.find_gemini_cache(
 ) returns jsonb
   language sql stable
   set search_path = ''
+  set jit = off
 as $$
   select jsonb_build_object('cache_name', c.cache_name, 'expires_at', c.expires_at, 'total_tokens', c.total_tokens)
   from public.gemini_caches c

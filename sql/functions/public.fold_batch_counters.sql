@@ -4,6 +4,7 @@
 create or replace function public.fold_batch_counters() returns integer
   language plpgsql
   set search_path = ''
+  set jit = off
 as $$
 declare
   n integer;

@@ -10,6 +10,7 @@ create or replace function public.gemini_caches_due(p_limit integer default 100)
 returns table (user_id uuid, batch_id uuid, only_expired boolean)
   language sql stable
   set search_path = ''
+  set jit = off
 as $$
   select c.user_id, c.batch_id,
     bool_and(exists (select 1 from public.ai_tasks t

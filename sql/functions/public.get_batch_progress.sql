@@ -11,6 +11,7 @@
 create or replace function public.get_batch_progress(p_batch_id uuid) returns jsonb
   language plpgsql stable
   set search_path = ''
+  set jit = off
 as $$
 declare
   b public.task_batches;

@@ -4,6 +4,7 @@ create or replace function public.get_free_tier_usage()
 returns table (month character varying, used integer, "limit" integer, remaining integer)
   language sql stable
   set search_path = ''
+  set jit = off
 as $$
   select * from orchable.free_tier_usage(now())
 $$;

@@ -5,6 +5,7 @@ create or replace function public.get_user_usage(p_user_id uuid)
 returns table (month character varying, task_count integer, token_input_count bigint, token_output_count bigint)
   language sql stable
   set search_path = ''
+  set jit = off
 as $$
   select * from orchable.user_usage(p_user_id, now())
 $$;

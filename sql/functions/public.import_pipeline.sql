@@ -2,6 +2,7 @@ create or replace function public.import_pipeline(p_config jsonb, p_templates js
   language plpgsql volatile
   security invoker
   set search_path = ''
+  set jit = off
 as $$
 declare
   cid uuid;

@@ -13,6 +13,7 @@ create or replace function public.launch_batch(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
   -- A launch of up to 100,000 rows takes longer than Supabase's 8 s for
   -- authenticated; PostgREST (v12+) and the direct transport apply a
   -- function's own statement_timeout to the call.

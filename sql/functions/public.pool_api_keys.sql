@@ -23,6 +23,7 @@ returns table (
   language plpgsql stable
   security definer
   set search_path = ''
+  set jit = off
 as $$
 declare
   rpm integer;

@@ -16,6 +16,7 @@ create or replace function public.record_gemini_cache(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   uid uuid := orchable.require_user('record_gemini_cache');

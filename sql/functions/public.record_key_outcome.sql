@@ -20,6 +20,7 @@ returns void
 language plpgsql
 security invoker
 set search_path = ''
+set jit = off
 as $$
 declare
   v_user uuid := (select auth.uid());

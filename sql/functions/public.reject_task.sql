@@ -5,6 +5,7 @@ create or replace function public.reject_task(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   tid_ tid;

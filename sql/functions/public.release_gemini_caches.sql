@@ -7,6 +7,7 @@
 create or replace function public.release_gemini_caches(p_batch_id uuid, p_only_expired boolean default false) returns jsonb
   language sql volatile
   set search_path = ''
+  set jit = off
 as $$
   with d as (
     delete from public.gemini_caches

@@ -1,6 +1,7 @@
 create or replace function public.release_task(p_task_id uuid, p_worker text) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   n int;

@@ -4,6 +4,7 @@
 create or replace function public.renew_gemini_cache(p_cache_name text, p_expires_at timestamptz) returns boolean
   language sql volatile
   set search_path = ''
+  set jit = off
 as $$
   with u as (
     update public.gemini_caches set expires_at = greatest(expires_at, p_expires_at), last_used_at = now()

@@ -6,6 +6,7 @@ create or replace function public.renew_leases(p_task_ids uuid[], p_worker text,
   returns integer
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   n int;

@@ -9,6 +9,7 @@
 create or replace function public.requeue_expired_leases(p_max_attempts integer default 5) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   requeued int;

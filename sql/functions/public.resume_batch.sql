@@ -1,6 +1,7 @@
 create or replace function public.resume_batch(p_batch_id uuid) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   b public.task_batches := orchable.own_batch(p_batch_id);

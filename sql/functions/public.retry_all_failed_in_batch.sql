@@ -1,6 +1,7 @@
 create or replace function public.retry_all_failed_in_batch(p_batch_id uuid) returns integer
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   t public.ai_tasks;

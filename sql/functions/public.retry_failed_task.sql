@@ -1,6 +1,7 @@
 create or replace function public.retry_failed_task(p_task_id uuid) returns void
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   tid_ tid;

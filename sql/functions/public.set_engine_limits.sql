@@ -5,6 +5,7 @@ create or replace function public.set_engine_limits(
 ) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   l orchable.engine_limits;

@@ -3,6 +3,7 @@
 create or replace function public.set_free_tier_quota(p_monthly_task_limit integer) returns jsonb
   language plpgsql volatile
   set search_path = ''
+  set jit = off
 as $$
 declare
   lim integer;

@@ -6,6 +6,7 @@
 create or replace function public.submit_free_tier_tasks(p_tasks jsonb) returns jsonb
   language sql volatile
   set search_path = ''
+  set jit = off
   set statement_timeout = '60s'
 as $$
   select orchable.submit_free_tier(p_tasks, now())

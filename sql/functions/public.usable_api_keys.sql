@@ -17,6 +17,7 @@ language sql
 stable
 security invoker
 set search_path = ''
+set jit = off
 as $$
   select k.id, k.key_name::text, k.api_key_encrypted, k.model_preference::text, k.priority, k.project,
          h.last_used_at, h.blocked_until, b.blocked_until
