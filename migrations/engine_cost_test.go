@@ -796,3 +796,52 @@ func TestSQLAPINeverJITCompiled(t *testing.T) {
 	call(&user, "select public.complete_task($1, 'jit-test', '{}'::jsonb, '{}'::jsonb)", new(json.RawMessage), one[0].Task.ID)
 	require.Empty(t, nested(), "statements of the SQL API compiled by JIT")
 }
+
+// A claim by the worker 'warm-up' (the service's Direct.Warm) that finds
+// nothing still runs its lease UPDATE and its result's statement, on no
+// rows, so that the connection has planned them before its first real
+// claim; it returns what any empty claim returns. Any other worker's empty
+// claim stops after the walk of the queue.
+func TestClaimWarmUpPlansEveryStep(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, _, nobody := twoTenants(ctx, t)
+	var mu sync.Mutex
+	var ran []string
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case strings.Contains(n.Message, "update public.ai_tasks t"):
+			ran = append(ran, "lease")
+		case strings.Contains(n.Message, "from unnest(claimed) u"):
+			ran = append(ran, "result")
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	_, err = conn.Exec(ctx, `load 'auto_explain'`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`)
+	require.NoError(t, err)
+	claim := func(worker string, compact bool) (string, []string) {
+		t.Helper()
+		mu.Lock()
+		ran = nil
+		mu.Unlock()
+		var out json.RawMessage
+		callReading(ctx, t, conn, nobody, "select public.claim_tasks($1, 300, 1, null, $2)", &out, worker, compact)
+		mu.Lock()
+		defer mu.Unlock()
+		return string(out), ran
+	}
+	for _, compact := range []bool{true, false} {
+		out, steps := claim("warm-up", compact)
+		require.Equal(t, []string{"lease", "result"}, steps, "the warm-up's claim runs every step")
+		other, none := claim("worker-1", compact)
+		require.Empty(t, none, "an empty claim stops after the walk")
+		require.JSONEq(t, other, out, "the warm-up's claim returns what an empty claim returns")
+	}
+}

@@ -308,22 +308,9 @@ func (d *Direct) run(ctx context.Context, id Identity, readOnly bool, method, pa
 func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, method, path string, hoisted [][2]string,
 	sql string, params []any, scan func(pgx.Row) error,
 ) error {
-	role, claims, err := d.identityRole(id)
+	authed, setSQL, setParams, err := d.identitySQL(ctx, id, method, path, hoisted)
 	if err != nil {
 		return err
-	}
-	authed := role != "anon"
-	settings, err := d.roleSettings(ctx, role)
-	if err != nil {
-		return d.mapErr(ctx, err, authed)
-	}
-	settings = append(settings, hoisted...)
-	var setSQL strings.Builder
-	setSQL.WriteString(setIdentity)
-	setParams := []any{role, claims, method, path, d.cfg.SearchPath}
-	for _, kv := range settings {
-		fmt.Fprintf(&setSQL, ", set_config($%d, $%d, true)", len(setParams)+1, len(setParams)+2)
-		setParams = append(setParams, kv[0], kv[1])
 	}
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
@@ -337,7 +324,7 @@ func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, me
 	} else {
 		b.Queue(beginRW)
 	}
-	b.Queue(setSQL.String(), setParams...)
+	b.Queue(setSQL, setParams...)
 	b.Queue(sql, params...)
 	b.Queue("commit")
 
@@ -371,6 +358,30 @@ func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, me
 		return d.mapErr(ctx, err, authed)
 	}
 	return nil
+}
+
+// identitySQL is the statement that makes the rest of a transaction run as
+// id, with its parameters (PostgREST's per-request settings, then the
+// role's, then the function's hoisted ones), and whether id is signed in.
+func (d *Direct) identitySQL(ctx context.Context, id Identity, method, path string, hoisted [][2]string) (bool, string, []any, error) {
+	role, claims, err := d.identityRole(id)
+	if err != nil {
+		return false, "", nil, err
+	}
+	authed := role != "anon"
+	settings, err := d.roleSettings(ctx, role)
+	if err != nil {
+		return false, "", nil, d.mapErr(ctx, err, authed)
+	}
+	settings = append(settings, hoisted...)
+	var setSQL strings.Builder
+	setSQL.WriteString(setIdentity)
+	setParams := []any{role, claims, method, path, d.cfg.SearchPath}
+	for _, kv := range settings {
+		fmt.Fprintf(&setSQL, ", set_config($%d, $%d, true)", len(setParams)+1, len(setParams)+2)
+		setParams = append(setParams, kv[0], kv[1])
+	}
+	return authed, setSQL.String(), setParams, nil
 }
 
 // mapErr turns a driver error into *Error with PostgREST's status.

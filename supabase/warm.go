@@ -18,19 +18,29 @@ import (
 const warmClaims = `{"role":"authenticated","sub":"00000000-0000-0000-0000-000000000000","aud":"authenticated"}`
 
 // warmCalls are the engine's hot calls, each made once per connection by
-// Warm. Each is a no-op for a user who owns nothing: an empty id list, an
-// empty group, a task that does not exist (PT404, rolled back to its
-// savepoint). Any other error fails the warm-up, so a call that no longer
-// matches its function is noticed (TestWarm).
+// Warm, with the argument names the engine calls them with (so each is the
+// statement the engine's calls send: the same text, prepared once per
+// connection by pgx). Each is a no-op for a user who owns nothing: an empty
+// id list, an empty group, a task that does not exist (PT404, rolled back
+// to its savepoint). Any other error fails the warm-up, so a call that no
+// longer matches its function is noticed (TestWarm). The worker is
+// 'warm-up': a claim by that worker that finds nothing still runs its
+// remaining statements, on no rows, so that they are planned here
+// (public.claim_tasks).
 func warmCalls() []warmCall {
+	const worker = "warm-up"
 	return []warmCall{
 		// Both ways a claim walks: the owner's queue (p_task_ids null: the
 		// statement planned once per connection) and named tasks.
-		{sql: "select public.claim_tasks('warm-up', 300, 1, null, true)"},
-		{sql: "select public.claim_tasks('warm-up', 300, 1, '{}'::uuid[], true)"},
-		{sql: "select public.complete_tasks('warm-up', '[]'::jsonb)"},
+		{fn: "claim_tasks", args: map[string]any{"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true}},
+		{fn: "claim_tasks", args: map[string]any{"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": []string{}, "p_compact": true}},
+		{fn: "complete_tasks", args: map[string]any{"p_worker": worker, "p_items": []any{}}},
 		{
-			sql:      "select public.complete_task('00000000-0000-0000-0000-000000000000'::uuid, 'warm-up', '{}'::jsonb, '{}'::jsonb)",
+			fn: "complete_task",
+			args: map[string]any{
+				"p_task_id": "00000000-0000-0000-0000-000000000000", "p_worker": worker,
+				"p_output": map[string]any{}, "p_usage": map[string]any{},
+			},
 			expected: "PT404",
 		},
 	}
@@ -38,7 +48,8 @@ func warmCalls() []warmCall {
 
 // warmCall is one of warmCalls.
 type warmCall struct {
-	sql      string
+	fn       string
+	args     map[string]any
 	expected string // the SQLSTATE the call ends with, if not success
 }
 
@@ -57,6 +68,10 @@ func (d *Direct) Warm(ctx context.Context, n int) error {
 	if n <= 0 {
 		return nil
 	}
+	w, err := d.warmPlan(ctx)
+	if err != nil {
+		return err
+	}
 	conns := make([]*pgxpool.Conn, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -68,7 +83,7 @@ func (d *Direct) Warm(ctx context.Context, n int) error {
 				return
 			}
 			conns[i] = c
-			errs[i] = warmConn(ctx, c.Conn())
+			errs[i] = w.warmConn(ctx, c.Conn())
 		})
 	}
 	wg.Wait()
@@ -80,33 +95,79 @@ func (d *Direct) Warm(ctx context.Context, n int) error {
 	return errors.Join(errs...)
 }
 
-// warmConn makes warmCalls on one connection, each under a savepoint, in a
-// transaction as warmClaims that is rolled back.
-func warmConn(ctx context.Context, c *pgx.Conn) error {
-	tx, err := c.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("error warming a connection: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)", warmClaims); err != nil {
-		return fmt.Errorf("error warming a connection: %w", err)
-	}
-	for _, call := range warmCalls() {
-		sp, err := tx.Begin(ctx)
+// warmStatements are the statements warmConn sends: the identity's
+// settings, and each of warmCalls as the engine's RPC sends it.
+type warmStatements struct {
+	setSQL    string
+	setParams []any
+	calls     []warmStatement
+}
+
+type warmStatement struct {
+	fn       string
+	sql      string
+	body     string
+	expected string
+}
+
+// warmPlan looks up what warmConn sends, before any connection is held for
+// the warm-up (the lookups use the pool).
+func (d *Direct) warmPlan(ctx context.Context) (*warmStatements, error) {
+	w := &warmStatements{}
+	for i, call := range warmCalls() {
+		body, keys, err := argsObject(call.args)
 		if err != nil {
+			return nil, fmt.Errorf("error warming a connection: %w", err)
+		}
+		sig, _, err := d.signature(ctx, call.fn, keys)
+		if err != nil {
+			return nil, fmt.Errorf("error warming a connection: %s: %w", call.fn, err)
+		}
+		if i == 0 {
+			_, w.setSQL, w.setParams, err = d.identitySQL(ctx, Identity{Claims: []byte(warmClaims)}, "POST", "/rpc/"+call.fn, sig.Hoisted)
+			if err != nil {
+				return nil, fmt.Errorf("error warming a connection: %w", err)
+			}
+		}
+		w.calls = append(w.calls, warmStatement{fn: call.fn, sql: sig.CallSQL(keys), body: string(body), expected: call.expected})
+	}
+	return w, nil
+}
+
+// warmConn makes warmCalls on one connection, each under a savepoint, in a
+// transaction as warmClaims that is rolled back. It sends the statements a
+// call of the engine sends (RPC): the transaction's start, the identity's
+// settings and each function's call.
+func (w *warmStatements) warmConn(ctx context.Context, c *pgx.Conn) error {
+	// As RPC sends them: one batch, so that pgx prepares the transaction's
+	// start as well (a statement without arguments outside a batch goes by
+	// the simple protocol). Its commit is prepared, not run.
+	b := &pgx.Batch{}
+	b.Queue(beginRW)
+	b.Queue(w.setSQL, w.setParams...)
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("error warming a connection: %w", err)
+	}
+	defer func() { _, _ = c.Exec(context.WithoutCancel(ctx), "rollback") }()
+	if _, err := c.Prepare(ctx, "commit", "commit"); err != nil {
+		return fmt.Errorf("error warming a connection: %w", err)
+	}
+	for _, call := range w.calls {
+		if _, err := c.Exec(ctx, "savepoint warm"); err != nil {
 			return fmt.Errorf("error warming a connection: %w", err)
 		}
-		_, err = sp.Exec(ctx, call.sql)
+		var result []byte
+		err := c.QueryRow(ctx, call.sql, call.body).Scan(&result)
 		var pgErr *pgconn.PgError
 		switch {
 		case err == nil && call.expected == "":
 		case errors.As(err, &pgErr) && pgErr.Code == call.expected:
 		case err == nil:
-			return fmt.Errorf("error warming a connection: %s: want %s, got success", call.sql, call.expected)
+			return fmt.Errorf("error warming a connection: %s: want %s, got success", call.fn, call.expected)
 		default:
-			return fmt.Errorf("error warming a connection: %s: want %s, got: %w", call.sql, cmp.Or(call.expected, "success"), err)
+			return fmt.Errorf("error warming a connection: %s: want %s, got: %w", call.fn, cmp.Or(call.expected, "success"), err)
 		}
-		if err := sp.Rollback(ctx); err != nil {
+		if _, err := c.Exec(ctx, "rollback to savepoint warm"); err != nil {
 			return fmt.Errorf("error warming a connection: %w", err)
 		}
 	}

@@ -42,6 +42,54 @@ func TestWarm(t *testing.T) {
 	require.Zero(t, attempts)
 }
 
+// Warm sends the statements the engine's calls send: after it, the engine's
+// claim and completion (with the argument names the pipeline's runner and
+// completer use) prepare nothing new on the connection, so their first call
+// pays neither pgx's prepare round trip nor the server's parse of the
+// statement.
+func TestWarmPreparesTheEngineStatements(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	admin := testPool(t)
+	user := dbtest.CreateUser(ctx, t, admin)
+	_, err := admin.Exec(ctx, "insert into public.ai_tasks (user_id, status, input_data) values ($1, 'plan', '{}')", user)
+	require.NoError(t, err)
+	cfg, err := pgxpool.ParseConfig(dbtest.URL(t))
+	require.NoError(t, err)
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	direct := supabase.NewDirect(pool, nil)
+	require.NoError(t, direct.Warm(ctx, 1))
+	prepared := func() []string {
+		t.Helper()
+		rows, err := pool.Query(ctx, "select statement from pg_prepared_statements where statement not like '%pg_prepared_statements%' order by statement")
+		require.NoError(t, err)
+		s, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return s
+	}
+	before := prepared()
+	require.NotEmpty(t, before)
+
+	id := supabase.Identity{Claims: []byte(`{"role":"authenticated","sub":"` + user.String() + `","aud":"authenticated"}`)}
+	var claimed struct {
+		Tasks []struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"tasks"`
+	}
+	require.NoError(t, direct.RPC(ctx, id, "claim_tasks",
+		map[string]any{"p_worker": "w", "p_lease_seconds": 300, "p_limit": 10, "p_task_ids": nil, "p_compact": true}, &claimed))
+	require.Len(t, claimed.Tasks, 1)
+	var done []map[string]any
+	require.NoError(t, direct.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "w", "p_items": []map[string]any{
+		{"task_id": claimed.Tasks[0].ID, "output": map[string]any{"a": 1}, "usage": map[string]any{}},
+	}}, &done))
+	require.Equal(t, "completed", done[0]["status"])
+	require.Equal(t, before, prepared(), "statements prepared by the engine's first calls after Warm")
+}
+
 // A warm-up that cannot make its calls says so: a database without the
 // engine's functions, and no database at all.
 func TestWarmFails(t *testing.T) {
@@ -79,6 +127,6 @@ func TestWarmFails(t *testing.T) {
 		pool, err := pgxpool.New(ctx, "postgres://postgres@"+addr+"/postgres?connect_timeout=5")
 		require.NoError(t, err)
 		t.Cleanup(pool.Close)
-		require.ErrorContains(t, supabase.NewDirect(pool, nil).Warm(ctx, 2), "error opening a connection")
+		require.ErrorContains(t, supabase.NewDirect(pool, nil).Warm(ctx, 2), "failed to connect")
 	})
 }
