@@ -255,21 +255,13 @@ func TestClaimPlanForEveryTenant(t *testing.T) {
 	// plans of nested statements printed as notices.
 	var mu sync.Mutex
 	var plans []string
-	cfg := pool.Config().ConnConfig.Copy()
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		if strings.Contains(n.Message, "for update of t skip locked") && !strings.Contains(n.Message, "any(p_task_ids)") {
+	conn := explainingConn(ctx, t, pool, func(plan string) {
+		if strings.Contains(plan, "for update of t skip locked") && !strings.Contains(plan, "any(p_task_ids)") {
 			mu.Lock()
-			plans = append(plans, n.Message)
+			plans = append(plans, plan)
 			mu.Unlock()
 		}
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	_, err = conn.Exec(ctx, `load 'auto_explain'`)
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx, `set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`)
-	require.NoError(t, err)
+	}, "")
 
 	type reads struct {
 		claimed int
@@ -617,6 +609,28 @@ func twoTenants(ctx context.Context, t *testing.T) (pool *pgxpool.Pool, heavy, l
 	return pool, heavy, light
 }
 
+// explainingConn opens a connection of its own (so a function's cached
+// plans are reused from call to call) on which auto_explain prints the plan
+// of every statement, nested ones included, as a notice passed to plan;
+// settings (SQL) run after. It is closed when the test ends.
+func explainingConn(ctx context.Context, t *testing.T, pool *pgxpool.Pool, plan func(string), settings string) *pgx.Conn {
+	t.Helper()
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { plan(n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.WithoutCancel(ctx)) })
+	_, err = conn.Exec(ctx, `load 'auto_explain'`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`)
+	require.NoError(t, err)
+	if settings != "" {
+		_, err = conn.Exec(ctx, settings)
+		require.NoError(t, err)
+	}
+	return conn
+}
+
 // completion is one item of complete_tasks' result.
 type completion struct {
 	Status  string `json:"status"`
@@ -709,22 +723,13 @@ func TestSQLAPINeverJITCompiled(t *testing.T) {
 	top := []string{setClaims}
 	var mu sync.Mutex
 	var compiled []string
-	cfg := pool.Config().ConnConfig.Copy()
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		if strings.Contains(n.Message, "JIT:") {
+	conn := explainingConn(ctx, t, pool, func(plan string) {
+		if strings.Contains(plan, "JIT:") {
 			mu.Lock()
-			compiled = append(compiled, n.Message)
+			compiled = append(compiled, plan)
 			mu.Unlock()
 		}
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	_, err = conn.Exec(ctx, `load 'auto_explain'`)
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx, `set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on;
-		set auto_explain.log_level = notice; set jit = on; set jit_above_cost = 0`)
-	require.NoError(t, err)
+	}, "set jit = on; set jit_above_cost = 0")
 	nested := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
@@ -808,24 +813,16 @@ func TestClaimWarmUpPlansEveryStep(t *testing.T) {
 	pool, _, nobody := twoTenants(ctx, t)
 	var mu sync.Mutex
 	var ran []string
-	cfg := pool.Config().ConnConfig.Copy()
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+	conn := explainingConn(ctx, t, pool, func(plan string) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
-		case strings.Contains(n.Message, "update public.ai_tasks t"):
+		case strings.Contains(plan, "update public.ai_tasks t"):
 			ran = append(ran, "lease")
-		case strings.Contains(n.Message, "from unnest(claimed) u"):
+		case strings.Contains(plan, "from unnest(claimed) u"):
 			ran = append(ran, "result")
 		}
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	_, err = conn.Exec(ctx, `load 'auto_explain'`)
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx, `set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`)
-	require.NoError(t, err)
+	}, "")
 	claim := func(worker string, compact bool) (string, []string) {
 		t.Helper()
 		mu.Lock()

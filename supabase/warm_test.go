@@ -24,12 +24,7 @@ func TestWarm(t *testing.T) {
 	user := dbtest.CreateUser(ctx, t, admin)
 	var task uuid.UUID
 	require.NoError(t, admin.QueryRow(ctx, "insert into public.ai_tasks (user_id, status, input_data) values ($1, 'plan', '{}') returning id", user).Scan(&task))
-	cfg, err := pgxpool.ParseConfig(dbtest.URL(t))
-	require.NoError(t, err)
-	cfg.MaxConns = 3
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := smallPool(ctx, t, 3)
 	require.Zero(t, pool.Stat().TotalConns())
 
 	require.NoError(t, supabase.NewDirect(pool, nil).Warm(ctx, 10))
@@ -54,12 +49,7 @@ func TestWarmPreparesTheEngineStatements(t *testing.T) {
 	user := dbtest.CreateUser(ctx, t, admin)
 	_, err := admin.Exec(ctx, "insert into public.ai_tasks (user_id, status, input_data) values ($1, 'plan', '{}')", user)
 	require.NoError(t, err)
-	cfg, err := pgxpool.ParseConfig(dbtest.URL(t))
-	require.NoError(t, err)
-	cfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := smallPool(ctx, t, 1)
 	direct := supabase.NewDirect(pool, nil)
 	require.NoError(t, direct.Warm(ctx, 1))
 	prepared := func() []string {
@@ -88,6 +78,19 @@ func TestWarmPreparesTheEngineStatements(t *testing.T) {
 	}}, &done))
 	require.Equal(t, "completed", done[0]["status"])
 	require.Equal(t, before, prepared(), "statements prepared by the engine's first calls after Warm")
+}
+
+// smallPool is a pool of at most n connections to the package's test
+// database, none open yet, closed when the test ends.
+func smallPool(ctx context.Context, t *testing.T, n int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dbtest.URL(t))
+	require.NoError(t, err)
+	cfg.MaxConns = n
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // A warm-up that cannot make its calls says so: a database without the
