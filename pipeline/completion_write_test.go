@@ -2,12 +2,15 @@ package pipeline_test
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
 	"github.com/orchable/orchable/supabase"
 )
@@ -76,4 +79,106 @@ func TestCompletionWriteFailureNeverCallsTheModelAgain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// heldWrites is a DB whose completion writes wait until release is closed;
+// each one announces itself on started first.
+type heldWrites struct {
+	supabase.DB
+
+	started chan struct{}
+	release chan struct{}
+}
+
+func (f *heldWrites) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
+	if fn == "complete_task" || fn == "complete_tasks" {
+		f.started <- struct{}{}
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return f.DB.RPC(ctx, id, fn, args, out)
+}
+
+// announcingModel announces each model call on called, then answers as its
+// Generator does.
+type announcingModel struct {
+	pipeline.Generator
+
+	called chan struct{}
+}
+
+func (m announcingModel) Generate(ctx context.Context, req model.Request) (model.Response, error) {
+	m.called <- struct{}{}
+	return m.Generator.Generate(ctx, req)
+}
+
+// TestSlotGivenBackWhileResultIsWritten: a task whose work is done gives back
+// its slot while its result is written, so the next task runs during that
+// write (before, the slot was held until the write ended, and every task
+// waited for the writes of the ones before it); at most Concurrency results
+// are written that way, past which a task keeps its slot until written.
+func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	p := "sw" + uuid.NewString()[:6]
+	b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "FAKE echo valid", cfg: map[string]any{"cardinality": "1:1"}})
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 1}, map[string]any{"n": 2}, map[string]any{"n": 3})
+
+	db := &heldWrites{DB: b.db, started: make(chan struct{}, 10), release: make(chan struct{})}
+	gen := announcingModel{Generator: b.gen, called: make(chan struct{}, 10)}
+	e := &engine{finished: make(chan pipeline.Result, 16)}
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "sw-" + p}, db, gen)
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimBatch: 1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
+	wrote := d.InitTestSignals()
+	d.Start(ctx)
+	t.Cleanup(func() { _ = d.Stop(context.Background()) })
+	var released sync.Once
+	release := func() { released.Do(func() { close(db.release) }) }
+	t.Cleanup(release) // before Stop (cleanups run last first): a failed test leaves no write held
+	e.disps = append(e.disps, d)
+	d.Notify(b.user)
+
+	deadline := time.After(30 * time.Second)
+	await := func(what string, c <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-deadline:
+			t.Fatalf("never happened: %s", what)
+		}
+	}
+	awaitWrite := func(what string) bool {
+		t.Helper()
+		select {
+		case freed := <-wrote:
+			return freed
+		case <-deadline:
+			t.Fatalf("never happened: %s", what)
+			return false
+		}
+	}
+
+	await("the first task's model call", gen.called)
+	require.True(t, awaitWrite("the first task's work done"), "the first task gives back its slot while its result is written")
+	await("the first task's write", db.started)
+	await("the second task's model call, while the first task's result is being written", gen.called)
+	require.False(t, awaitWrite("the second task's work done"),
+		"with one result already being written (Concurrency 1), the second task keeps its slot until its own is written")
+	select {
+	case <-gen.called:
+		t.Fatal("a third task ran while the only slot was held")
+	default:
+	}
+	require.Equal(t, 2, d.Stats().Running, "both tasks are running until their results are written")
+
+	release()
+	b.quiesce(ctx, t, e, b.user)
+	rows := b.tree(ctx, t, b.user)
+	require.Equal(t, map[string]int{"completed": 3}, countBy(rows, func(r row) string { return r.Status }))
+	require.EqualValues(t, 3, b.gen.calls.Load(), "each task called the model once")
+	require.True(t, awaitWrite("the third task's work done"), "the third task's result is the only one being written")
 }

@@ -31,7 +31,11 @@ var ErrStop = errors.New("pipeline: stopping")
 
 // DispatcherConfig configures a Dispatcher. Zero values take the defaults.
 type DispatcherConfig struct {
-	// Concurrency is the global number of tasks run at once. Default 50.
+	// Concurrency is the global number of tasks run at once: claimed and
+	// in their hooks and model calls. A task whose work is done gives back
+	// its slot while its result is written; at most Concurrency results
+	// are written at once that way (past that, a task keeps its slot until
+	// its result is written). Default 50.
 	Concurrency int
 	// ClaimBatch is the most tasks claimed for one user in one round trip.
 	// Smaller is fairer, larger is cheaper. Default 10.
@@ -39,7 +43,7 @@ type DispatcherConfig struct {
 	// FairShareFloor is the fewest slots a user may always hold. While
 	// other users have runnable work, a user holds at most
 	// max(FairShareFloor, ceil(Concurrency / active users)) slots, where a
-	// slot is held from the claim until the result is written (a slot
+	// slot is held from the claim until the task's work is done (a slot
 	// blocked on a slow hook or model call counts); a user alone gets every
 	// slot. Default 1.
 	FairShareFloor int
@@ -92,11 +96,16 @@ type Dispatcher struct {
 	running  map[uuid.UUID]*runningTask // task → running state
 	held     map[uuid.UUID]int          // user → slots held (claims in flight and running tasks); no zero entries
 	free     int                        // free slots
+	writing  int                        // tasks writing their result after giving back their slot (at most Concurrency)
 	stopping bool
 
 	wake     chan struct{}
 	claimed  atomic.Int64
 	finished atomic.Int64
+
+	// startedWrite, when a test sets it (InitTestSignals), receives each
+	// startWrite's answer: whether the task gave back its slot.
+	startedWrite chan bool
 
 	workCtx    context.Context //nolint:containedctx // the work context outlives Start and is cancelled by Stop (STYLE rule 29)
 	cancelWork context.CancelCauseFunc
@@ -262,6 +271,29 @@ func (d *Dispatcher) release(user uuid.UUID, n int) {
 	}
 }
 
+// startWrite is called when a task's model work is done and only the write
+// of its result is left: the task gives back its slot, so the next claim
+// need not wait for that write, unless Concurrency results are already
+// being written (then the task keeps its slot until written, which bounds
+// the results held in memory). It reports whether the slot was given back.
+// The task stays in running: its lease is renewed until the write ends.
+func (d *Dispatcher) startWrite(user uuid.UUID) bool {
+	d.mu.Lock()
+	freed := d.writing < d.cfg.Concurrency
+	if freed {
+		d.writing++
+		d.release(user, 1)
+	}
+	d.mu.Unlock()
+	if freed {
+		d.signal()
+	}
+	if d.startedWrite != nil {
+		d.startedWrite <- freed
+	}
+	return freed
+}
+
 // report must be called with d.mu held.
 func (d *Dispatcher) report() {
 	if d.cfg.Observer != nil {
@@ -344,11 +376,16 @@ func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claime
 
 func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Identity, c *Claimed) {
 	start := d.Time.Now()
-	res := d.runner.Run(ctx, id, c)
+	writing := false
+	res := d.runner.run(ctx, id, c, func() { writing = d.startWrite(user) })
 	d.finished.Add(1)
 	d.mu.Lock()
 	delete(d.running, c.Task.ID)
-	d.release(user, 1)
+	if writing {
+		d.writing--
+	} else {
+		d.release(user, 1)
+	}
 	// The user may have more due work (e.g. the successors just created).
 	if !d.stopping && (res.Outcome == OutcomeCompleted || res.Outcome == OutcomeFailed) {
 		if _, ok := d.hints[c.Task.UserID]; !ok {

@@ -17,3 +17,12 @@ func (s *Sweeper) InitTestSignals() SweeperTestSignals {
 	s.testSignals = sweeperTestSignals{kicked: mk(), swept: mk(), folded: mk(), renewed: mk()}
 	return SweeperTestSignals{Kicked: s.testSignals.kicked, Swept: s.testSignals.swept, Folded: s.testSignals.folded, Renewed: s.testSignals.renewed}
 }
+
+// InitTestSignals turns d's test signal on: the returned channel receives,
+// for each task whose work is done, whether it gave back its slot while its
+// result is written. Call it before Start, and receive every value (the
+// channel buffers 100).
+func (d *Dispatcher) InitTestSignals() <-chan bool {
+	d.startedWrite = make(chan bool, 100)
+	return d.startedWrite
+}

@@ -260,6 +260,13 @@ func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, tas
 // Run runs one claimed task to a written outcome. ctx ending (shutdown
 // after the grace period) releases the task back to plan.
 func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Result {
+	return r.run(ctx, id, c, nil)
+}
+
+// run is Run, calling executed (if not nil) when the stage's work (hooks,
+// model calls, validation) is done and only the write of its outcome is
+// left. The dispatcher gives back the task's slot there.
+func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, executed func()) Result {
 	log := r.Logger.With(slog.String("task_id", c.Task.ID.String()))
 	if c.Task.BatchID != nil {
 		log = log.With(slog.String("batch_id", c.Task.BatchID.String()))
@@ -267,6 +274,9 @@ func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Resu
 	res := r.execute(ctx, c, log)
 	if ctx.Err() != nil && res.Outcome == "" {
 		return r.release(id, c, log)
+	}
+	if executed != nil {
+		executed()
 	}
 	return r.write(ctx, id, c, res, log)
 }
