@@ -842,3 +842,58 @@ func TestClaimWarmUpPlansEveryStep(t *testing.T) {
 		require.JSONEq(t, other, out, "the warm-up's claim returns what an empty claim returns")
 	}
 }
+
+// complete_tasks reads its items' templates with a generic plan, made once
+// per connection: planned for each call's ids (a custom plan, as plpgsql
+// keeps making when the generic plan's estimate is higher), it cost about
+// 0.75 ms of planning per call, the templates' row level security
+// included, against 0.05 ms to run.
+func TestCompleteTasksTemplatesPlannedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, user, _ := twoTenants(ctx, t)
+	const tpl = "planned-once-tpl"
+	_, err := pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, user_id) values ($1, 'x', 'k', $2)`, tpl, user)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, prompt_template_id)
+		select 'plan', '{}', $1, 'k', $2 from generate_series(1, 20)`, user, tpl)
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var plans []string
+	conn := explainingConn(ctx, t, pool, func(plan string) {
+		if strings.Contains(plan, "any(tpl_ids)") {
+			mu.Lock()
+			plans = append(plans, plan)
+			mu.Unlock()
+		}
+	}, "")
+	for i := range 8 { // past plpgsql's five custom plans before it weighs a generic one
+		var claimed struct {
+			Tasks []struct {
+				ID uuid.UUID `json:"id"`
+			} `json:"tasks"`
+		}
+		callReading(ctx, t, conn, user, "select public.claim_tasks('planned-once', 300, 2, null, true)", &claimed)
+		require.Len(t, claimed.Tasks, 2)
+		items := make([]map[string]any, len(claimed.Tasks))
+		for j, c := range claimed.Tasks {
+			items[j] = map[string]any{"task_id": c.ID, "output": map[string]any{"n": i}}
+		}
+		var done []completion
+		callReading(ctx, t, conn, user, "select public.complete_tasks('planned-once', $1)", &done, items)
+		require.Equal(t, []completion{{Status: "completed"}, {Status: "completed"}}, done)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, plans, 8, "the plan of the templates' read, once per call, printed by auto_explain")
+	var custom []int
+	for i, p := range plans {
+		if strings.Contains(p, tpl) {
+			custom = append(custom, i+1)
+			continue
+		}
+		require.Regexp(t, `id = ANY \(\$\d+\)`, p, "call %d: the generic plan's lookup by primary key", i+1)
+	}
+	require.Empty(t, custom, "calls whose plan was made for their own template ids")
+}
