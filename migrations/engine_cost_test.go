@@ -897,3 +897,45 @@ func TestCompleteTasksTemplatesPlannedOnce(t *testing.T) {
 	}
 	require.Empty(t, custom, "calls whose plan was made for their own template ids")
 }
+
+// claim_tasks builds its result with a generic plan, made once per
+// connection: planned for each call, as plpgsql kept doing for claims of a
+// task or a few (the generic plan's estimate of ten claimed rows looked
+// dearer than a custom plan's one), its planning was a third of a one-task
+// claim.
+func TestClaimResultPlannedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, user, _ := twoTenants(ctx, t)
+	_, err := pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key)
+		select 'plan', '{}', $1, 'k' from generate_series(1, 20)`, user)
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var plans []string
+	conn := explainingConn(ctx, t, pool, func(plan string) {
+		if strings.Contains(plan, "from unnest(claimed) u") {
+			mu.Lock()
+			plans = append(plans, plan)
+			mu.Unlock()
+		}
+	}, "")
+	for i := range 8 { // past plpgsql's five custom plans before it weighs a generic one
+		var claimed json.RawMessage
+		compact := i%2 == 0
+		callReading(ctx, t, conn, user, "select public.claim_tasks('planned-once', 300, 1, null, $1)", &claimed, compact)
+		require.Contains(t, string(claimed), user.String(), "call %d claimed a task", i+1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, plans, 8, "the plan of the claim's result, once per call, printed by auto_explain")
+	var custom []int
+	for i, p := range plans {
+		if strings.Contains(p, user.String()) {
+			custom = append(custom, i+1)
+			continue
+		}
+		require.Regexp(t, `user_id = \$\d+`, p, "call %d: the generic plan's test of the template's owner", i+1)
+	}
+	require.Empty(t, custom, "calls whose plan was made for their own owner and rows")
+}

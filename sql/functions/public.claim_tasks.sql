@@ -203,13 +203,19 @@ begin
   select coalesce(array_agg(u.r), '{}') into claimed from upd u;
   perform set_config('orchable.counting', '', true);
   if fresh then
-    perform set_config('plan_cache_mode', prev_plan_mode, true),
-            set_config('enable_indexscan', prev_indexscan, true),
+    perform set_config('enable_indexscan', prev_indexscan, true),
             set_config('enable_bitmapscan', prev_bitmapscan, true),
             set_config('enable_seqscan', prev_seqscan, true);
+  else
+    perform set_config('plan_cache_mode', 'force_generic_plan', true);
   end if;
 
-  -- 4. Everything needed to run them.
+  -- 4. Everything needed to run them. A generic plan as well, made once
+  -- per connection (every read is driven by the claimed rows, by primary
+  -- key). Planned for each call, as plpgsql kept doing for claims of a
+  -- few tasks (the generic plan's estimate of ten claimed rows looks
+  -- dearer than a custom plan's one), its planning was a third of a
+  -- one-task claim: 0.53 of 1.7 ms (docs/performance.md, ninth round).
   with upd as (
     select u.* from unnest(claimed) u
   ), tpl as (
@@ -257,6 +263,7 @@ begin
   end,
   (select orchable.count_moves(array_agg(u.batch_id) filter (where u.batch_id is not null), 'plan', 'processing') from upd u)
   into out, counted;
+  perform set_config('plan_cache_mode', prev_plan_mode, true);
   return out;
 end
 $$;
