@@ -146,7 +146,7 @@ func NewMetricsWithStageLabels(stageLabels int) *Metrics {
 		}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "dispatcher_running",
-			Help: "Tasks the dispatcher is running.",
+			Help: "Tasks the dispatcher is running: claimed, and not yet written (a task whose result is being written has given back its slot, so this may exceed WORKER_CONCURRENCY, up to twice it).",
 		}),
 		claimFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "claim_failures_total",
