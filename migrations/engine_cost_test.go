@@ -843,6 +843,40 @@ func TestClaimWarmUpPlansEveryStep(t *testing.T) {
 	}
 }
 
+// plannedForTheirValues runs call(conn, i) eight times on one explaining
+// connection (past the five custom plans plpgsql makes before it weighs a
+// generic one), reads the plan of the nested statement whose text contains
+// match in each call, and returns the calls whose plan was made for that
+// call's values (it shows literal); the others must show generic, a pattern
+// of the generic plan.
+func plannedForTheirValues(ctx context.Context, t *testing.T, pool *pgxpool.Pool, match, literal, generic string, call func(conn *pgx.Conn, i int)) []int {
+	t.Helper()
+	var mu sync.Mutex
+	var plans []string
+	conn := explainingConn(ctx, t, pool, func(plan string) {
+		if strings.Contains(plan, match) {
+			mu.Lock()
+			plans = append(plans, plan)
+			mu.Unlock()
+		}
+	}, "")
+	for i := range 8 {
+		call(conn, i)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, plans, 8, "the statement's plan, once per call, printed by auto_explain")
+	var custom []int
+	for i, p := range plans {
+		if strings.Contains(p, literal) {
+			custom = append(custom, i+1)
+			continue
+		}
+		require.Regexp(t, generic, p, "call %d: the generic plan", i+1)
+	}
+	return custom
+}
+
 // complete_tasks reads its items' templates with a generic plan, made once
 // per connection: planned for each call's ids (a custom plan, as plpgsql
 // keeps making when the generic plan's estimate is higher), it cost about
@@ -859,16 +893,7 @@ func TestCompleteTasksTemplatesPlannedOnce(t *testing.T) {
 		select 'plan', '{}', $1, 'k', $2 from generate_series(1, 20)`, user, tpl)
 	require.NoError(t, err)
 
-	var mu sync.Mutex
-	var plans []string
-	conn := explainingConn(ctx, t, pool, func(plan string) {
-		if strings.Contains(plan, "any(tpl_ids)") {
-			mu.Lock()
-			plans = append(plans, plan)
-			mu.Unlock()
-		}
-	}, "")
-	for i := range 8 { // past plpgsql's five custom plans before it weighs a generic one
+	custom := plannedForTheirValues(ctx, t, pool, "any(tpl_ids)", tpl, `id = ANY \(\$\d+\)`, func(conn *pgx.Conn, i int) {
 		var claimed struct {
 			Tasks []struct {
 				ID uuid.UUID `json:"id"`
@@ -883,19 +908,8 @@ func TestCompleteTasksTemplatesPlannedOnce(t *testing.T) {
 		var done []completion
 		callReading(ctx, t, conn, user, "select public.complete_tasks('planned-once', $1)", &done, items)
 		require.Equal(t, []completion{{Status: "completed"}, {Status: "completed"}}, done)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	require.Len(t, plans, 8, "the plan of the templates' read, once per call, printed by auto_explain")
-	var custom []int
-	for i, p := range plans {
-		if strings.Contains(p, tpl) {
-			custom = append(custom, i+1)
-			continue
-		}
-		require.Regexp(t, `id = ANY \(\$\d+\)`, p, "call %d: the generic plan's lookup by primary key", i+1)
-	}
-	require.Empty(t, custom, "calls whose plan was made for their own template ids")
+	})
+	require.Empty(t, custom, "calls whose plan of the templates' read was made for their own template ids")
 }
 
 // claim_tasks builds its result with a generic plan, made once per
@@ -911,31 +925,10 @@ func TestClaimResultPlannedOnce(t *testing.T) {
 		select 'plan', '{}', $1, 'k' from generate_series(1, 20)`, user)
 	require.NoError(t, err)
 
-	var mu sync.Mutex
-	var plans []string
-	conn := explainingConn(ctx, t, pool, func(plan string) {
-		if strings.Contains(plan, "from unnest(claimed) u") {
-			mu.Lock()
-			plans = append(plans, plan)
-			mu.Unlock()
-		}
-	}, "")
-	for i := range 8 { // past plpgsql's five custom plans before it weighs a generic one
+	custom := plannedForTheirValues(ctx, t, pool, "from unnest(claimed) u", user.String(), `user_id = \$\d+`, func(conn *pgx.Conn, i int) {
 		var claimed json.RawMessage
-		compact := i%2 == 0
-		callReading(ctx, t, conn, user, "select public.claim_tasks('planned-once', 300, 1, null, $1)", &claimed, compact)
+		callReading(ctx, t, conn, user, "select public.claim_tasks('planned-once', 300, 1, null, $1)", &claimed, i%2 == 0)
 		require.Contains(t, string(claimed), user.String(), "call %d claimed a task", i+1)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	require.Len(t, plans, 8, "the plan of the claim's result, once per call, printed by auto_explain")
-	var custom []int
-	for i, p := range plans {
-		if strings.Contains(p, user.String()) {
-			custom = append(custom, i+1)
-			continue
-		}
-		require.Regexp(t, `user_id = \$\d+`, p, "call %d: the generic plan's test of the template's owner", i+1)
-	}
-	require.Empty(t, custom, "calls whose plan was made for their own owner and rows")
+	})
+	require.Empty(t, custom, "calls whose plan of the claim's result was made for their own owner and rows")
 }
