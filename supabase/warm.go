@@ -149,8 +149,16 @@ func (w *warmStatements) warmConn(ctx context.Context, c *pgx.Conn) error {
 		return fmt.Errorf("error warming a connection: %w", err)
 	}
 	defer func() { _, _ = c.Exec(context.WithoutCancel(ctx), "rollback") }()
-	if _, err := c.Prepare(ctx, "commit", "commit"); err != nil {
-		return fmt.Errorf("error warming a connection: %w", err)
+	// Only where pgx prepares statements itself: through a transaction
+	// pooler (ParsePoolConfig turns the statement cache off) a named
+	// statement would live on one server connection while the client
+	// connection's later commits, which pgx then sends by that name, run on
+	// others ("prepared statement … does not exist": every commit of the
+	// connection failed; TestWarmThroughATransactionPoolerPreparesNothing).
+	if c.Config().StatementCacheCapacity > 0 {
+		if _, err := c.Prepare(ctx, "commit", "commit"); err != nil {
+			return fmt.Errorf("error warming a connection: %w", err)
+		}
 	}
 	for _, call := range w.calls {
 		if _, err := c.Exec(ctx, "savepoint warm"); err != nil {

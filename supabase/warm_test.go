@@ -133,3 +133,29 @@ func TestWarmFails(t *testing.T) {
 		require.ErrorContains(t, supabase.NewDirect(pool, nil).Warm(ctx, 2), "failed to connect")
 	})
 }
+
+// Through a transaction pooler every statement is unnamed (ParsePoolConfig
+// turns pgx's statement cache off), and Warm must not name one either: a
+// named statement lives on one server connection, while the client
+// connection's later transactions run on others, where pgx would send their
+// commit by that name and fail ("prepared statement … does not exist": the
+// transaction-pooler end-to-end test failed that way when Warm prepared the
+// commit). Here the pool reaches PostgreSQL directly, configured as for a
+// transaction pooler.
+func TestWarmThroughATransactionPoolerPreparesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cfg, err := supabase.ParsePoolConfig(dbtest.URL(t), supabase.PoolerTransaction)
+	require.NoError(t, err)
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	require.NoError(t, supabase.NewDirect(pool, nil).Warm(ctx, 1))
+	var prepared []string
+	rows, err := pool.Query(ctx, "select statement from pg_prepared_statements")
+	require.NoError(t, err)
+	prepared, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Empty(t, prepared, "statements Warm left prepared on a connection of a transaction pooler")
+}
