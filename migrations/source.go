@@ -25,6 +25,10 @@ type FunctionDef struct {
 	Key string
 	// Name is schema.name.
 	Name string
+	// Returns is the return type as written after RETURNS, normalised
+	// (lower case, single spaces): a change of it alone cannot be made
+	// with create or replace.
+	Returns string
 	// SQL is the statement as written, without its trailing semicolon.
 	SQL string
 	// Origin is the migration or source file it comes from.
@@ -52,7 +56,8 @@ func LatestFunctions(all []Migration) (map[string]FunctionDef, error) {
 					return nil, fmt.Errorf("%s: cannot read the arguments of %s", m.File, name)
 				}
 				key := name + "(" + strings.Join(argTypes(args, true), ",") + ")"
-				out[key] = FunctionDef{Key: key, Name: name, SQL: stmt, Origin: m.File}
+				returns := returnType(body[c[1]-1+len(args)+2:])
+				out[key] = FunctionDef{Key: key, Name: name, Returns: returns, SQL: stmt, Origin: m.File}
 				continue
 			}
 			if d := dropFnRE.FindStringSubmatchIndex(body); d != nil {
@@ -150,6 +155,35 @@ func argList(s string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// returnKeywordRE is where a RETURNS clause ends: the next clause of a
+// create function statement.
+var returnKeywordRE = regexp.MustCompile(`(?i)^(language|as|immutable|stable|volatile|set|security|strict|called|parallel|cost|rows|leakproof|not|window|support|transform|external)\b`)
+
+// returnType reads the type of the RETURNS clause at the start of s (what
+// follows the argument list), normalised; "" when there is none.
+func returnType(s string) string {
+	s = strings.TrimLeft(s, " \t\r\n")
+	if len(s) < len("returns") || !strings.EqualFold(s[:len("returns")], "returns") {
+		return ""
+	}
+	s = s[len("returns"):]
+	var b strings.Builder
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		if depth == 0 && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t' || s[i-1] == '\n' || s[i-1] == '\r') && returnKeywordRE.MatchString(s[i:]) {
+			break
+		}
+		switch s[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		}
+		b.WriteByte(s[i])
+	}
+	return strings.ToLower(strings.TrimSpace(spaceRE.ReplaceAllString(b.String(), " ")))
 }
 
 var typeSynonyms = map[string]string{ //nolint:gochecknoglobals // a lookup table

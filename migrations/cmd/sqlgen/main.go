@@ -104,6 +104,13 @@ func run(args []string) error {
 	for _, k := range dropped {
 		fmt.Fprintf(&b, "\ndrop function if exists %s;\n", k)
 	}
+	// A changed return type cannot be made with create or replace: the
+	// function is dropped and created again (its grants follow it).
+	for _, k := range changed {
+		if l, ok := latest[k]; ok && l.Returns != sources[k].Returns {
+			fmt.Fprintf(&b, "\ndrop function if exists %s; -- returns %s, was %s\n", k, sources[k].Returns, l.Returns)
+		}
+	}
 	for _, k := range changed {
 		s := sources[k]
 		fmt.Fprintf(&b, "\n%s;\n\n%s", strings.TrimSpace(s.SQL), migrations.GrantSQL(k, grants[s.Name]))

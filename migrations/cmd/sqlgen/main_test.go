@@ -56,6 +56,34 @@ create or replace function public.f(p_a integer, p_b integer default 2) returns 
 	require.NotContains(t, text, "orchable.g", "an unchanged function is not repeated")
 	require.NoError(t, run([]string{"-root", root, "-check"}))
 
+	// A new return type alone: create or replace cannot change it, so the
+	// function is dropped first.
+	write(filepath.Join(root, "sql", "functions", "public.f.sql"), `-- f widens.
+create or replace function public.f(p_a integer, p_b integer default 2) returns bigint
+  language sql as $$ select p_a::bigint * p_b $$;
+`)
+	require.NoError(t, run([]string{"-root", root, "-name", "widen_f"}))
+	entries, _ = os.ReadDir(mig)
+	require.Len(t, entries, 3)
+	gen, err = os.ReadFile(filepath.Join(mig, entries[2].Name()))
+	require.NoError(t, err)
+	text = string(gen)
+	drop := strings.Index(text, "drop function if exists public.f(integer,integer);")
+	create := strings.Index(text, "create or replace function public.f(")
+	require.True(t, drop >= 0 && drop < create, "dropped before it is created again:\n%s", text)
+	require.Contains(t, text, "grant execute on function public.f(integer,integer) to authenticated, service_role;")
+	require.NoError(t, run([]string{"-root", root, "-check"}))
+
+	// A body change alone is not dropped (its grants and dependants stay).
+	write(filepath.Join(root, "sql", "functions", "orchable.g.sql"), `create or replace function orchable.g() returns trigger
+  language plpgsql as $$ begin return old; end $$;
+`)
+	require.NoError(t, run([]string{"-root", root, "-name", "g_old"}))
+	entries, _ = os.ReadDir(mig)
+	gen, err = os.ReadFile(filepath.Join(mig, entries[3].Name()))
+	require.NoError(t, err)
+	require.NotContains(t, string(gen), "drop function")
+
 	// A function without a grants line is refused.
 	write(filepath.Join(root, "sql", "functions", "public.h.sql"), "create or replace function public.h() returns int language sql as $$ select 1 $$;\n")
 	err = run([]string{"-root", root})
