@@ -171,7 +171,7 @@ func returnType(s string) string {
 	s = s[len("returns"):]
 	var b strings.Builder
 	depth := 0
-	for i := 0; i < len(s); i++ {
+	for i := range len(s) {
 		if depth == 0 && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t' || s[i-1] == '\n' || s[i-1] == '\r') && returnKeywordRE.MatchString(s[i:]) {
 			break
 		}
