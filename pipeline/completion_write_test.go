@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,24 +11,30 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orchable/orchable/baseservice/baseservicetest"
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
 	"github.com/orchable/orchable/supabase"
 )
 
-// failingWrites is a DB whose completion writes fail (as a statement timeout
-// would on a real project) while failures lasts.
+// failingWrites is a DB whose completion writes fail while failures lasts:
+// with a statement timeout, as on a real project under load, or, when
+// unavailable is set, as while the database restarts.
 type failingWrites struct {
 	supabase.DB
 
-	failures atomic.Int64
-	writes   atomic.Int64
+	unavailable bool
+	failures    atomic.Int64
+	writes      atomic.Int64
 }
 
 func (f *failingWrites) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
 	if fn == "complete_task" || fn == "complete_tasks" {
 		f.writes.Add(1)
 		if f.failures.Add(-1) >= 0 {
+			if f.unavailable {
+				return supabase.NewError("57P03", "the database system is starting up", "", "", true)
+			}
 			return supabase.NewError("57014", "canceling statement due to statement timeout", "", "", true)
 		}
 	}
@@ -37,16 +44,27 @@ func (f *failingWrites) RPC(ctx context.Context, id supabase.Identity, fn string
 // TestCompletionWriteFailureNeverCallsTheModelAgain: a valid answer whose
 // completion cannot be written is written again, and when that cannot
 // succeed the task fails with the reason; the model is called once either
-// way (before, the lease expired and the task ran the model again).
+// way (before, the lease expired and the task ran the model again). While
+// the database is unavailable (a restart: 57P03), the writes go on for as
+// long as a lease lasts, so a restart longer than four attempts' pauses
+// (1.4 s) loses no answer; they end with the lease. The runner's clock is
+// fake: its pauses take no real time.
 func TestCompletionWriteFailureNeverCallsTheModelAgain(t *testing.T) {
 	t.Parallel()
+	const lease = time.Minute
 	for _, tt := range []struct {
-		name         string
-		givenFails   int64
-		expectStatus string
+		name             string
+		givenUnavailable bool
+		givenFails       int64
+		expectStatus     string
+		expectWrites     int64
 	}{
-		{"WrittenOnRetry", 2, "completed"},
-		{"NeverWritable", 1 << 30, "failed"},
+		{"WrittenOnRetry", false, 2, "completed", 3},
+		{"NeverWritable", false, 1 << 30, "failed", 4},
+		{"UnavailableLongerThanFourAttempts", true, 8, "completed", 9},
+		// Pauses of 0.2, 0.4, …, 3.2 s, then 5 s: the last write that
+		// starts within the lease is the 16th.
+		{"UnavailableForAWholeLease", true, 1 << 30, "failed", 16},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -56,10 +74,11 @@ func TestCompletionWriteFailureNeverCallsTheModelAgain(t *testing.T) {
 			b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "FAKE echo valid", cfg: map[string]any{"cardinality": "1:1"}})
 			b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 1})
 
-			db := &failingWrites{DB: b.db}
+			db := &failingWrites{DB: b.db, unavailable: tt.givenUnavailable}
 			db.failures.Store(tt.givenFails)
 			e := &engine{finished: make(chan pipeline.Result, 16)}
-			r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "cw-" + p}, db, b.gen)
+			clock := baseservicetest.NewFakeClock(testStart())
+			r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "cw-" + p, LeaseDuration: lease, Archetype: clock.Archetype(nil)}, db, b.gen)
 			d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, ClaimBatch: 1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
 			d.Start(ctx)
 			t.Cleanup(func() { _ = d.Stop(context.Background()) })
@@ -70,10 +89,15 @@ func TestCompletionWriteFailureNeverCallsTheModelAgain(t *testing.T) {
 			require.Len(t, rows, 1)
 			require.Equal(t, tt.expectStatus, rows[0].Status, rows[0].ErrorMessage)
 			require.EqualValues(t, 1, b.gen.calls.Load(), "the model is called once for an answer that was valid")
+			require.Equal(t, tt.expectWrites, db.writes.Load(), "writes of the completion")
 			if tt.expectStatus == "failed" {
 				require.Contains(t, rows[0].ErrorMessage, "output was valid but could not be written")
-				require.Contains(t, rows[0].ErrorMessage, "57014")
-				require.EqualValues(t, 4, db.writes.Load(), "the write is tried four times")
+				require.Contains(t, rows[0].ErrorMessage, fmt.Sprintf("after %d attempts", tt.expectWrites))
+				if tt.givenUnavailable {
+					require.Contains(t, rows[0].ErrorMessage, "57P03")
+				} else {
+					require.Contains(t, rows[0].ErrorMessage, "57014")
+				}
 			} else {
 				require.JSONEq(t, `{"value":"valid"}`, string(rows[0].Output))
 			}

@@ -499,8 +499,9 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 			"p_usage":   usage,
 		}
 		out := r.completer.complete(wctx, id, c.Task.UserID, args)
+		attempts := 1
 		if out.err != nil {
-			out = r.retryCompletion(ctx, id, args, out, log)
+			out, attempts = r.retryCompletion(ctx, id, args, out, log)
 		}
 		if err := out.err; err != nil {
 			// The output was valid but cannot be written: fail the task with
@@ -508,7 +509,7 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 			// the model again for an answer we already had.
 			log.ErrorContext(ctx, "pipeline: error completing task; failing it", slog.String("error", err.Error()))
 			msg := fmt.Sprintf("the model's output was valid but could not be written after %d attempts (%v); "+
-				"the task was failed instead of calling the model again: retry it to run it again", completeWriteAttempts, err)
+				"the task was failed instead of calling the model again: retry it to run it again", attempts, err)
 			fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
 			defer fcancel()
 			fargs := map[string]any{
@@ -557,26 +558,48 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 
 // completeWriteAttempts is how many times a completion is written before the
 // task is failed instead (complete_task is idempotent: a repeat of a write
-// that did commit answers duplicate=true).
+// that did commit answers duplicate=true), unless the database was
+// unavailable (see retryCompletion).
 const completeWriteAttempts = 4
+
+// maxWritePause caps the pause between two writes of one completion.
+const maxWritePause = 5 * time.Second
 
 // retryCompletion writes a completion whose first write failed again, alone
 // (complete_task), each attempt with its own WriteTimeout and a growing pause
-// (200ms, 400ms, …). Shutdown does not cut it short: the output is paid for.
+// (200ms, 400ms, … up to 5s), and returns the last result and the attempts
+// made. Shutdown does not cut the first completeWriteAttempts short: the
+// output is paid for. While the database is unavailable (a restart or a
+// failover: supabase.ErrUnavailable), it goes on for as long as a lease
+// lasts from the first failure, so the answer is written when the database
+// is back rather than the task failed; shutdown (ctx done) ends that part.
 func (r *Runner) retryCompletion(ctx context.Context, id supabase.Identity, args map[string]any,
 	out completionResult, log *slog.Logger,
-) completionResult {
+) (completionResult, int) {
 	pause := 200 * time.Millisecond
-	for attempt := 2; attempt <= completeWriteAttempts && out.err != nil; attempt++ {
+	deadline := r.Time.Now().Add(r.cfg.LeaseDuration)
+	attempt := 1
+	for out.err != nil {
+		if attempt >= completeWriteAttempts &&
+			(!errors.Is(out.err, supabase.ErrUnavailable) || ctx.Err() != nil || !r.Time.Now().Add(pause).Before(deadline)) {
+			break
+		}
+		attempt++
 		log.WarnContext(ctx, "pipeline: error completing task; writing it again",
 			slog.String("error", out.err.Error()), slog.Int("attempt", attempt))
-		_ = r.Time.Sleep(context.WithoutCancel(ctx), pause) // cannot fail: not cancellable
-		pause *= 2
+		sleepCtx := context.WithoutCancel(ctx)
+		if attempt > completeWriteAttempts {
+			sleepCtx = ctx
+		}
+		if err := r.Time.Sleep(sleepCtx, pause); err != nil {
+			break // shutdown during a pause past the first attempts
+		}
+		pause = min(pause*2, maxWritePause)
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
 		out = r.completer.single(wctx, id, args)
 		cancel()
 	}
-	return out
+	return out, attempt
 }
 
 func (r *Runner) release(id supabase.Identity, c *Claimed, log *slog.Logger) Result {

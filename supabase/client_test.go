@@ -111,6 +111,12 @@ func TestClientErrorDecoding(t *testing.T) {
 			nil,
 		},
 		{
+			"StartingUp500", http.StatusInternalServerError, jsonCT, pgrstBody("57P03", "the database system is starting up"),
+			"57P03", "the database system is starting up", "",
+			[]error{supabase.ErrUnavailable},
+			[]error{supabase.ErrBadRequest},
+		},
+		{
 			"HTML500NotTransient", http.StatusInternalServerError, "text/html", "<h1>oops</h1>",
 			"", "Internal Server Error", "<h1>oops</h1>", nil,
 			[]error{supabase.ErrUnavailable},

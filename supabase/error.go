@@ -120,9 +120,13 @@ func (e *Error) Is(target error) bool {
 	case ErrTimeout:
 		return c == "57014"
 	case ErrUnavailable:
+		// 57P01-57P03: the server is shutting down, crashed or starting up
+		// (a restart, a failover). PostgREST answers 500 for the last two,
+		// but the call may succeed once the server is back.
 		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusBadGateway ||
 			e.Status == http.StatusGatewayTimeout ||
-			c == "PGRST000" || c == "PGRST001" || c == "PGRST002" || c == "PGRST003"
+			c == "PGRST000" || c == "PGRST001" || c == "PGRST002" || c == "PGRST003" ||
+			c == "57P01" || c == "57P02" || c == "57P03"
 	}
 	return false
 }
