@@ -503,6 +503,14 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 		if out.err != nil {
 			out, attempts = r.retryCompletion(ctx, id, args, out, log)
 		}
+		if err := out.err; errors.Is(err, supabase.ErrUnavailable) {
+			// The database stayed unavailable for a whole lease (or the
+			// service is stopping): the task is not failed for that. Its
+			// lease expires and it runs again.
+			log.ErrorContext(ctx, "pipeline: the database stayed unavailable; the task's lease will expire and it will run again",
+				slog.String("error", err.Error()), slog.Int("attempts", attempts))
+			return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
+		}
 		if err := out.err; err != nil {
 			// The output was valid but cannot be written: fail the task with
 			// that reason rather than let its lease expire, which would run
@@ -572,7 +580,8 @@ const maxWritePause = 5 * time.Second
 // output is paid for. While the database is unavailable (a restart or a
 // failover: supabase.ErrUnavailable), it goes on for as long as a lease
 // lasts from the first failure, so the answer is written when the database
-// is back rather than the task failed; shutdown (ctx done) ends that part.
+// is back; shutdown (ctx done) ends that part, and the caller then leaves
+// the task to its lease rather than failing it.
 func (r *Runner) retryCompletion(ctx context.Context, id supabase.Identity, args map[string]any,
 	out completionResult, log *slog.Logger,
 ) (completionResult, int) {
