@@ -138,15 +138,24 @@ func (f *heldWrites) RPC(ctx context.Context, id supabase.Identity, fn string, a
 }
 
 // announcingModel announces each model call on called, then answers as its
-// Generator does.
+// Generator does; the third call first waits for third to close.
 type announcingModel struct {
 	pipeline.Generator
 
 	called chan struct{}
+	third  chan struct{}
+	calls  *atomic.Int64
 }
 
 func (m announcingModel) Generate(ctx context.Context, req model.Request) (model.Response, error) {
 	m.called <- struct{}{}
+	if m.calls.Add(1) == 3 {
+		select {
+		case <-m.third:
+		case <-ctx.Done():
+			return model.Response{}, context.Cause(ctx)
+		}
+	}
 	return m.Generator.Generate(ctx, req)
 }
 
@@ -164,7 +173,7 @@ func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
 	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 1}, map[string]any{"n": 2}, map[string]any{"n": 3})
 
 	db := &heldWrites{DB: b.db, started: make(chan struct{}, 10), release: make(chan struct{})}
-	gen := announcingModel{Generator: b.gen, called: make(chan struct{}, 10)}
+	gen := announcingModel{Generator: b.gen, called: make(chan struct{}, 10), third: make(chan struct{}), calls: new(atomic.Int64)}
 	e := &engine{finished: make(chan pipeline.Result, 16)}
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "sw-" + p}, db, gen)
 	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimBatch: 1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
@@ -210,10 +219,22 @@ func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
 	}
 	require.Equal(t, 2, d.Stats().Running, "both tasks are running until their results are written")
 
+	// Both writes end; the third task, which takes the second one's slot,
+	// waits in its model call until both have finished (their slots and
+	// write counts given back), so what it sees does not depend on which
+	// goroutine runs first.
 	release()
+	for range 2 {
+		select {
+		case <-e.finished:
+		case <-deadline:
+			t.Fatal("never happened: the first two tasks finished")
+		}
+	}
+	close(gen.third)
+	require.True(t, awaitWrite("the third task's work done"), "the third task's result is the only one being written")
 	b.quiesce(ctx, t, e, b.user)
 	rows := b.tree(ctx, t, b.user)
 	require.Equal(t, map[string]int{"completed": 3}, countBy(rows, func(r row) string { return r.Status }))
 	require.EqualValues(t, 3, b.gen.calls.Load(), "each task called the model once")
-	require.True(t, awaitWrite("the third task's work done"), "the third task's result is the only one being written")
 }

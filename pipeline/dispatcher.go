@@ -284,12 +284,15 @@ func (d *Dispatcher) startWrite(user uuid.UUID) bool {
 		d.writing++
 		d.release(user, 1)
 	}
+	if d.startedWrite != nil {
+		// Sent under the lock (the channel is buffered), so the test sees
+		// the hand-overs in the order they happened: sent after Unlock, a
+		// task that took the freed slot could report its own first.
+		d.startedWrite <- freed
+	}
 	d.mu.Unlock()
 	if freed {
 		d.signal()
-	}
-	if d.startedWrite != nil {
-		d.startedWrite <- freed
 	}
 	return freed
 }
