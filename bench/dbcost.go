@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,7 +53,11 @@ type dbCost struct {
 	// CPUNA says why they are missing ("" when measured).
 	DBCPU, ServerCPU time.Duration
 	CPUNA            string
-	WAL              int64
+	// ProcCPU is the bench process's own CPU (user and system) in the
+	// window: the engine's (or River's client's) goroutines, plus the
+	// meter's sampler, which both runs share.
+	ProcCPU time.Duration
+	WAL     int64
 	// DBWAL is the bench database's own WAL records (pg_waldump); WALNA
 	// says why it is missing.
 	DBWAL walSum
@@ -98,6 +103,7 @@ type costMeter struct {
 	start     time.Time
 	startLSN  string
 	startSrv  time.Duration
+	startProc time.Duration
 	tables0   map[string]tableWrites
 	stopCh    chan struct{}
 	done      chan struct{}
@@ -160,7 +166,7 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 		_ = conn.Close(ctx)
 		return nil, fmt.Errorf("error reading the WAL position: %w", err)
 	}
-	m.start = time.Now()
+	m.start, m.startProc = time.Now(), processCPU()
 	if err := m.sample(ctx); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
@@ -253,7 +259,7 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 	defer m.conn.Close(context.WithoutCancel(ctx))
 	close(m.stopCh)
 	<-m.done
-	c := dbCost{Wall: time.Since(m.start)}
+	c := dbCost{Wall: time.Since(m.start), ProcCPU: processCPU() - m.startProc}
 	if err := m.sample(ctx); err != nil {
 		return c, err
 	}
@@ -528,6 +534,16 @@ func bootTime() (time.Time, error) {
 	return time.Time{}, errors.New("/proc/stat: no btime")
 }
 
+// processCPU is the CPU (user and system) this process has used so far, 0
+// if it cannot be read.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // serverCPU is the CPU used so far by the postmaster, its live children and
 // (cutime+cstime) its exited children.
 func serverCPU(pm int) (time.Duration, error) {
@@ -603,6 +619,12 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 		{
 			Name: "server CPU/task, all postgres processes, " + label, Unit: "ms", Note: cpuNA,
 			Value: ms(orch.ServerCPU) / float64(max(nOrch, 1)), Baseline: ms(r.ServerCPU) / float64(max(nRiver, 1)), BaselineName: base,
+		},
+		{
+			// The client side of the same window: orchable's engine, River's
+			// client (and the meter's sampler in both).
+			Name: "bench process CPU/task (engine; River's client), " + label, Unit: "µs",
+			Value: 1000 * ms(orch.ProcCPU) / float64(max(nOrch, 1)), Baseline: 1000 * ms(r.ProcCPU) / float64(max(nRiver, 1)), BaselineName: base,
 		},
 		{
 			Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: walNA,
