@@ -109,7 +109,8 @@ type Dispatcher struct {
 
 	workCtx    context.Context //nolint:containedctx // the work context outlives Start and is cancelled by Stop (STYLE rule 29)
 	cancelWork context.CancelCauseFunc
-	wg         sync.WaitGroup
+	wg         sync.WaitGroup // claims and tasks
+	workers    *workers       // the goroutines they run on
 	loopDone   chan struct{}
 }
 
@@ -137,6 +138,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 		held:     map[uuid.UUID]int{},
 		free:     c.Concurrency,
 		wake:     make(chan struct{}, 1),
+		workers:  newWorkers(),
 		loopDone: make(chan struct{}),
 	})
 }
@@ -197,10 +199,12 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 		d.cancelWork(ErrStop)
+		d.workers.stop()
 		return nil
 	case <-ctx.Done():
 		d.cancelWork(ErrStop)
 		<-done
+		d.workers.stop()
 		return fmt.Errorf("pipeline: grace period over, released unfinished tasks: %w", ctx.Err())
 	}
 }
@@ -235,7 +239,7 @@ func (d *Dispatcher) loop() {
 			d.free -= n
 			d.held[user] += n
 			d.wg.Add(1)
-			go d.claimAndRun(user, gen, n)
+			d.workers.run(func() { d.claimAndRun(user, gen, n) })
 		}
 		d.report()
 		d.mu.Unlock()
@@ -361,10 +365,11 @@ func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n int) {
 	}
 	for i := 1; i < len(claimed); i++ {
 		d.wg.Add(1)
-		go func(c *Claimed) {
+		c := &claimed[i]
+		d.workers.run(func() {
 			defer d.wg.Done()
 			d.runOne(ctx, user, id, c)
-		}(&claimed[i])
+		})
 	}
 	d.runOne(ctx, user, id, &claimed[0])
 }
