@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -405,9 +406,18 @@ func (c *completionClock) RPC(ctx context.Context, id supabase.Identity, fn stri
 	var tasks []any
 	if fn == "complete_task" {
 		tasks = []any{a["p_task_id"]}
-	} else if items, ok := a["p_items"].([]map[string]any); ok {
+	} else {
+		// The items as the database receives them (the engine's own item
+		// type is its business).
+		var items []struct {
+			TaskID uuid.UUID `json:"task_id"`
+		}
+		b, _ := json.Marshal(a["p_items"])
+		if err := json.Unmarshal(b, &items); err != nil {
+			return fmt.Errorf("bench: reading complete_tasks' items: %w", err)
+		}
 		for _, it := range items {
-			tasks = append(tasks, it["task_id"])
+			tasks = append(tasks, it.TaskID)
 		}
 	}
 	c.mu.Lock()

@@ -36,6 +36,14 @@ type completion struct {
 	done chan completionResult
 }
 
+// completionItem is one item of complete_tasks' p_items: a completion's
+// complete_task arguments.
+type completionItem struct {
+	TaskID any `json:"task_id"`
+	Output any `json:"output"`
+	Usage  any `json:"usage"`
+}
+
 type completionResult struct {
 	Status string
 	Error  string
@@ -90,9 +98,9 @@ func (c *completer) write(batch []*completion) {
 		r.done <- c.single(r.ctx, r.id, r.args)
 		return
 	}
-	items := make([]map[string]any, len(batch))
+	items := make([]completionItem, len(batch))
 	for i, r := range batch {
-		items[i] = map[string]any{"task_id": r.args["p_task_id"], "output": r.args["p_output"], "usage": r.args["p_usage"]}
+		items[i] = completionItem{TaskID: r.args["p_task_id"], Output: r.args["p_output"], Usage: r.args["p_usage"]}
 	}
 	var results []json.RawMessage
 	ctx := batch[0].ctx

@@ -1,0 +1,51 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/model"
+)
+
+// TestCompletionUsageJSON pins p_usage as complete_one reads it: every key
+// by its name, and the optional ones left out when empty (read as null).
+func TestCompletionUsageJSON(t *testing.T) {
+	t.Parallel()
+
+	t.Run("every field", func(t *testing.T) {
+		t.Parallel()
+		resp := model.Response{
+			Usage:        model.Usage{PromptTokens: 10, CandidatesTokens: 4, ThoughtsTokens: 2, TotalTokens: 16},
+			ModelVersion: "v-1", ResponseID: "resp-1", KeyID: "6f9619ff-8b86-d011-b42d-00cf4fc964ff",
+			Model: "gemini-b", FallbackFrom: []string{"gemini-a"},
+		}
+		res := Result{
+			Regenerations: 1, Priced: true, CostUSD: 0.0000123456789,
+			Billed: model.Usage{PromptTokens: 20, CachedTokens: 5, CandidatesTokens: 8, ThoughtsTokens: 3, ToolUsePromptTokens: 1, TotalTokens: 32},
+		}
+		b, err := json.Marshal(usageArgs(resp, res, []string{"pre_process"}))
+		require.NoError(t, err)
+		require.JSONEq(t, `{
+			"prompt_token_count": 10, "candidates_token_count": 4, "thoughts_token_count": 2, "total_token_count": 16,
+			"model_id": "gemini-b", "model_version": "v-1", "response_id": "resp-1", "regenerations": 1,
+			"api_key_id": "6f9619ff-8b86-d011-b42d-00cf4fc964ff", "fallback_from": ["gemini-a"], "hooks_ignored": ["pre_process"],
+			"usage": {"prompt_token_count": 20, "cached_content_token_count": 5, "candidates_token_count": 8,
+			          "thoughts_token_count": 3, "tool_use_prompt_token_count": 1, "total_token_count": 32,
+			          "calls": 2, "estimated_cost_usd": 0.000012346}}`, string(b))
+	})
+
+	t.Run("optional fields empty", func(t *testing.T) {
+		t.Parallel()
+		// An operator key's id is not a uuid (api_key_id is a uuid column),
+		// and an unpriced model has no cost.
+		b, err := json.Marshal(usageArgs(model.Response{KeyID: "pool:0"}, Result{}, nil))
+		require.NoError(t, err)
+		require.JSONEq(t, `{
+			"prompt_token_count": 0, "candidates_token_count": 0, "thoughts_token_count": 0, "total_token_count": 0,
+			"regenerations": 0,
+			"usage": {"prompt_token_count": 0, "cached_content_token_count": 0, "candidates_token_count": 0,
+			          "thoughts_token_count": 0, "tool_use_prompt_token_count": 0, "total_token_count": 0, "calls": 1}}`, string(b))
+	})
+}
