@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +70,17 @@ type Template struct {
 	// UserID is the template's author. A task may run another user's
 	// public template, but never that author's hooks (SPEC §14).
 	UserID *uuid.UUID `json:"user_id"`
+
+	// settings are DefaultAISettings resolved once for the tasks of one
+	// claim that have no settings of their own (nil: resolved per task).
+	settings *templateSettings
+}
+
+// templateSettings is a template's model settings, resolved on first use.
+type templateSettings struct {
+	once sync.Once
+	s    model.Settings
+	err  error
 }
 
 // Batch holds the task_batches columns the runner reads.
@@ -241,6 +253,10 @@ func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, tas
 	if err := r.db.RPC(ctx, id, "claim_tasks", args, &out); err != nil {
 		return nil, fmt.Errorf("error claiming tasks: %w", err)
 	}
+	for id, tpl := range out.Templates {
+		tpl.settings = &templateSettings{}
+		out.Templates[id] = tpl
+	}
 	claimed := make([]Claimed, len(out.Tasks))
 	for i, t := range out.Tasks {
 		claimed[i].Task = t
@@ -314,7 +330,7 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log func() *slog.Logge
 	if len(c.Task.Extra) > 0 {
 		_ = json.Unmarshal(c.Task.Extra, &extra) // extra is free-form; unknown shapes are ignored
 	}
-	settings, err := model.ResolveSettings(c.Template.DefaultAISettings, extra.AISettings, r.cfg.DefaultModel)
+	settings, err := r.resolveSettings(c.Template, extra.AISettings)
 	if err != nil {
 		return r.permanentFailure(fmt.Errorf("invalid model settings: %w", err))
 	}
@@ -412,6 +428,43 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log func() *slog.Logge
 	ex.Outcome = OutcomeCompleted
 	ex.hooksIgnored = hooksIgnored
 	return ex
+}
+
+// resolveSettings is the stage's model settings: the template's, overlaid
+// by the task's own (extra.ai_settings). For a task without its own, the
+// template's are resolved once per claim (decoding them for every task was
+// about 5 µs of CPU per task in throughput-noop) and each task gets its own
+// copy.
+func (r *Runner) resolveSettings(t *Template, own json.RawMessage) (model.Settings, error) {
+	if t.settings == nil || nonNull(own) != nil {
+		return model.ResolveSettings(t.DefaultAISettings, own, r.cfg.DefaultModel)
+	}
+	ts := t.settings
+	ts.once.Do(func() { ts.s, ts.err = model.ResolveSettings(t.DefaultAISettings, nil, r.cfg.DefaultModel) })
+	return cloneSettings(ts.s), ts.err
+}
+
+// cloneSettings copies s with nothing shared (its pointers and slice).
+func cloneSettings(s model.Settings) model.Settings {
+	clone := func(p *float64) *float64 {
+		if p == nil {
+			return nil
+		}
+		v := *p
+		return &v
+	}
+	g := &s.Generation
+	g.Temperature, g.TopP, g.TopK = clone(g.Temperature), clone(g.TopP), clone(g.TopK)
+	if g.Thinking != nil {
+		th := *g.Thinking
+		if th.Budget != nil {
+			b := *th.Budget
+			th.Budget = &b
+		}
+		g.Thinking = &th
+	}
+	s.Fallbacks = slices.Clone(s.Fallbacks)
+	return s
 }
 
 // foreignHooks lists the hooks a template's stage_config enables.

@@ -49,3 +49,50 @@ func TestCompletionUsageJSON(t *testing.T) {
 			          "thoughts_token_count": 0, "tool_use_prompt_token_count": 0, "total_token_count": 0, "calls": 1}}`, string(b))
 	})
 }
+
+// TestResolveSettingsOncePerClaim: a claim's tasks without settings of
+// their own share the template's, resolved once, each with its own copy; a
+// task with its own overlays the template's.
+func TestResolveSettingsOncePerClaim(t *testing.T) {
+	t.Parallel()
+	r := &Runner{cfg: &RunnerConfig{DefaultModel: "default-model"}}
+	tpl := &Template{
+		DefaultAISettings: json.RawMessage(`{"model_id": "tpl-model", "generationConfig": {"temperature": 0.5, "topP": 0.9,
+			"thinkingConfig": {"thinkingBudget": 128}}, "fallback_models": ["fb-1"]}`),
+		settings: &templateSettings{},
+	}
+
+	a, err := r.resolveSettings(tpl, nil)
+	require.NoError(t, err)
+	b, err := r.resolveSettings(tpl, json.RawMessage(" null "))
+	require.NoError(t, err)
+	require.Equal(t, "tpl-model", a.Model)
+	require.InDelta(t, 0.5, *a.Generation.Temperature, 1e-12)
+	require.Equal(t, 128, *a.Generation.Thinking.Budget)
+	require.Equal(t, a, b)
+
+	// Nothing is shared: one task's copy changed leaves the next task's as
+	// the template has it.
+	*a.Generation.Temperature, *a.Generation.TopP = 2, 2
+	*a.Generation.Thinking.Budget = 1
+	a.Fallbacks[0] = "changed"
+	c, err := r.resolveSettings(tpl, nil)
+	require.NoError(t, err)
+	require.Equal(t, b, c)
+	require.InDelta(t, 0.5, *c.Generation.Temperature, 1e-12)
+	require.Equal(t, []string{"fb-1"}, c.Fallbacks)
+
+	// A task's own settings overlay the template's.
+	own, err := r.resolveSettings(tpl, json.RawMessage(`{"model": "own-model", "temperature": 0.1}`))
+	require.NoError(t, err)
+	require.Equal(t, "own-model", own.Model)
+	require.InDelta(t, 0.1, *own.Generation.Temperature, 1e-12)
+	require.InDelta(t, 0.9, *own.Generation.TopP, 1e-12)
+
+	// The template's error is every task's.
+	bad := &Template{DefaultAISettings: json.RawMessage(`{"temperature": "hot"}`), settings: &templateSettings{}}
+	for range 2 {
+		_, err := r.resolveSettings(bad, nil)
+		require.Error(t, err)
+	}
+}
