@@ -718,29 +718,16 @@ type completionUsage struct {
 }
 
 // usage is what a completed task records in extra.usage: every usage field
-// of every call of the run and the estimated cost.
+// of every call of the run (model.Usage's, inline) and the estimated cost.
 type usage struct {
-	PromptTokens        int      `json:"prompt_token_count"`
-	CachedTokens        int      `json:"cached_content_token_count"`
-	CandidatesTokens    int      `json:"candidates_token_count"`
-	ThoughtsTokens      int      `json:"thoughts_token_count"`
-	ToolUsePromptTokens int      `json:"tool_use_prompt_token_count"`
-	TotalTokens         int      `json:"total_token_count"`
-	Calls               int      `json:"calls"`
-	EstimatedCostUSD    *float64 `json:"estimated_cost_usd,omitempty"`
+	model.Usage
+
+	Calls            int      `json:"calls"`
+	EstimatedCostUSD *float64 `json:"estimated_cost_usd,omitempty"`
 }
 
 func usageDetail(res Result) usage {
-	u := res.Billed
-	d := usage{
-		PromptTokens:        u.PromptTokens,
-		CachedTokens:        u.CachedTokens,
-		CandidatesTokens:    u.CandidatesTokens,
-		ThoughtsTokens:      u.ThoughtsTokens,
-		ToolUsePromptTokens: u.ToolUsePromptTokens,
-		TotalTokens:         u.TotalTokens,
-		Calls:               res.Regenerations + 1,
-	}
+	d := usage{Usage: res.Billed, Calls: res.Regenerations + 1}
 	if res.Priced {
 		cost := math.Round(res.CostUSD*1e9) / 1e9
 		d.EstimatedCostUSD = &cost
