@@ -58,6 +58,30 @@ type Settings struct {
 	Fallbacks []string `json:"fallback_models,omitempty"`
 }
 
+// Clone returns a copy of s that shares nothing with it (its pointers and
+// slice are copied too).
+func (s Settings) Clone() Settings {
+	clone := func(p *float64) *float64 {
+		if p == nil {
+			return nil
+		}
+		v := *p
+		return &v
+	}
+	g := &s.Generation
+	g.Temperature, g.TopP, g.TopK = clone(g.Temperature), clone(g.TopP), clone(g.TopK)
+	if g.Thinking != nil {
+		th := *g.Thinking
+		if th.Budget != nil {
+			b := *th.Budget
+			th.Budget = &b
+		}
+		g.Thinking = &th
+	}
+	s.Fallbacks = slices.Clone(s.Fallbacks)
+	return s
+}
+
 // Chain is Model followed by the fallbacks, without repeats or empty ids.
 func (s Settings) Chain() []string {
 	out := make([]string, 0, 1+len(s.Fallbacks))

@@ -181,3 +181,30 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestSettingsClone(t *testing.T) {
+	t.Parallel()
+	temp, topP, topK, budget := 0.5, 0.9, 40.0, 128
+	s := Settings{
+		Model: "m", SystemInstruction: "si", Fallbacks: []string{"f1"},
+		Generation: GenerationConfig{
+			Temperature: &temp, TopP: &topP, TopK: &topK, MaxOutputTokens: 10,
+			Thinking: &ThinkingConfig{IncludeThoughts: true, Budget: &budget, Level: "low"},
+		},
+	}
+	c := s.Clone()
+	require.Equal(t, s, c)
+
+	*c.Generation.Temperature, *c.Generation.TopP, *c.Generation.TopK = 1, 1, 1
+	*c.Generation.Thinking.Budget = 1
+	c.Generation.Thinking.Level = "high"
+	c.Fallbacks[0] = "changed"
+	require.InDelta(t, 0.5, *s.Generation.Temperature, 0)
+	require.InDelta(t, 0.9, *s.Generation.TopP, 0)
+	require.InDelta(t, 40.0, *s.Generation.TopK, 0)
+	require.Equal(t, 128, *s.Generation.Thinking.Budget)
+	require.Equal(t, "low", s.Generation.Thinking.Level)
+	require.Equal(t, []string{"f1"}, s.Fallbacks)
+
+	require.Equal(t, Settings{Model: "m"}, Settings{Model: "m"}.Clone(), "nil pointers and slice stay nil")
+}

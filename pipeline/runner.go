@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -441,30 +440,7 @@ func (r *Runner) resolveSettings(t *Template, own json.RawMessage) (model.Settin
 	}
 	ts := t.settings
 	ts.once.Do(func() { ts.s, ts.err = model.ResolveSettings(t.DefaultAISettings, nil, r.cfg.DefaultModel) })
-	return cloneSettings(ts.s), ts.err
-}
-
-// cloneSettings copies s with nothing shared (its pointers and slice).
-func cloneSettings(s model.Settings) model.Settings {
-	clone := func(p *float64) *float64 {
-		if p == nil {
-			return nil
-		}
-		v := *p
-		return &v
-	}
-	g := &s.Generation
-	g.Temperature, g.TopP, g.TopK = clone(g.Temperature), clone(g.TopP), clone(g.TopK)
-	if g.Thinking != nil {
-		th := *g.Thinking
-		if th.Budget != nil {
-			b := *th.Budget
-			th.Budget = &b
-		}
-		g.Thinking = &th
-	}
-	s.Fallbacks = slices.Clone(s.Fallbacks)
-	return s
+	return ts.s.Clone(), ts.err
 }
 
 // foreignHooks lists the hooks a template's stage_config enables.
