@@ -8,22 +8,6 @@ as $$
 declare
   engine boolean := coalesce(current_setting('orchable.engine', true), '') = 'on';
 begin
-  -- The engine's own updates (a claim and a completion per task) set every
-  -- column they change. When none of the defaults below would change
-  -- anything, only the lease and updated_at are left to do: one test
-  -- instead of eight assignments, about 3 us of a 26 us row update
-  -- (docs/performance.md, tenth round). Same result as the full path
-  -- (TestBeforeWriteEngineUpdates).
-  if engine and tg_op = 'UPDATE' and not (new.hierarchy_path is null or new.retry_count is null
-      or new.attempts is null or new.step_number is null or new.extra is null or new.run_after is null
-      or new.requires_approval is null or new.status = 'pending') then
-    if new.status <> 'processing' then
-      new.locked_until := null;
-      new.locked_by := null;
-    end if;
-    new.updated_at := now();
-    return new;
-  end if;
   if tg_op = 'INSERT' then
     new.hierarchy_path := coalesce(new.hierarchy_path, '[]'::jsonb);
     new.retry_count := coalesce(new.retry_count, 0);
@@ -46,7 +30,13 @@ begin
       new.idempotency_key := null;
       new.approved_by := case when new.approved_by is null then null else auth.uid() end;
     end if;
-  else
+  -- The engine's own updates (a claim and a completion per task) set every
+  -- column they change: when none of these defaults would change anything,
+  -- they are skipped, and only the status, the lease and updated_at below
+  -- are left (about 3 us of a 26 us row update, docs/performance.md, tenth
+  -- round; same result, TestBeforeWriteEngineUpdates).
+  elsif not engine or new.hierarchy_path is null or new.retry_count is null or new.attempts is null
+      or new.step_number is null or new.extra is null or new.run_after is null or new.requires_approval is null then
     new.hierarchy_path := coalesce(new.hierarchy_path, '[]'::jsonb);
     new.retry_count := coalesce(new.retry_count, old.retry_count);
     new.attempts := coalesce(new.attempts, old.attempts);
