@@ -84,6 +84,9 @@ type tableWrites struct {
 	DeadTup               int64
 	SeqRead, IdxFetch     int64 // rows read by sequential scans, fetched by index scans
 	IdxRead               int64 // index entries read by index scans (idx_tup_read of the table's indexes)
+	// Shared-buffer block requests of the table and its indexes: found in
+	// PostgreSQL's buffer cache (hits), or read in from the OS (misses).
+	BlksHit, BlksRead int64
 	Indexes, FullIndexes  int64
 	Toast                 bool
 	IndexMax, IndexMin    int64 // index entries written, upper and lower bound
@@ -313,9 +316,10 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 		w := tableWrites{
 			Name: name, Ins: b.Ins - a.Ins, Upd: b.Upd - a.Upd, HotUpd: b.HotUpd - a.HotUpd, Del: b.Del - a.Del,
 			DeadTup: b.DeadTup - a.DeadTup, SeqRead: b.SeqRead - a.SeqRead, IdxFetch: b.IdxFetch - a.IdxFetch, IdxRead: b.IdxRead - a.IdxRead,
+			BlksHit: b.BlksHit - a.BlksHit, BlksRead: b.BlksRead - a.BlksRead,
 			Indexes: b.Indexes, FullIndexes: b.FullIndexes, Toast: b.Toast,
 		}
-		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 && w.SeqRead == 0 && w.IdxFetch == 0 && w.IdxRead == 0 {
+		if w.Ins == 0 && w.Upd == 0 && w.Del == 0 && w.SeqRead == 0 && w.IdxFetch == 0 && w.IdxRead == 0 && w.BlksHit == 0 && w.BlksRead == 0 {
 			continue
 		}
 		nonHot := w.Ins + w.Upd - w.HotUpd
@@ -370,9 +374,12 @@ func (m *costMeter) tableStats(ctx context.Context) (map[string]tableWrites, err
 		       coalesce(s.seq_tup_read, 0), coalesce(s.idx_tup_fetch, 0),
 		       (select coalesce(sum(x.idx_tup_read), 0)::bigint from pg_stat_all_indexes x where x.relid = s.relid),
 		       (select count(*) from pg_index i where i.indrelid = s.relid),
-		       (select count(*) from pg_index i where i.indrelid = s.relid and i.indpred is null)
+		       (select count(*) from pg_index i where i.indrelid = s.relid and i.indpred is null),
+		       coalesce(io.heap_blks_hit, 0) + coalesce(io.idx_blks_hit, 0),
+		       coalesce(io.heap_blks_read, 0) + coalesce(io.idx_blks_read, 0)
 		from pg_stat_all_tables s
 		left join pg_class o on s.schemaname = 'pg_toast' and o.reltoastrelid = s.relid
+		left join pg_statio_all_tables io on io.relid = s.relid
 		where s.schemaname not in ('pg_catalog', 'information_schema')`)
 	if err != nil {
 		return nil, fmt.Errorf("error reading table statistics: %w", err)
@@ -380,7 +387,7 @@ func (m *costMeter) tableStats(ctx context.Context) (map[string]tableWrites, err
 	out := map[string]tableWrites{}
 	for rows.Next() {
 		var w tableWrites
-		if err := rows.Scan(&w.Name, &w.Toast, &w.Ins, &w.Upd, &w.HotUpd, &w.Del, &w.DeadTup, &w.SeqRead, &w.IdxFetch, &w.IdxRead, &w.Indexes, &w.FullIndexes); err != nil {
+		if err := rows.Scan(&w.Name, &w.Toast, &w.Ins, &w.Upd, &w.HotUpd, &w.Del, &w.DeadTup, &w.SeqRead, &w.IdxFetch, &w.IdxRead, &w.Indexes, &w.FullIndexes, &w.BlksHit, &w.BlksRead); err != nil {
 			return nil, fmt.Errorf("error reading table statistics: %w", err)
 		}
 		out[w.Name] = w
@@ -586,6 +593,7 @@ func (c dbCost) sum(keep func(string) bool) tableWrites {
 			t.Ins, t.Upd, t.HotUpd, t.Del, t.DeadTup = t.Ins+w.Ins, t.Upd+w.Upd, t.HotUpd+w.HotUpd, t.Del+w.Del, t.DeadTup+w.DeadTup
 			t.SeqRead, t.IdxFetch, t.IdxRead = t.SeqRead+w.SeqRead, t.IdxFetch+w.IdxFetch, t.IdxRead+w.IdxRead
 			t.IndexMax, t.IndexMin, t.HeapVersions = t.IndexMax+w.IndexMax, t.IndexMin+w.IndexMin, t.HeapVersions+w.HeapVersions
+			t.BlksHit, t.BlksRead = t.BlksHit+w.BlksHit, t.BlksRead+w.BlksRead
 		}
 	}
 	return t

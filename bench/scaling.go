@@ -217,6 +217,8 @@ func (r scaleResult) figures(label string, base scaleResult, baseName string) []
 	}
 	ixr := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).IdxRead)) }
 	ix := func(c scaleResult) float64 { return c.per(float64(c.cost.DBWAL.Entries())) }
+	hit := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).BlksHit)) }
+	miss := func(c scaleResult) float64 { return c.per(float64(c.cost.sum(allTables).BlksRead)) }
 	figs := []Figure{
 		{
 			Name: fmt.Sprintf("%s: wall time/completion (%d completions)", label, r.done), Unit: "ms",
@@ -229,6 +231,8 @@ func (r scaleResult) figures(label string, base scaleResult, baseName string) []
 		{Name: "  rows read/completion (seq + index fetches)", Unit: "rows", Value: rd(r), Baseline: rd(base), BaselineName: baseName},
 		{Name: "  index entries read/completion (index scans)", Unit: "entries", Value: ixr(r), Baseline: ixr(base), BaselineName: baseName},
 		{Name: "  index entries written/completion (WAL)", Unit: "entries", Note: r.cost.WALNA, Value: ix(r), Baseline: ix(base), BaselineName: baseName},
+		{Name: "  shared buffers found/completion (tables and indexes)", Unit: "blocks", Value: hit(r), Baseline: hit(base), BaselineName: baseName},
+		{Name: "  shared buffers missed/completion (read in from the OS)", Unit: "blocks", Value: miss(r), Baseline: miss(base), BaselineName: baseName},
 		{
 			Name: "  completion latency p50 (answer → committed)", Unit: "ms",
 			Value: ms(percentile(r.lat, 0.5)), Baseline: ms(percentile(base.lat, 0.5)), BaselineName: baseName,
