@@ -102,6 +102,7 @@ type options struct {
 	SyncCommit   string
 	Out          string
 	CPUProfile   string
+	MemProfile   string
 	SkipBaseline bool
 	Proposed     bool
 	FuncStats    int // print the top N SQL functions by self time of each orchable run (0: off)
@@ -141,6 +142,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.SyncCommit, "synchronous-commit", "", "set synchronous_commit on the bench databases (default: the server's, on)")
 	fs.StringVar(&o.Out, "out", "results", "directory for the JSON results")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write an allocation profile of the whole run to this file (read it with -sample_index=alloc_space)")
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the River baselines (profiling)")
 	var merge string
 	fs.StringVar(&merge, "scale-merge", "1000,10000,50000", "scaling: N:1 merge scopes (tasks per batch)")
@@ -208,6 +210,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("error starting the CPU profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.MemProfile != "" {
+		defer func() {
+			if err := writeMemProfile(o.MemProfile); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}()
 	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -398,3 +407,17 @@ func percentile(d []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// writeMemProfile writes the allocations of the whole run (the heap profile
+// holds every sample since the start; alloc_space reads them all).
+func writeMemProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("error creating the allocation profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("error writing the allocation profile: %w", err)
+	}
+	return nil
+}
