@@ -27,6 +27,7 @@ import (
 )
 
 func main() {
+	config.TuneRuntime(os.Getenv) // the process's collector, before anything allocates much
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()

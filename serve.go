@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime/metrics"
 	"slices"
 	"time"
 
@@ -340,7 +342,7 @@ func (a *app) run(ctx context.Context) error {
 	}()
 	a.log.Info("orchable: serving", slog.String("addr", a.ln.Addr().String()),
 		slog.String("transport", a.cfg.Supabase.Transport), slog.String("model", a.cfg.Model.Provider),
-		slog.String("database_pooler", string(a.pooler)))
+		slog.String("database_pooler", string(a.pooler)), slog.Group("gc", runtimeGCAttrs()...))
 
 	var serveErr error
 	select {
@@ -387,4 +389,16 @@ type observedKeyStore struct {
 func (s observedKeyStore) RecordOutcome(ctx context.Context, user uuid.UUID, o model.Outcome) error {
 	s.metrics.KeyOutcome(o)
 	return s.KeyStore.RecordOutcome(ctx, user, o)
+}
+
+// runtimeGCAttrs are the collector's settings in force (config.TuneRuntime's
+// or the environment's), for the start-up log.
+func runtimeGCAttrs() []any {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(s)
+	attrs := []any{slog.Uint64("gogc", s[0].Value.Uint64())}
+	if limit := s[1].Value.Uint64(); limit < math.MaxInt64 {
+		attrs = append(attrs, slog.String("memory_limit", fmt.Sprintf("%.0f MiB", float64(limit)/(1<<20))))
+	}
+	return attrs
 }

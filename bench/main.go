@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/orchable/orchable/config"
 )
 
 // Figure is one measured value and what it is compared with.
@@ -103,6 +105,7 @@ type options struct {
 	Out          string
 	CPUProfile   string
 	MemProfile   string
+	gc           config.RuntimeGC // what config.TuneRuntime set
 	SkipBaseline bool
 	Proposed     bool
 	FuncStats    int // print the top N SQL functions by self time of each orchable run (0: off)
@@ -218,6 +221,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
+
+	// The collector as the service sets it (main calls the same); River's
+	// client runs in this process under the same settings.
+	o.gc = config.TuneRuntime(os.Getenv)
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e, err := newEnv(ctx, &o, log)
@@ -382,8 +389,15 @@ func writeJSON(dir string, r Result) error {
 }
 
 func (e *env) conditions(runs int) string {
-	return fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d, PostgreSQL %s, synchronous_commit=%s, pool %d conns, runs %d, quick=%v, proposed SQL=%v",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.pgVersion, e.syncCommit(), e.o.Conns, runs, e.o.Quick, e.o.Proposed)
+	limit := "none"
+	if e.o.gc.MemoryLimit > 0 {
+		limit = fmt.Sprintf("%.0f MiB", float64(e.o.gc.MemoryLimit)/(1<<20))
+	} else if e.o.gc.MemoryLimitFrom != "" {
+		limit = e.o.gc.MemoryLimitFrom
+	}
+	return fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d, GOGC %d (%s), memory limit %s, PostgreSQL %s, synchronous_commit=%s, pool %d conns, runs %d, quick=%v, proposed SQL=%v",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.o.gc.GCPercent, e.o.gc.GCPercentFrom, limit,
+		e.pgVersion, e.syncCommit(), e.o.Conns, runs, e.o.Quick, e.o.Proposed)
 }
 
 func envOr(k, def string) string {
