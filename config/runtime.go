@@ -15,12 +15,12 @@ import (
 // what the last one left, not Go's twice.
 //
 // The engine's live heap is small (about 4 MB while it works a backlog), so
-// under Go's default it collected every 4-5 MB allocated, about every 350
-// tasks, and each collection scans every goroutine's stack. With 400 the
-// bench's engine spends 12-22 % less CPU per task (docs/performance.md, the
-// twelfth round) and its peak RSS with 1,000 model calls in flight stays
-// within 1 MB of the default's: the goroutines' stacks and the runtime weigh
-// more than the heap's extra room.
+// under Go's default it collected every 4-5 MB allocated, and each
+// collection scans every goroutine's stack. With 400 the bench's engine
+// spends 14-29 % less CPU per task (docs/performance.md, twelfth round), and
+// its peak RSS with 1,000 model calls in flight stays within 1 MB of the
+// default's: the goroutines' stacks and the runtime weigh more than the
+// heap's extra room.
 const GCPercentDefault = 400
 
 // MemoryLimitShare is the share of the memory the process may use that
@@ -68,10 +68,16 @@ func TuneRuntime(getenv func(string) string) RuntimeGC {
 func runtimeGC(getenv func(string) string, root fs.FS) RuntimeGC {
 	g := RuntimeGC{GCPercent: GCPercentDefault, GCPercentFrom: "default"}
 	if v := strings.TrimSpace(getenv("GOGC")); v != "" {
+		// What the runtime made of it: "off", a number, or Go's default
+		// for anything else.
 		g.GCPercentFrom = "GOGC"
-		g.GCPercent = -1 // off, or what the runtime made of the value
-		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-			g.GCPercent = n
+		switch n, err := strconv.Atoi(v); {
+		case v == "off":
+			g.GCPercent = -1
+		case err == nil:
+			g.GCPercent = max(n, -1)
+		default:
+			g.GCPercent = 100
 		}
 	}
 	if strings.TrimSpace(getenv("GOMEMLIMIT")) != "" {

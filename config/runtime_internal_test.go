@@ -71,6 +71,12 @@ func TestRuntimeGC(t *testing.T) {
 			expect: RuntimeGC{GCPercent: 100, GCPercentFrom: "GOGC", MemoryLimitFrom: "GOMEMLIMIT"},
 		},
 		{
+			name:   "GOGCNotANumberIsGosDefault",
+			env:    map[string]string{"GOGC": "fast"},
+			files:  fstest.MapFS{},
+			expect: RuntimeGC{GCPercent: 100, GCPercentFrom: "GOGC"},
+		},
+		{
 			name:   "GOGCOff",
 			env:    map[string]string{"GOGC": "off"},
 			files:  fstest.MapFS{},
