@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // GlobalContextVar is the placeholder name under which the batch's
@@ -291,11 +292,14 @@ func isKeyByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
-// resolver answers lookups for one Render call.
+// resolver answers lookups for one Render call (one goroutine).
 type resolver struct {
 	vars  Vars
 	input map[string]json.RawMessage // nil when Input is not an object
-	whole json.RawMessage            // Input without bookkeeping members
+	// whole is Input without bookkeeping members, built from kept on first
+	// use: most templates name members, not the whole input.
+	whole json.RawMessage
+	kept  []member
 }
 
 type member struct {
@@ -322,15 +326,22 @@ func newResolver(vars Vars) (*resolver, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidInput, err)
 	}
 	r.input = make(map[string]json.RawMessage, len(members))
-	kept := make([]member, 0, len(members))
+	r.kept = make([]member, 0, len(members))
 	for _, m := range members {
 		r.input[m.key] = m.val
 		if !strings.HasPrefix(m.key, "_") {
-			kept = append(kept, m)
+			r.kept = append(r.kept, m)
 		}
 	}
-	r.whole = encodeObject(kept)
 	return r, nil
+}
+
+// wholeInput is Input without its bookkeeping members.
+func (r *resolver) wholeInput() json.RawMessage {
+	if r.whole == nil {
+		r.whole = encodeObject(r.kept)
+	}
+	return r.whole
 }
 
 // lookup resolves a dot path to its rendered text.
@@ -365,7 +376,7 @@ func (r *resolver) root(name string) (json.RawMessage, bool) {
 		return v, true
 	}
 	if name == "input_data" || name == "input" {
-		return r.whole, true
+		return r.wholeInput(), true
 	}
 	v, ok := r.vars.Task[name]
 	return v, ok
@@ -441,27 +452,144 @@ func renderValue(raw json.RawMessage) string {
 	}
 }
 
-// objectMembers decodes a JSON object's members in document order.
+// objectMembers returns a JSON object's members in document order, each
+// value the exact bytes of raw that hold it (a slice of raw, not a copy).
+//
+// raw must be valid JSON (json.Valid): the input and the stage outputs it
+// reads have been checked or come from jsonb. The scan checks the object's
+// structure (members, strings, nesting), not every scalar's syntax; it is a
+// few times cheaper than json.Decoder's tokens, and every task's render
+// reads its input this way.
 func objectMembers(raw json.RawMessage) ([]member, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil, errNotObject
+	}
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return nil, nil
 	}
 	var out []member
-	for dec.More() {
-		tok, err := dec.Token()
+	for {
+		if i >= len(raw) || raw[i] != '"' {
+			return nil, errBadObject
+		}
+		end, err := stringEnd(raw, i)
 		if err != nil {
 			return nil, err
 		}
-		key, _ := tok.(string)
-		var val json.RawMessage
-		if err := dec.Decode(&val); err != nil {
+		key, err := memberKey(raw[i:end])
+		if err != nil {
 			return nil, err
 		}
-		out = append(out, member{key: key, val: val})
+		i = skipSpace(raw, end)
+		if i >= len(raw) || raw[i] != ':' {
+			return nil, errBadObject
+		}
+		i = skipSpace(raw, i+1)
+		if end, err = valueEnd(raw, i); err != nil {
+			return nil, err
+		}
+		out = append(out, member{key: key, val: raw[i:end:end]})
+		i = skipSpace(raw, end)
+		if i >= len(raw) {
+			return nil, errBadObject
+		}
+		switch raw[i] {
+		case ',':
+			i = skipSpace(raw, i+1)
+		case '}':
+			return out, nil
+		default:
+			return nil, errBadObject
+		}
 	}
-	return out, nil
+}
+
+var (
+	errNotObject = errors.New("not a JSON object")
+	errBadObject = errors.New("malformed JSON object")
+)
+
+func skipSpace(raw []byte, i int) int {
+	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd is the index after the string that starts at raw[i] (a quote).
+func stringEnd(raw []byte, i int) (int, error) {
+	for j := i + 1; j < len(raw); j++ {
+		switch raw[j] {
+		case '\\':
+			j++ // the escaped byte; \uXXXX's digits need no care
+		case '"':
+			return j + 1, nil
+		}
+	}
+	return 0, errBadObject
+}
+
+// valueEnd is the index after the value that starts at raw[i].
+func valueEnd(raw []byte, i int) (int, error) {
+	if i >= len(raw) {
+		return 0, errBadObject
+	}
+	switch raw[i] {
+	case '"':
+		return stringEnd(raw, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(raw); j++ {
+			switch raw[j] {
+			case '"':
+				end, err := stringEnd(raw, j)
+				if err != nil {
+					return 0, err
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1, nil
+				}
+			}
+		}
+		return 0, errBadObject
+	default: // a number, true, false or null
+		j := i
+		for j < len(raw) && !scalarEnds(raw[j]) {
+			j++
+		}
+		if j == i {
+			return 0, errBadObject
+		}
+		return j, nil
+	}
+}
+
+func scalarEnds(c byte) bool {
+	switch c {
+	case ',', '}', ']', ' ', '\t', '\n', '\r':
+		return true
+	}
+	return false
+}
+
+// memberKey is the text of a quoted member name, decoded as encoding/json
+// decodes it (escapes; invalid UTF-8 as U+FFFD).
+func memberKey(quoted []byte) (string, error) {
+	inner := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), nil
+	}
+	var key string
+	if err := json.Unmarshal(quoted, &key); err != nil {
+		return "", err
+	}
+	return key, nil
 }
 
 // encodeObject builds a JSON object from members, keeping their order.
