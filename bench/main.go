@@ -128,6 +128,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
+	// The collector as the service sets it (main calls the same), in the
+	// memory scenario's child too; River's client runs in this process
+	// under the same settings.
+	gc := config.TuneRuntime(os.Getenv)
 	if len(args) > 0 && args[0] == memoryChildArg {
 		return memoryChild(ctx, args[1:], stdout)
 	}
@@ -221,10 +225,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-
-	// The collector as the service sets it (main calls the same); River's
-	// client runs in this process under the same settings.
-	o.gc = config.TuneRuntime(os.Getenv)
+	o.gc = gc
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e, err := newEnv(ctx, &o, log)
