@@ -30,7 +30,8 @@ const GCPercentDefault = 400
 // machine's last megabytes.
 const MemoryLimitShare = 0.8
 
-// RuntimeGC is what TuneRuntime did to the collector, for the start-up log.
+// RuntimeGC is what TuneRuntime did to the collector (the bench prints it;
+// the service logs the settings in force from runtime/metrics).
 type RuntimeGC struct {
 	// GCPercent is the target now in force and GCPercentFrom where it came
 	// from: "GOGC" when set in the environment (the runtime applied it),
@@ -50,8 +51,9 @@ type RuntimeGC struct {
 // GOMEMLIMIT unset → MemoryLimitShare of the memory the process may use (its
 // cgroup's limit, else the machine's). The Go runtime itself applies GOGC and
 // GOMEMLIMIT when they are set; an operator sets GOGC=100 for Go's default.
-// It changes process-wide settings: main calls it once (and the bench, to
-// measure what the service runs with), never a library or a test.
+// It changes process-wide settings: main calls it once, and the bench, to
+// measure what the service runs with; never a library (its test puts the
+// settings back).
 func TuneRuntime(getenv func(string) string) RuntimeGC {
 	g := runtimeGC(getenv, os.DirFS("/"))
 	if g.GCPercentFrom == "default" {

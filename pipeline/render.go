@@ -457,9 +457,9 @@ func renderValue(raw json.RawMessage) string {
 //
 // raw must be valid JSON (json.Valid): the input and the stage outputs it
 // reads have been checked or come from jsonb. The scan checks the object's
-// structure (members, strings, nesting), not every scalar's syntax; it is a
-// few times cheaper than json.Decoder's tokens, and every task's render
-// reads its input this way.
+// structure (members, strings, nesting), not every scalar's syntax. It is
+// about ten times cheaper than json.Decoder's tokens (BenchmarkObjectMembers),
+// and every task's render reads its input this way.
 func objectMembers(raw json.RawMessage) ([]member, error) {
 	i := skipSpace(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
