@@ -86,11 +86,11 @@ type tableWrites struct {
 	IdxRead               int64 // index entries read by index scans (idx_tup_read of the table's indexes)
 	// Shared-buffer block requests of the table and its indexes: found in
 	// PostgreSQL's buffer cache (hits), or read in from the OS (misses).
-	BlksHit, BlksRead int64
-	Indexes, FullIndexes  int64
-	Toast                 bool
-	IndexMax, IndexMin    int64 // index entries written, upper and lower bound
-	HeapVersions          int64 // heap row versions written (ins + upd)
+	BlksHit, BlksRead    int64
+	Indexes, FullIndexes int64
+	Toast                bool
+	IndexMax, IndexMin   int64 // index entries written, upper and lower bound
+	HeapVersions         int64 // heap row versions written (ins + upd)
 }
 
 // costMeter measures one window of work on one bench database.
