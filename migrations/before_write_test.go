@@ -1,10 +1,14 @@
 package migrations_test
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/supabase/dbtest"
@@ -104,4 +108,267 @@ func TestBeforeWriteEngineUpdates(t *testing.T) {
 	require.Equal(t, "failed", r.Status)
 	require.Nil(t, r.LockedBy)
 	require.JSONEq(t, `{}`, r.Extra)
+}
+
+// The row trigger's WHEN skips ai_tasks_before_write only when the function
+// would return the row unchanged. Every insert and update below, as the
+// engine and as a client, leaves the same row in ai_tasks (the trigger with
+// its WHEN) as in a copy of the table whose trigger always runs the
+// function; and the engine's writes that already set what the function
+// would set do skip it.
+func TestBeforeWriteSkippedOnlyWhenUnchanged(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := dbtest.Pool(t)
+	user := dbtest.CreateUser(ctx, t, pool)
+	other := dbtest.CreateUser(ctx, t, pool)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		_, err := tx.Exec(ctx, sql, args...)
+		require.NoError(t, err, sql)
+	}
+	exec(`create temp table before_write_ref (like public.ai_tasks including defaults) on commit drop`)
+	exec(`create trigger before_write_ref before insert or update on pg_temp.before_write_ref
+		for each row execute function public.ai_tasks_before_write()`)
+	// auth.uid() is the user (a client's approved_by, an insert without
+	// user_id); track_functions counts the function's calls.
+	exec(`select set_config('request.jwt.claims', $1, true)`, `{"sub": "`+user.String()+`", "role": "authenticated"}`)
+	exec(`set local track_functions = 'pl'`)
+	calls := func() int64 {
+		t.Helper()
+		var n int64
+		require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
+			where schemaname = 'public' and funcname = 'ai_tasks_before_write'`).Scan(&n))
+		return n
+	}
+	engine := func(on bool) {
+		t.Helper()
+		v := ""
+		if on {
+			v = "on"
+		}
+		exec(`select set_config('orchable.engine', $1, true)`, v)
+	}
+	// same runs one statement on both tables (its text with %s for the
+	// table) and compares the row of id; it reports whether the trigger ran
+	// on ai_tasks.
+	same := func(name, stmt string, id uuid.UUID) bool {
+		t.Helper()
+		exec("savepoint w")
+		before := calls()
+		_, errA := tx.Exec(ctx, strings.Replace(stmt, "%s", "public.ai_tasks", 1), id)
+		ran := calls()-before > 0
+		if errA != nil {
+			exec("rollback to savepoint w")
+		}
+		exec("savepoint r")
+		_, errB := tx.Exec(ctx, strings.Replace(stmt, "%s", "pg_temp.before_write_ref", 1), id)
+		if errB != nil {
+			exec("rollback to savepoint r")
+		}
+		require.Equal(t, errB == nil, errA == nil, "%s: %v / %v", name, errA, errB)
+		if errA != nil {
+			return true
+		}
+		var a, b string
+		require.NoError(t, tx.QueryRow(ctx, `select (to_jsonb(a) - 'id')::text, (to_jsonb(b) - 'id')::text
+			from public.ai_tasks a, pg_temp.before_write_ref b where a.id = $1 and b.id = $1`, id).Scan(&a, &b))
+		require.JSONEq(t, b, a, "%s: the row differs from the trigger's", name)
+		return ran
+	}
+
+	// Updates, from three starting rows (the same in both tables).
+	starts := map[string]string{
+		"processing": "'processing', 'w0', now() + interval '5 minutes'",
+		"plan":       "'plan', null, null",
+		"completed":  "'completed', null, null",
+	}
+	skipped := 0
+	for sname, start := range starts {
+		id := uuid.New()
+		engine(true)
+		for _, tbl := range []string{"public.ai_tasks", "pg_temp.before_write_ref"} {
+			exec(`insert into `+tbl+` (id, user_id, status, locked_by, locked_until, attempts, retry_count, step_number, extra, updated_at)
+				values ($1, $2, `+start+`, 1, 2, 3, '{"k": 1}', '2000-01-01')`, id, user)
+		}
+		for _, on := range []bool{true, false} {
+			engine(on)
+			for _, status := range []string{"", "'processing'", "'completed'", "'pending'", "'plan'", "'failed'"} {
+				for _, lease := range []string{"", "locked_by = 'w1', locked_until = now() + interval '1 minute'",
+					"locked_by = null, locked_until = null", "locked_by = null", "locked_until = null"} {
+					for _, updated := range []string{"", "now()", "'2001-01-01'"} {
+						nulls := []string{""}
+						if on && updated == "now()" {
+							nulls = append(nulls, "hierarchy_path", "retry_count", "attempts", "step_number",
+								"extra", "run_after", "requires_approval", "input_data")
+						}
+						for _, null := range nulls {
+							var set []string
+							if status != "" {
+								set = append(set, "status = "+status)
+							}
+							if lease != "" {
+								set = append(set, lease)
+							}
+							if updated != "" {
+								set = append(set, "updated_at = "+updated)
+							}
+							if null != "" {
+								set = append(set, null+" = null")
+							}
+							set = append(set, "approved_by = '"+other.String()+"'", "attempts = attempts + 0")
+							if null == "attempts" {
+								set = set[:len(set)-1]
+							}
+							stmt := "update %s set " + strings.Join(set, ", ") + " where id = $1"
+							name := fmt.Sprintf("from %s, engine %v: %s", sname, on, stmt)
+							exec("savepoint c")
+							ran := same(name, stmt, id)
+							exec("rollback to savepoint c")
+							if !ran {
+								skipped++
+								require.True(t, on, "%s: a client's write skipped the trigger", name)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	require.Positive(t, skipped, "no engine update skipped the trigger")
+
+	// Inserts.
+	for _, on := range []bool{true, false} {
+		engine(on)
+		for _, status := range []string{"", "'plan'", "'pending'", "'processing'"} {
+			for _, lease := range []string{"", "w1"} {
+				for _, updated := range []string{"", "now()", "'2001-01-01'"} {
+					nulls := []string{""}
+					if on && updated == "now()" {
+						nulls = append(nulls, "hierarchy_path", "retry_count", "attempts", "step_number", "extra",
+							"input_data", "task_type", "status", "run_after", "requires_approval", "created_at", "user_id")
+					}
+					for _, null := range nulls {
+						cols := []string{"id"}
+						vals := []string{"$1"}
+						add := func(c, v string) { cols = append(cols, c); vals = append(vals, v) }
+						if null != "user_id" {
+							add("user_id", "'"+user.String()+"'")
+						}
+						if status != "" && null != "status" {
+							add("status", status)
+						}
+						if lease != "" {
+							add("locked_by", "'"+lease+"'")
+							add("locked_until", "now() + interval '1 minute'")
+						}
+						if updated != "" {
+							add("updated_at", updated)
+						}
+						if null != "" {
+							add(null, "null")
+						}
+						add("approved_by", "'"+other.String()+"'")
+						stmt := "insert into %s (" + strings.Join(cols, ", ") + ") values (" + strings.Join(vals, ", ") + ")"
+						name := fmt.Sprintf("engine %v: %s", on, stmt)
+						if !same(name, stmt, uuid.New()) {
+							require.True(t, on, "%s: a client's write skipped the trigger", name)
+						}
+					}
+				}
+			}
+		}
+	}
+
+	// The engine's own two updates of a task skip it: a claim (lease set,
+	// updated_at now()) and a completion (lease dropped, updated_at now()).
+	id := uuid.New()
+	engine(true)
+	for _, tbl := range []string{"public.ai_tasks", "pg_temp.before_write_ref"} {
+		exec(`insert into `+tbl+` (id, user_id, status) values ($1, $2, 'plan')`, id, user)
+	}
+	require.False(t, same("claim", `update %s set status = 'processing', locked_by = 'w', locked_until = now() + interval '5 minutes',
+		attempts = attempts + 1, started_at = now(), updated_at = now() where id = $1`, id), "a claim runs the trigger")
+	require.False(t, same("completion", `update %s set status = 'completed', output_data = '{}', completed_at = now(),
+		locked_by = null, locked_until = null, updated_at = now() where id = $1`, id), "a completion runs the trigger")
+}
+
+// A claim and a completion (the two updates of every task) set what the
+// row trigger would, so neither runs ai_tasks_before_write; the rows are
+// what the trigger made of them before: the lease with processing and
+// gone with completed, updated_at moved. Each call is its own
+// transaction, as the service makes them.
+func TestEngineUpdatesSkipTheRowTrigger(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := dbtest.Pool(t)
+	user := dbtest.CreateUser(ctx, t, pool)
+	_, err := pool.Exec(ctx, `insert into public.ai_tasks (user_id, status, input_data, stage_key, updated_at)
+		select $1, 'plan', '{}', 'k', '2000-01-01' from generate_series(1, 5)`, user)
+	require.NoError(t, err)
+
+	type row struct {
+		Status     string
+		LockedBy   *string
+		UpdatedNow bool
+	}
+	// call runs sql as the user in a transaction of its own, and returns
+	// how many times the trigger function ran and the user's rows after it.
+	call := func(sql string, out any, args ...any) (int64, []row) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		_, err = tx.Exec(ctx, `set local track_functions = 'pl'`)
+		require.NoError(t, err)
+		dbtest.AsUser(ctx, t, tx, user)
+		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
+		var n int64
+		require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
+			where schemaname = 'public' and funcname = 'ai_tasks_before_write'`).Scan(&n))
+		r, err := tx.Query(ctx, `select status::text, locked_by, updated_at = now() from public.ai_tasks where user_id = $1`, user)
+		require.NoError(t, err)
+		rows, err := pgx.CollectRows(r, pgx.RowToStructByPos[row])
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit(ctx))
+		return n, rows
+	}
+
+	var claimed struct {
+		Tasks []struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"tasks"`
+	}
+	n, rows := call("select public.claim_tasks('w-skip', 300, 5, null, true)", &claimed)
+	require.Len(t, claimed.Tasks, 5)
+	require.Zero(t, n, "claim_tasks ran the row trigger")
+	for _, r := range rows {
+		require.Equal(t, "processing", r.Status)
+		require.NotNil(t, r.LockedBy)
+		require.Equal(t, "w-skip", *r.LockedBy)
+		require.True(t, r.UpdatedNow, "updated_at moves")
+	}
+
+	items := make([]map[string]any, len(claimed.Tasks))
+	for i, c := range claimed.Tasks {
+		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
+	}
+	var results []struct {
+		Status string `json:"status"`
+	}
+	n, rows = call("select public.complete_tasks('w-skip', $1::jsonb)", &results, items)
+	require.Len(t, results, 5)
+	require.Zero(t, n, "complete_tasks ran the row trigger")
+	for i, r := range results {
+		require.Equal(t, "completed", r.Status, i)
+	}
+	for _, r := range rows {
+		require.Equal(t, "completed", r.Status)
+		require.Nil(t, r.LockedBy, "the lease goes with processing")
+		require.True(t, r.UpdatedNow, "updated_at moves")
+	}
 }

@@ -196,7 +196,9 @@ begin
         locked_until = now() + make_interval(secs => p_lease_seconds),
         locked_by = p_worker,
         attempts = t.attempts + 1,
-        started_at = now()
+        started_at = now(),
+        -- As the row trigger would set it: the trigger is skipped (its WHEN).
+        updated_at = now()
     where t.ctid = any(rows_) and t.status = 'plan' and t.user_id = uid
     returning t as r
   )
