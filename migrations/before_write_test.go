@@ -198,8 +198,10 @@ func TestBeforeWriteSkippedOnlyWhenUnchanged(t *testing.T) {
 		for _, on := range []bool{true, false} {
 			engine(on)
 			for _, status := range []string{"", "'processing'", "'completed'", "'pending'", "'plan'", "'failed'"} {
-				for _, lease := range []string{"", "locked_by = 'w1', locked_until = now() + interval '1 minute'",
-					"locked_by = null, locked_until = null", "locked_by = null", "locked_until = null"} {
+				for _, lease := range []string{
+					"", "locked_by = 'w1', locked_until = now() + interval '1 minute'",
+					"locked_by = null, locked_until = null", "locked_by = null", "locked_until = null",
+				} {
 					for _, updated := range []string{"", "now()", "'2001-01-01'"} {
 						nulls := []string{""}
 						if on && updated == "now()" {
