@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -242,6 +243,18 @@ func TestBeforeWriteSkippedOnlyWhenUnchanged(t *testing.T) {
 		}
 	}
 	require.Positive(t, skipped, "no engine update skipped the trigger")
+
+	// The WHEN lists each column the function defaults: a default added to
+	// the function without its column in the WHEN would be skipped for the
+	// engine's writes (the cases above name today's columns only).
+	var src, def string
+	require.NoError(t, tx.QueryRow(ctx, `select p.prosrc, pg_get_triggerdef(g.oid) from pg_trigger g join pg_proc p on p.oid = g.tgfoid
+		where g.tgrelid = 'public.ai_tasks'::regclass and g.tgname = 'trg_ai_tasks_before_write'`).Scan(&src, &def))
+	defaulted := regexp.MustCompile(`new\.(\w+) := coalesce\(`).FindAllStringSubmatch(src, -1)
+	require.NotEmpty(t, defaulted)
+	for _, m := range defaulted {
+		require.Contains(t, def, "(new."+m[1]+" IS NOT NULL)", "the trigger's WHEN does not require %s", m[1])
+	}
 
 	// Inserts.
 	for _, on := range []bool{true, false} {
