@@ -195,6 +195,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		BackoffBase:      r.duration("RETRY_BACKOFF_BASE", 2*time.Second),
 		BackoffMax:       r.duration("RETRY_BACKOFF_MAX", 10*time.Minute),
 		ModelTimeout:     r.duration("MODEL_TIMEOUT", 5*time.Minute),
+		DBCalls:          r.integer("ENGINE_DB_CALLS", 4),
 		Prices:           r.prices("MODEL_PRICES"),
 		Hooks: pipeline.HookConfig{
 			Timeout:               r.duration("HOOK_TIMEOUT", 10*time.Second),
@@ -287,6 +288,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Pipeline.Dispatcher.ClaimBatch < 1 || c.Pipeline.Dispatcher.ClaimBatch > 1000 {
 		bad("CLAIM_BATCH", "must be between 1 and 1000")
+	}
+	if n := c.Pipeline.Runner.DBCalls; n != -1 && (n < 1 || n > 1000) {
+		bad("ENGINE_DB_CALLS", "must be between 1 and 1000, or -1 for no bound")
 	}
 	if l := c.Pipeline.Runner.LeaseDuration; l < 10*time.Second || l > time.Hour {
 		bad("LEASE_DURATION", "must be between 10s and 1h")

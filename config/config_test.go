@@ -38,7 +38,21 @@ func TestLoad(t *testing.T) {
 				require.Equal(t, 50, c.Pipeline.Dispatcher.Concurrency)
 				require.Equal(t, 5*time.Minute, c.Pipeline.Runner.LeaseDuration)
 				require.Equal(t, 2, c.Pipeline.Runner.MaxRegenerations)
+				require.Equal(t, 4, c.Pipeline.Runner.DBCalls)
 			},
+		},
+		{
+			name:  "EngineDBCallsUnbounded",
+			given: map[string]string{"DATABASE_URL": "postgres://h/x", "ENGINE_DB_CALLS": "-1"},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
+				require.Equal(t, -1, c.Pipeline.Runner.DBCalls)
+			},
+		},
+		{
+			name:      "EngineDBCallsZero",
+			given:     map[string]string{"DATABASE_URL": "postgres://h/x", "ENGINE_DB_CALLS": "0"},
+			expectErr: []string{"ENGINE_DB_CALLS", "-1 for no bound"},
 		},
 		{
 			name: "PostgRESTComplete",

@@ -18,6 +18,7 @@ import (
 // under load many tasks share one round trip and one commit.
 type completer struct {
 	db       supabase.DB
+	gate     callGate
 	worker   string
 	maxBatch int
 
@@ -50,8 +51,8 @@ type completionResult struct {
 	err    error
 }
 
-func newCompleter(db supabase.DB, worker string, maxBatch int) *completer {
-	return &completer{db: db, worker: worker, maxBatch: max(maxBatch, 1), queues: map[uuid.UUID]*completionQueue{}}
+func newCompleter(db supabase.DB, gate callGate, worker string, maxBatch int) *completer {
+	return &completer{db: db, gate: gate, worker: worker, maxBatch: max(maxBatch, 1), queues: map[uuid.UUID]*completionQueue{}}
 }
 
 // complete writes one completion and waits for its result.
@@ -104,7 +105,7 @@ func (c *completer) write(batch []*completion) {
 	}
 	var results []json.RawMessage
 	ctx := batch[0].ctx
-	err := c.db.RPC(ctx, batch[0].id, "complete_tasks", map[string]any{"p_worker": c.worker, "p_items": items}, &results)
+	err := c.gate.rpc(ctx, c.db, batch[0].id, "complete_tasks", map[string]any{"p_worker": c.worker, "p_items": items}, &results)
 	if err == nil && len(results) != len(batch) {
 		err = fmt.Errorf("complete_tasks returned %d results for %d items", len(results), len(batch))
 	}
@@ -144,7 +145,7 @@ func (c *completer) single(ctx context.Context, id supabase.Identity, args map[s
 		Status string `json:"status"`
 		Error  string `json:"error"`
 	}
-	if err := c.db.RPC(supabase.Idempotent(ctx), id, "complete_task", args, &out); err != nil {
+	if err := c.gate.rpc(supabase.Idempotent(ctx), c.db, id, "complete_task", args, &out); err != nil {
 		return completionResult{err: err}
 	}
 	return completionResult{Status: out.Status, Error: out.Error}

@@ -15,6 +15,7 @@ import (
 	"github.com/orchable/orchable/model"
 	"github.com/orchable/orchable/pipeline"
 	"github.com/orchable/orchable/supabase"
+	"github.com/orchable/orchable/supabase/dbtest"
 )
 
 // failingWrites is a DB whose completion writes fail while failures lasts:
@@ -237,4 +238,58 @@ func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
 	rows := b.tree(ctx, t, b.user)
 	require.Equal(t, map[string]int{"completed": 3}, countBy(rows, func(r row) string { return r.Status }))
 	require.EqualValues(t, 3, b.gen.calls.Load(), "each task called the model once")
+}
+
+// countedCalls records the most claims and completion writes in flight at
+// once.
+type countedCalls struct {
+	supabase.DB
+
+	inFlight atomic.Int64
+	most     atomic.Int64
+}
+
+func (c *countedCalls) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
+	if fn == "claim_tasks" || fn == "complete_tasks" || fn == "complete_task" {
+		n := c.inFlight.Add(1)
+		defer c.inFlight.Add(-1)
+		for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
+		}
+	}
+	return c.DB.RPC(ctx, id, fn, args, out)
+}
+
+// TestRunnerBoundsItsDatabaseCalls: with many users working at once, the
+// runner has at most DBCalls claims and completion writes in flight (the
+// rest wait in the engine), and every task still completes with its
+// successors.
+func TestRunnerBoundsItsDatabaseCalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	users := []uuid.UUID{b.user}
+	for range 5 {
+		users = append(users, dbtest.CreateUser(ctx, t, b.pool))
+	}
+	for _, u := range users {
+		p := "gate" + uuid.NewString()[:6]
+		b.templates(ctx, t, u,
+			stage{id: p + "A", key: "a", prompt: "FAKE echo one", next: []string{p + "B"}, cfg: map[string]any{"cardinality": "1:1"}},
+			stage{id: p + "B", key: "b", prompt: "FAKE echo two"})
+		b.launch(ctx, t, u, p+"A", map[string]any{"n": 1}, map[string]any{"n": 2}, map[string]any{"n": 3}, map[string]any{"n": 4})
+	}
+	db := &countedCalls{DB: b.db}
+	e := &engine{finished: make(chan pipeline.Result, 1000)}
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "gate-" + uuid.NewString()[:6], DBCalls: 2}, db, b.gen)
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 24, ClaimBatch: 2, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
+	d.Start(ctx)
+	t.Cleanup(func() { _ = d.Stop(context.Background()) })
+	e.disps = append(e.disps, d)
+	e.notify(users...)
+	b.quiesce(ctx, t, e, users...)
+
+	require.LessOrEqual(t, db.most.Load(), int64(2), "claims and completion writes in flight at once")
+	var completed int
+	require.NoError(t, b.pool.QueryRow(ctx, `select count(*) from public.ai_tasks where user_id = any($1) and status = 'completed'`, users).Scan(&completed))
+	require.Equal(t, len(users)*4*2, completed, "every task and its successor")
 }

@@ -169,6 +169,12 @@ type RunnerConfig struct {
 	// batch is being written go together in the next). Default 100; 1
 	// writes each completion with its own complete_task call.
 	CompleteBatch int
+	// DBCalls is the most claims and completion writes (claim_tasks,
+	// complete_tasks, complete_task) in flight at once; the others wait in
+	// the engine. On a database with few cores, fewer calls at once cost it
+	// less CPU per task (docs/performance.md, fourteenth round). Default 4;
+	// negative: no bound.
+	DBCalls int
 	// Prices turn token usage into an estimated cost (recorded with each
 	// completed task in extra.usage.estimated_cost_usd). Default
 	// model.DefaultPrices (MODEL_PRICES overrides).
@@ -196,6 +202,7 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	out.ModelTimeout = cmp.Or(out.ModelTimeout, 5*time.Minute)
 	out.WriteTimeout = cmp.Or(out.WriteTimeout, 15*time.Second)
 	out.CompleteBatch = cmp.Or(out.CompleteBatch, 100)
+	out.DBCalls = cmp.Or(out.DBCalls, 4)
 	if out.Prices == nil {
 		out.Prices = model.DefaultPrices()
 	}
@@ -213,6 +220,7 @@ type Runner struct {
 	gen       Generator
 	hooks     *hookClient
 	completer *completer
+	gate      callGate
 }
 
 // NewRunner builds a Runner.
@@ -221,7 +229,8 @@ func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
 		panic("pipeline: NewRunner needs a db and a generator")
 	}
 	cfg = cfg.withDefaults()
-	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, completer: newCompleter(db, cfg.WorkerID, cfg.CompleteBatch)})
+	gate := newCallGate(cfg.DBCalls)
+	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, gate: gate, completer: newCompleter(db, gate, cfg.WorkerID, cfg.CompleteBatch)})
 	r.hooks = newHookClient(&cfg.Hooks, r.Logger)
 	return r
 }
@@ -249,7 +258,7 @@ func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, tas
 		Templates map[string]Template `json:"templates"`
 		Batches   map[uuid.UUID]Batch `json:"batches"`
 	}
-	if err := r.db.RPC(ctx, id, "claim_tasks", args, &out); err != nil {
+	if err := r.gate.rpc(ctx, r.db, id, "claim_tasks", args, &out); err != nil {
 		return nil, fmt.Errorf("error claiming tasks: %w", err)
 	}
 	for id, tpl := range out.Templates {
