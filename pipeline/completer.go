@@ -18,7 +18,7 @@ import (
 // under load many tasks share one round trip and one commit.
 type completer struct {
 	db       supabase.DB
-	gate     callGate
+	gate     *callGate
 	worker   string
 	maxBatch int
 
@@ -51,7 +51,7 @@ type completionResult struct {
 	err    error
 }
 
-func newCompleter(db supabase.DB, gate callGate, worker string, maxBatch int) *completer {
+func newCompleter(db supabase.DB, gate *callGate, worker string, maxBatch int) *completer {
 	return &completer{db: db, gate: gate, worker: worker, maxBatch: max(maxBatch, 1), queues: map[uuid.UUID]*completionQueue{}}
 }
 

@@ -261,8 +261,8 @@ func (c *countedCalls) RPC(ctx context.Context, id supabase.Identity, fn string,
 
 // TestRunnerBoundsItsDatabaseCalls: with many users working at once, the
 // runner has at most DBCalls claims and completion writes in flight (the
-// rest wait in the engine), and every task still completes with its
-// successors.
+// rest wait in the engine; DBCallWait is long here, so none goes ahead
+// without a place), and every task still completes with its successors.
 func TestRunnerBoundsItsDatabaseCalls(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -280,7 +280,7 @@ func TestRunnerBoundsItsDatabaseCalls(t *testing.T) {
 	}
 	db := &countedCalls{DB: b.db}
 	e := &engine{finished: make(chan pipeline.Result, 1000)}
-	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "gate-" + uuid.NewString()[:6], DBCalls: 2}, db, b.gen)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "gate-" + uuid.NewString()[:6], DBCalls: 2, DBCallWait: time.Hour}, db, b.gen)
 	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 24, ClaimBatch: 2, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
 	d.Start(ctx)
 	t.Cleanup(func() { _ = d.Stop(context.Background()) })

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -43,7 +44,7 @@ func TestCallGate(t *testing.T) {
 	t.Run("AtMostItsSizeInFlight", func(t *testing.T) {
 		t.Parallel()
 		db := &heldCalls{started: make(chan struct{}, 8), release: make(chan struct{})}
-		g := newCallGate(2)
+		g := newCallGate(2, time.Hour)
 		var wg sync.WaitGroup
 		errs := make(chan error, 6)
 		for range 6 {
@@ -69,7 +70,7 @@ func TestCallGate(t *testing.T) {
 	t.Run("WaitEndsWithTheContext", func(t *testing.T) {
 		t.Parallel()
 		db := &heldCalls{started: make(chan struct{}, 1), release: make(chan struct{})}
-		g := newCallGate(1)
+		g := newCallGate(1, time.Hour)
 		done := make(chan error, 1)
 		go func() { done <- g.rpc(t.Context(), db, supabase.Identity{}, "complete_tasks", nil, nil) }()
 		<-db.started // the gate is full
@@ -82,13 +83,41 @@ func TestCallGate(t *testing.T) {
 		require.Equal(t, int64(1), db.most.Load())
 	})
 
+	// One tenant's slow calls holding every place delay another's by at
+	// most maxWait (SPEC §14): the call then goes ahead without a place.
+	t.Run("SlowCallsDelayOthersAtMostMaxWait", func(t *testing.T) {
+		t.Parallel()
+		db := &heldCalls{started: make(chan struct{}, 3), release: make(chan struct{})}
+		const maxWait = 20 * time.Millisecond
+		g := newCallGate(2, maxWait)
+		var wg sync.WaitGroup
+		errs := make(chan error, 3)
+		for range 2 {
+			wg.Go(func() { errs <- g.rpc(t.Context(), db, supabase.Identity{}, "claim_tasks", nil, nil) })
+		}
+		<-db.started
+		<-db.started // every place is held
+		start := time.Now()
+		wg.Go(func() { errs <- g.rpc(t.Context(), db, supabase.Identity{}, "complete_tasks", nil, nil) })
+		<-db.started // the third call went ahead while the two were still held
+		require.GreaterOrEqual(t, time.Since(start), maxWait, "it waited for a place first")
+		require.Equal(t, int64(3), db.most.Load())
+		close(db.release)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		require.Empty(t, g.places, "the call that went ahead without a place gives none back")
+	})
+
 	t.Run("NoBound", func(t *testing.T) {
 		t.Parallel()
 		for _, n := range []int{0, -1} {
-			require.Nil(t, newCallGate(n))
+			require.Nil(t, newCallGate(n, time.Hour))
 		}
 		db := &heldCalls{started: make(chan struct{}, 3), release: make(chan struct{})}
-		var g callGate
+		var g *callGate
 		var wg sync.WaitGroup
 		errs := make(chan error, 3)
 		for range 3 {

@@ -171,10 +171,15 @@ type RunnerConfig struct {
 	CompleteBatch int
 	// DBCalls is the most claims and completion writes (claim_tasks,
 	// complete_tasks, complete_task) in flight at once; the others wait in
-	// the engine. On a database with few cores, fewer calls at once cost it
-	// less CPU per task (docs/performance.md, fourteenth round). Default 4;
-	// negative: no bound.
+	// the engine, each for at most DBCallWait, then go ahead (so one
+	// tenant's slow calls delay another's by at most that). On a database
+	// with few cores, fewer calls at once cost it less CPU per task
+	// (docs/performance.md, fourteenth round). Default 4; negative: no
+	// bound.
 	DBCalls int
+	// DBCallWait is the longest a call waits for one of the DBCalls places.
+	// Default 100ms.
+	DBCallWait time.Duration
 	// Prices turn token usage into an estimated cost (recorded with each
 	// completed task in extra.usage.estimated_cost_usd). Default
 	// model.DefaultPrices (MODEL_PRICES overrides).
@@ -203,6 +208,7 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	out.WriteTimeout = cmp.Or(out.WriteTimeout, 15*time.Second)
 	out.CompleteBatch = cmp.Or(out.CompleteBatch, 100)
 	out.DBCalls = cmp.Or(out.DBCalls, 4)
+	out.DBCallWait = cmp.Or(out.DBCallWait, 100*time.Millisecond)
 	if out.Prices == nil {
 		out.Prices = model.DefaultPrices()
 	}
@@ -220,7 +226,7 @@ type Runner struct {
 	gen       Generator
 	hooks     *hookClient
 	completer *completer
-	gate      callGate
+	gate      *callGate
 }
 
 // NewRunner builds a Runner.
@@ -229,7 +235,7 @@ func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
 		panic("pipeline: NewRunner needs a db and a generator")
 	}
 	cfg = cfg.withDefaults()
-	gate := newCallGate(cfg.DBCalls)
+	gate := newCallGate(cfg.DBCalls, cfg.DBCallWait)
 	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, gate: gate, completer: newCompleter(db, gate, cfg.WorkerID, cfg.CompleteBatch)})
 	r.hooks = newHookClient(&cfg.Hooks, r.Logger)
 	return r
