@@ -269,15 +269,39 @@ func runMatrix(ctx context.Context, t *testing.T, pool *pgxpool.Pool, f *rlsFixt
 	return cells
 }
 
+// beginWith begins a transaction and runs brokenSQL (DDL, if any) in it.
+// The DDL's exclusive lock waits at most 50 ms and is retried: the package's
+// other tests share this database, and a test that holds a transaction open
+// on the table while it waits on another session (as
+// TestFreeTierSubmitWaitsForTheUsersLock does) would otherwise wait forever
+// behind the queued DDL, which waits on that test (a hang seen in CI).
+func beginWith(ctx context.Context, t *testing.T, pool *pgxpool.Pool, brokenSQL string) pgx.Tx {
+	t.Helper()
+	for {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		if brokenSQL == "" {
+			return tx
+		}
+		_, err = tx.Exec(ctx, "set local lock_timeout = '50ms'")
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, brokenSQL)
+		if err == nil {
+			_, err = tx.Exec(ctx, "set local lock_timeout = 0")
+			require.NoError(t, err)
+			return tx
+		}
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		var pgErr *pgconn.PgError
+		require.True(t, errors.As(err, &pgErr) && pgErr.Code == "55P03", "%v", err)
+		require.NoError(t, ctx.Err())
+	}
+}
+
 func probe(ctx context.Context, t *testing.T, pool *pgxpool.Pool, tbl rlsTable, f *rlsFixture, actor, op string, owner uuid.UUID, rowID, brokenSQL string) (outcome, string) {
 	t.Helper()
-	tx, err := pool.Begin(ctx)
-	require.NoError(t, err)
+	tx := beginWith(ctx, t, pool, brokenSQL)
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if brokenSQL != "" {
-		_, err := tx.Exec(ctx, brokenSQL)
-		require.NoError(t, err)
-	}
 	if actor == "anon" {
 		dbtest.AsAnon(ctx, t, tx)
 	} else {
