@@ -49,6 +49,7 @@ func (c *claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.I
 type engineConfig struct {
 	Workers    int
 	ClaimBatch int
+	DBCalls    int                     // RunnerConfig.DBCalls (0: the engine default)
 	DB         supabase.DB             // default: Direct over the pool
 	IDs        pipeline.IdentitySource // default: claims only
 	Service    supabase.Identity
@@ -83,7 +84,7 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 		ids = newClaimsIdentity()
 	}
 	arch := baseservice.NewArchetype(log)
-	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bench", MaxRegenerations: -1, Archetype: arch}, db, gen)
+	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bench", MaxRegenerations: -1, DBCalls: cfg.DBCalls, Archetype: arch}, db, gen)
 	e.Disp = pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: cfg.Workers, ClaimBatch: cfg.ClaimBatch, Archetype: arch}, ids, runner)
 	scfg := &pipeline.SweeperConfig{Interval: cfg.Sweep, Archetype: arch}
 	if cfg.Listen {

@@ -100,6 +100,7 @@ type options struct {
 	Tasks        int // throughput-noop size
 	Workers      []int
 	ClaimBatch   int
+	DBCalls      int
 	Conns        int32
 	SyncCommit   string
 	Out          string
@@ -144,6 +145,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.Tasks, "tasks", 20000, "tasks (and River jobs) of throughput-noop; the other scenarios scale from it (the issue asks 200000: see docs/performance.md)")
 	fs.StringVar(&workers, "workers", "100,1000", "worker counts of throughput-noop")
 	fs.IntVar(&o.ClaimBatch, "claim-batch", 0, "DispatcherConfig.ClaimBatch (0: the engine default)")
+	fs.IntVar(&o.DBCalls, "db-calls", 0, "RunnerConfig.DBCalls, the service's ENGINE_DB_CALLS (0: the engine default, 4; -1: no bound)")
 	var conns int
 	fs.IntVar(&conns, "conns", 20, "pgx pool size (the service default DATABASE_MAX_CONNS; River gets the same)")
 	fs.StringVar(&o.SyncCommit, "synchronous-commit", "", "set synchronous_commit on the bench databases (default: the server's, on)")

@@ -125,7 +125,7 @@ func orchNoop(ctx context.Context, e *env, n, workers int, transport string, met
 	if err != nil {
 		return out, err
 	}
-	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, Listen: true}
+	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Listen: true}
 	if transport == "postgrest" {
 		stopREST, err := postgrestTransport(ctx, db, &cfg)
 		if err != nil {
@@ -226,7 +226,7 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, Listen: true}, e.log)
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Listen: true}, e.log)
 	total := int64(roots * perRoot)
 	start := time.Now()
 	eng.run(ctx) // startCost warmed the pool
