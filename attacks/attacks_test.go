@@ -180,7 +180,7 @@ func attackSweeperRealLoop(t *testing.T, w *world) {
 	w.forge(ctx, t, "update public.ai_tasks set locked_until = now() - interval '1 hour', locked_by = 'ghost', attempts = 5 where id = $1", planted)
 
 	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "attack-loop", Hooks: pipeline.HookConfig{AllowLoopbackForTests: true}}, w.db, echoModel{secret: "B-OWN"})
-	disp := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 4}, claimsIdentity{}, runner)
+	disp := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 4}, worldIdentity{users: []uuid.UUID{w.a, w.b}}, runner)
 	disp.Start(ctx)
 	t.Cleanup(func() { _ = disp.Stop(context.Background()) })
 	sw := pipeline.NewSweeper(&pipeline.SweeperConfig{Interval: 20 * time.Millisecond}, w.db, supabase.ServiceIdentity(""), disp)

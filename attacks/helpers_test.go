@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -94,10 +95,18 @@ func identity(user uuid.UUID) supabase.Identity {
 	return supabase.Identity{Claims: b}
 }
 
-// claimsIdentity is the dispatcher's IdentitySource for the direct transport.
-type claimsIdentity struct{}
+// worldIdentity is the dispatcher's IdentitySource for the direct transport,
+// for the world's own users only. A test that runs the service's loop must
+// not work the tasks of the package's other tests: its sweeper wakes the
+// owner of every due task in the shared database, and once completed a task
+// ForgeBatchCounters had just launched, which then saw its victim's batch
+// counted (a failure seen in CI).
+type worldIdentity struct{ users []uuid.UUID }
 
-func (claimsIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
+func (w worldIdentity) Identity(_ context.Context, user uuid.UUID) (supabase.Identity, error) {
+	if !slices.Contains(w.users, user) {
+		return supabase.Identity{}, fmt.Errorf("user %s belongs to another test", user)
+	}
 	return identity(user), nil
 }
 
