@@ -51,6 +51,14 @@ type DispatcherConfig struct {
 	// past it new hints are dropped and the sweeper finds the work later).
 	// Default 100000.
 	MaxUsers int
+	// HeadClaimInterval is how often, at least, a claim of a user's queue
+	// starts from its head. In between, a claim that follows a full one
+	// starts where that one stopped (claim_tasks' cursor), so it does not
+	// step over the index entries of the tasks claimed before it, which
+	// stay until vacuum removes them; a task committed behind the cursor
+	// is claimed when the part ahead cannot fill a claim, or by the next
+	// claim from the head. Default 1s; negative: every claim from the head.
+	HeadClaimInterval time.Duration
 	// Archetype is the logger and the clock (main's one archetype). Nil:
 	// discard logs, wall clock.
 	Archetype *baseservice.Archetype
@@ -95,6 +103,7 @@ type Dispatcher struct {
 	hints    map[uuid.UUID]uint64       // user → hint generation
 	running  map[uuid.UUID]*runningTask // task → running state
 	held     map[uuid.UUID]int          // user → slots held (claims in flight and running tasks); no zero entries
+	cursors  map[uuid.UUID]ownerCursor  // user → where the next claim may start (after a full claim)
 	free     int                        // free slots
 	writing  int                        // tasks writing their result after giving back their slot (at most Concurrency)
 	stopping bool
@@ -114,6 +123,13 @@ type Dispatcher struct {
 	loopDone   chan struct{}
 }
 
+// ownerCursor is where a user's next claim may start, and when a claim of
+// that user last started from the head of the queue.
+type ownerCursor struct {
+	after claimCursor
+	head  time.Time
+}
+
 // runningTask is the dispatcher's record of a task it is running: its owner
 // (whose slot it holds) and when it was claimed (lease renewal is due half a
 // lease later).
@@ -129,6 +145,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 	c.ClaimBatch = cmp.Or(c.ClaimBatch, 10)
 	c.FairShareFloor = max(c.FairShareFloor, 1)
 	c.MaxUsers = cmp.Or(c.MaxUsers, 100000)
+	c.HeadClaimInterval = cmp.Or(c.HeadClaimInterval, time.Second)
 	return baseservice.Init(c.Archetype, &Dispatcher{
 		cfg:      &c,
 		ids:      ids,
@@ -136,6 +153,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 		hints:    map[uuid.UUID]uint64{},
 		running:  map[uuid.UUID]*runningTask{},
 		held:     map[uuid.UUID]int{},
+		cursors:  map[uuid.UUID]ownerCursor{},
 		free:     c.Concurrency,
 		wake:     make(chan struct{}, 1),
 		workers:  newWorkers(),
@@ -379,7 +397,26 @@ func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claime
 	if err != nil {
 		return nil, fmt.Errorf("error getting an identity for user %s: %w", user, err)
 	}
-	return d.runner.Claim(ctx, id, n, nil)
+	// One claim per user is in flight (the user is out of the ring until
+	// it returns), so the user's cursor is this claim's to read and write.
+	head := d.Time.Now()
+	var after *claimCursor
+	d.mu.Lock()
+	if c, ok := d.cursors[user]; ok && head.Sub(c.head) < d.cfg.HeadClaimInterval {
+		after, head = &c.after, c.head
+	}
+	d.mu.Unlock()
+	claimed, next, err := d.runner.claim(ctx, id, n, nil, after)
+	d.mu.Lock()
+	if err != nil || next == nil || len(claimed) < n {
+		// The queue is drained, or in doubt: the next claim starts from
+		// the head (where it would have to look anyway).
+		delete(d.cursors, user)
+	} else {
+		d.cursors[user] = ownerCursor{after: *next, head: head}
+	}
+	d.mu.Unlock()
+	return claimed, err
 }
 
 func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Identity, c *Claimed) {

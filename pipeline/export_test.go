@@ -1,5 +1,11 @@
 package pipeline
 
+import (
+	"context"
+
+	"github.com/google/uuid"
+)
+
 // SweeperTestSignals receive one value each time the sweeper's loop has
 // handled an event, so a test knows a tick was handled without waiting on
 // real time.
@@ -25,4 +31,10 @@ func (s *Sweeper) InitTestSignals() SweeperTestSignals {
 func (d *Dispatcher) InitTestSignals() <-chan bool {
 	d.startedWrite = make(chan bool, 100)
 	return d.startedWrite
+}
+
+// ClaimForTest makes one of the dispatcher's claims for user, as its loop
+// does (with the user's cursor), without running what it claims.
+func (d *Dispatcher) ClaimForTest(ctx context.Context, user uuid.UUID, n int) ([]Claimed, error) {
+	return d.claim(ctx, user, n)
 }

@@ -254,3 +254,124 @@ func TestClaimReadsOnlyWhatItClaims(t *testing.T) {
 	require.Less(t, r.rows, int64(30), "rows read claiming 3 named tasks")
 	require.Less(t, r.entries, int64(30), "index entries read claiming 3 named tasks")
 }
+
+// A claim from a cursor (p_after_*, the "after" of the owner's previous
+// claim) starts where that claim stopped: it does not step over the index
+// entries of the tasks claimed before it, which stay in the runnable index
+// until vacuum removes them, so a claim deep in a large batch costs what one
+// at its head does. A task behind the cursor is claimed when the part ahead
+// cannot fill the claim, and by any claim from the head. A lone half of a
+// cursor is refused.
+func TestClaimFromCursorSkipsWhatWasClaimed(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	user := dbtest.CreateUser(ctx, t, b.pool)
+	const queue = 5000
+	_, err := b.pool.Exec(ctx, `insert into public.ai_tasks (task_type, status, input_data, user_id, stage_key, run_after)
+		select 'generic', 'plan', jsonb_build_object('n', n), $1, 'k', now() - interval '1 day' + make_interval(secs => n) from generate_series(1, $2::int) n`, user, queue)
+	require.NoError(t, err)
+
+	type cursor struct {
+		RunAfter *string    `json:"run_after"`
+		ID       *uuid.UUID `json:"id"`
+	}
+	type claimed struct {
+		ns     []int // input n of each claimed task (the result is in no particular order)
+		after  *cursor
+		blocks int64 // blocks of the runnable index the call fetched
+	}
+	conn, err := b.pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	// One transaction per claim, committed, as the service makes them.
+	claim := func(limit int, after *cursor) (claimed, error) {
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		dbtest.AsUser(ctx, t, tx, user)
+		blocks := func() int64 {
+			var n int64
+			require.NoError(t, tx.QueryRow(ctx, "select pg_stat_get_xact_blocks_fetched('public.ai_tasks_user_runnable_idx'::regclass)").Scan(&n))
+			return n
+		}
+		var ra, id any
+		if after != nil {
+			ra, id = after.RunAfter, after.ID
+		}
+		before := blocks()
+		var out []byte
+		if err := tx.QueryRow(ctx, "select public.claim_tasks('cursor', 300, $1, null, true, $2, $3)::text", limit, ra, id).Scan(&out); err != nil {
+			return claimed{}, err
+		}
+		c := claimed{blocks: blocks() - before}
+		require.NoError(t, tx.Commit(ctx))
+		var res struct {
+			Tasks []struct {
+				InputData struct {
+					N int `json:"n"`
+				} `json:"input_data"`
+			} `json:"tasks"`
+			After *cursor `json:"after"`
+		}
+		require.NoError(t, json.Unmarshal(out, &res))
+		for _, task := range res.Tasks {
+			c.ns = append(c.ns, task.InputData.N)
+		}
+		c.after = res.After
+		return c, nil
+	}
+	seq := func(from, to int) []int {
+		var s []int
+		for n := from; n <= to; n++ {
+			s = append(s, n)
+		}
+		return s
+	}
+
+	// 4,000 tasks claimed from the head, in queue order; each claim says
+	// where it stopped.
+	var after *cursor
+	for i := range 8 {
+		c, err := claim(500, nil)
+		require.NoError(t, err)
+		require.ElementsMatch(t, seq(500*i+1, 500*i+500), c.ns)
+		require.NotNil(t, c.after)
+		after = c.after
+	}
+
+	// The next 10 from the cursor, and the 10 after them from the head:
+	// queue order either way, but from the head the walk steps over the
+	// 4,000 entries claimed before (tens of index pages), from the cursor
+	// it does not.
+	fromCursor, err := claim(10, after)
+	require.NoError(t, err)
+	require.ElementsMatch(t, seq(4001, 4010), fromCursor.ns)
+	fromHead, err := claim(10, nil)
+	require.NoError(t, err)
+	require.ElementsMatch(t, seq(4011, 4020), fromHead.ns)
+	t.Logf("claiming 10 after 4,000 claimed: %d index blocks from the cursor, %d from the head", fromCursor.blocks, fromHead.blocks)
+	require.LessOrEqual(t, fromCursor.blocks, int64(8), "index blocks fetched claiming from the cursor")
+	require.GreaterOrEqual(t, fromHead.blocks, int64(25), "index blocks fetched claiming from the head (the entries of the tasks claimed before)")
+
+	// A task behind the cursor (made runnable with an old run_after): a
+	// claim the part ahead fills leaves it; one it cannot fill takes it
+	// too.
+	_, err = b.pool.Exec(ctx, `insert into public.ai_tasks (task_type, status, input_data, user_id, stage_key, run_after)
+		values ('generic', 'plan', '{"n": 0}', $1, 'k', now() - interval '2 days')`, user)
+	require.NoError(t, err)
+	ahead, err := claim(5, fromHead.after)
+	require.NoError(t, err)
+	require.ElementsMatch(t, seq(4021, 4025), ahead.ns, "the part ahead fills the claim; the task behind waits")
+	rest, err := claim(1000, ahead.after)
+	require.NoError(t, err)
+	require.ElementsMatch(t, append([]int{0}, seq(4026, queue)...), rest.ns, "the part ahead cannot fill the claim: the task behind too")
+	last, err := claim(10, rest.after)
+	require.NoError(t, err)
+	require.Empty(t, last.ns)
+	require.Nil(t, last.after, "no cursor from a claim that took nothing")
+
+	// Half a cursor is refused.
+	_, err = claim(10, &cursor{RunAfter: rest.after.RunAfter})
+	require.ErrorContains(t, err, "p_after_run_after and p_after_id go together")
+}

@@ -252,20 +252,46 @@ func (r *Runner) LeaseDuration() time.Duration { return r.cfg.LeaseDuration }
 // (each template and batch once, the task columns Task reads) and gives
 // every task its own copy of its template and batch.
 func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, taskIDs []uuid.UUID) ([]Claimed, error) {
+	claimed, _, err := r.claim(ctx, id, limit, taskIDs, nil)
+	return claimed, err
+}
+
+// claimCursor is where a claim of an owner's queue may start: the key
+// (run_after, id) of the last task the owner's previous claim took, which
+// claim_tasks returns as "after" and reads back as p_after_*.
+type claimCursor struct {
+	RunAfter time.Time `json:"run_after"`
+	ID       uuid.UUID `json:"id"`
+}
+
+// claim is Claim from a cursor (nil: from the head of the queue). It also
+// returns the cursor for the owner's next claim (nil when the walk of the
+// queue claimed nothing).
+func (r *Runner) claim(ctx context.Context, id supabase.Identity, limit int, taskIDs []uuid.UUID, after *claimCursor) ([]Claimed, *claimCursor, error) {
+	// The cursor's keys are always sent, null without one: the statement
+	// the transport prepares depends on the keys, and Direct.Warm prepares
+	// this one.
 	args := map[string]any{
-		"p_worker":        r.cfg.WorkerID,
-		"p_lease_seconds": int(r.cfg.LeaseDuration / time.Second),
-		"p_limit":         limit,
-		"p_task_ids":      taskIDs,
-		"p_compact":       true,
+		"p_worker":          r.cfg.WorkerID,
+		"p_lease_seconds":   int(r.cfg.LeaseDuration / time.Second),
+		"p_limit":           limit,
+		"p_task_ids":        taskIDs,
+		"p_compact":         true,
+		"p_after_run_after": nil,
+		"p_after_id":        nil,
+	}
+	if after != nil {
+		args["p_after_run_after"] = after.RunAfter
+		args["p_after_id"] = after.ID
 	}
 	var out struct {
 		Tasks     []Task              `json:"tasks"`
 		Templates map[string]Template `json:"templates"`
 		Batches   map[uuid.UUID]Batch `json:"batches"`
+		After     *claimCursor        `json:"after"`
 	}
 	if err := r.gate.rpc(ctx, r.db, id, "claim_tasks", args, &out); err != nil {
-		return nil, fmt.Errorf("error claiming tasks: %w", err)
+		return nil, nil, fmt.Errorf("error claiming tasks: %w", err)
 	}
 	for id, tpl := range out.Templates {
 		tpl.settings = &templateSettings{}
@@ -285,7 +311,7 @@ func (r *Runner) Claim(ctx context.Context, id supabase.Identity, limit int, tas
 			}
 		}
 	}
-	return claimed, nil
+	return claimed, out.After, nil
 }
 
 // Run runs one claimed task to a written outcome. ctx ending (shutdown

@@ -30,10 +30,22 @@ const warmClaims = `{"role":"authenticated","sub":"00000000-0000-0000-0000-00000
 func warmCalls() []warmCall {
 	const worker = "warm-up"
 	return []warmCall{
-		// Both ways a claim walks: the owner's queue (p_task_ids null: the
-		// statement planned once per connection) and named tasks.
-		{fn: "claim_tasks", args: map[string]any{"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true}},
-		{fn: "claim_tasks", args: map[string]any{"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": []string{}, "p_compact": true}},
+		// Every way a claim walks: the owner's queue from its head
+		// (p_task_ids null: the statement planned once per connection),
+		// from a cursor (both of that walk's statements), and named tasks.
+		// The keys are the engine's, which always sends the cursor's.
+		{fn: "claim_tasks", args: map[string]any{
+			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true,
+			"p_after_run_after": nil, "p_after_id": nil,
+		}},
+		{fn: "claim_tasks", args: map[string]any{
+			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true,
+			"p_after_run_after": "-infinity", "p_after_id": "00000000-0000-0000-0000-000000000000",
+		}},
+		{fn: "claim_tasks", args: map[string]any{
+			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": []string{}, "p_compact": true,
+			"p_after_run_after": nil, "p_after_id": nil,
+		}},
 		{fn: "complete_tasks", args: map[string]any{"p_worker": worker, "p_items": []any{}}},
 		{
 			fn: "complete_task",

@@ -70,7 +70,10 @@ func TestWarmPreparesTheEngineStatements(t *testing.T) {
 		} `json:"tasks"`
 	}
 	require.NoError(t, direct.RPC(ctx, id, "claim_tasks",
-		map[string]any{"p_worker": "w", "p_lease_seconds": 300, "p_limit": 10, "p_task_ids": nil, "p_compact": true}, &claimed))
+		map[string]any{
+			"p_worker": "w", "p_lease_seconds": 300, "p_limit": 10, "p_task_ids": nil, "p_compact": true,
+			"p_after_run_after": nil, "p_after_id": nil,
+		}, &claimed))
 	require.Len(t, claimed.Tasks, 1)
 	var done []map[string]any
 	require.NoError(t, direct.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "w", "p_items": []map[string]any{

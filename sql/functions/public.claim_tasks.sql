@@ -16,7 +16,9 @@ create or replace function public.claim_tasks(
   p_lease_seconds integer default 300,
   p_limit integer default 1,
   p_task_ids uuid[] default null,
-  p_compact boolean default false
+  p_compact boolean default false,
+  p_after_run_after timestamptz default null,
+  p_after_id uuid default null
 ) returns json
   language plpgsql volatile
   set search_path = ''
@@ -26,6 +28,11 @@ declare
   out json;
   rows_ tid[];
   more tid[];
+  head tid[];
+  -- The key (run_after, id) of the last task the walk of the queue claimed:
+  -- where the caller's next claim may start (p_after_*).
+  last_run_after timestamptz;
+  last_id uuid;
   counted integer;
   claimed public.ai_tasks[];
   -- This transaction had written nothing when the claim began.
@@ -50,6 +57,9 @@ begin
   if p_limit is null or p_limit < 1 or p_limit > 1000 then
     raise exception using errcode = '22023', message = 'p_limit must be between 1 and 1000';
   end if;
+  if (p_after_run_after is null) <> (p_after_id is null) then
+    raise exception using errcode = '22023', message = 'p_after_run_after and p_after_id go together: both or neither';
+  end if;
 
   -- Three small statements rather than one: one statement with every step
   -- as a CTE cost about 1.1 ms of planning per claim.
@@ -68,11 +78,74 @@ begin
   -- for this ORDER BY is the runnable index in order, which is the right
   -- plan for every tenant (TestClaimReadsOnlyWhatItClaims,
   -- TestClaimPlanForEveryTenant). The settings last only for the statement.
-  if p_task_ids is null then
+  --
+  -- With a cursor (p_after_*: the key of the last task the caller's previous
+  -- claim took, which it returns as "after"), the walk starts there, and
+  -- from the head only for what that part cannot fill. A claimed task's
+  -- entry stays in the runnable index, pointing at a dead row version, until
+  -- vacuum removes it, and the walk steps over such entries one by one
+  -- (about 11 ns each): from the head, a claim in a large batch being
+  -- drained paid for every task claimed before it since the last vacuum
+  -- (TestClaimFromCursorSkipsWhatWasClaimed; docs/performance.md, fifteenth
+  -- and sixteenth rounds). A task behind the cursor (committed after the
+  -- cursor passed its run_after, or made runnable again with an old one) is
+  -- claimed when the part ahead cannot fill the claim, or by a claim
+  -- without a cursor: the service sends none at least once a second per
+  -- owner.
+  if p_task_ids is null and p_after_run_after is not null then
     perform set_config('plan_cache_mode', 'force_generic_plan', true),
             set_config('enable_sort', 'off', true),
             set_config('enable_incremental_sort', 'off', true);
-    select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}') into rows_
+    select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}'),
+           (array_agg(c.run_after order by c.run_after desc, c.id desc))[1],
+           (array_agg(c.id order by c.run_after desc, c.id desc))[1]
+    into rows_, last_run_after, last_id
+    from (
+      select t.ctid, t.id, t.run_after
+      from public.ai_tasks t
+      where t.status = 'plan'
+        and t.user_id = uid
+        and (t.run_after, t.id) > (p_after_run_after, p_after_id)
+        and t.run_after <= now()
+        and (t.batch_id is null or not coalesce((
+          select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
+          from public.task_batches b where b.id = t.batch_id), false))
+      order by t.run_after, t.id
+      limit p_limit
+      for update of t skip locked
+    ) c;
+    if cardinality(rows_) < p_limit then
+      select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}'),
+             coalesce(last_run_after, (array_agg(c.run_after order by c.run_after desc, c.id desc))[1]),
+             coalesce(last_id, (array_agg(c.id order by c.run_after desc, c.id desc))[1])
+      into head, last_run_after, last_id
+      from (
+        select t.ctid, t.id, t.run_after
+        from public.ai_tasks t
+        where t.status = 'plan'
+          and t.user_id = uid
+          and (t.run_after, t.id) <= (p_after_run_after, p_after_id)
+          and t.run_after <= now()
+          and (t.batch_id is null or not coalesce((
+            select b.status in ('paused', 'cancelled') or coalesce(b.execution_delay_seconds, 0) > 0
+            from public.task_batches b where b.id = t.batch_id), false))
+        order by t.run_after, t.id
+        limit p_limit - cardinality(rows_)
+        for update of t skip locked
+      ) c;
+      rows_ := head || rows_;
+    end if;
+    perform set_config('plan_cache_mode', prev_plan_mode, true),
+            set_config('enable_sort', prev_sort, true),
+            set_config('enable_incremental_sort', prev_incremental_sort, true);
+  elsif p_task_ids is null then
+    perform set_config('plan_cache_mode', 'force_generic_plan', true),
+            set_config('enable_sort', 'off', true),
+            set_config('enable_incremental_sort', 'off', true);
+    select coalesce(array_agg(c.ctid order by c.run_after, c.id), '{}'),
+           (array_agg(c.run_after order by c.run_after desc, c.id desc))[1],
+           (array_agg(c.id order by c.run_after desc, c.id desc))[1]
+    into rows_, last_run_after, last_id
     from (
       select t.ctid, t.id, t.run_after
       from public.ai_tasks t
@@ -164,7 +237,7 @@ begin
   -- start of the wake-up bench (docs/performance.md, eighth round). Its
   -- result is the same.
   if cardinality(rows_) = 0 and p_worker <> 'warm-up' then
-    return case when p_compact then '{"tasks": [], "templates": {}, "batches": {}}'::json else '[]'::json end;
+    return case when p_compact then '{"tasks": [], "templates": {}, "batches": {}, "after": null}'::json else '[]'::json end;
   end if;
 
   -- 3. Lease them. By the row versions locked above: a TID scan (this
@@ -260,7 +333,10 @@ begin
                   'stage_config', p.stage_config, 'system_instruction', p.system_instruction,
                   'requires_approval', p.requires_approval, 'user_id', p.user_id)), '{}'::json)
                 from tpl p),
-      'batches', (select coalesce(json_object_agg(b.id, b.j), '{}'::json) from bat b))
+      'batches', (select coalesce(json_object_agg(b.id, b.j), '{}'::json) from bat b),
+      -- Where the caller's next claim may start (p_after_*): the last task
+      -- the walk of the queue claimed, null when it claimed none.
+      'after', case when last_id is not null then json_build_object('run_after', last_run_after, 'id', last_id) end)
   else
     (select coalesce(json_agg(json_build_object(
       'task', to_json(u),
