@@ -92,7 +92,7 @@ begin
   -- (about 11 ns each): from the head, a claim in a large batch being
   -- drained paid for every task claimed before it since the last vacuum
   -- (TestClaimFromCursorSkipsWhatWasClaimed; docs/performance.md, fifteenth
-  -- and sixteenth rounds). A task behind the cursor (committed after the
+  -- round). A task behind the cursor (committed after the
   -- cursor passed its run_after, or made runnable again with an old one) is
   -- claimed when the part ahead cannot fill the claim, or by a claim
   -- without a cursor: the service sends none at least once a second per

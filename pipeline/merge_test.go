@@ -285,11 +285,11 @@ func TestClaimFromCursorSkipsWhatWasClaimed(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Release()
 	// One transaction per claim, committed, as the service makes them.
-	claim := func(limit int, after *cursor) (claimed, error) {
+	claimAs := func(who uuid.UUID, limit int, after *cursor) (claimed, error) {
 		tx, err := conn.Begin(ctx)
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		dbtest.AsUser(ctx, t, tx, user)
+		dbtest.AsUser(ctx, t, tx, who)
 		blocks := func() int64 {
 			var n int64
 			require.NoError(t, tx.QueryRow(ctx, "select pg_stat_get_xact_blocks_fetched('public.ai_tasks_user_runnable_idx'::regclass)").Scan(&n))
@@ -321,6 +321,7 @@ func TestClaimFromCursorSkipsWhatWasClaimed(t *testing.T) {
 		c.after = res.After
 		return c, nil
 	}
+	claim := func(limit int, after *cursor) (claimed, error) { return claimAs(user, limit, after) }
 	seq := func(from, to int) []int {
 		var s []int
 		for n := from; n <= to; n++ {
@@ -374,4 +375,25 @@ func TestClaimFromCursorSkipsWhatWasClaimed(t *testing.T) {
 	// Half a cursor is refused.
 	_, err = claim(10, &cursor{RunAfter: rest.after.RunAfter})
 	require.ErrorContains(t, err, "p_after_run_after and p_after_id go together")
+
+	// A cursor says only where the caller's own queue is walked from:
+	// another tenant who knows this owner's task keys claims its own tasks
+	// with them, and nothing of this owner's.
+	_, err = b.pool.Exec(ctx, `update public.ai_tasks set status = 'plan', locked_by = null, locked_until = null
+		from (select set_config('orchable.engine', 'on', true)) e where user_id = $1 and (input_data ->> 'n')::int <= 3`, user)
+	require.NoError(t, err)
+	other := dbtest.CreateUser(ctx, t, b.pool)
+	_, err = b.pool.Exec(ctx, `insert into public.ai_tasks (task_type, status, input_data, user_id, stage_key, run_after)
+		select 'generic', 'plan', jsonb_build_object('n', 100 + n), $1, 'k', now() - interval '1 day' + make_interval(secs => n) from generate_series(1, 3) n`, other)
+	require.NoError(t, err)
+	got, err := claimAs(other, 1000, ahead.after)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []int{101, 102, 103}, got.ns, "with the owner's cursor: the caller's own tasks")
+	inf := "-infinity"
+	got, err = claimAs(other, 1000, &cursor{RunAfter: &inf, ID: &uuid.UUID{}})
+	require.NoError(t, err)
+	require.Empty(t, got.ns, "with a cursor before every key: nothing more of the caller's, nothing of the owner's")
+	var mine int
+	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where user_id = $1 and status = 'plan'", user).Scan(&mine))
+	require.Equal(t, 4, mine, "the owner's runnable tasks (n 0–3) are still runnable")
 }
