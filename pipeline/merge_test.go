@@ -397,3 +397,61 @@ func TestClaimFromCursorSkipsWhatWasClaimed(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where user_id = $1 and status = 'plan'", user).Scan(&mine))
 	require.Equal(t, 4, mine, "the owner's runnable tasks (n 0–3) are still runnable")
 }
+
+// A claim that finds fewer due tasks than it may take asks whether the
+// owner has a batch with a start delay, and reads only such batches to
+// answer: not every batch the owner ever launched.
+func TestClaimDoesNotReadTheOwnersBatches(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	user := dbtest.CreateUser(ctx, t, b.pool)
+	const batches = 5000
+	_, err := b.pool.Exec(ctx, `insert into public.task_batches (name, status, created_by)
+		select 'old ' || n, 'completed', $1 from generate_series(1, $2::int) n`, user, batches)
+	require.NoError(t, err)
+	var delayed uuid.UUID
+	require.NoError(t, b.pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, execution_delay_seconds)
+		values ('delayed', 'processing', $1, 60) returning id`, user).Scan(&delayed))
+	_, err = b.pool.Exec(ctx, `insert into public.ai_tasks (task_type, status, input_data, user_id, stage_key, batch_id)
+		values ('generic', 'plan', '{}', $1, 'k', null), ('generic', 'plan', '{}', $1, 'k', $2), ('generic', 'plan', '{}', $1, 'k', $2)`, user, delayed)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, "analyze public.task_batches")
+	require.NoError(t, err)
+
+	conn, err := b.pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	claim := func() (int, int64) {
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		dbtest.AsUser(ctx, t, tx, user)
+		read := func() int64 {
+			var n int64
+			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+				from pg_stat_xact_all_tables where relid = 'public.task_batches'::regclass`).Scan(&n))
+			return n
+		}
+		before := read()
+		var out []byte
+		require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('batches', 300, 10, null, true)::text").Scan(&out))
+		rows := read() - before
+		require.NoError(t, tx.Commit(ctx))
+		var res struct {
+			Tasks []json.RawMessage `json:"tasks"`
+		}
+		require.NoError(t, json.Unmarshal(out, &res))
+		return len(res.Tasks), rows
+	}
+	// The task in no batch, and one task of the delayed batch (one start
+	// per interval); then nothing is due until the interval has passed.
+	n, rows := claim()
+	t.Logf("a claim of 2 tasks read %d rows of task_batches (the owner has %d batches)", rows, batches+1)
+	require.Equal(t, 2, n)
+	require.Less(t, rows, int64(20), "rows of task_batches read by a claim that was not full")
+	n, rows = claim()
+	t.Logf("an empty claim read %d rows of task_batches", rows)
+	require.Zero(t, n)
+	require.Less(t, rows, int64(20), "rows of task_batches read by a claim that found nothing")
+}
