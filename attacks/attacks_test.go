@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -40,6 +41,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("ImportSquatting", func(t *testing.T) { t.Parallel(); attackImportSquatting(t, newWorld(t, pool)) })
 	t.Run("UnpublishUsedTemplate", func(t *testing.T) { t.Parallel(); attackUnpublishUsedTemplate(t, newWorld(t, pool)) })
 	t.Run("ForgeBatchCounters", func(t *testing.T) { t.Parallel(); attackForgeBatchCounters(t, newWorld(t, pool)) })
+	t.Run("ClaimFromVictimCursor", func(t *testing.T) { t.Parallel(); attackClaimFromVictimCursor(t, newWorld(t, pool)) })
 	t.Run("ServiceFunctionsAndPrivileges", func(t *testing.T) {
 		t.Parallel()
 		attackPrivileges(t, newWorld(t, pool), "default privileges")
@@ -575,4 +577,60 @@ func attackForgeBatchCounters(t *testing.T, w *world) {
 	require.NoError(t, w.pool.QueryRow(ctx, "select pending_tasks, completed_tasks from public.task_batches where id = $1", l.BatchID).Scan(&pending, &completed))
 	record(t, "6b status updates marked as counted, A's task among them", "SQL", "A's task and counters unchanged",
 		fmt.Sprintf("%s; A's task %s, A's batch pending=%d completed=%d", tag, aStatus, pending, completed), aStatus == "plan" && pending == 2 && completed == 0)
+}
+
+// attackClaimFromVictimCursor: claim_tasks' cursor (p_after_run_after,
+// p_after_id) says where the caller's queue is walked from. B passes the
+// keys of A's queued tasks (B knows A's ids and can guess their run_after),
+// and a key before every key, through the transport the engine uses: B
+// claims its own task and nothing of A's, and A's tasks stay runnable.
+func attackClaimFromVictimCursor(t *testing.T, w *world) {
+	t.Helper()
+	ctx := t.Context()
+	p := "A-" + uuid.NewString()[:8]
+	w.templates(ctx, t, w.a, stage{id: p, key: "one", cfg: map[string]any{"cardinality": "1:1"}})
+	la := w.launch(ctx, t, w.a, p, map[string]any{"row": 1}, map[string]any{"row": 2}, map[string]any{"row": 3})
+	q := "B-" + uuid.NewString()[:8]
+	w.templates(ctx, t, w.b, stage{id: q, key: "one", cfg: map[string]any{"cardinality": "1:1"}})
+	lb := w.launch(ctx, t, w.b, q, map[string]any{"row": 1})
+
+	type key struct {
+		RunAfter time.Time
+		ID       uuid.UUID
+	}
+	var keys []key
+	rows, err := w.pool.Query(ctx, "select run_after, id from public.ai_tasks where id = any($1) order by run_after, id", la.TaskIDs)
+	require.NoError(t, err)
+	for rows.Next() {
+		var k key
+		require.NoError(t, rows.Scan(&k.RunAfter, &k.ID))
+		keys = append(keys, k)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, keys, 3)
+	cursors := []map[string]any{
+		{"p_after_run_after": keys[0].RunAfter, "p_after_id": keys[0].ID},
+		{"p_after_run_after": keys[2].RunAfter, "p_after_id": keys[2].ID},
+		{"p_after_run_after": "-infinity", "p_after_id": uuid.Nil},
+	}
+	var got []uuid.UUID
+	for _, c := range cursors {
+		args := map[string]any{"p_worker": "attacker", "p_lease_seconds": 300, "p_limit": 100, "p_task_ids": nil, "p_compact": true}
+		maps.Copy(args, c)
+		var out struct {
+			Tasks []struct {
+				ID     uuid.UUID `json:"id"`
+				UserID uuid.UUID `json:"user_id"`
+			} `json:"tasks"`
+		}
+		require.NoError(t, w.db.RPC(ctx, identity(w.b), "claim_tasks", args, &out))
+		for _, task := range out.Tasks {
+			got = append(got, task.ID)
+		}
+	}
+	var aPlan int
+	require.NoError(t, w.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where id = any($1) and status = 'plan' and locked_by is null", la.TaskIDs).Scan(&aPlan))
+	record(t, "13 claim_tasks from a cursor at A's queued tasks, and before every key", "SQL (direct transport, as B)", "only B's own task; A's tasks runnable",
+		fmt.Sprintf("claimed %v (B's task %s); A's runnable tasks %d of 3", got, lb.TaskIDs[0], aPlan),
+		slices.Equal(got, []uuid.UUID{lb.TaskIDs[0]}) && aPlan == 3)
 }
