@@ -63,7 +63,7 @@ func checkCostFigures(t *testing.T, scenario string, figs []Figure) {
 	want := map[string][]string{
 		"throughput-noop":     {"DB CPU/task", "server CPU/task", "WAL/task, bench DB's records", "WAL/task, server-wide", "index entries written/task, upper bound"},
 		"throughput-pipeline": {"DB CPU/task", "WAL/task, bench DB's records", "index entries written/task, upper bound"},
-		"scaling":             {"N:1 merge over", "users ×", "DB CPU/completion", "rows read/completion", "index entries read/completion", "completion latency p99"},
+		"scaling":             {"N:1 merge over", "users ×", "DB CPU/completion", "rows read/completion", "index entries read/completion", "completion latency p99", "finished batches behind it", "of task_batches"},
 	}[scenario]
 	for _, name := range want {
 		var found *Figure

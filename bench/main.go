@@ -116,6 +116,9 @@ type options struct {
 	ScaleUsers int
 	ScaleWork  int
 	ScaleRuns  int
+	// the owner's history case (history.go): finished batches behind the
+	// old owner, and the roots each owner runs in its window
+	ScaleHistory, ScaleHistoryRoots int
 }
 
 func main() {
@@ -158,6 +161,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.ScaleBatch, "scale-batch", 10000, "scaling: rows of each user's batch, and of the new owner's batch")
 	fs.IntVar(&o.ScaleUsers, "scale-users", 20, "scaling: concurrent users with a batch each")
 	fs.IntVar(&o.ScaleWork, "scale-work", 1000, "scaling: completions measured per case (the rest of each scope is completed before the window)")
+	fs.IntVar(&o.ScaleHistory, "scale-history", 5000, "scaling: finished batches behind the owner of the history case (0: skip the case)")
+	fs.IntVar(&o.ScaleHistoryRoots, "scale-history-roots", 100, "scaling: roots (13 pipeline tasks each) each owner runs in the history case's windows")
 	fs.IntVar(&o.ScaleRuns, "scale-runs", 1, "scaling: runs (it measures several sizes per run, so -runs does not apply)")
 	fs.IntVar(&o.FuncStats, "function-stats", 0, "profiling: track_functions = all on orchable's run databases; print each run's top N SQL functions by self time before dropping it")
 	fs.BoolVar(&o.Proposed, "proposed", false, "apply the proposed SQL changes (proposed/*.sql) to the bench databases")
@@ -187,13 +192,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		o.ScaleMerge = append(o.ScaleMerge, n)
 	}
-	if o.ScaleBatch < 100 || o.ScaleUsers < 1 || o.ScaleWork < 1 || o.ScaleRuns < 1 {
-		return errors.New("-scale-batch must be ≥ 100 and -scale-users, -scale-work, -scale-runs ≥ 1")
+	if o.ScaleBatch < 100 || o.ScaleUsers < 1 || o.ScaleWork < 1 || o.ScaleRuns < 1 || o.ScaleHistory < 0 || o.ScaleHistoryRoots < 1 {
+		return errors.New("-scale-batch must be ≥ 100, -scale-users, -scale-work, -scale-runs, -scale-history-roots ≥ 1 and -scale-history ≥ 0")
 	}
 	if o.Quick {
 		o.Tasks = min(o.Tasks, 2000)
 		o.ScaleMerge = []int{100, 400}
 		o.ScaleBatch, o.ScaleUsers, o.ScaleWork = min(o.ScaleBatch, 400), min(o.ScaleUsers, 3), min(o.ScaleWork, 60)
+		o.ScaleHistory, o.ScaleHistoryRoots = min(o.ScaleHistory, 100), min(o.ScaleHistoryRoots, 10)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()

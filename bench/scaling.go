@@ -30,6 +30,9 @@ import (
 //   - unseen: a new owner's batch of -scale-batch tasks (one stage, then
 //     the feeders of an N:1 merge) in a table whose statistics describe only
 //     other owners, against the same batch analyzed.
+//   - history: an owner with -scale-history finished batches behind it runs
+//     the pipeline of throughput-pipeline, against a new owner in the same
+//     table (history.go).
 //
 // Per size it reports wall time, DB CPU, WAL, rows and index entries read
 // and index entries written per completion, and the completion latency (model answer →
@@ -80,6 +83,13 @@ func scaling(ctx context.Context, e *env) ([]Figure, error) {
 			return nil, fmt.Errorf("%s, unseen by the statistics: %w", what, err)
 		}
 		figs = append(figs, unseen.figures(what+", unseen by the statistics", seen, "the same, analyzed")...)
+	}
+	if e.o.ScaleHistory > 0 {
+		fresh, old, err := scaleHistory(ctx, e, e.o.ScaleHistory, e.o.ScaleHistoryRoots)
+		if err != nil {
+			return nil, fmt.Errorf("an owner's history: %w", err)
+		}
+		figs = append(figs, historyFigures(e.o.ScaleHistory, fresh, old)...)
 	}
 	return figs, nil
 }
