@@ -185,6 +185,110 @@ func TestDueTasksReadsOnlyWhatItReturns(t *testing.T) {
 	}
 }
 
+// The batch counters read a batch by its primary key, whatever the size of
+// task_batches (a row per launch, kept): two owners with 5,000 batches
+// each. orchable.count_moves, asked to count 200 tasks' moves in two of the
+// caller's batches and one of the other owner's, reads the two; with a join
+// it hashed all the caller's 5,000 once the array was long (10,000 rows
+// read per call, checked). fold_batch_counters, with 6,000 deltas of 300
+// batches, reads those 300; with the join alone it read the whole table.
+// Each several times on one connection: a function's plans change once
+// cached.
+func TestBatchCountersReadOnlyTheirBatches(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, owner, other := twoTenants(ctx, t)
+	const perOwner = 5000
+	for _, u := range []uuid.UUID{owner, other} {
+		_, err := pool.Exec(ctx, `insert into public.task_batches (name, status, created_by)
+			select 'old ' || n, 'completed', $1 from generate_series(1, $2::int) n`, u, perOwner)
+		require.NoError(t, err)
+	}
+	_, err := pool.Exec(ctx, "analyze public.task_batches")
+	require.NoError(t, err)
+	pick := func(u uuid.UUID, n int) []uuid.UUID {
+		rows, err := pool.Query(ctx, "select id from public.task_batches where created_by = $1 order by id limit $2", u, n)
+		require.NoError(t, err)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		require.NoError(t, err)
+		return ids
+	}
+	mine, theirs := pick(owner, 300), pick(other, 1)
+
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	// call runs sql in a transaction of its own on conn, as the owner when
+	// asOwner (by claims: the engine's functions are not the client's to
+	// call), and returns the rows of task_batches it read.
+	call := func(asOwner bool, sql string, out any, args ...any) int64 {
+		t.Helper()
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		if asOwner {
+			_, err = tx.Exec(ctx, "select set_config('request.jwt.claims', json_build_object('sub', $1::text, 'role', 'authenticated')::text, true)", owner)
+			require.NoError(t, err)
+		}
+		read := func() int64 {
+			var n int64
+			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+				from pg_stat_xact_all_tables where relid = 'public.task_batches'::regclass`).Scan(&n))
+			return n
+		}
+		before := read()
+		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
+		rows := read() - before
+		require.NoError(t, tx.Commit(ctx))
+		return rows
+	}
+
+	// 150 tasks in one batch, 49 in another, one in the other owner's.
+	moved := make([]uuid.UUID, 0, 200)
+	for i := range 199 {
+		moved = append(moved, mine[min(i/150, 1)])
+	}
+	moved = append(moved, theirs[0])
+	for i := range 8 {
+		var n int
+		rows := call(true, "select orchable.count_moves($1, 'processing', 'completed')", &n, moved)
+		t.Logf("count_moves call %d: 200 tasks' moves in 3 batches, %d delta rows, %d rows of task_batches read (%d batches)", i+1, n, rows, 2*perOwner)
+		require.Equal(t, 2, n, "a delta per batch of the caller's, none for the other owner's")
+		require.Less(t, rows, int64(10), "rows of task_batches read by count_moves")
+	}
+	var counted []struct {
+		BatchID   uuid.UUID `json:"batch_id"`
+		UserID    uuid.UUID `json:"user_id"`
+		Completed int       `json:"d_completed"`
+	}
+	require.NoError(t, pool.QueryRow(ctx, `select json_agg(json_build_object('batch_id', batch_id, 'user_id', user_id, 'd_completed', sum))
+		from (select batch_id, user_id, sum(d_completed) from public.task_batch_counter_deltas group by 1, 2 order by 3 desc) d`).Scan(&counted))
+	require.Len(t, counted, 2)
+	require.Equal(t, mine[0], counted[0].BatchID)
+	require.Equal(t, owner, counted[0].UserID)
+	require.Equal(t, 8*150, counted[0].Completed)
+	require.Equal(t, mine[1], counted[1].BatchID)
+	require.Equal(t, 8*49, counted[1].Completed)
+
+	for i := range 6 {
+		// 20 deltas for each of 300 batches; the statistics see them.
+		_, err := pool.Exec(ctx, `insert into public.task_batch_counter_deltas (batch_id, user_id, d_total, d_pending)
+			select b, $2, 1, 1 from unnest($1::uuid[]) b, generate_series(1, 20)`, mine, owner)
+		require.NoError(t, err)
+		_, err = pool.Exec(ctx, "analyze public.task_batch_counter_deltas")
+		require.NoError(t, err)
+		var folded int
+		rows := call(false, "select public.fold_batch_counters()", &folded)
+		t.Logf("fold %d: %d batches folded, %d rows of task_batches read (%d batches)", i+1, folded, rows, 2*perOwner)
+		require.Equal(t, len(mine), folded)
+		require.LessOrEqual(t, rows, int64(2*len(mine)), "rows of task_batches read by fold_batch_counters")
+	}
+	var total, pending int
+	require.NoError(t, pool.QueryRow(ctx, "select total_tasks, pending_tasks from public.task_batches where id = $1", mine[299]).Scan(&total, &pending))
+	require.Equal(t, 6*20, total)
+	require.Equal(t, 6*20, pending)
+}
+
 // due_tasks names every owner with due work before it names any owner's
 // second task: ten owners with a hundred older due tasks each do not fill
 // p_limit and hide an owner whose one task is newer (the sweeper wakes the

@@ -14,6 +14,7 @@ create or replace function orchable.count_moves(p_batches uuid[], p_from public.
   set search_path = ''
 as $$
 declare
+  uid uuid := auth.uid();
   ob text;
   nb text;
   n integer;
@@ -27,13 +28,17 @@ begin
     return 0;
   end if;
   insert into public.task_batch_counter_deltas (batch_id, user_id, d_total, d_pending, d_processing, d_completed, d_failed)
-  select m.batch_id, b.created_by, 0,
+  select m.batch_id, uid, 0,
          m.n * ((nb = 'pending')::int - (ob = 'pending')::int),
          m.n * ((nb = 'processing')::int - (ob = 'processing')::int),
          m.n * ((nb = 'completed')::int - (ob = 'completed')::int),
          m.n * ((nb = 'failed')::int - (ob = 'failed')::int)
   from (select x as batch_id, count(*)::int as n from unnest(p_batches) x where x is not null group by x) m
-  join public.task_batches b on b.id = m.batch_id and b.created_by = (select auth.uid());
+  -- The owner of each batch by its primary key, as a subplan run once per
+  -- batch. As a join, a call with many tasks (the plan made for its array's
+  -- length) had the planner hash every batch of the caller, or of every
+  -- tenant, for the few it moved: task_batches keeps a row per launch ever.
+  where (select b.created_by from public.task_batches b where b.id = m.batch_id) = uid;
   get diagnostics n = row_count;
   return n;
 end

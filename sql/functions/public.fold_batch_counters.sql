@@ -41,6 +41,11 @@ begin
         else null end
     from sums s
     where b.id = s.batch_id
+      -- The same condition again, as an array: it makes the batches to fold
+      -- an index condition. Without it, once there were a few hundred
+      -- deltas the planner hashed them and read task_batches in full, every
+      -- batch of every tenant ever launched, on every fold.
+      and b.id = any (array(select s2.batch_id from sums s2))
     returning 1
   )
   select count(*) into n from upd;
