@@ -289,6 +289,123 @@ func TestBatchCountersReadOnlyTheirBatches(t *testing.T) {
 	require.Equal(t, 6*20, pending)
 }
 
+// Resetting a task (retry_failed_task, retry_all_failed_in_batch) reads its
+// tree and the barrier children of its scopes, not the owner's tasks: an
+// owner with 20,000 finished tasks retries a failed root whose tree holds a
+// child, a grandchild, and the merge child of their batch with a child of
+// its own. The reset removes those four and nothing else (another tree of
+// the batch, a merge of another batch), reads a handful of rows (20,007
+// before: every task of the owner), and a tree whose root was deleted (its
+// tasks' root_task_id set to null) is still removed, through parent_task_id.
+func TestRetryReadsOnlyTheTaskTree(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, owner, _ := twoTenants(ctx, t)
+	const history = 20000
+	batch, other, old := uuid.New(), uuid.New(), uuid.New()
+	_, err := pool.Exec(ctx, `insert into public.task_batches (id, name, created_by, status) values ($1, 'b', $4, 'failed'), ($2, 'o', $4, 'completed'), ($3, 'old', $4, 'completed')`,
+		batch, other, old, owner)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, batch_id, stage_key, idempotency_key)
+		select 'completed', '{}', $1, $2, 'k', 'succ/' || n from generate_series(1, $3::int) n`, owner, old, history)
+	require.NoError(t, err)
+	ids := map[string]uuid.UUID{}
+	for _, n := range []string{"root", "child", "grandchild", "merge", "mergechild", "root2", "child2", "othermerge", "orphan", "orphanchild"} {
+		ids[n] = uuid.New()
+	}
+	path := func(names ...string) string {
+		b, _ := json.Marshal(func() []string {
+			out := []string{}
+			for _, n := range names {
+				out = append(out, ids[n].String())
+			}
+			return out
+		}())
+		return string(b)
+	}
+	// The pipeline s1 → s2 → s3 → m (N:1) → n: the reset of an s1 task
+	// removes the merges whose stages (s3) are downstream of s1.
+	tpl := "rt-" + uuid.NewString()[:8] + "-"
+	_, err = pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, stage_config, next_stage_template_ids, user_id)
+		select $1 || k, 'x', k, case when k = 'm' then '{"cardinality": "N:1"}' else '{}' end::jsonb,
+		       case when nx is null then '[]'::jsonb else jsonb_build_array($1 || nx) end, $2
+		from (values ('s1', 's2'), ('s2', 's3'), ('s3', 'm'), ('m', 'n'), ('n', null)) v(k, nx)`, tpl, owner)
+	require.NoError(t, err)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "select set_config('orchable.engine', 'on', true)")
+	require.NoError(t, err)
+	type task struct {
+		name, status, stage, parent, root, path, key, scope string
+		batch                                               uuid.UUID
+	}
+	for _, k := range []task{
+		{name: "root", status: "failed", stage: "s1", root: "root", path: path(), batch: batch},
+		{name: "child", status: "completed", stage: "s2", parent: "root", root: "root", path: path("root"), batch: batch, key: "succ/c"},
+		{name: "grandchild", status: "completed", stage: "s3", parent: "child", root: "root", path: path("root", "child"), batch: batch, key: "succ/g"},
+		{name: "root2", status: "completed", stage: "s1", root: "root2", path: path(), batch: batch},
+		{name: "child2", status: "completed", stage: "s2", parent: "root2", root: "root2", path: path("root2"), batch: batch, key: "succ/c2"},
+		// The merge of the batch's s3 tasks, made by root2's grandchild's
+		// completion (its tree is root2's), and its child.
+		{name: "merge", status: "completed", stage: "m", parent: "child2", root: "root2", path: path("root2", "child2"), batch: batch, key: "barrier/m/batch:" + batch.String(), scope: "batch:" + batch.String()},
+		{name: "mergechild", status: "plan", stage: "n", parent: "merge", root: "root2", path: path("root2", "child2", "merge"), batch: batch, key: "succ/mc"},
+		{name: "othermerge", status: "completed", stage: "m", root: "othermerge", path: path(), batch: other, key: "barrier/m/batch:" + other.String(), scope: "batch:" + other.String()},
+		{name: "orphan", status: "failed", stage: "s2", root: "", path: path("gone"), batch: other},
+		{name: "orphanchild", status: "completed", stage: "s3", parent: "orphan", root: "", path: path("gone", "orphan"), batch: other, key: "succ/oc"},
+	} {
+		var extra any = map[string]any{}
+		if k.scope != "" {
+			extra = map[string]any{"_barrier": map[string]any{"scope": k.scope, "stages": []string{"s3"}}}
+		}
+		opt := func(n string) any {
+			if n == "" {
+				return nil
+			}
+			return ids[n]
+		}
+		key := any(nil)
+		if k.key != "" {
+			key = k.key
+		}
+		_, err := tx.Exec(ctx, `insert into public.ai_tasks (id, status, input_data, user_id, batch_id, stage_key, parent_task_id, root_task_id, hierarchy_path,
+			idempotency_key, extra, prompt_template_id)
+			values ($1, $2, '{}', $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11)`,
+			ids[k.name], k.status, owner, k.batch, k.stage, opt(k.parent), opt(k.root), k.path, key, extra, tpl+k.stage)
+		require.NoError(t, err, k.name)
+	}
+	require.NoError(t, tx.Commit(ctx))
+	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
+	require.NoError(t, err)
+
+	exists := func() map[string]string {
+		out := map[string]string{}
+		for n, id := range ids {
+			var status string
+			if err := pool.QueryRow(ctx, "select status::text from public.ai_tasks where id = $1", id).Scan(&status); err == nil {
+				out[n] = status
+			}
+		}
+		return out
+	}
+	var nothing any
+	rows := callReading(ctx, t, pool, owner, "select 1 from (select public.retry_failed_task($1)) x", &nothing, ids["root"])
+	t.Logf("retry_failed_task read %d rows of ai_tasks (the owner has %d)", rows, history+10)
+	require.Less(t, rows, int64(50), "rows of ai_tasks read by a task's reset")
+	require.Equal(t, map[string]string{
+		"root": "plan", "root2": "completed", "child2": "completed", "othermerge": "completed",
+		"orphan": "failed", "orphanchild": "completed",
+	}, exists(), "the root reset; its child, grandchild, the batch's merge and the merge's child removed")
+
+	var n int
+	rows = callReading(ctx, t, pool, owner, "select public.retry_all_failed_in_batch($1)", &n, other)
+	t.Logf("retry_all_failed_in_batch read %d rows of ai_tasks", rows)
+	require.Equal(t, 1, n)
+	require.Less(t, rows, int64(50), "rows of ai_tasks read by a batch's retry")
+	got := exists()
+	require.Equal(t, "plan", got["orphan"])
+	require.NotContains(t, got, "orphanchild", "a descendant whose root was deleted is found through parent_task_id")
+}
+
 // due_tasks names every owner with due work before it names any owner's
 // second task: ten owners with a hundred older due tasks each do not fill
 // p_limit and hide an owner whose one task is newer (the sweeper wakes the
