@@ -162,7 +162,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.ScaleUsers, "scale-users", 20, "scaling: concurrent users with a batch each")
 	fs.IntVar(&o.ScaleWork, "scale-work", 1000, "scaling: completions measured per case (the rest of each scope is completed before the window)")
 	fs.IntVar(&o.ScaleHistory, "scale-history", 5000, "scaling: finished batches behind the owner of the history case (0: skip the case)")
-	fs.IntVar(&o.ScaleHistoryRoots, "scale-history-roots", 100, "scaling: roots (13 pipeline tasks each) each owner runs in the history case's windows")
+	fs.IntVar(&o.ScaleHistoryRoots, "scale-history-roots", 300, "scaling: roots (13 pipeline tasks each) each owner runs in the history case's windows")
 	fs.IntVar(&o.ScaleRuns, "scale-runs", 1, "scaling: runs (it measures several sizes per run, so -runs does not apply)")
 	fs.IntVar(&o.FuncStats, "function-stats", 0, "profiling: track_functions = all on orchable's run databases; print each run's top N SQL functions by self time before dropping it")
 	fs.BoolVar(&o.Proposed, "proposed", false, "apply the proposed SQL changes (proposed/*.sql) to the bench databases")
