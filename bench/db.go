@@ -245,6 +245,17 @@ func copyTasksIn(ctx context.Context, p *pgxpool.Pool, users []uuid.UUID, tmpl, 
 	return ids, nil
 }
 
+// vacuumAnalyze vacuums and analyzes tables, as autovacuum would have (it is
+// off on the bench server).
+func vacuumAnalyze(ctx context.Context, p *pgxpool.Pool, tables ...string) error {
+	for _, t := range tables {
+		if _, err := p.Exec(ctx, "vacuum (analyze) "+t); err != nil {
+			return fmt.Errorf("error vacuuming %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
 func analyze(ctx context.Context, p *pgxpool.Pool, tables ...string) error {
 	for _, t := range tables {
 		if _, err := p.Exec(ctx, "analyze "+t); err != nil {

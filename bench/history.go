@@ -132,10 +132,8 @@ func scaleHistory(ctx context.Context, e *env, batches, roots int) (fresh, old h
 		if err := foldCounters(ctx, db); err != nil {
 			return out, err
 		}
-		for _, t := range []string{"public.ai_tasks", "public.task_batches", "public.task_batch_counter_deltas", "public.prompt_templates"} {
-			if _, err := db.Pool.Exec(ctx, "vacuum (analyze) "+t); err != nil {
-				return out, fmt.Errorf("error vacuuming %s: %w", t, err)
-			}
+		if err := vacuumAnalyze(ctx, db.Pool, "public.ai_tasks", "public.task_batches", "public.task_batch_counter_deltas", "public.prompt_templates"); err != nil {
+			return out, err
 		}
 		m, err := e.startCost(ctx, db)
 		if err != nil {

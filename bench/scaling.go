@@ -118,10 +118,8 @@ func scaleUnseen(ctx context.Context, e *env, users, size int, analyzed, merge b
 	if _, err := copyTasks(ctx, db.Pool, others, stage.ID, stage.Key, "completed", 100*users); err != nil {
 		return out, err
 	}
-	for _, t := range []string{"public.ai_tasks", "public.task_batches", "public.prompt_templates"} {
-		if _, err := db.Pool.Exec(ctx, "vacuum (analyze) "+t); err != nil {
-			return out, fmt.Errorf("error vacuuming %s: %w", t, err)
-		}
+	if err := vacuumAnalyze(ctx, db.Pool, "public.ai_tasks", "public.task_batches", "public.prompt_templates"); err != nil {
+		return out, err
 	}
 	owner, err := createUser(ctx, db.Pool)
 	if err != nil {
@@ -325,10 +323,8 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 	if err := foldCounters(ctx, db); err != nil {
 		return out, err
 	}
-	for _, t := range []string{"public.ai_tasks", "public.task_batches", "public.task_batch_counter_deltas", "public.prompt_templates"} {
-		if _, err := db.Pool.Exec(ctx, "vacuum (analyze) "+t); err != nil {
-			return out, fmt.Errorf("error vacuuming %s: %w", t, err)
-		}
+	if err := vacuumAnalyze(ctx, db.Pool, "public.ai_tasks", "public.task_batches", "public.task_batch_counter_deltas", "public.prompt_templates"); err != nil {
+		return out, err
 	}
 	// The merge case holds its scope's last task back (run_after tomorrow)
 	// and completes it in a second window: the first measures the feeders'

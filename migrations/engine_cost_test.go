@@ -218,29 +218,11 @@ func TestBatchCountersReadOnlyTheirBatches(t *testing.T) {
 	conn, err := pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
-	// call runs sql in a transaction of its own on conn, as the owner when
-	// asOwner (by claims: the engine's functions are not the client's to
-	// call), and returns the rows of task_batches it read.
-	call := func(asOwner bool, sql string, out any, args ...any) int64 {
+	// call runs sql on conn as user (the test's own role for uuid.Nil) and
+	// returns the rows of task_batches it read.
+	call := func(user uuid.UUID, sql string, out any, args ...any) int64 {
 		t.Helper()
-		tx, err := conn.Begin(ctx)
-		require.NoError(t, err)
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		if asOwner {
-			_, err = tx.Exec(ctx, "select set_config('request.jwt.claims', json_build_object('sub', $1::text, 'role', 'authenticated')::text, true)", owner)
-			require.NoError(t, err)
-		}
-		read := func() int64 {
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-				from pg_stat_xact_all_tables where relid = 'public.task_batches'::regclass`).Scan(&n))
-			return n
-		}
-		before := read()
-		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
-		rows := read() - before
-		require.NoError(t, tx.Commit(ctx))
-		return rows
+		return callReadingTable(ctx, t, conn, "public.task_batches", user, sql, out, args...)
 	}
 
 	// 150 tasks in one batch, 49 in another, one in the other owner's.
@@ -251,7 +233,7 @@ func TestBatchCountersReadOnlyTheirBatches(t *testing.T) {
 	moved = append(moved, theirs[0])
 	for i := range 8 {
 		var n int
-		rows := call(true, "select orchable.count_moves($1, 'processing', 'completed')", &n, moved)
+		rows := call(owner, "select orchable.count_moves($1, 'processing', 'completed')", &n, moved)
 		t.Logf("count_moves call %d: 200 tasks' moves in 3 batches, %d delta rows, %d rows of task_batches read (%d batches)", i+1, n, rows, 2*perOwner)
 		require.Equal(t, 2, n, "a delta per batch of the caller's, none for the other owner's")
 		require.Less(t, rows, int64(10), "rows of task_batches read by count_moves")
@@ -278,7 +260,7 @@ func TestBatchCountersReadOnlyTheirBatches(t *testing.T) {
 		_, err = pool.Exec(ctx, "analyze public.task_batch_counter_deltas")
 		require.NoError(t, err)
 		var folded int
-		rows := call(false, "select public.fold_batch_counters()", &folded)
+		rows := call(uuid.Nil, "select public.fold_batch_counters()", &folded)
 		t.Logf("fold %d: %d batches folded, %d rows of task_batches read (%d batches)", i+1, folded, rows, 2*perOwner)
 		require.Equal(t, len(mine), folded)
 		require.LessOrEqual(t, rows, int64(2*len(mine)), "rows of task_batches read by fold_batch_counters")
@@ -793,19 +775,30 @@ func TestSuccessorsPlanForEveryTenant(t *testing.T) {
 // the user in a transaction of its own on conn, and returns the rows of
 // ai_tasks the call read (sequential reads and index fetches, counted in the
 // transaction).
-func callReading(ctx context.Context, t *testing.T, conn interface {
+func callReading(ctx context.Context, t *testing.T, conn beginner, user uuid.UUID, sql string, out any, args ...any) int64 {
+	t.Helper()
+	return callReadingTable(ctx, t, conn, "public.ai_tasks", user, sql, out, args...)
+}
+
+// beginner is a pool or one of its connections.
+type beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
-}, user uuid.UUID, sql string, out any, args ...any,
-) int64 {
+}
+
+// callReadingTable is callReading for the rows of table read; for
+// uuid.Nil it calls as the test's own role instead of a user.
+func callReadingTable(ctx context.Context, t *testing.T, conn beginner, table string, user uuid.UUID, sql string, out any, args ...any) int64 {
 	t.Helper()
 	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	dbtest.AsUser(ctx, t, tx, user)
+	if user != uuid.Nil {
+		dbtest.AsUser(ctx, t, tx, user)
+	}
 	read := func() int64 {
 		var n int64
 		require.NoError(t, tx.QueryRow(ctx, `select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-			from pg_stat_xact_all_tables where relid = 'public.ai_tasks'::regclass`).Scan(&n))
+			from pg_stat_xact_all_tables where relid = $1::regclass`, table).Scan(&n))
 		return n
 	}
 	before := read()
