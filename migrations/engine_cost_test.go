@@ -272,13 +272,15 @@ func TestBatchCountersReadOnlyTheirBatches(t *testing.T) {
 }
 
 // Resetting a task (retry_failed_task, retry_all_failed_in_batch) reads its
-// tree and the barrier children of its scopes, not the owner's tasks: an
-// owner with 20,000 finished tasks retries a failed root whose tree holds a
-// child, a grandchild, and the merge child of their batch with a child of
-// its own. The reset removes those four and nothing else (another tree of
-// the batch, a merge of another batch), reads a handful of rows (20,007
-// before: every task of the owner), and a tree whose root was deleted (its
-// tasks' root_task_id set to null) is still removed, through parent_task_id.
+// descendants and the barrier children of its scopes, not the owner's
+// tasks: an owner with 20,000 finished tasks retries a failed root whose
+// tree holds a child, a grandchild, and the merge child of their batch with
+// a child of its own. The reset removes those four and nothing else
+// (another tree of the batch, a merge of another batch) and reads a handful
+// of rows (40,033 before: the owner's tasks, twice). A tree whose root was
+// deleted (its tasks' root_task_id set to null) is still removed, and a
+// failed leaf among its root's 2,000 split children reads itself, not its
+// 2,000 siblings (as a walk of the root's whole tree did).
 func TestRetryReadsOnlyTheTaskTree(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -315,6 +317,7 @@ func TestRetryReadsOnlyTheTaskTree(t *testing.T) {
 	require.NoError(t, err)
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	_, err = tx.Exec(ctx, "select set_config('orchable.engine', 'on', true)")
 	require.NoError(t, err)
 	type task struct {
@@ -355,6 +358,17 @@ func TestRetryReadsOnlyTheTaskTree(t *testing.T) {
 			ids[k.name], k.status, owner, k.batch, k.stage, opt(k.parent), opt(k.root), k.path, key, extra, tpl+k.stage)
 		require.NoError(t, err, k.name)
 	}
+	// A root of the old batch with 2,000 split children, one of them failed.
+	split, failedLeaf := uuid.New(), uuid.New()
+	_, err = tx.Exec(ctx, `insert into public.ai_tasks (id, status, input_data, user_id, batch_id, stage_key, root_task_id, hierarchy_path, prompt_template_id)
+		values ($1, 'completed', '{}', $2, $3, 's1', $1, '[]', $4 || 's1')`, split, owner, old, tpl)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `insert into public.ai_tasks (id, status, input_data, user_id, batch_id, stage_key, parent_task_id, root_task_id, hierarchy_path,
+			idempotency_key, prompt_template_id)
+		select case when n = 1 then $5::uuid else gen_random_uuid() end, case when n = 1 then 'failed' else 'completed' end::public.ai_task_status,
+		       '{}', $2, $3, 's2', $1::uuid, $1::uuid, jsonb_build_array($1::uuid::text), 'split/' || n, $4 || 's2'
+		from generate_series(1, 2000) n`, split, owner, old, tpl, failedLeaf)
+	require.NoError(t, err)
 	require.NoError(t, tx.Commit(ctx))
 	_, err = pool.Exec(ctx, "analyze public.ai_tasks")
 	require.NoError(t, err)
@@ -386,6 +400,15 @@ func TestRetryReadsOnlyTheTaskTree(t *testing.T) {
 	got := exists()
 	require.Equal(t, "plan", got["orphan"])
 	require.NotContains(t, got, "orphanchild", "a descendant whose root was deleted is found through parent_task_id")
+
+	rows = callReading(ctx, t, pool, owner, "select 1 from (select public.retry_failed_task($1)) x", &nothing, failedLeaf)
+	t.Logf("retry_failed_task of one of 2,000 split children read %d rows of ai_tasks", rows)
+	require.Less(t, rows, int64(50), "rows of ai_tasks read by a leaf's reset")
+	var siblings int
+	require.NoError(t, pool.QueryRow(ctx, "select count(*) filter (where status = 'completed'), count(*) filter (where id = $2 and status = 'plan') from public.ai_tasks where parent_task_id = $1",
+		split, failedLeaf).Scan(&siblings, &n))
+	require.Equal(t, 1999, siblings, "the leaf's siblings are left alone")
+	require.Equal(t, 1, n, "the leaf is reset")
 }
 
 // due_tasks names every owner with due work before it names any owner's

@@ -33,13 +33,13 @@ begin
 
   -- What goes: the tasks with t in their hierarchy_path (its descendants),
   -- the barrier children of t's scopes whose dependency stages are at or
-  -- after t's, and their descendants. Each is found through an index of
-  -- the scope or tree it is in (orchable.descendant_ids, the barrier scope
-  -- index), never by reading all the owner's tasks: that read 100,000 rows
-  -- per task reset for an owner with 100,000 tasks, and retrying a batch
-  -- resets each of its failed tasks.
+  -- after t's, and their descendants. Each is found through an index
+  -- (orchable.descendant_ids walks parent_task_id; the barrier scope index),
+  -- never by reading all the owner's tasks: that read 100,000 rows per task
+  -- reset for an owner with 100,000 tasks, and retrying a batch resets each
+  -- of its failed tasks.
   with barrier_children as (
-    select c.id, c.root_task_id from public.ai_tasks c
+    select c.id from public.ai_tasks c
     where c.idempotency_key like 'barrier/%'
       and c.user_id = t.user_id
       -- The scopes t is in (orchable.barrier_scope makes no other kind).
@@ -48,11 +48,11 @@ begin
       and exists (select 1 from jsonb_array_elements_text(c.extra -> '_barrier' -> 'stages') s(k) where s.k = any(downstream))
       and orchable.in_scope(t, c.extra -> '_barrier' ->> 'scope')
   ), doomed as (
-    select d.id from orchable.descendant_ids(t.user_id, t.id, t.root_task_id) d(id)
+    select d.id from orchable.descendant_ids(t.user_id, t.id) d(id)
     union
     select bc.id from barrier_children bc
     union
-    select d.id from barrier_children bc, orchable.descendant_ids(t.user_id, bc.id, bc.root_task_id) d(id)
+    select d.id from barrier_children bc, orchable.descendant_ids(t.user_id, bc.id) d(id)
   )
   -- By primary key: as a join, the planner read all the owner's tasks to
   -- meet the few doomed ones.
