@@ -42,6 +42,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("UnpublishUsedTemplate", func(t *testing.T) { t.Parallel(); attackUnpublishUsedTemplate(t, newWorld(t, pool)) })
 	t.Run("ForgeBatchCounters", func(t *testing.T) { t.Parallel(); attackForgeBatchCounters(t, newWorld(t, pool)) })
 	t.Run("ClaimFromVictimCursor", func(t *testing.T) { t.Parallel(); attackClaimFromVictimCursor(t, newWorld(t, pool)) })
+	t.Run("ResetThroughVictimTree", func(t *testing.T) { t.Parallel(); attackResetThroughVictimTree(t, newWorld(t, pool)) })
 	t.Run("ServiceFunctionsAndPrivileges", func(t *testing.T) {
 		t.Parallel()
 		attackPrivileges(t, newWorld(t, pool), "default privileges")
@@ -633,4 +634,67 @@ func attackClaimFromVictimCursor(t *testing.T, w *world) {
 	record(t, "13 claim_tasks from a cursor at A's queued tasks, and before every key", "SQL (direct transport, as B)", "only B's own task; A's tasks runnable",
 		fmt.Sprintf("claimed %v (B's task %s); A's runnable tasks %d of 3", got, lb.TaskIDs[0], aPlan),
 		slices.Equal(got, []uuid.UUID{lb.TaskIDs[0]}) && aPlan == 3)
+}
+
+// Attack 14: a task's reset for a retry finds what it removes through
+// orchable.descendant_ids (SECURITY DEFINER: it walks parent_task_id with no
+// policy) and the barrier scope index. B asks the walk about A's tree, as A
+// and as itself; dresses its own failed task as a merge of A's batch and
+// points it into A's tree; retries it, and A's task.
+func attackResetThroughVictimTree(t *testing.T, w *world) {
+	t.Helper()
+	ctx := t.Context()
+	p := "A-" + uuid.NewString()[:8]
+	w.templates(ctx, t, w.a, stage{id: p, key: "one", cfg: map[string]any{"cardinality": "1:1"}})
+	la := w.launch(ctx, t, w.a, p, map[string]any{"row": 1})
+	aRoot := la.TaskIDs[0]
+	// A's root has a child, as the engine makes one.
+	aChild := uuid.New()
+	tx, err := w.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	_, err = tx.Exec(ctx, "select set_config('orchable.engine', 'on', true)")
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `insert into public.ai_tasks (id, status, input_data, user_id, batch_id, launch_id, stage_key, parent_task_id, root_task_id, hierarchy_path, idempotency_key)
+		values ($1, 'completed', '{}', $2, $3, $4, 'two', $5, $5, jsonb_build_array($5::uuid::text), 'succ/' || $5::uuid::text)`, aChild, w.a, la.BatchID, la.LaunchID, aRoot)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "update public.ai_tasks set status = 'completed' where id = $1", aRoot)
+	require.NoError(t, err)
+	// And a merge of A's launch, as check_barrier makes one.
+	aMerge := uuid.New()
+	scope := "launch:" + la.LaunchID.String()
+	_, err = tx.Exec(ctx, `insert into public.ai_tasks (id, status, input_data, user_id, batch_id, launch_id, stage_key, parent_task_id, root_task_id, hierarchy_path, idempotency_key, extra)
+		values ($1, 'completed', '{}', $2, $3, $4, 'merge', $5, $5, jsonb_build_array($5::uuid::text), 'barrier/m/' || $6::text,
+		        jsonb_build_object('_barrier', jsonb_build_object('scope', $6::text, 'stages', '["one", "two"]'::jsonb)))`,
+		aMerge, w.a, la.BatchID, la.LaunchID, aChild, scope)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	q := "B-" + uuid.NewString()[:8]
+	w.templates(ctx, t, w.b, stage{id: q, key: "one", cfg: map[string]any{"cardinality": "1:1"}})
+	lb := w.launch(ctx, t, w.b, q, map[string]any{"row": 1})
+	bTask := lb.TaskIDs[0]
+	_, err = w.pool.Exec(ctx, "with e as (select set_config('orchable.engine', 'on', true)) update public.ai_tasks set status = 'failed' from e where id = $1", bTask)
+	require.NoError(t, err)
+
+	var n int
+	errAsA := w.asRow(ctx, t, w.b, "select count(*)::int from orchable.descendant_ids($1, $2)", []any{w.a, aRoot}, &n)
+	errAsB := w.asRow(ctx, t, w.b, "select count(*)::int from orchable.descendant_ids($1, $2)", []any{w.b, aRoot}, &n)
+	record(t, "14 descendant_ids asked for A's tree, naming A and naming B", "SQL as B", "refused; nothing",
+		fmt.Sprintf("naming A: %s; naming B: %s, %d ids", errText(errAsA), errText(errAsB), n), pgCode(errAsA) == "42501" && errAsB == nil && n == 0)
+
+	// B's own task in A's launch, with A's root in its path and a merge's
+	// marks of A's launch (columns B may write on its own row), pointed into
+	// A's tree, then retried; and A's root retried by B.
+	_, errLaunch := w.as(ctx, t, w.b, "update public.ai_tasks set launch_id = $2 where id = $1", bTask, la.LaunchID)
+	_, errDress := w.as(ctx, t, w.b, `update public.ai_tasks set extra = jsonb_build_object('_barrier', jsonb_build_object('scope', $2::text, 'stages', '["one", "two"]'::jsonb)),
+		hierarchy_path = jsonb_build_array($3::uuid::text) where id = $1`, bTask, scope, aRoot)
+	_, errParent := w.as(ctx, t, w.b, "update public.ai_tasks set parent_task_id = $2, root_task_id = $2 where id = $1", bTask, aRoot)
+	errRetryOwn := w.db.RPC(ctx, identity(w.b), "retry_failed_task", map[string]any{"p_task_id": bTask}, nil)
+	errRetryA := w.db.RPC(ctx, identity(w.b), "retry_failed_task", map[string]any{"p_task_id": aRoot}, nil)
+	var left int
+	require.NoError(t, w.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where id = any($1) and status = 'completed'", []uuid.UUID{aRoot, aChild, aMerge}).Scan(&left))
+	record(t, "14 own task put in A's launch, dressed as A's merge and A's child, retried; retry of A's root", "SQL and RPC as B", "A's root, child and merge kept",
+		fmt.Sprintf("launch: %s; dress: %s; parent: %s; own retry: %s; A's root: %s; A's tasks completed %d of 3",
+			errText(errLaunch), errText(errDress), errText(errParent), errText(errRetryOwn), errText(errRetryA), left),
+		left == 3 && errRetryA != nil)
 }
