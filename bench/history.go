@@ -164,8 +164,9 @@ func scaleHistory(ctx context.Context, e *env, batches, roots int) (fresh, old h
 	return fresh, old, nil
 }
 
-// createPipelineTemplates creates throughput-pipeline's four stages for
-// owner, their ids prefixed (template ids are global).
+// createPipelineTemplates creates throughput-pipeline's four stages
+// (p1 → p2 1:1 → p3 1:N(10) → p4 N:1, isolated) for owner, their ids
+// prefixed (template ids are global).
 func createPipelineTemplates(ctx context.Context, db *database, owner uuid.UUID, prefix string) error {
 	const itemsSchema = `{"type":"object","properties":{"items":{"type":"array","minItems":10,"maxItems":10,"items":{"type":"integer"}}},"required":["items"]}`
 	return createTemplates(ctx, db.Pool, owner,

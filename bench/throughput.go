@@ -191,13 +191,7 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	const itemsSchema = `{"type":"object","properties":{"items":{"type":"array","minItems":10,"maxItems":10,"items":{"type":"integer"}}},"required":["items"]}`
-	if err := createTemplates(ctx, db.Pool, user,
-		stageDef{ID: "p1", Key: "p1", Prompt: "Stage one of row %%input.n%%.", Next: []string{"p2"}, OutputSchema: itemsSchema},
-		stageDef{ID: "p2", Key: "p2", Prompt: "Stage two.", Config: map[string]any{"cardinality": "1:1"}, Next: []string{"p3"}, OutputSchema: itemsSchema},
-		stageDef{ID: "p3", Key: "p3", Prompt: "Item %%input.item%%.", Config: map[string]any{"cardinality": "1:N", "split_path": "items"}, Next: []string{"p4"}, OutputSchema: noopSchema},
-		stageDef{ID: "p4", Key: "p4", Prompt: "Merge.", Config: map[string]any{"cardinality": "N:1", "batch_grouping": "isolated"}, OutputSchema: noopSchema},
-	); err != nil {
+	if err := createPipelineTemplates(ctx, db, user, ""); err != nil {
 		return nil, err
 	}
 	ids := newClaimsIdentity()
