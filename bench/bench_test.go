@@ -61,8 +61,11 @@ func TestSmoke(t *testing.T) {
 func checkCostFigures(t *testing.T, scenario string, figs []Figure) {
 	t.Helper()
 	want := map[string][]string{
-		"throughput-noop":     {"DB CPU/task", "server CPU/task", "WAL/task, bench DB's records", "WAL/task, server-wide", "index entries written/task, upper bound"},
-		"throughput-pipeline": {"DB CPU/task", "WAL/task, bench DB's records", "index entries written/task, upper bound"},
+		"throughput-noop": {
+			"DB CPU/task", "server CPU/task", "WAL/task, bench DB's records", "WAL/task, server-wide", "index entries written/task, upper bound",
+			"floor tasks/s", "orchable tasks/s against the floor", "floor DB CPU/task",
+		},
+		"throughput-pipeline": {"DB CPU/task", "WAL/task, bench DB's records", "index entries written/task, upper bound", "floor tasks/s", "floor DB CPU/task"},
 		"scaling":             {"N:1 merge over", "users ×", "DB CPU/completion", "rows read/completion", "index entries read/completion", "completion latency p99", "finished batches behind it", "of task_batches"},
 	}[scenario]
 	for _, name := range want {
@@ -78,6 +81,8 @@ func checkCostFigures(t *testing.T, scenario string, figs []Figure) {
 			t.Errorf("%s: no figure %q", scenario, name)
 		case strings.HasPrefix(found.Note, "n/a"):
 			t.Logf("%s: %s: %s", scenario, found.Name, found.Note)
+		case strings.HasSuffix(name, "tasks/s") && found.Value <= 0:
+			t.Errorf("%s: %s = %v, want a rate", scenario, found.Name, found.Value)
 		case strings.Contains(name, "index entries") && found.Value < 2:
 			t.Errorf("%s: %s = %v, want at least 2 (two updates per task)", scenario, found.Name, found.Value)
 		}
