@@ -68,6 +68,7 @@ declare
   prev_indexscan constant text := current_setting('enable_indexscan');
   prev_bitmapscan constant text := current_setting('enable_bitmapscan');
   prev_seqscan constant text := current_setting('enable_seqscan');
+  prev_nestloop constant text := current_setting('enable_nestloop');
   uid uuid := orchable.require_user('complete_tasks');
 begin
   perform orchable.engine_on();
@@ -158,7 +159,8 @@ begin
       perform set_config('plan_cache_mode', 'force_generic_plan', true),
               set_config('enable_indexscan', 'off', true),
               set_config('enable_bitmapscan', 'off', true),
-              set_config('enable_seqscan', 'off', true);
+              set_config('enable_seqscan', 'off', true),
+              set_config('enable_nestloop', 'off', true);
     end if;
     with items as (
       select distinct on (v.task_id) v.task_id, v.output, v.u
@@ -210,7 +212,8 @@ begin
       perform set_config('plan_cache_mode', prev_plan_mode, true),
               set_config('enable_indexscan', prev_indexscan, true),
               set_config('enable_bitmapscan', prev_bitmapscan, true),
-              set_config('enable_seqscan', prev_seqscan, true);
+              set_config('enable_seqscan', prev_seqscan, true),
+              set_config('enable_nestloop', prev_nestloop, true);
     end if;
     if leaf_batches is not null then
       counted := orchable.count_moves(leaf_batches, 'processing', 'completed');
@@ -322,7 +325,8 @@ begin
         perform set_config('plan_cache_mode', 'force_generic_plan', true),
                 set_config('enable_indexscan', 'off', true),
                 set_config('enable_bitmapscan', 'off', true),
-                set_config('enable_seqscan', 'off', true);
+                set_config('enable_seqscan', 'off', true),
+                set_config('enable_nestloop', 'off', true);
       end if;
       -- What spawn_successors refuses (the lineage depth cap, a split
       -- outside its bounds) or skips (a cancelled batch) stays with
@@ -385,7 +389,8 @@ begin
         perform set_config('plan_cache_mode', prev_plan_mode, true),
                 set_config('enable_indexscan', prev_indexscan, true),
                 set_config('enable_bitmapscan', prev_bitmapscan, true),
-                set_config('enable_seqscan', prev_seqscan, true);
+                set_config('enable_seqscan', prev_seqscan, true),
+                set_config('enable_nestloop', prev_nestloop, true);
       end if;
       counted := orchable.count_moves((select array_agg(r.batch_id) filter (where r.batch_id is not null) from unnest(g_rows) r),
                                       'processing', 'completed');
