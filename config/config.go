@@ -208,10 +208,15 @@ func Load(getenv func(string) string) (*Config, error) {
 	if c.Pipeline.Runner.MaxRegenerations == 0 {
 		c.Pipeline.Runner.MaxRegenerations = -1 // explicit 0 means none
 	}
+	concurrency := r.integer("WORKER_CONCURRENCY", 50)
 	c.Pipeline.Dispatcher = pipeline.DispatcherConfig{
-		Concurrency:    r.integer("WORKER_CONCURRENCY", 50),
+		Concurrency:    concurrency,
 		ClaimBatch:     r.integer("CLAIM_BATCH", 10),
 		FairShareFloor: r.integer("FAIR_SHARE_FLOOR", 1),
+		ClaimAhead:     r.integer("CLAIM_AHEAD", concurrency),
+	}
+	if c.Pipeline.Dispatcher.ClaimAhead == 0 {
+		c.Pipeline.Dispatcher.ClaimAhead = -1 // explicit 0 means none
 	}
 	c.Pipeline.Sweeper = pipeline.SweeperConfig{
 		Interval:       r.duration("SWEEP_INTERVAL", 5*time.Second),
@@ -288,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Pipeline.Dispatcher.ClaimBatch < 1 || c.Pipeline.Dispatcher.ClaimBatch > 1000 {
 		bad("CLAIM_BATCH", "must be between 1 and 1000")
+	}
+	if n := c.Pipeline.Dispatcher.ClaimAhead; n < -1 || n > 100000 {
+		bad("CLAIM_AHEAD", "must be between 0 (none) and 100000")
 	}
 	if n := c.Pipeline.Runner.DBCalls; n != -1 && (n < 1 || n > 1000) {
 		bad("ENGINE_DB_CALLS", "must be between 1 and 1000, or -1 for no bound")

@@ -39,7 +39,29 @@ func TestLoad(t *testing.T) {
 				require.Equal(t, 5*time.Minute, c.Pipeline.Runner.LeaseDuration)
 				require.Equal(t, 2, c.Pipeline.Runner.MaxRegenerations)
 				require.Equal(t, 4, c.Pipeline.Runner.DBCalls)
+				require.Equal(t, 50, c.Pipeline.Dispatcher.ClaimAhead, "as many as WORKER_CONCURRENCY")
 			},
+		},
+		{
+			name:  "ClaimAheadFollowsConcurrency",
+			given: map[string]string{"DATABASE_URL": "postgres://h/x", "WORKER_CONCURRENCY": "200"},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
+				require.Equal(t, 200, c.Pipeline.Dispatcher.ClaimAhead)
+			},
+		},
+		{
+			name:  "ClaimAheadNone",
+			given: map[string]string{"DATABASE_URL": "postgres://h/x", "CLAIM_AHEAD": "0"},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
+				require.Equal(t, -1, c.Pipeline.Dispatcher.ClaimAhead, "none: the dispatcher's negative")
+			},
+		},
+		{
+			name:      "ClaimAheadNegative",
+			given:     map[string]string{"DATABASE_URL": "postgres://h/x", "CLAIM_AHEAD": "-5"},
+			expectErr: []string{"CLAIM_AHEAD", "between 0 (none) and 100000"},
 		},
 		{
 			name:  "EngineDBCallsUnbounded",
