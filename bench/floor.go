@@ -93,34 +93,16 @@ type floorQueue struct {
 // and, metered, what the work cost the database.
 func floorRunQueue(ctx context.Context, e *env, n, workers, chain int) (orchRun, error) {
 	var out orchRun
-	db, err := e.freshDB(ctx, false, e.o.Conns)
+	roots, total := n, 0
+	if chain > 1 {
+		roots = n / chain
+		n, total = roots*chain, roots
+	}
+	db, user, err := noopQueue(ctx, e, roots, total)
 	if err != nil {
 		return out, err
 	}
 	defer db.close()
-	user, err := createUser(ctx, db.Pool)
-	if err != nil {
-		return out, err
-	}
-	if err := createTemplates(ctx, db.Pool, user, stageDef{ID: "noop", Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
-		return out, err
-	}
-	roots := n
-	var batch uuid.UUID
-	if chain > 1 {
-		roots = n / chain
-		n = roots * chain
-		if err := db.Pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, launch_id, total_tasks)
-			values ('floor', 'processing', $1, gen_random_uuid(), $2) returning id`, user, roots).Scan(&batch); err != nil {
-			return out, fmt.Errorf("error creating the batch: %w", err)
-		}
-	}
-	if _, err := copyTasksIn(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", roots, batch); err != nil {
-		return out, err
-	}
-	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates", "public.task_batches"); err != nil {
-		return out, err
-	}
 	id, err := newClaimsIdentity().Identity(ctx, user)
 	if err != nil {
 		return out, err

@@ -88,6 +88,42 @@ func launchedFigures(w, n int, orch orchRun, base riverRun) []Figure {
 	}
 }
 
+// noopQueue is a fresh database with one user, the noop template and n
+// queued noop tasks of the user, analyzed: inserted alone, or with total >
+// 0 as the roots of one batch of that total (launched, the front end's
+// shape). The caller closes it.
+func noopQueue(ctx context.Context, e *env, n, total int) (*database, uuid.UUID, error) {
+	db, err := e.freshDB(ctx, false, e.o.Conns)
+	if err != nil {
+		return nil, uuid.Nil, err
+	}
+	fail := func(err error) (*database, uuid.UUID, error) {
+		db.close()
+		return nil, uuid.Nil, err
+	}
+	user, err := createUser(ctx, db.Pool)
+	if err != nil {
+		return fail(err)
+	}
+	if err := createTemplates(ctx, db.Pool, user, stageDef{ID: "noop", Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
+		return fail(err)
+	}
+	var batch uuid.UUID
+	if total > 0 {
+		if err := db.Pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, launch_id, total_tasks)
+			values ('noop', 'processing', $1, gen_random_uuid(), $2) returning id`, user, total).Scan(&batch); err != nil {
+			return fail(fmt.Errorf("error creating the batch: %w", err))
+		}
+	}
+	if _, err := copyTasksIn(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", n, batch); err != nil {
+		return fail(err)
+	}
+	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates", "public.task_batches"); err != nil {
+		return fail(err)
+	}
+	return db, user, nil
+}
+
 // orchRun is what one orchable throughput run measured.
 type orchRun struct {
 	rate  float64 // tasks/s
@@ -101,31 +137,15 @@ type orchRun struct {
 // tasks are inserted alone, or with launched as roots of one batch.
 func orchNoop(ctx context.Context, e *env, n, workers int, transport string, meter, launched bool) (orchRun, error) {
 	var out orchRun
-	db, err := e.freshDB(ctx, false, e.o.Conns)
+	total := 0
+	if launched {
+		total = n
+	}
+	db, _, err := noopQueue(ctx, e, n, total)
 	if err != nil {
 		return out, err
 	}
 	defer db.close()
-	user, err := createUser(ctx, db.Pool)
-	if err != nil {
-		return out, err
-	}
-	if err := createTemplates(ctx, db.Pool, user, stageDef{ID: "noop", Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
-		return out, err
-	}
-	var batch uuid.UUID
-	if launched {
-		if err := db.Pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, launch_id, total_tasks)
-			values ('noop', 'processing', $1, gen_random_uuid(), $2) returning id`, user, n).Scan(&batch); err != nil {
-			return out, fmt.Errorf("error creating the batch: %w", err)
-		}
-	}
-	if _, err := copyTasksIn(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", n, batch); err != nil {
-		return out, err
-	}
-	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates", "public.task_batches"); err != nil {
-		return out, err
-	}
 	gen, err := offlineModel()
 	if err != nil {
 		return out, err
