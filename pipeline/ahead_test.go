@@ -86,16 +86,17 @@ func claimLimits(t *testing.T, db *recordingDB) []int {
 }
 
 // A user alone in the queue is claimed ClaimAhead tasks beyond its free
-// slots: they start, in claim order, as slots free, with no claim in
-// between, and never more than Concurrency run at once. The next claim
-// comes when they have all started and a slot is free.
+// slots once its pace is known (its first claim takes the free slots): they
+// start, in claim order, as slots free, with no claim in between, and never
+// more than Concurrency run at once. The next claim comes when they have all
+// started and a slot is free.
 func TestDispatcherClaimsAhead(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	b := setup(t)
 	p := "ahead-" + uuid.NewString()[:8] + "-"
 	b.templates(ctx, t, b.user, stage{id: p + "A", key: "held", prompt: "FAKE echo held"})
-	rows := make([]map[string]any, 8)
+	rows := make([]map[string]any, 10)
 	for i := range rows {
 		rows[i] = map[string]any{"i": i}
 	}
@@ -105,34 +106,39 @@ func TestDispatcherClaimsAhead(t *testing.T) {
 	gen := &countingModel{heldModel: &heldModel{entered: make(chan uuid.UUID, 10), release: make(chan struct{})}}
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: p}, db, gen)
 	finished := make(chan pipeline.Result, 10)
-	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, ClaimAhead: 3, Observer: chanObserver{finished}}, onlyUser{b.user}, r)
+	// A window of an hour: any task finished since the last claim allows
+	// every task ClaimAhead allows.
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, ClaimAhead: 3, ClaimAheadWindow: time.Hour, Observer: chanObserver{finished}}, onlyUser{b.user}, r)
 	d.Start(ctx)
 	t.Cleanup(func() { stopWithin(ctx, d) })
 	d.Notify(b.user)
 
 	enteredTask(t, gen.heldModel, "the first of two")
 	enteredTask(t, gen.heldModel, "the second of two")
-	require.Equal(t, []int{5}, claimLimits(t, db), "one claim: two free slots and three ahead")
-	// Each of the first three results starts a task claimed ahead in its
+	require.Equal(t, []int{2}, claimLimits(t, db), "the first claim: the free slots, no pace known yet")
+	gen.release <- struct{}{}
+	enteredTask(t, gen.heldModel, "the first task of the second claim")
+	require.Equal(t, []int{2, 4}, claimLimits(t, db), "the freed slot and three ahead")
+	// Each of the next three results starts a task claimed ahead in its
 	// slot, with no claim.
 	for i := range 3 {
 		gen.release <- struct{}{}
 		enteredTask(t, gen.heldModel, "a task claimed ahead")
-		require.Len(t, claimLimits(t, db), 1, "no claim while tasks claimed ahead wait (result %d)", i+1)
+		require.Len(t, claimLimits(t, db), 2, "no claim while tasks claimed ahead wait (result %d)", i+2)
 	}
-	// The fourth frees a slot with none waiting: one claim, for the free
-	// slot and three ahead, which finds the three tasks left.
+	// The next frees a slot with none waiting: one claim, for the free slot
+	// and three ahead.
 	gen.release <- struct{}{}
-	enteredTask(t, gen.heldModel, "the first task of the second claim")
-	require.Equal(t, []int{5, 4}, claimLimits(t, db)[:2])
-	for range 2 {
+	enteredTask(t, gen.heldModel, "the first task of the third claim")
+	require.Equal(t, []int{2, 4, 4}, claimLimits(t, db)[:3])
+	for range 3 {
 		gen.release <- struct{}{}
-		enteredTask(t, gen.heldModel, "a task of the second claim")
+		enteredTask(t, gen.heldModel, "a task of the third claim")
 	}
 	for range 2 {
 		gen.release <- struct{}{}
 	}
-	for range 8 {
+	for range 10 {
 		select {
 		case res := <-finished:
 			require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
@@ -143,7 +149,50 @@ func TestDispatcherClaimsAhead(t *testing.T) {
 	require.LessOrEqual(t, gen.most.Load(), int64(2), "tasks in the model at once")
 	var completed int
 	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where user_id = $1 and status = 'completed'", b.user).Scan(&completed))
-	require.Equal(t, 8, completed)
+	require.Equal(t, 10, completed)
+}
+
+// A claim takes ahead no more than the user's tasks finish in
+// ClaimAheadWindow at their pace since its last claim: work that takes
+// longer than the window per slot (a model call of seconds, against a
+// window of milliseconds) is not claimed ahead at all.
+func TestDispatcherClaimsAheadOnlyWhatFinishesInTheWindow(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "window-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "A", key: "held", prompt: "FAKE echo held"})
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"i": 0}, map[string]any{"i": 1}, map[string]any{"i": 2}, map[string]any{"i": 3})
+
+	db := newRecordingDB(b.db)
+	gen := &heldModel{entered: make(chan uuid.UUID, 10), release: make(chan struct{})}
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: p}, db, gen)
+	finished := make(chan pipeline.Result, 10)
+	// A window of a nanosecond: one task finished since the last claim
+	// began, microseconds ago at least, is a pace of less than one task per
+	// window.
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, ClaimAhead: 3, ClaimAheadWindow: time.Nanosecond, Observer: chanObserver{finished}}, onlyUser{b.user}, r)
+	d.Start(ctx)
+	t.Cleanup(func() { stopWithin(ctx, d) })
+	d.Notify(b.user)
+	enteredTask(t, gen, "the first of two")
+	enteredTask(t, gen, "the second of two")
+	for range 2 {
+		gen.release <- struct{}{}
+		enteredTask(t, gen, "a task claimed for a freed slot")
+	}
+	require.Equal(t, []int{2, 1, 1}, claimLimits(t, db)[:3], "the free slots only")
+	for range 2 {
+		gen.release <- struct{}{}
+	}
+	for range 4 {
+		select {
+		case res := <-finished:
+			require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
+		case <-time.After(30 * time.Second):
+			t.Fatal("a task never finished")
+		}
+	}
 }
 
 // Tasks claimed ahead wait for a slot only while their user is within its
@@ -158,17 +207,21 @@ func TestDispatcherClaimAheadYieldsToOtherUsers(t *testing.T) {
 	for _, u := range []uuid.UUID{b.user, other} {
 		b.templates(ctx, t, u, stage{id: p + u.String()[:8], key: "held", prompt: "FAKE echo held"})
 	}
-	b.launch(ctx, t, b.user, p+b.user.String()[:8], map[string]any{"i": 0}, map[string]any{"i": 1}, map[string]any{"i": 2}, map[string]any{"i": 3}, map[string]any{"i": 4})
+	b.launch(ctx, t, b.user, p+b.user.String()[:8], map[string]any{"i": 0}, map[string]any{"i": 1}, map[string]any{"i": 2},
+		map[string]any{"i": 3}, map[string]any{"i": 4}, map[string]any{"i": 5})
 
 	gen := &heldModel{entered: make(chan uuid.UUID, 10), release: make(chan struct{})}
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: p}, b.db, gen)
 	finished := make(chan pipeline.Result, 10)
-	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, ClaimAhead: 2, Observer: chanObserver{finished}}, claimsIdentity{}, r)
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 2, ClaimAhead: 2, ClaimAheadWindow: time.Hour, Observer: chanObserver{finished}}, claimsIdentity{}, r)
 	d.Start(ctx)
 	t.Cleanup(func() { stopWithin(ctx, d) })
 	d.Notify(b.user)
 	enteredTask(t, gen, "the first user's first task")
 	enteredTask(t, gen, "the first user's second task")
+	// A result: the next claim takes the freed slot and two ahead.
+	gen.release <- struct{}{}
+	enteredTask(t, gen, "the first user's third task")
 
 	// The other user's one task, then a slot freed by the first user.
 	b.launch(ctx, t, other, p+other.String()[:8], map[string]any{"i": 0})
@@ -187,7 +240,7 @@ func TestDispatcherClaimAheadYieldsToOtherUsers(t *testing.T) {
 	for range 2 {
 		gen.release <- struct{}{}
 	}
-	for range 6 {
+	for range 7 {
 		select {
 		case res := <-finished:
 			require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
@@ -217,11 +270,13 @@ func TestDispatcherStopReleasesTasksClaimedAhead(t *testing.T) {
 	gen := &heldModel{entered: make(chan uuid.UUID, 10), release: make(chan struct{})}
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: p}, released, gen)
 	finished := make(chan pipeline.Result, 10)
-	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimAhead: 3, Observer: chanObserver{finished}}, onlyUser{b.user}, r)
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimAhead: 3, ClaimAheadWindow: time.Hour, Observer: chanObserver{finished}}, onlyUser{b.user}, r)
 	d.Start(ctx)
 	d.Notify(b.user)
+	enteredTask(t, gen, "the first task")
+	gen.release <- struct{}{}
 	enteredTask(t, gen, "the running task")
-	require.Equal(t, []int{4}, claimLimits(t, db), "one slot and three ahead")
+	require.Equal(t, []int{1, 4}, claimLimits(t, db), "the slot, then the slot and three ahead")
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- d.Stop(ctx) }()
@@ -241,13 +296,15 @@ func TestDispatcherStopReleasesTasksClaimedAhead(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Stop never returned")
 	}
-	res := <-finished
-	require.Equal(t, pipeline.OutcomeCompleted, res.Outcome, "the running task finished")
+	for range 2 {
+		res := <-finished
+		require.Equal(t, pipeline.OutcomeCompleted, res.Outcome, "the first task and the running one finished")
+	}
 	require.Equal(t, 3, db.count("release_task"), "the three tasks claimed ahead were released")
 	var completed, planned, processing int
 	require.NoError(t, b.pool.QueryRow(ctx, `select count(*) filter (where status = 'completed'), count(*) filter (where status = 'plan' and locked_by is null),
 		count(*) filter (where status = 'processing') from public.ai_tasks where user_id = $1`, b.user).Scan(&completed, &planned, &processing))
-	require.Equal(t, 1, completed)
-	require.Equal(t, 5, planned, "three released and two never claimed")
+	require.Equal(t, 2, completed)
+	require.Equal(t, 4, planned, "three released and one never claimed")
 	require.Zero(t, processing)
 }

@@ -69,6 +69,13 @@ type DispatcherConfig struct {
 	// round). Claimed tasks wait with their leases renewed. Default
 	// Concurrency; negative: none.
 	ClaimAhead int
+	// ClaimAheadWindow bounds what a claim takes ahead by time as well:
+	// no more than the user's tasks finished in that long at the pace they
+	// finished since its last claim. Tasks that take seconds (model calls)
+	// are then not claimed ahead at all, so a batch cancelled or paused, or
+	// another instance that is idle, finds no more than that window of
+	// work already claimed. Default 10ms.
+	ClaimAheadWindow time.Duration
 	// Archetype is the logger and the clock (main's one archetype). Nil:
 	// discard logs, wall clock.
 	Archetype *baseservice.Archetype
@@ -116,6 +123,7 @@ type Dispatcher struct {
 	cursors  map[uuid.UUID]ownerCursor  // user → where the next claim may start (after a full claim)
 	ready    []readyTask                // claimed tasks waiting for a slot (ClaimAhead), in claim order
 	ahead    int                        // tasks claims in flight may add to ready
+	paces    map[uuid.UUID]*pace        // user → its slots given back since its last claim began
 	free     int                        // free slots
 	writing  int                        // tasks writing their result after giving back their slot (at most Concurrency)
 	stopping bool
@@ -140,6 +148,13 @@ type Dispatcher struct {
 type ownerCursor struct {
 	after claimCursor
 	head  time.Time
+}
+
+// pace counts a user's slots given back since its last claim began, for
+// ClaimAheadWindow.
+type pace struct {
+	since time.Time
+	freed int
 }
 
 // readyTask is a task claimed ahead of a free slot (ClaimAhead): it starts
@@ -167,6 +182,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 	c.MaxUsers = cmp.Or(c.MaxUsers, 100000)
 	c.HeadClaimInterval = cmp.Or(c.HeadClaimInterval, time.Second)
 	c.ClaimAhead = max(cmp.Or(c.ClaimAhead, c.Concurrency), 0)
+	c.ClaimAheadWindow = cmp.Or(c.ClaimAheadWindow, 10*time.Millisecond)
 	return baseservice.Init(c.Archetype, &Dispatcher{
 		cfg:      &c,
 		ids:      ids,
@@ -175,6 +191,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 		running:  map[uuid.UUID]*runningTask{},
 		held:     map[uuid.UUID]int{},
 		cursors:  map[uuid.UUID]ownerCursor{},
+		paces:    map[uuid.UUID]*pace{},
 		free:     c.Concurrency,
 		wake:     make(chan struct{}, 1),
 		workers:  newWorkers(),
@@ -279,9 +296,10 @@ func (d *Dispatcher) loop() {
 				// and with nobody else holding a slot, claim ahead.
 				n = min(d.free, maxClaim, room)
 				if share == d.cfg.Concurrency {
-					extra = max(0, min(d.cfg.ClaimAhead-len(d.ready)-d.ahead, maxClaim-n))
+					extra = max(0, min(d.cfg.ClaimAhead-len(d.ready)-d.ahead, maxClaim-n, d.paceAhead(user)))
 				}
 			}
+			d.startPace(user)
 			d.free -= n
 			d.held[user] += n
 			d.ahead += extra
@@ -319,13 +337,46 @@ func (d *Dispatcher) release(user uuid.UUID, n int) {
 	d.free += n
 	if d.held[user] -= n; d.held[user] <= 0 {
 		delete(d.held, user)
+		if _, ok := d.hints[user]; !ok {
+			delete(d.paces, user) // idle: its pace starts again with its next claim
+		}
 	}
+}
+
+// paceAhead is the most a claim of user may take ahead by
+// ClaimAheadWindow: its slots given back since its last claim began, per
+// ClaimAheadWindow of the time since (0 before its first claim). It must
+// be called with d.mu held.
+func (d *Dispatcher) paceAhead(user uuid.UUID) int {
+	p, ok := d.paces[user]
+	if !ok {
+		return 0
+	}
+	elapsed := d.Time.Now().Sub(p.since)
+	if elapsed <= 0 {
+		return 0
+	}
+	return int(min(int64(p.freed)*int64(d.cfg.ClaimAheadWindow)/int64(elapsed), maxClaim))
+}
+
+// startPace starts counting user's slots given back for its next claim. It
+// must be called with d.mu held.
+func (d *Dispatcher) startPace(user uuid.UUID) {
+	p, ok := d.paces[user]
+	if !ok {
+		p = &pace{}
+		d.paces[user] = p
+	}
+	p.since, p.freed = d.Time.Now(), 0
 }
 
 // giveBack gives back one of user's slots: to the next task claimed ahead
 // when there is one, otherwise to the free slots. It must be called with
 // d.mu held.
 func (d *Dispatcher) giveBack(user uuid.UUID) {
+	if p, ok := d.paces[user]; ok {
+		p.freed++
+	}
 	d.release(user, 1)
 	if len(d.ready) > 0 {
 		d.startReady(d.fairShare())
@@ -448,6 +499,9 @@ func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n, extra int) {
 		d.ring = append(d.ring, user) // probably more work: back of the ring
 	case d.hints[user] == gen:
 		delete(d.hints, user) // drained and no new hint since
+		if d.held[user] == 0 {
+			delete(d.paces, user) // idle: its pace starts again with its next claim
+		}
 	default:
 		d.ring = append(d.ring, user) // a newer hint arrived meanwhile
 	}
