@@ -94,7 +94,7 @@ type Observer interface {
 // Stats is a snapshot of the dispatcher.
 type Stats struct {
 	UsersWaiting int   // users with a pending hint
-	Running      int   // tasks being run
+	Running      int   // tasks being run (not those claimed ahead that wait for a slot)
 	Claimed      int64 // tasks claimed since start
 	Finished     int64 // tasks finished since start
 }
@@ -231,7 +231,7 @@ func (d *Dispatcher) signal() {
 func (d *Dispatcher) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Stats{UsersWaiting: len(d.hints), Running: len(d.running), Claimed: d.claimed.Load(), Finished: d.finished.Load()}
+	return Stats{UsersWaiting: len(d.hints), Running: len(d.running) - len(d.ready), Claimed: d.claimed.Load(), Finished: d.finished.Load()}
 }
 
 // Start runs the dispatch loop until Stop. It returns at once.
@@ -452,7 +452,7 @@ func (d *Dispatcher) startWrite(user uuid.UUID) bool {
 // report must be called with d.mu held.
 func (d *Dispatcher) report() {
 	if d.cfg.Observer != nil {
-		d.cfg.Observer.QueueDepth(len(d.hints), len(d.running))
+		d.cfg.Observer.QueueDepth(len(d.hints), len(d.running)-len(d.ready))
 	}
 }
 
