@@ -71,6 +71,20 @@ func stopWithin(ctx context.Context, d *pipeline.Dispatcher) {
 	_ = d.Stop(sctx)
 }
 
+// awaitCompleted waits for n tasks to finish, each completed (within a few
+// database round trips; the timeout only bounds a broken run).
+func awaitCompleted(t *testing.T, finished <-chan pipeline.Result, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case res := <-finished:
+			require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
+		case <-time.After(30 * time.Second):
+			t.Fatal("a task never finished")
+		}
+	}
+}
+
 // claimLimits are the p_limit of each claim_tasks call db recorded.
 func claimLimits(t *testing.T, db *recordingDB) []int {
 	t.Helper()
@@ -138,14 +152,7 @@ func TestDispatcherClaimsAhead(t *testing.T) {
 	for range 2 {
 		gen.release <- struct{}{}
 	}
-	for range 10 {
-		select {
-		case res := <-finished:
-			require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
-		case <-time.After(30 * time.Second):
-			t.Fatal("a task never finished")
-		}
-	}
+	awaitCompleted(t, finished, 10)
 	require.LessOrEqual(t, gen.most.Load(), int64(2), "tasks in the model at once")
 	var completed int
 	require.NoError(t, b.pool.QueryRow(ctx, "select count(*) from public.ai_tasks where user_id = $1 and status = 'completed'", b.user).Scan(&completed))
@@ -185,14 +192,7 @@ func TestDispatcherClaimsAheadOnlyWhatFinishesInTheWindow(t *testing.T) {
 	for range 2 {
 		gen.release <- struct{}{}
 	}
-	for range 4 {
-		select {
-		case res := <-finished:
-			require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
-		case <-time.After(30 * time.Second):
-			t.Fatal("a task never finished")
-		}
-	}
+	awaitCompleted(t, finished, 4)
 }
 
 // Tasks claimed ahead wait for a slot only while their user is within its
@@ -240,14 +240,7 @@ func TestDispatcherClaimAheadYieldsToOtherUsers(t *testing.T) {
 	for range 2 {
 		gen.release <- struct{}{}
 	}
-	for range 7 {
-		select {
-		case res := <-finished:
-			require.Equal(t, pipeline.OutcomeCompleted, res.Outcome)
-		case <-time.After(30 * time.Second):
-			t.Fatal("a task never finished")
-		}
-	}
+	awaitCompleted(t, finished, 7)
 }
 
 // Stopping releases the tasks claimed ahead that have not started (back to
@@ -296,10 +289,7 @@ func TestDispatcherStopReleasesTasksClaimedAhead(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Stop never returned")
 	}
-	for range 2 {
-		res := <-finished
-		require.Equal(t, pipeline.OutcomeCompleted, res.Outcome, "the first task and the running one finished")
-	}
+	awaitCompleted(t, finished, 2) // the first task and the running one
 	require.Equal(t, 3, db.count("release_task"), "the three tasks claimed ahead were released")
 	var completed, planned, processing int
 	require.NoError(t, b.pool.QueryRow(ctx, `select count(*) filter (where status = 'completed'), count(*) filter (where status = 'plan' and locked_by is null),
