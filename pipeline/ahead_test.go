@@ -71,6 +71,18 @@ func stopWithin(ctx context.Context, d *pipeline.Dispatcher) {
 	_ = d.Stop(sctx)
 }
 
+// launchHeld gives user a one-stage template (id prefix+"A", answered by
+// heldModel) and launches n rows of it.
+func launchHeld(ctx context.Context, t *testing.T, b *bundle, user uuid.UUID, prefix string, n int) {
+	t.Helper()
+	b.templates(ctx, t, user, stage{id: prefix + "A", key: "held", prompt: "FAKE echo held"})
+	rows := make([]map[string]any, n)
+	for i := range rows {
+		rows[i] = map[string]any{"i": i}
+	}
+	b.launch(ctx, t, user, prefix+"A", rows...)
+}
+
 // awaitCompleted waits for n tasks to finish, each completed (within a few
 // database round trips; the timeout only bounds a broken run).
 func awaitCompleted(t *testing.T, finished <-chan pipeline.Result, n int) {
@@ -109,12 +121,7 @@ func TestDispatcherClaimsAhead(t *testing.T) {
 	ctx := t.Context()
 	b := setup(t)
 	p := "ahead-" + uuid.NewString()[:8] + "-"
-	b.templates(ctx, t, b.user, stage{id: p + "A", key: "held", prompt: "FAKE echo held"})
-	rows := make([]map[string]any, 10)
-	for i := range rows {
-		rows[i] = map[string]any{"i": i}
-	}
-	b.launch(ctx, t, b.user, p+"A", rows...)
+	launchHeld(ctx, t, b, b.user, p, 10)
 
 	db := newRecordingDB(b.db)
 	gen := &countingModel{heldModel: &heldModel{entered: make(chan uuid.UUID, 10), release: make(chan struct{})}}
@@ -168,8 +175,7 @@ func TestDispatcherClaimsAheadOnlyWhatFinishesInTheWindow(t *testing.T) {
 	ctx := t.Context()
 	b := setup(t)
 	p := "window-" + uuid.NewString()[:8] + "-"
-	b.templates(ctx, t, b.user, stage{id: p + "A", key: "held", prompt: "FAKE echo held"})
-	b.launch(ctx, t, b.user, p+"A", map[string]any{"i": 0}, map[string]any{"i": 1}, map[string]any{"i": 2}, map[string]any{"i": 3})
+	launchHeld(ctx, t, b, b.user, p, 4)
 
 	db := newRecordingDB(b.db)
 	gen := &heldModel{entered: make(chan uuid.UUID, 10), release: make(chan struct{})}
@@ -204,11 +210,7 @@ func TestDispatcherClaimAheadYieldsToOtherUsers(t *testing.T) {
 	b := setup(t)
 	p := "yield-" + uuid.NewString()[:8] + "-"
 	other := dbtest.CreateUser(ctx, t, b.pool)
-	for _, u := range []uuid.UUID{b.user, other} {
-		b.templates(ctx, t, u, stage{id: p + u.String()[:8], key: "held", prompt: "FAKE echo held"})
-	}
-	b.launch(ctx, t, b.user, p+b.user.String()[:8], map[string]any{"i": 0}, map[string]any{"i": 1}, map[string]any{"i": 2},
-		map[string]any{"i": 3}, map[string]any{"i": 4}, map[string]any{"i": 5})
+	launchHeld(ctx, t, b, b.user, p+"a-", 6)
 
 	gen := &heldModel{entered: make(chan uuid.UUID, 10), release: make(chan struct{})}
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: p}, b.db, gen)
@@ -224,7 +226,7 @@ func TestDispatcherClaimAheadYieldsToOtherUsers(t *testing.T) {
 	enteredTask(t, gen, "the first user's third task")
 
 	// The other user's one task, then a slot freed by the first user.
-	b.launch(ctx, t, other, p+other.String()[:8], map[string]any{"i": 0})
+	launchHeld(ctx, t, b, other, p+"b-", 1)
 	var otherTask uuid.UUID
 	require.NoError(t, b.pool.QueryRow(ctx, "select id from public.ai_tasks where user_id = $1", other).Scan(&otherTask))
 	d.Notify(other)
@@ -251,12 +253,7 @@ func TestDispatcherStopReleasesTasksClaimedAhead(t *testing.T) {
 	ctx := t.Context()
 	b := setup(t)
 	p := "stop-" + uuid.NewString()[:8] + "-"
-	b.templates(ctx, t, b.user, stage{id: p + "A", key: "held", prompt: "FAKE echo held"})
-	rows := make([]map[string]any, 6)
-	for i := range rows {
-		rows[i] = map[string]any{"i": i}
-	}
-	b.launch(ctx, t, b.user, p+"A", rows...)
+	launchHeld(ctx, t, b, b.user, p, 6)
 
 	db := newRecordingDB(b.db)
 	released := &signallingDB{DB: db, fn: "release_task", called: make(chan struct{}, 10)}
