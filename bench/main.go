@@ -108,6 +108,7 @@ type options struct {
 	MemProfile   string
 	gc           config.RuntimeGC // what config.TuneRuntime set
 	SkipBaseline bool
+	SkipFloor    bool
 	Proposed     bool
 	FuncStats    int // print the top N SQL functions by self time of each orchable run (0: off)
 	// scaling's sizes (see scaling.go)
@@ -156,6 +157,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.StringVar(&o.MemProfile, "memprofile", "", "write an allocation profile of the whole run to this file (read it with -sample_index=alloc_space)")
 	fs.BoolVar(&o.SkipBaseline, "skip-baseline", false, "skip the River baselines (profiling)")
+	fs.BoolVar(&o.SkipFloor, "skip-floor", false, "skip the floor runs of throughput-noop and throughput-pipeline (profiling)")
 	var merge string
 	fs.StringVar(&merge, "scale-merge", "1000,10000,50000", "scaling: N:1 merge scopes (tasks per batch)")
 	fs.IntVar(&o.ScaleBatch, "scale-batch", 10000, "scaling: rows of each user's batch, and of the new owner's batch")

@@ -49,11 +49,13 @@ func throughputNoop(ctx context.Context, e *env) ([]Figure, error) {
 				BaselineName: "target", Target: "≤ 2", Met: boolPtr(orch.trips <= 2)},
 		)
 		costs = append(costs, costFigures(fmt.Sprintf("%d workers", w), *orch.cost, n, base.cost, n)...)
-		floor, err := floorRunQueue(ctx, e, n, w, 1)
-		if err != nil {
-			return nil, err
+		if !e.o.SkipFloor {
+			floor, err := floorRunQueue(ctx, e, n, w, 1)
+			if err != nil {
+				return nil, err
+			}
+			floors = append(floors, floorFigures(fmt.Sprintf("%d workers", w), n, floor, orch, base)...)
 		}
-		floors = append(floors, floorFigures(fmt.Sprintf("%d workers", w), n, floor, orch, base)...)
 		if i == 0 {
 			roots, err := orchNoop(ctx, e, n, w, "direct", true, true)
 			if err != nil {
@@ -276,18 +278,22 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	}
 	// The floor of a pipeline task: a 1:1 chain of 13 per root, each
 	// successor inserted by its parent's completion (floor.go).
-	floor, err := floorRunQueue(ctx, e, int(total), workers, perRoot)
-	if err != nil {
-		return nil, err
+	var floors []Figure
+	if !e.o.SkipFloor {
+		floor, err := floorRunQueue(ctx, e, int(total), workers, perRoot)
+		if err != nil {
+			return nil, err
+		}
+		pipe := orchRun{rate: rate, cost: &cost}
+		floorLabel := fmt.Sprintf("%d workers, chains of %d (each successor inserted by its parent's completion)", workers, perRoot)
+		floors = floorFigures(floorLabel, int(total), floor, pipe, base)
 	}
-	pipe := orchRun{rate: rate, cost: &cost}
-	floorLabel := fmt.Sprintf("%d workers, chains of %d (each successor inserted by its parent's completion)", workers, perRoot)
 	return append(append([]Figure{
 		{Name: fmt.Sprintf("tasks/s, %d roots × 13 tasks, %d workers", roots, workers), Unit: "tasks/s", Value: rate, Baseline: base.rate,
 			BaselineName: "River no-op jobs/s", HigherIsBetter: true},
 		{Name: "round trips/task", Unit: "trips", Value: rt, Baseline: 2, BaselineName: "target", Target: "≤ 2", Met: boolPtr(rt <= 2)},
 	}, costFigures("pipeline task vs River no-op job", cost, int(total), base.cost, int(total))...),
-		floorFigures(floorLabel, int(total), floor, pipe, base)...), nil
+		floors...), nil
 }
 
 // throughputPostgREST: throughput-noop through the PostgREST transport and
