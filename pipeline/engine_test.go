@@ -712,6 +712,12 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 	for _, tk := range compact.Tasks {
 		var tid uuid.UUID
 		require.NoError(t, json.Unmarshal(tk["id"], &tid))
+		// The lease is written once per claim, not read back per row: it is
+		// the row's own.
+		var lease, status string
+		require.NoError(t, b.pool.QueryRow(ctx, "select to_json(locked_until)::text, to_json(status)::text from public.ai_tasks where id = $1", tid).Scan(&lease, &status))
+		require.JSONEq(t, lease, string(tk["locked_until"]), "the lease of task %s", tid)
+		require.JSONEq(t, status, string(tk["status"]), "the status of task %s", tid)
 		require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": tid, "p_worker": "w"}, nil))
 	}
 	var full []struct {

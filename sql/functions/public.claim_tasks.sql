@@ -35,6 +35,11 @@ declare
   last_id uuid;
   counted integer;
   claimed public.ai_tasks[];
+  -- The compact result's parts, made by the lease's UPDATE (step 3).
+  tasks_json json;
+  lease_until json;
+  claimed_tpls text[];
+  claimed_batches uuid[];
   -- This transaction had written nothing when the claim began.
   fresh constant boolean := pg_current_xact_id_if_assigned() is null;
   -- The planner settings this function changes for one statement at a
@@ -263,6 +268,16 @@ begin
             set_config('enable_bitmapscan', 'off', true),
             set_config('enable_seqscan', 'off', true);
   end if;
+  -- The UPDATE's RETURNING makes what step 4 needs, and no more: for the
+  -- compact result each task's object, its template and its batch; the
+  -- whole row only for the full result. Returned as whole rows, gathered in
+  -- an array and unnested again for step 4, a compact claim of 1,000 tasks
+  -- cost 41 us of CPU per task against 22 for the bare UPDATE of the
+  -- same rows (pgbench, docs/performance.md, eighteenth round): each row
+  -- built as a composite, copied into the array and out of it. The lease
+  -- is the same for every task (now() is the transaction's start), so its
+  -- JSON is made once, and so is the status, which the UPDATE sets.
+  lease_until := to_json(now() + make_interval(secs => p_lease_seconds));
   with upd as (
     update public.ai_tasks t
     set status = 'processing',
@@ -273,9 +288,23 @@ begin
         -- As the row trigger would set it: the trigger is skipped (its WHEN).
         updated_at = now()
     where t.ctid = any(rows_) and t.status = 'plan' and t.user_id = uid
-    returning t as r
+    returning t.prompt_template_id, t.batch_id,
+      case when p_compact then json_build_object(
+        'id', t.id, 'user_id', t.user_id, 'batch_id', t.batch_id, 'launch_id', t.launch_id,
+        'stage_key', t.stage_key, 'task_type', t.task_type, 'status', 'processing',
+        'input_data', t.input_data, 'extra', t.extra, 'attempts', t.attempts,
+        'retry_count', t.retry_count, 'step_number', t.step_number, 'lo_code', t.lo_code,
+        'sequence', t.sequence, 'prompt_template_id', t.prompt_template_id,
+        'requires_approval', t.requires_approval, 'tier_source', t.tier_source,
+        'locked_by', t.locked_by, 'locked_until', lease_until) end as j,
+      case when not p_compact then t end as r
   )
-  select coalesce(array_agg(u.r), '{}') into claimed from upd u;
+  select coalesce(json_agg(u.j) filter (where p_compact), '[]'::json),
+         coalesce(array_agg(u.r) filter (where not p_compact), '{}'),
+         coalesce(array_agg(distinct u.prompt_template_id) filter (where u.prompt_template_id is not null), '{}'),
+         coalesce(array_agg(u.batch_id) filter (where u.batch_id is not null), '{}')
+  into tasks_json, claimed, claimed_tpls, claimed_batches
+  from upd u;
   perform set_config('orchable.counting', '', true);
   if fresh then
     perform set_config('enable_indexscan', prev_indexscan, true),
@@ -286,66 +315,67 @@ begin
   end if;
 
   -- 4. Everything needed to run them. A generic plan as well, made once
-  -- per connection (every read is driven by the claimed rows, by primary
-  -- key). Planned for each call, as plpgsql kept doing for claims of a
-  -- few tasks (the generic plan's estimate of ten claimed rows looks
-  -- dearer than a custom plan's one), its planning was a third of a
-  -- one-task claim: 0.53 of 1.7 ms (docs/performance.md, ninth round).
+  -- per connection (every read is by primary key). Planned for each call,
+  -- as plpgsql kept doing for claims of a few tasks (the generic plan's
+  -- estimate of ten claimed rows looks dearer than a custom plan's one),
+  -- its planning was a third of a one-task claim: 0.53 of 1.7 ms
+  -- (docs/performance.md, ninth round).
   --
   -- Built as json, not jsonb: the caller reads it as text, and jsonb
   -- built each object in binary (keys sorted) only to be printed back:
   -- about 0.25 ms of a 2.5 ms claim of 34 tasks (docs/performance.md,
   -- tenth round).
-  with upd as (
-    select u.* from unnest(claimed) u
-  ), tpl as (
-    -- Only a template the owner may use (own, public, or of a published
-    -- pipeline); written out rather than a function call per claimed row.
-    select p.* from public.prompt_templates p
-    where p.id in (select u.prompt_template_id from upd u)
-      and (p.user_id = uid or p.is_public or exists (
-        select 1 from public.lab_orchestrator_configs c
-        where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))
-  ), bat as (
-    select b.id, json_build_object('id', b.id, 'name', b.name, 'status', b.status, 'global_context', b.global_context,
-                                    'execution_delay_seconds', b.execution_delay_seconds, 'launch_id', b.launch_id) as j
-    from public.task_batches b
-    where b.id in (select u.batch_id from upd u)
-  )
-  select case when p_compact then
+  if p_compact then
     -- Compact (what the service asks for): each template and batch once,
     -- and of each task the columns a worker reads. Every column of every
     -- row, with its template and batch copied per task, was a fifth of
-    -- the claim's database time.
-    json_build_object(
-      'tasks', (select coalesce(json_agg(json_build_object(
-                  'id', u.id, 'user_id', u.user_id, 'batch_id', u.batch_id, 'launch_id', u.launch_id,
-                  'stage_key', u.stage_key, 'task_type', u.task_type, 'status', u.status,
-                  'input_data', u.input_data, 'extra', u.extra, 'attempts', u.attempts,
-                  'retry_count', u.retry_count, 'step_number', u.step_number, 'lo_code', u.lo_code,
-                  'sequence', u.sequence, 'prompt_template_id', u.prompt_template_id,
-                  'requires_approval', u.requires_approval, 'tier_source', u.tier_source,
-                  'locked_by', u.locked_by, 'locked_until', u.locked_until)), '[]'::json)
-                from upd u),
+    -- the claim's database time. Only a template the owner may use (own,
+    -- public, or of a published pipeline).
+    select json_build_object(
+      'tasks', tasks_json,
       'templates', (select coalesce(json_object_agg(p.id, json_build_object(
                   'id', p.id, 'name', p.name, 'template', p.template, 'stage_key', p.stage_key,
                   'output_schema', p.output_schema, 'default_ai_settings', p.default_ai_settings,
                   'stage_config', p.stage_config, 'system_instruction', p.system_instruction,
                   'requires_approval', p.requires_approval, 'user_id', p.user_id)), '{}'::json)
-                from tpl p),
-      'batches', (select coalesce(json_object_agg(b.id, b.j), '{}'::json) from bat b),
+                from public.prompt_templates p
+                where p.id = any(claimed_tpls)
+                  and (p.user_id = uid or p.is_public or exists (
+                    select 1 from public.lab_orchestrator_configs c
+                    where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))),
+      'batches', (select coalesce(json_object_agg(b.id, json_build_object('id', b.id, 'name', b.name, 'status', b.status,
+                    'global_context', b.global_context, 'execution_delay_seconds', b.execution_delay_seconds,
+                    'launch_id', b.launch_id)), '{}'::json)
+                from public.task_batches b
+                where b.id = any(claimed_batches)),
       -- Where the caller's next claim may start (p_after_*): the last task
       -- the walk of the queue claimed, null when it claimed none.
-      'after', case when last_id is not null then json_build_object('run_after', last_run_after, 'id', last_id) end)
+      'after', case when last_id is not null then json_build_object('run_after', last_run_after, 'id', last_id) end),
+      orchable.count_moves(claimed_batches, 'plan', 'processing')
+    into out, counted;
   else
-    (select coalesce(json_agg(json_build_object(
-      'task', to_json(u),
-      'template', (select to_json(p) from tpl p where p.id = u.prompt_template_id),
-      'batch', (select b.j from bat b where b.id = u.batch_id))), '[]'::json)
-     from upd u)
-  end,
-  (select orchable.count_moves(array_agg(u.batch_id) filter (where u.batch_id is not null), 'plan', 'processing') from upd u)
-  into out, counted;
+    with upd as (
+      select u.* from unnest(claimed) u
+    ), tpl as (
+      select p.* from public.prompt_templates p
+      where p.id in (select u.prompt_template_id from upd u)
+        and (p.user_id = uid or p.is_public or exists (
+          select 1 from public.lab_orchestrator_configs c
+          where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))
+    ), bat as (
+      select b.id, json_build_object('id', b.id, 'name', b.name, 'status', b.status, 'global_context', b.global_context,
+                                      'execution_delay_seconds', b.execution_delay_seconds, 'launch_id', b.launch_id) as j
+      from public.task_batches b
+      where b.id in (select u.batch_id from upd u)
+    )
+    select coalesce(json_agg(json_build_object(
+             'task', to_json(u),
+             'template', (select to_json(p) from tpl p where p.id = u.prompt_template_id),
+             'batch', (select b.j from bat b where b.id = u.batch_id))), '[]'::json),
+           orchable.count_moves(claimed_batches, 'plan', 'processing')
+    into out, counted
+    from upd u;
+  end if;
   perform set_config('plan_cache_mode', prev_plan_mode, true);
   return out;
 end
