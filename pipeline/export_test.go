@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/google/uuid"
 )
@@ -38,3 +39,6 @@ func (d *Dispatcher) InitTestSignals() <-chan bool {
 func (d *Dispatcher) ClaimForTest(ctx context.Context, user uuid.UUID, n int) ([]Claimed, error) {
 	return d.claim(ctx, user, n)
 }
+
+// TaskFields is taskFields, for its test.
+func TaskFields(t *Task) map[string]json.RawMessage { return taskFields(t) }

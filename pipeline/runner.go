@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -795,30 +796,38 @@ func globalContext(b *Batch) map[string]string {
 }
 
 // taskFields exposes task columns to the prompt with the lowest precedence.
+// Ids and numbers are written directly (json.Marshal per field was about 2
+// µs of every task's CPU); strings go through json.Marshal for its escaping.
 func taskFields(t *Task) map[string]json.RawMessage {
-	m := map[string]json.RawMessage{}
-	put := func(k string, v any) {
+	m := make(map[string]json.RawMessage, 8)
+	id := func(k string, v uuid.UUID) {
+		b := make([]byte, 0, 38)
+		b = append(b, '"')
+		b = append(b, v.String()...)
+		m[k] = append(b, '"')
+	}
+	str := func(k, v string) {
 		if b, err := json.Marshal(v); err == nil {
 			m[k] = b
 		}
 	}
-	put("id", t.ID)
-	put("task_type", t.TaskType)
-	put("step_number", t.StepNumber)
+	id("id", t.ID)
+	str("task_type", t.TaskType)
+	m["step_number"] = strconv.AppendInt(nil, int64(t.StepNumber), 10)
 	if t.StageKey != nil {
-		put("stage_key", *t.StageKey)
+		str("stage_key", *t.StageKey)
 	}
 	if t.BatchID != nil {
-		put("batch_id", *t.BatchID)
+		id("batch_id", *t.BatchID)
 	}
 	if t.LaunchID != nil {
-		put("launch_id", *t.LaunchID)
+		id("launch_id", *t.LaunchID)
 	}
 	if t.LoCode != nil {
-		put("lo_code", *t.LoCode)
+		str("lo_code", *t.LoCode)
 	}
 	if t.Sequence != nil {
-		put("sequence", *t.Sequence)
+		m["sequence"] = strconv.AppendInt(nil, int64(*t.Sequence), 10)
 	}
 	return m
 }
