@@ -3,8 +3,10 @@ package model
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/orchable/orchable/baseservice"
@@ -21,7 +23,14 @@ type Offline struct {
 
 	cfg       *Config
 	validator *Validator
+
+	mu      sync.Mutex
+	schemas map[string]any // output schemas decoded, by their text (at most maxOfflineSchemas)
 }
+
+// maxOfflineSchemas bounds the decoded output schemas the offline provider
+// keeps; past it a schema is decoded per call.
+const maxOfflineSchemas = 256
 
 // NewOffline builds the offline provider.
 func NewOffline(cfg *Config) (*Offline, error) {
@@ -29,7 +38,7 @@ func NewOffline(cfg *Config) (*Offline, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return baseservice.Init(cfg.Archetype, &Offline{cfg: cfg, validator: NewValidator()}), nil
+	return baseservice.Init(cfg.Archetype, &Offline{cfg: cfg, validator: NewValidator(), schemas: map[string]any{}}), nil
 }
 
 // Generate returns a deterministic, schema-conforming output for req after
@@ -49,7 +58,7 @@ func (o *Offline) Generate(ctx context.Context, req Request) (Response, error) {
 	if len(req.OutputSchema) == 0 || string(req.OutputSchema) == "null" {
 		text = "Offline answer: " + jsongen.Text(seed, 12)
 	} else {
-		b, err := jsongen.GenerateJSON(req.OutputSchema, seed)
+		b, err := o.generate(req.OutputSchema, seed)
 		if err != nil {
 			return Response{}, newError(KindBadRequest, RetryNever, ScopeNone, 0, fmt.Sprintf("offline provider cannot satisfy output_schema: %v", err), err)
 		}
@@ -69,6 +78,31 @@ func (o *Offline) Generate(ctx context.Context, req Request) (Response, error) {
 		ResponseID:   fmt.Sprintf("offline-%016x", seed),
 		Model:        model,
 	}, nil
+}
+
+// generate is jsongen.GenerateJSON with the schema decoded once: templates
+// share a few schemas, and decoding one per call was about 3 µs of every
+// offline task's CPU (docs/performance.md, eighteenth round). jsongen only
+// reads the schema it is given.
+func (o *Offline) generate(raw []byte, seed uint64) ([]byte, error) {
+	o.mu.Lock()
+	schema, ok := o.schemas[string(raw)]
+	o.mu.Unlock()
+	if !ok {
+		if err := json.Unmarshal(raw, &schema); err != nil {
+			return nil, fmt.Errorf("error decoding schema: %w", err)
+		}
+		o.mu.Lock()
+		if len(o.schemas) < maxOfflineSchemas {
+			o.schemas[string(raw)] = schema
+		}
+		o.mu.Unlock()
+	}
+	v, err := jsongen.Generate(schema, seed)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
 }
 
 func (o *Offline) latency(seed uint64) time.Duration {

@@ -7,8 +7,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/orchable/orchable/baseservice/baseservicetest"
+	"github.com/orchable/orchable/model/jsongen"
 )
 
 // fixtureSchemas reads the output formats of the sample pipelines' prompts
@@ -278,4 +281,53 @@ func randomSchema(rng *rand.Rand, depth int, root bool) map[string]any {
 		s["description"] = "generated"
 	}
 	return s
+}
+
+// The offline provider keeps the schemas it decoded: its answers stay those
+// of a schema decoded for the call (jsongen.GenerateJSON), for every seed,
+// from many goroutines at once, and past the cache's bound.
+func TestOfflineSchemaCacheGivesTheSameAnswers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	off, err := NewOffline(&Config{})
+	require.NoError(t, err)
+	schemas := [][]byte{[]byte(quizSchema), []byte(`{"type": "object", "properties": {"c": {"const": {"k": [1, 2]}}, "e": {"enum": ["x", "y", "z"]}}, "required": ["c", "e"]}`)}
+	for i := range maxOfflineSchemas + 10 {
+		schemas = append(schemas, fmt.Appendf(nil, `{"type": "object", "properties": {"n%d": {"type": "integer"}}, "required": ["n%d"]}`, i, i))
+	}
+	// Each goroutine reports what differs; require runs on the test's own.
+	var wg sync.WaitGroup
+	problems := make(chan string, 4*2*len(schemas))
+	for g := range 4 {
+		wg.Go(func() {
+			for i, schema := range schemas {
+				for round := range 2 {
+					task := uuid.New()
+					if round == 1 {
+						task[0] = byte(g) //nolint:gosec // g < 4: another seed from the cached schema
+					}
+					resp, err := off.Generate(ctx, Request{TaskID: task, Prompt: "p", OutputSchema: schema})
+					want, werr := jsongen.GenerateJSON(schema, seedOf(Request{TaskID: task}))
+					if err != nil || werr != nil || !jsonEqual(want, []byte(resp.Text)) {
+						problems <- fmt.Sprintf("schema %d: %v %v: %s against %s", i, err, werr, resp.Text, want)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(problems)
+	var all []string
+	for p := range problems {
+		all = append(all, p)
+	}
+	require.Empty(t, all)
+	off.mu.Lock()
+	defer off.mu.Unlock()
+	require.Len(t, off.schemas, maxOfflineSchemas, "the cache stops at its bound")
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
 }
