@@ -39,3 +39,13 @@ func TestTaskFieldsAreEachColumnsJSON(t *testing.T) {
 	got = pipeline.TaskFields(&pipeline.Task{ID: task.ID, TaskType: "generic"})
 	require.ElementsMatch(t, []string{"id", "task_type", "step_number"}, slices.Collect(maps.Keys(got)))
 }
+
+// BenchmarkTaskFields is the prompt fields of a launched task.
+func BenchmarkTaskFields(b *testing.B) {
+	batch, launch, stage, seq := uuid.New(), uuid.New(), "summarise", 3
+	task := &pipeline.Task{ID: uuid.New(), TaskType: "generic", StepNumber: 2, StageKey: &stage, BatchID: &batch, LaunchID: &launch, Sequence: &seq}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = pipeline.TaskFields(task)
+	}
+}
