@@ -325,57 +325,48 @@ begin
   -- built each object in binary (keys sorted) only to be printed back:
   -- about 0.25 ms of a 2.5 ms claim of 34 tasks (docs/performance.md,
   -- tenth round).
-  if p_compact then
+  --
+  -- The templates (only those the owner may use: own, public, or of a
+  -- published pipeline) and the batches are read once, by the ids the
+  -- lease returned, for either shape.
+  with tpl as (
+    select p.* from public.prompt_templates p
+    where p.id = any(claimed_tpls)
+      and (p.user_id = uid or p.is_public or exists (
+        select 1 from public.lab_orchestrator_configs c
+        where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))
+  ), bat as (
+    select b.id, json_build_object('id', b.id, 'name', b.name, 'status', b.status, 'global_context', b.global_context,
+                                    'execution_delay_seconds', b.execution_delay_seconds, 'launch_id', b.launch_id) as j
+    from public.task_batches b
+    where b.id = any(claimed_batches)
+  )
+  select case when p_compact then
     -- Compact (what the service asks for): each template and batch once,
-    -- and of each task the columns a worker reads. Every column of every
-    -- row, with its template and batch copied per task, was a fifth of
-    -- the claim's database time. Only a template the owner may use (own,
-    -- public, or of a published pipeline).
-    select json_build_object(
+    -- and of each task the columns a worker reads (made by the lease's
+    -- UPDATE). Every column of every row, with its template and batch
+    -- copied per task, was a fifth of the claim's database time.
+    json_build_object(
       'tasks', tasks_json,
       'templates', (select coalesce(json_object_agg(p.id, json_build_object(
                   'id', p.id, 'name', p.name, 'template', p.template, 'stage_key', p.stage_key,
                   'output_schema', p.output_schema, 'default_ai_settings', p.default_ai_settings,
                   'stage_config', p.stage_config, 'system_instruction', p.system_instruction,
                   'requires_approval', p.requires_approval, 'user_id', p.user_id)), '{}'::json)
-                from public.prompt_templates p
-                where p.id = any(claimed_tpls)
-                  and (p.user_id = uid or p.is_public or exists (
-                    select 1 from public.lab_orchestrator_configs c
-                    where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))),
-      'batches', (select coalesce(json_object_agg(b.id, json_build_object('id', b.id, 'name', b.name, 'status', b.status,
-                    'global_context', b.global_context, 'execution_delay_seconds', b.execution_delay_seconds,
-                    'launch_id', b.launch_id)), '{}'::json)
-                from public.task_batches b
-                where b.id = any(claimed_batches)),
+                from tpl p),
+      'batches', (select coalesce(json_object_agg(b.id, b.j), '{}'::json) from bat b),
       -- Where the caller's next claim may start (p_after_*): the last task
       -- the walk of the queue claimed, null when it claimed none.
-      'after', case when last_id is not null then json_build_object('run_after', last_run_after, 'id', last_id) end),
-      orchable.count_moves(claimed_batches, 'plan', 'processing')
-    into out, counted;
+      'after', case when last_id is not null then json_build_object('run_after', last_run_after, 'id', last_id) end)
   else
-    with upd as (
-      select u.* from unnest(claimed) u
-    ), tpl as (
-      select p.* from public.prompt_templates p
-      where p.id in (select u.prompt_template_id from upd u)
-        and (p.user_id = uid or p.is_public or exists (
-          select 1 from public.lab_orchestrator_configs c
-          where c.is_public and c.created_by = p.user_id and c.id::text = p.organization_code))
-    ), bat as (
-      select b.id, json_build_object('id', b.id, 'name', b.name, 'status', b.status, 'global_context', b.global_context,
-                                      'execution_delay_seconds', b.execution_delay_seconds, 'launch_id', b.launch_id) as j
-      from public.task_batches b
-      where b.id in (select u.batch_id from upd u)
-    )
-    select coalesce(json_agg(json_build_object(
-             'task', to_json(u),
-             'template', (select to_json(p) from tpl p where p.id = u.prompt_template_id),
-             'batch', (select b.j from bat b where b.id = u.batch_id))), '[]'::json),
-           orchable.count_moves(claimed_batches, 'plan', 'processing')
-    into out, counted
-    from upd u;
-  end if;
+    (select coalesce(json_agg(json_build_object(
+      'task', to_json(u),
+      'template', (select to_json(p) from tpl p where p.id = u.prompt_template_id),
+      'batch', (select b.j from bat b where b.id = u.batch_id))), '[]'::json)
+     from unnest(claimed) u)
+  end,
+  orchable.count_moves(claimed_batches, 'plan', 'processing')
+  into out, counted;
   perform set_config('plan_cache_mode', prev_plan_mode, true);
   return out;
 end
