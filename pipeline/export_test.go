@@ -42,3 +42,9 @@ func (d *Dispatcher) ClaimForTest(ctx context.Context, user uuid.UUID, n int) ([
 
 // TaskFields is taskFields, for its test.
 func TaskFields(t *Task) map[string]json.RawMessage { return taskFields(t) }
+
+// ClaimResult is claim_tasks' compact result as the runner decodes it.
+type ClaimResult = claimResult
+
+// DecodeClaim is the runner's decoding of a claim's result.
+func DecodeClaim(raw []byte, out *ClaimResult) error { return decodeClaim(raw, out) }
