@@ -171,7 +171,19 @@ func returnType(s string) string {
 	s = s[len("returns"):]
 	var b strings.Builder
 	depth := 0
-	for i := range len(s) {
+	for i := 0; i < len(s); i++ {
+		if strings.HasPrefix(s[i:], "--") {
+			// A comment is no part of the type (one between RETURNS and
+			// the next clause read as a changed return type, and the
+			// function was dropped and created again).
+			end := strings.IndexByte(s[i:], '\n')
+			if end < 0 {
+				break
+			}
+			i += end - 1 // the newline is read next
+			b.WriteByte(' ')
+			continue
+		}
 		if depth == 0 && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t' || s[i-1] == '\n' || s[i-1] == '\r') && returnKeywordRE.MatchString(s[i:]) {
 			break
 		}

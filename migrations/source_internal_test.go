@@ -19,6 +19,8 @@ func TestReturnType(t *testing.T) {
 		{" returns setof_thing security definer as $$ $$", "setof_thing"},
 		{" returns trigger as $$ begin return new; end $$", "trigger"},
 		{" language sql as $$ $$", ""},
+		{" returns text[]\n  -- PL/pgSQL, so its (plan) is kept: returns int\n  language plpgsql stable\nas $$ $$", "text[]"},
+		{" returns text -- a note\n  -- and another\n  stable language sql as $$ $$", "text"},
 	} {
 		require.Equal(t, tc.want, returnType(tc.after), "%q", tc.after)
 	}
