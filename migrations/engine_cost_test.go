@@ -1263,21 +1263,87 @@ func TestClaimResultPlannedOnce(t *testing.T) {
 }
 
 // Every function of the SQL API calls orchable.engine_on and
-// orchable.require_user once per call. A SQL-language function with a SET
-// clause is never inlined and is parsed and planned again in every
-// transaction that calls it (about 40 us of an empty complete_tasks call's
-// 0.4 ms, pgbench); PL/pgSQL keeps its plans for the connection.
+// orchable.require_user once per call, and every completion that closes a
+// barrier calls orchable.upstream_stages. A SQL-language function that is not
+// inlined (a SET clause, a recursive query) is parsed and planned again in
+// every transaction that calls it (about 40 us of an empty complete_tasks
+// call's 0.4 ms, and 0.33 ms of a closing, pgbench); PL/pgSQL keeps its plans
+// for the connection. upstream_stages keeps a generic plan: left to the plan
+// cache it made a custom plan on every call.
 func TestPerCallHelpersKeepTheirPlans(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	pool, _, _ := twoTenants(ctx, t)
-	rows, err := pool.Query(ctx, `select p.oid::regprocedure::text, l.lanname from pg_proc p join pg_language l on l.oid = p.prolang
-		where p.oid in ('orchable.engine_on()'::regprocedure, 'orchable.require_user(text)'::regprocedure)`)
+	rows, err := pool.Query(ctx, `select p.oid::regprocedure::text, l.lanname, coalesce(array_to_string(p.proconfig, ' '), '')
+		from pg_proc p join pg_language l on l.oid = p.prolang
+		where p.oid in ('orchable.engine_on()'::regprocedure, 'orchable.require_user(text)'::regprocedure,
+		                'orchable.upstream_stages(text, uuid, uuid)'::regprocedure)`)
 	require.NoError(t, err)
-	langs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
-		var f [2]string
-		return f, r.Scan(&f[0], &f[1])
+	funcs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([3]string, error) {
+		var f [3]string
+		return f, r.Scan(&f[0], &f[1], &f[2])
 	})
 	require.NoError(t, err)
-	require.ElementsMatch(t, [][2]string{{"orchable.engine_on()", "plpgsql"}, {"orchable.require_user(text)", "plpgsql"}}, langs)
+	require.Len(t, funcs, 3)
+	for _, f := range funcs {
+		require.Equal(t, "plpgsql", f[1], "the language of %s", f[0])
+		if f[0] == "orchable.upstream_stages(text,uuid,uuid)" {
+			require.Contains(t, f[2], "plan_cache_mode=force_generic_plan", "the settings of %s", f[0])
+		}
+	}
+}
+
+// orchable.upstream_stages: the stages of every template from which the given
+// one can be reached, among the owner's and the successor's author's
+// templates, through branches and loops; another tenant's template naming
+// ours as its successor is no part of it.
+func TestUpstreamStagesOfAPipeline(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, owner, other := twoTenants(ctx, t)
+	author := uuid.New()
+	_, err := pool.Exec(ctx, "insert into auth.users (id, aud, role, email) values ($1, 'authenticated', 'authenticated', $2)", author, author.String()+"@plan.test")
+	require.NoError(t, err)
+	p := "us-" + uuid.NewString()[:8] + "-"
+	for _, tpl := range []struct {
+		id, stage string
+		next      []string
+		user      uuid.UUID
+	}{
+		{"a", "sa", []string{"b"}, owner},
+		{"b", "sb", []string{"c"}, owner},
+		{"x", "sx", []string{"c"}, author}, // the successor's author's branch
+		{"c", "sc", []string{"d"}, owner},
+		{"d", "sd", []string{"b", "e"}, owner}, // a loop back to b
+		{"e", "se", nil, author},
+		{"evil", "sevil", []string{"c", "e"}, other}, // another tenant's
+		{"lone", "slone", nil, owner},
+	} {
+		next := make([]string, 0, len(tpl.next))
+		for _, n := range tpl.next {
+			next = append(next, p+n)
+		}
+		nextJSON, err := json.Marshal(next)
+		require.NoError(t, err)
+		_, err = pool.Exec(ctx, `insert into public.prompt_templates (id, template, stage_key, next_stage_template_ids, user_id)
+			values ($1, 'x', $2, $3, $4)`, p+tpl.id, tpl.stage, nextJSON, tpl.user)
+		require.NoError(t, err)
+	}
+	for _, c := range []struct {
+		tpl  string
+		want []string
+	}{
+		{"e", []string{"sa", "sb", "sc", "sd", "sx"}},
+		{"c", []string{"sa", "sb", "sc", "sd", "sx"}}, // through the loop, c reaches itself
+		{"a", []string{}},
+		{"lone", []string{}},
+	} {
+		// Seven calls each: past the five after which the plan cache may
+		// change the plan it uses.
+		for range 7 {
+			var got []string
+			require.NoError(t, pool.QueryRow(ctx, "select orchable.upstream_stages($1, $2, $3)", p+c.tpl, owner, author).Scan(&got))
+			require.ElementsMatch(t, c.want, got, "upstream of %s", c.tpl)
+		}
+	}
 }
