@@ -554,15 +554,39 @@ func processCPU() time.Duration {
 // serverCPU is the CPU used so far by the postmaster, its live children and
 // (cutime+cstime) its exited children.
 func serverCPU(pm int) (time.Duration, error) {
-	p, err := readStat(pm)
-	if err != nil {
-		return 0, fmt.Errorf("postmaster gone: %w", err)
+	// A child the postmaster reaps between the read of its reaped children's
+	// total and the walk of /proc is in neither, and a window that ended on
+	// such a read came out negative (backends of an earlier scenario's pool
+	// exit at any time). So the walk is taken only when the total is the
+	// same before and after it.
+	for range 100 {
+		before, err := readStat(pm)
+		if err != nil {
+			return 0, fmt.Errorf("postmaster gone: %w", err)
+		}
+		live, err := childrenCPU(pm)
+		if err != nil {
+			return 0, err
+		}
+		after, err := readStat(pm)
+		if err != nil {
+			return 0, fmt.Errorf("postmaster gone: %w", err)
+		}
+		if after.cutime+after.cstime == before.cutime+before.cstime {
+			return before.utime + before.stime + before.cutime + before.cstime + live, nil
+		}
 	}
-	total := p.utime + p.stime + p.cutime + p.cstime
+	return 0, errors.New("the postmaster reaped a child during each of 100 reads")
+}
+
+// childrenCPU is the CPU so far of the postmaster's live children (an exited
+// one not yet reaped included: its stat stays until it is).
+func childrenCPU(pm int) (time.Duration, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, fmt.Errorf("/proc not readable: %w", err)
 	}
+	var total time.Duration
 	for _, en := range ents {
 		pid, err := strconv.Atoi(en.Name())
 		if err != nil {

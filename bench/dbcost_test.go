@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func TestSumDBWAL(t *testing.T) {
@@ -87,5 +92,83 @@ func TestCostFiguresNA(t *testing.T) {
 	}
 	if !cpu || !wal {
 		t.Fatalf("missing n/a reasons in %+v", figs)
+	}
+}
+
+// serverCPU adds up the CPU of the postmaster, its reaped children and its
+// live ones. Backends start and exit all the time (an earlier scenario's pool
+// closing), and a child reaped in the middle of a read was once in neither
+// total: a window's server CPU came out negative. Read while connections
+// come and go, the total never goes back.
+func TestServerCPUNeverGoesBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	t.Parallel()
+	ctx := t.Context()
+	url := envOr("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var backend int
+	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatal(err)
+	}
+	pm, na := findPostmaster(ctx, conn, backend)
+	if pm == 0 {
+		t.Skip(na)
+	}
+
+	// Connections that each do a little work and exit, so the postmaster
+	// reaps children throughout the reads.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := pgx.Connect(ctx, url)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, err = c.Exec(ctx, "select count(*) from generate_series(1, 20000)")
+				_ = c.Close(context.WithoutCancel(ctx))
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	prev, err := serverCPU(pm)
+	if err == nil {
+		for i := range 300 {
+			var cur time.Duration
+			if cur, err = serverCPU(pm); err != nil {
+				break
+			}
+			if cur < prev {
+				err = fmt.Errorf("read %d: the server's CPU went back from %v to %v", i+1, prev, cur)
+				break
+			}
+			prev = cur
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
