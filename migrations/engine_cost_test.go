@@ -1267,7 +1267,7 @@ func TestClaimResultPlannedOnce(t *testing.T) {
 // barrier calls orchable.upstream_stages. A SQL-language function that is not
 // inlined (a SET clause, a recursive query) is parsed and planned again in
 // every transaction that calls it (about 40 us of an empty complete_tasks
-// call's 0.4 ms, and 0.33 ms of a closing, pgbench); PL/pgSQL keeps its plans
+// call's 0.4 ms, and 0.4-0.5 ms of a closing, pgbench); PL/pgSQL keeps its plans
 // for the connection. upstream_stages keeps a generic plan: left to the plan
 // cache it made a custom plan on every call.
 func TestPerCallHelpersKeepTheirPlans(t *testing.T) {
