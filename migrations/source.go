@@ -173,7 +173,7 @@ func returnType(s string) string {
 	depth := 0
 	for i := 0; i < len(s); i++ {
 		if strings.HasPrefix(s[i:], "--") {
-			// A comment is no part of the type (one between RETURNS and
+			// A line comment is no part of the type (one between RETURNS and
 			// the next clause read as a changed return type, and the
 			// function was dropped and created again).
 			end := strings.IndexByte(s[i:], '\n')

@@ -26,8 +26,8 @@ type claimShape struct {
 	} `json:"after"`
 }
 
-// TestClaimDecodesAsEncodingJSON: the transports decode results with the
-// module that mirrors encoding/json/v2 (its v1 API). A real claim, with the
+// TestClaimDecodesAsEncodingJSON: the runner decodes its claims with the v1
+// API of the module that mirrors encoding/json/v2. A real claim, with the
 // values a tenant's rows can hold (nulls, escapes, non-ASCII text, numbers
 // beyond float64, nested documents, every optional column set), must come out
 // of Runner.Claim exactly as encoding/json decodes the same result.
