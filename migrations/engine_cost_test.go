@@ -1152,21 +1152,21 @@ func TestClaimWarmUpPlansEveryStep(t *testing.T) {
 			ran = append(ran, "result")
 		}
 	}, "")
-	claim := func(worker string, compact bool) (string, []string) {
+	claim := func(worker string, compact, columns bool) (string, []string) {
 		t.Helper()
 		mu.Lock()
 		ran = nil
 		mu.Unlock()
 		var out json.RawMessage
-		callReading(ctx, t, conn, nobody, "select public.claim_tasks($1, 300, 1, null, $2)", &out, worker, compact)
+		callReading(ctx, t, conn, nobody, "select public.claim_tasks($1, 300, 1, null, $2, p_columns => $3)", &out, worker, compact, columns)
 		mu.Lock()
 		defer mu.Unlock()
 		return string(out), ran
 	}
-	for _, compact := range []bool{true, false} {
-		out, steps := claim("warm-up", compact)
+	for _, shape := range []struct{ compact, columns bool }{{true, true}, {true, false}, {false, false}} {
+		out, steps := claim("warm-up", shape.compact, shape.columns)
 		require.Equal(t, []string{"lease", "result"}, steps, "the warm-up's claim runs every step")
-		other, none := claim("worker-1", compact)
+		other, none := claim("worker-1", shape.compact, shape.columns)
 		require.Empty(t, none, "an empty claim stops after the walk")
 		require.JSONEq(t, other, out, "the warm-up's claim returns what an empty claim returns")
 	}

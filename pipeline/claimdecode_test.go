@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,13 +105,14 @@ func templateView(t *pipeline.Template) []any {
 func FuzzDecodeClaimMatchesEncodingJSON(f *testing.F) {
 	f.Add(claimPayload(2))
 	for _, seed := range []string{
-		`{"tasks":[{"id":"8134f82e-98d7-4a9f-a360-412d48c73866","batch_id":null,"stage_key":"é 😀 \u2028 \"q\" \\","input_data":{"a":[1,2.5e3,null,1e400]},"extra":null,"sequence":null,"attempts":-0,"requires_approval":true}]}`,
+		`{"tasks":{"id":["8134f82e-98d7-4a9f-a360-412d48c73866"],"batch_id":[null],"stage_key":["é 😀 \u2028 \"q\" \\"],"input_data":[{"a":[1,2.5e3,null,1e400]}],"extra":[null],"sequence":[null],"attempts":[-0],"requires_approval":[true]}}`,
+		`{"tasks":{"id":[],"user_id":null,"input_data":[null,{}]}}`, `{"tasks":[]}`,
 		`{"templates":{"p3":{"id":"p3","name":null,"output_schema":[],"requires_approval":false,"user_id":"8134f82e-98d7-4a9f-a360-412d48c73866"}},"batches":{"8134f82e-98d7-4a9f-a360-412d48c73866":{"name":"b","global_context":{}}}}`,
 		`{"after":{"run_after":"2026-12-06T05:00:00.123456+00:00","id":"8134f82e-98d7-4a9f-a360-412d48c73866"}}`,
-		`{"TASKS":[{"ID":"8134f82e-98d7-4a9f-a360-412d48c73866","Status":"a","status":"b"}],"tasks":null}`,
-		`{"tasks":[{"attempts":1.5}]}`, `{"tasks":[{"sequence":"1"}]}`, `{"tasks":[{"id":"not-a-uuid"}]}`,
-		`{"batches":{"x":{}}}`, `{"after":{"run_after":"yesterday"}}`, `{"tasks":[{"input_data":nul}]}`,
-		`{"tasks":[{"stage_key":"\xff\xfe"}]}`, `{"tasks":[{"stage_key":"\ud800"}]}`, `[1,2]`, `"s"`, `{}  `, `{} {}`, `{"tasks":`,
+		`{"TASKS":{"ID":["8134f82e-98d7-4a9f-a360-412d48c73866"],"Attempts":[1],"attempts":[2]},"tasks":null}`,
+		`{"tasks":{"attempts":[1.5]}}`, `{"tasks":{"sequence":["1"]}}`, `{"tasks":{"id":["not-a-uuid"]}}`,
+		`{"batches":{"x":{}}}`, `{"after":{"run_after":"yesterday"}}`, `{"tasks":{"input_data":[nul]}}`,
+		`{"tasks":{"stage_key":["\xff\xfe"]}}`, `{"tasks":{"stage_key":["\ud800"]}}`, `[1,2]`, `"s"`, `{}  `, `{} {}`, `{"tasks":`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -129,7 +131,39 @@ func FuzzDecodeClaimMatchesEncodingJSON(f *testing.F) {
 		if wantErr == nil && !reflect.DeepEqual(want, got) {
 			t.Fatalf("%q: encoding/json gives %#v, the runner %#v", data, want, got)
 		}
+		// Whatever the columns hold, the runner makes a task of each index
+		// or refuses them: no panic, no task made of another's values.
+		if tasks, err := got.TasksForTest(); err == nil && len(tasks) != len(got.Tasks.ID) {
+			t.Fatalf("%q: %d tasks of %d ids", data, len(tasks), len(got.Tasks.ID))
+		}
 	})
+}
+
+// TestClaimColumnsMakeTasks: the claim's columns become one task per index,
+// leased (status processing); columns of different lengths are refused,
+// whichever column is short.
+func TestClaimColumnsMakeTasks(t *testing.T) {
+	t.Parallel()
+	var c pipeline.ClaimResult
+	require.NoError(t, pipeline.DecodeClaim(claimPayload(3), &c))
+	tasks, err := c.TasksForTest()
+	require.NoError(t, err)
+	require.Len(t, tasks, 3)
+	for i, tk := range tasks {
+		require.Equal(t, c.Tasks.ID[i], tk.ID)
+		require.Equal(t, "processing", tk.Status)
+		require.Equal(t, i, *tk.Sequence)
+		require.JSONEq(t, fmt.Sprintf(`{"n":%d,"item":3,"nested":{"a":[1,2,3],"b":"some text here"}}`, i), string(tk.InputData))
+	}
+	columns := reflect.ValueOf(&c.Tasks).Elem()
+	for i := range columns.NumField() {
+		var short pipeline.ClaimResult
+		require.NoError(t, pipeline.DecodeClaim(claimPayload(3), &short))
+		f := reflect.ValueOf(&short.Tasks).Elem().Field(i)
+		f.Set(f.Slice(0, 2))
+		_, err := short.TasksForTest()
+		require.ErrorContains(t, err, "the claim's columns have", "column %s short", columns.Type().Field(i).Name)
+	}
 }
 
 // BenchmarkDecodeClaim decodes a compact claim of 100 tasks, as the engine
@@ -157,23 +191,55 @@ func BenchmarkDecodeClaim(b *testing.B) {
 	}
 }
 
-// claimPayload is a compact claim of n tasks of one template and batch, with
-// the columns and sizes of the bench's pipeline tasks.
+// claimPayload is a compact claim of n tasks of one template and batch, in
+// columns (p_columns), with the columns and sizes of the bench's pipeline
+// tasks.
 func claimPayload(n int) []byte {
 	var sb strings.Builder
 	user, batch := uuid.New(), uuid.New()
-	sb.WriteString(`{"tasks":[`)
-	for i := range n {
+	column := func(name string, value func(i int) string) {
+		fmt.Fprintf(&sb, `%q:[`, name)
+		for i := range n {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString(value(i))
+		}
+		sb.WriteString("]")
+	}
+	quoted := func(v any) func(int) string { return func(int) string { return fmt.Sprintf(`"%s"`, v) } }
+	constant := func(v string) func(int) string { return func(int) string { return v } }
+	newID := func(int) string { return `"` + uuid.NewString() + `"` }
+	sb.WriteString(`{"tasks":{`)
+	for i, c := range []struct {
+		name  string
+		value func(int) string
+	}{
+		{"id", newID},
+		{"user_id", quoted(user)},
+		{"batch_id", quoted(batch)},
+		{"launch_id", newID},
+		{"stage_key", quoted("p3")},
+		{"task_type", quoted("p3")},
+		{"input_data", func(i int) string {
+			return fmt.Sprintf(`{"n":%d,"item":3,"nested":{"a":[1,2,3],"b":"some text here"}}`, i)
+		}},
+		{"extra", func(int) string { return `{"parent_stage_key":"p2","parent_task_id":"` + uuid.NewString() + `"}` }},
+		{"attempts", constant("1")},
+		{"retry_count", constant("0")},
+		{"step_number", constant("3")},
+		{"lo_code", constant("null")},
+		{"sequence", strconv.Itoa},
+		{"prompt_template_id", quoted("p3")},
+		{"requires_approval", constant("false")},
+		{"tier_source", constant("null")},
+	} {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
-		fmt.Fprintf(&sb, `{"id":"%s","user_id":"%s","batch_id":"%s","launch_id":"%s","stage_key":"p3","task_type":"p3","status":"processing",`+
-			`"input_data":{"n":%d,"item":3,"nested":{"a":[1,2,3],"b":"some text here"}},"extra":{"parent_stage_key":"p2","parent_task_id":"%s"},`+
-			`"attempts":1,"retry_count":0,"step_number":3,"lo_code":null,"sequence":%d,"prompt_template_id":"p3","requires_approval":false,`+
-			`"tier_source":null,"locked_until":"2026-12-06T05:00:00.123456+00:00"}`,
-			uuid.New(), user, batch, uuid.New(), i, uuid.New(), i)
+		column(c.name, c.value)
 	}
-	fmt.Fprintf(&sb, `],"templates":{"p3":{"id":"p3","name":"Stage","template":"Item %%%%input.item%%%%.","stage_key":"p3",`+
+	fmt.Fprintf(&sb, `},"templates":{"p3":{"id":"p3","name":"Stage","template":"Item %%%%input.item%%%%.","stage_key":"p3",`+
 		`"output_schema":{"type":"object","properties":{"ok":{"type":"boolean"}}},"default_ai_settings":null,"stage_config":{"cardinality":"1:N"},`+
 		`"system_instruction":null,"requires_approval":null,"user_id":"%s"}},"batches":{"%s":{"id":"%s","name":"b","status":"processing","global_context":{}}},`+
 		`"after":{"run_after":"2026-12-06T05:00:00.123456+00:00","id":"%s"}}`, user, batch, batch, uuid.New())

@@ -755,13 +755,53 @@ func TestClaimCompactMatchesFull(t *testing.T) {
 		}
 	}
 
-	// Runner.Claim gives each task its own copy of its template and batch.
-	require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": foreign, "p_worker": "w"}, nil))
-	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "w2"}, b.db, b.gen)
+	// In columns (p_columns, what the service asks for): one array per
+	// column, the same values as the objects above, the same templates and
+	// batches; the columns the claim sets alike for every task are left out.
 	for _, f := range full {
 		var tid uuid.UUID
 		require.NoError(t, json.Unmarshal(f.Task["id"], &tid))
 		require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": tid, "p_worker": "w"}, nil))
+	}
+	var columns struct {
+		Tasks     map[string][]json.RawMessage          `json:"tasks"`
+		Templates map[string]map[string]json.RawMessage `json:"templates"`
+		Batches   map[string]map[string]json.RawMessage `json:"batches"`
+	}
+	require.NoError(t, b.db.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "w", "p_limit": 10, "p_compact": true, "p_columns": true}, &columns))
+	require.Len(t, columns.Tasks, len(compact.Tasks[0])-3, "a column per task column but status, locked_by and locked_until")
+	for _, k := range []string{"status", "locked_by", "locked_until"} {
+		require.NotContains(t, columns.Tasks, k)
+	}
+	require.Len(t, columns.Tasks["id"], 4)
+	for i, cid := range columns.Tasks["id"] {
+		var row map[string]json.RawMessage
+		for _, tk := range compact.Tasks {
+			if string(tk["id"]) == string(cid) {
+				row = tk
+			}
+		}
+		require.NotNil(t, row, "task %s claimed in both shapes", cid)
+		for k, col := range columns.Tasks {
+			require.Len(t, col, 4, "column %s", k)
+			require.JSONEq(t, string(row[k]), string(col[i]), "task %s, column %s", cid, k)
+		}
+	}
+	require.Equal(t, compact.Templates, columns.Templates)
+	require.Equal(t, compact.Batches, columns.Batches)
+	// p_columns shapes the compact result only.
+	err := b.db.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "w", "p_limit": 10, "p_columns": true}, nil)
+	require.ErrorContains(t, err, "p_columns shapes the compact result: it needs p_compact")
+
+	// Runner.Claim gives each task its own copy of its template and batch.
+	require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": foreign, "p_worker": "w"}, nil))
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "w2"}, b.db, b.gen)
+	for _, cid := range columns.Tasks["id"] {
+		var tid uuid.UUID
+		require.NoError(t, json.Unmarshal(cid, &tid))
+		if tid != foreign {
+			require.NoError(t, b.db.RPC(ctx, id, "release_task", map[string]any{"p_task_id": tid, "p_worker": "w"}, nil))
+		}
 	}
 	claimed, err := r.Claim(ctx, id, 10, nil)
 	require.NoError(t, err)

@@ -48,3 +48,7 @@ type ClaimResult = claimResult
 
 // DecodeClaim is the runner's decoding of a claim's result.
 func DecodeClaim(raw []byte, out *ClaimResult) error { return decodeClaim(raw, out) }
+
+// TasksForTest are the claimed tasks of a decoded claim, as the runner makes
+// them from the result's columns.
+func (c *ClaimResult) TasksForTest() ([]Task, error) { return c.Tasks.tasks() }

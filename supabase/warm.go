@@ -35,15 +35,15 @@ func warmCalls() []warmCall {
 		// from a cursor (both of that walk's statements), and named tasks.
 		// The keys are the engine's, which always sends the cursor's.
 		{fn: "claim_tasks", args: map[string]any{
-			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true,
+			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true, "p_columns": true,
 			"p_after_run_after": nil, "p_after_id": nil,
 		}},
 		{fn: "claim_tasks", args: map[string]any{
-			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true,
+			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": nil, "p_compact": true, "p_columns": true,
 			"p_after_run_after": "-infinity", "p_after_id": "00000000-0000-0000-0000-000000000000",
 		}},
 		{fn: "claim_tasks", args: map[string]any{
-			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": []string{}, "p_compact": true,
+			"p_worker": worker, "p_lease_seconds": 300, "p_limit": 1, "p_task_ids": []string{}, "p_compact": true, "p_columns": true,
 			"p_after_run_after": nil, "p_after_id": nil,
 		}},
 		{fn: "complete_tasks", args: map[string]any{"p_worker": worker, "p_items": []any{}}},

@@ -65,19 +65,19 @@ func TestWarmPreparesTheEngineStatements(t *testing.T) {
 
 	id := supabase.Identity{Claims: []byte(`{"role":"authenticated","sub":"` + user.String() + `","aud":"authenticated"}`)}
 	var claimed struct {
-		Tasks []struct {
-			ID uuid.UUID `json:"id"`
+		Tasks struct {
+			ID []uuid.UUID `json:"id"`
 		} `json:"tasks"`
 	}
 	require.NoError(t, direct.RPC(ctx, id, "claim_tasks",
 		map[string]any{
 			"p_worker": "w", "p_lease_seconds": 300, "p_limit": 10, "p_task_ids": nil, "p_compact": true,
-			"p_after_run_after": nil, "p_after_id": nil,
+			"p_after_run_after": nil, "p_after_id": nil, "p_columns": true,
 		}, &claimed))
-	require.Len(t, claimed.Tasks, 1)
+	require.Len(t, claimed.Tasks.ID, 1)
 	var done []map[string]any
 	require.NoError(t, direct.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "w", "p_items": []map[string]any{
-		{"task_id": claimed.Tasks[0].ID, "output": map[string]any{"a": 1}, "usage": map[string]any{}},
+		{"task_id": claimed.Tasks.ID[0], "output": map[string]any{"a": 1}, "usage": map[string]any{}},
 	}}, &done))
 	require.Equal(t, "completed", done[0]["status"])
 	require.Equal(t, before, prepared(), "statements prepared by the engine's first calls after Warm")
