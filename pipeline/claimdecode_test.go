@@ -245,3 +245,68 @@ func claimPayload(n int) []byte {
 		`"after":{"run_after":"2026-12-06T05:00:00.123456+00:00","id":"%s"}}`, user, batch, batch, uuid.New())
 	return []byte(sb.String())
 }
+
+// FuzzDecodeOutcomesMatchesEncodingJSON: the completer decodes
+// complete_tasks' results with jsonv1. On any input it must agree with
+// encoding/json: the same outcomes when both accept it, and a refusal when
+// encoding/json refuses (the completer then writes each completion alone).
+func FuzzDecodeOutcomesMatchesEncodingJSON(f *testing.F) {
+	f.Add(outcomesPayload(3))
+	for _, seed := range []string{
+		`[{"status":"completed","created":2,"waiting":0},{"status":"duplicate"},{"error":"deadlock detected","code":"40P01"}]`,
+		`[{"status":null,"code":""},{"STATUS":"failed","Error":"é 😀 \u2028 \"q\" \\"}]`, `[{"status":1}]`, `[{"status":"a"},[]]`,
+		`[]`, `null`, `{}`, `[{}] [{}]`, `[{"status":"\ud800"}]`, `[{"status":"\xff"}]`, `[{"status":"a","status":"b"}]`, `[`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want, got []pipeline.ItemOutcome
+		wantErr := json.Unmarshal(data, &want)
+		gotErr := pipeline.DecodeOutcomes(data, &got)
+		if (wantErr == nil) != (gotErr == nil) {
+			t.Fatalf("%q: encoding/json says %v, the completer %v", data, wantErr, gotErr)
+		}
+		if wantErr == nil && !reflect.DeepEqual(want, got) {
+			t.Fatalf("%q: encoding/json gives %#v, the completer %#v", data, want, got)
+		}
+	})
+}
+
+// BenchmarkDecodeOutcomes decodes complete_tasks' result for 100 leaves, as
+// the completer does for every group: before (raw items, then each with
+// encoding/json) and now.
+func BenchmarkDecodeOutcomes(b *testing.B) {
+	payload := outcomesPayload(100)
+	b.Run("raw_items_encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var raw []json.RawMessage
+			if err := json.Unmarshal(payload, &raw); err != nil {
+				b.Fatal(err)
+			}
+			for _, r := range raw {
+				var o pipeline.ItemOutcome
+				if err := json.Unmarshal(r, &o); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100/1000, "µs/item")
+	})
+	b.Run("completer_jsonv1", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var out []pipeline.ItemOutcome
+			if err := pipeline.DecodeOutcomes(payload, &out); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100/1000, "µs/item")
+	})
+}
+
+// outcomesPayload is complete_tasks' result for n leaves, as the database
+// prints it.
+func outcomesPayload(n int) []byte {
+	return []byte("[" + strings.TrimSuffix(strings.Repeat(`{"status": "completed", "created": 0, "waiting": 0}, `, n), ", ") + "]")
+}

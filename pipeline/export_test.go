@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 
 	"github.com/google/uuid"
+
+	"github.com/orchable/orchable/supabase"
 )
 
 // SweeperTestSignals receive one value each time the sweeper's loop has
@@ -52,3 +54,27 @@ func DecodeClaim(raw []byte, out *ClaimResult) error { return decodeClaim(raw, o
 // TasksForTest are the claimed tasks of a decoded claim, as the runner makes
 // them from the result's columns.
 func (c *ClaimResult) TasksForTest() ([]Task, error) { return c.Tasks.tasks() }
+
+// ItemOutcome is one item's outcome in complete_tasks' result.
+type ItemOutcome = itemOutcome
+
+// DecodeOutcomes is the completer's decoding of complete_tasks' result.
+func DecodeOutcomes(raw []byte, out *[]ItemOutcome) error { return decodeOutcomes(raw, out) }
+
+// CompletionGroupForTest writes the completions (complete_task arguments)
+// as one group, as the completer writes a user's waiting completions, and
+// returns each one's status and error.
+func CompletionGroupForTest(db supabase.DB, worker string, id supabase.Identity, args []map[string]any) ([]string, []error) {
+	c := newCompleter(db, nil, worker, len(args))
+	batch := make([]*completion, len(args))
+	for i, a := range args {
+		batch[i] = &completion{ctx: context.Background(), id: id, args: a, done: make(chan completionResult, 1)}
+	}
+	c.write(batch)
+	statuses, errs := make([]string, len(args)), make([]error, len(args))
+	for i, r := range batch {
+		res := <-r.done
+		statuses[i], errs[i] = res.Status, res.err
+	}
+	return statuses, errs
+}
