@@ -636,6 +636,8 @@ func TestCompleteTasksMixed(t *testing.T) {
 	require.Len(t, res, 5)
 	for i, c := range claimed {
 		require.Equal(t, "completed", res[i]["status"], "item %d (%s)", i, deref(c.Task.StageKey))
+		// Completed by this call, not reported as a repeat.
+		require.NotContains(t, res[i], "duplicate", "item %d (%s)", i, deref(c.Task.StageKey))
 		if deref(c.Task.StageKey) == "head" {
 			require.EqualValues(t, 1, res[i]["created"])
 		}
@@ -656,6 +658,44 @@ func TestCompleteTasksMixed(t *testing.T) {
 	var completed int
 	require.NoError(t, b.pool.QueryRow(ctx, "select completed_tasks from public.task_batches where id = $1", leafBatch).Scan(&completed))
 	require.Equal(t, 2, completed)
+}
+
+// complete_tasks with leaves and a repeated item, and no failing one: the
+// leaves are completed set-based and the repeat goes through complete_one,
+// so each leaf's first item gets the leaf result and the repeat is a
+// duplicate. (A failing item makes the call complete every item again one
+// at a time; TestCompleteTasksMixed covers that.)
+func TestCompleteTasksLeavesBesideARepeat(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "cr-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "L", key: "leaf", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}})
+	b.launch(ctx, t, b.user, p+"L", map[string]any{"i": 1}, map[string]any{"i": 2}, map[string]any{"i": 3}, map[string]any{"i": 4}, map[string]any{"i": 5})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "cr"}, b.db, b.gen)
+	claimed, err := r.Claim(ctx, id, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, claimed, 5)
+	items := []map[string]any{}
+	for _, c := range claimed {
+		items = append(items, map[string]any{"task_id": c.Task.ID, "output": map[string]any{"v": 1}})
+	}
+	var res []json.RawMessage
+	require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "cr", "p_items": append(items[:3:3], items[1])}, &res))
+	require.Len(t, res, 4)
+	for i := range 3 {
+		require.JSONEq(t, `{"status": "completed", "created": 0, "waiting": 0}`, string(res[i]), "item %d", i)
+	}
+	require.JSONEq(t, `{"status": "completed", "created": 0, "duplicate": true}`, string(res[3]), "the repeat")
+
+	// Only leaves: every result is the leaf result, one per item.
+	res = nil
+	require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "cr", "p_items": items[3:]}, &res))
+	require.Len(t, res, 2)
+	for i := range res {
+		require.JSONEq(t, `{"status": "completed", "created": 0, "waiting": 0}`, string(res[i]), "leaf %d", i)
+	}
 }
 
 func deref[T any](p *T) T {
