@@ -78,20 +78,49 @@ func (h hookSpec) enabled() bool {
 // stageConfig reads pre/post-process settings from the template's
 // stage_config, falling back to the task's launcher snapshot.
 func stageConfig(raw json.RawMessage, extra taskExtra) stageSettings {
+	return withTaskHooks(decodeStageSettings(raw), extra)
+}
+
+// decodeStageSettings reads pre/post-process settings from a template's
+// stage_config.
+func decodeStageSettings(raw json.RawMessage) stageSettings {
 	var s stageSettings
 	if len(raw) > 0 {
 		_ = json.Unmarshal(raw, &s) // unknown shapes leave the hooks off
 	}
+	return s
+}
+
+// withTaskHooks falls back to the task's launcher snapshot for the hooks s
+// does not enable. It decodes into copies of s's hooks (their headers and
+// flags are shared otherwise), so s may be a template's settings decoded
+// once for the tasks of a claim (Runner.templateStage).
+func withTaskHooks(s stageSettings, extra taskExtra) stageSettings {
 	if !s.PreProcess.enabled() && !s.PostProcess.enabled() && len(extra.CurrentStageConfig) > 0 {
+		s.PreProcess, s.PostProcess = s.PreProcess.clone(), s.PostProcess.clone()
 		_ = json.Unmarshal(extra.CurrentStageConfig, &s)
 	}
 	if !s.PreProcess.enabled() && len(extra.PreProcess) > 0 {
+		s.PreProcess = s.PreProcess.clone()
 		_ = json.Unmarshal(extra.PreProcess, &s.PreProcess)
 	}
 	if !s.PostProcess.enabled() && len(extra.PostProcess) > 0 {
+		s.PostProcess = s.PostProcess.clone()
 		_ = json.Unmarshal(extra.PostProcess, &s.PostProcess)
 	}
 	return s
+}
+
+// clone is h with its own headers and flag: decoding into it leaves h as it
+// was (encoding/json writes into an existing map and through an existing
+// pointer).
+func (h hookSpec) clone() hookSpec {
+	if h.Enabled != nil {
+		enabled := *h.Enabled
+		h.Enabled = &enabled
+	}
+	h.Headers = maps.Clone(h.Headers)
+	return h
 }
 
 type hookClient struct {

@@ -77,11 +77,15 @@ type Template struct {
 	settings *templateSettings
 }
 
-// templateSettings is a template's model settings, resolved on first use.
+// templateSettings is a template's model settings, resolved on first use,
+// and its stage_config's hooks, decoded on first use.
 type templateSettings struct {
 	once sync.Once
 	s    model.Settings
 	err  error
+
+	stageOnce sync.Once
+	stage     stageSettings
 }
 
 // Batch holds the task_batches columns the runner reads.
@@ -466,16 +470,17 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log func() *slog.Logge
 	// Another user's template runs without its author's hooks: they would
 	// receive this task's input and output. The owner's own hooks (in the
 	// task's extra) still apply.
-	templateConfig := c.Template.StageConfig
+	var hooks stageSettings
 	var hooksIgnored []string
 	if c.Template.UserID == nil || *c.Template.UserID != c.Task.UserID {
-		hooksIgnored = foreignHooks(templateConfig)
-		templateConfig = nil
+		hooksIgnored = foreignHooks(c.Template.StageConfig)
 		if len(hooksIgnored) > 0 {
 			log().InfoContext(ctx, "pipeline: hooks of another user's template ignored", slog.Any("hooks", hooksIgnored))
 		}
+	} else {
+		hooks = templateStage(c.Template)
 	}
-	cfg := stageConfig(templateConfig, extra)
+	cfg := withTaskHooks(hooks, extra)
 
 	input := c.Task.InputData
 	if cfg.PreProcess.enabled() {
@@ -568,6 +573,19 @@ func (r *Runner) resolveSettings(t *Template, own json.RawMessage) (model.Settin
 	ts := t.settings
 	ts.once.Do(func() { ts.s, ts.err = model.ResolveSettings(t.DefaultAISettings, nil, r.cfg.DefaultModel) })
 	return ts.s.Clone(), ts.err
+}
+
+// templateStage is the hooks of t's stage_config, decoded once for the tasks
+// of one claim (decoded for every task, it was about 1.4 µs of a noop
+// task's engine CPU: docs/performance.md, twentieth round). The caller must
+// not write into the result's hooks; withTaskHooks copies what it changes.
+func templateStage(t *Template) stageSettings {
+	if t.settings == nil {
+		return decodeStageSettings(t.StageConfig)
+	}
+	ts := t.settings
+	ts.stageOnce.Do(func() { ts.stage = decodeStageSettings(t.StageConfig) })
+	return ts.stage
 }
 
 // foreignHooks lists the hooks a template's stage_config enables.
