@@ -94,7 +94,7 @@ func decodeStageSettings(raw json.RawMessage) stageSettings {
 // withTaskHooks falls back to the task's launcher snapshot for the hooks s
 // does not enable. It decodes into copies of s's hooks (their headers and
 // flags are shared otherwise), so s may be a template's settings decoded
-// once for the tasks of a claim (Runner.templateStage).
+// once for the tasks of a claim (templateStage).
 func withTaskHooks(s stageSettings, extra taskExtra) stageSettings {
 	if !s.PreProcess.enabled() && !s.PostProcess.enabled() && len(extra.CurrentStageConfig) > 0 {
 		s.PreProcess, s.PostProcess = s.PreProcess.clone(), s.PostProcess.clone()
