@@ -114,19 +114,24 @@ func (c *completer) drain(user uuid.UUID, batch []*completion) {
 	}
 }
 
+// completionArgs are complete_tasks' arguments for batch.
+func completionArgs(worker string, batch []*completion) map[string]any {
+	items := make([]completionItem, len(batch))
+	for i, r := range batch {
+		items[i] = completionItem{TaskID: r.args["p_task_id"], Output: r.args["p_output"], Usage: r.args["p_usage"]}
+	}
+	return map[string]any{"p_worker": worker, "p_items": items}
+}
+
 func (c *completer) write(batch []*completion) {
 	if len(batch) == 1 {
 		r := batch[0]
 		r.done <- c.single(r.ctx, r.id, r.args)
 		return
 	}
-	items := make([]completionItem, len(batch))
-	for i, r := range batch {
-		items[i] = completionItem{TaskID: r.args["p_task_id"], Output: r.args["p_output"], Usage: r.args["p_usage"]}
-	}
 	var raw json.RawMessage
 	ctx := batch[0].ctx
-	err := c.gate.rpc(ctx, c.db, batch[0].id, "complete_tasks", map[string]any{"p_worker": c.worker, "p_items": items}, &raw)
+	err := c.gate.rpc(ctx, c.db, batch[0].id, "complete_tasks", completionArgs(c.worker, batch), &raw)
 	var results []itemOutcome
 	if err == nil {
 		err = decodeOutcomes(raw, &results)
