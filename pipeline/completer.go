@@ -72,8 +72,12 @@ type completionResult struct {
 	err    error
 }
 
+// maxCompletions is the most items one complete_tasks call takes (its
+// p_items bound).
+const maxCompletions = 1000
+
 func newCompleter(db supabase.DB, gate *callGate, worker string, maxBatch int) *completer {
-	return &completer{db: db, gate: gate, worker: worker, maxBatch: max(maxBatch, 1), queues: map[uuid.UUID]*completionQueue{}}
+	return &completer{db: db, gate: gate, worker: worker, maxBatch: min(max(maxBatch, 1), maxCompletions), queues: map[uuid.UUID]*completionQueue{}}
 }
 
 // complete writes one completion and waits for its result.

@@ -172,8 +172,11 @@ type RunnerConfig struct {
 	WriteTimeout time.Duration
 	// CompleteBatch is the most completions of one user written in one
 	// complete_tasks call (group commit: completions that finish while a
-	// batch is being written go together in the next). Default 100; 1
-	// writes each completion with its own complete_task call.
+	// batch is being written go together in the next). Default 1000, what
+	// one call takes (as a claim takes up to 1,000 tasks): capped at 100,
+	// the completions of a large backlog waited for one call after another
+	// (docs/performance.md, twenty-first round); 1 writes each completion
+	// with its own complete_task call.
 	CompleteBatch int
 	// DBCalls is the most claims and completion writes (claim_tasks,
 	// complete_tasks, complete_task) in flight at once; the others wait in
@@ -212,7 +215,7 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	out.BackoffMax = cmp.Or(out.BackoffMax, 10*time.Minute)
 	out.ModelTimeout = cmp.Or(out.ModelTimeout, 5*time.Minute)
 	out.WriteTimeout = cmp.Or(out.WriteTimeout, 15*time.Second)
-	out.CompleteBatch = cmp.Or(out.CompleteBatch, 100)
+	out.CompleteBatch = cmp.Or(out.CompleteBatch, 1000)
 	out.DBCalls = cmp.Or(out.DBCalls, 4)
 	out.DBCallWait = cmp.Or(out.DBCallWait, 100*time.Millisecond)
 	if out.Prices == nil {
