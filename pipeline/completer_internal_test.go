@@ -1,0 +1,81 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/orchable/orchable/supabase"
+)
+
+// groupSizeDB answers every complete_tasks item and complete_task call
+// with "completed" and records the size of each call.
+type groupSizeDB struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (d *groupSizeDB) RPC(_ context.Context, _ supabase.Identity, fn string, args, out any) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch fn {
+	case "complete_tasks":
+		n := len(args.(map[string]any)["p_items"].([]completionItem))
+		if n > maxCompletions {
+			return fmt.Errorf("p_items must be a JSON array of at most %d", maxCompletions)
+		}
+		d.sizes = append(d.sizes, n)
+		return json.Unmarshal([]byte("["+strings.TrimSuffix(strings.Repeat(`{"status": "completed"},`, n), ",")+"]"), out)
+	case "complete_task":
+		d.sizes = append(d.sizes, 1)
+		return json.Unmarshal([]byte(`{"status": "completed"}`), out)
+	}
+	return fmt.Errorf("unexpected call %s", fn)
+}
+
+func (d *groupSizeDB) Select(context.Context, supabase.Identity, string, supabase.Query, any) error {
+	return errors.New("unexpected select")
+}
+
+// TestCompletionGroupsTakeWhatOneCallTakes: by default a completion group
+// takes up to 1,000 completions, what one complete_tasks call takes, and a
+// larger CompleteBatch is held to that bound, so a backlog of 2,500
+// completions waiting behind one in flight is written in three calls, none
+// refused.
+func TestCompletionGroupsTakeWhatOneCallTakes(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, maxCompletions, (&RunnerConfig{}).withDefaults().CompleteBatch)
+
+	db := &groupSizeDB{}
+	c := newCompleter(db, nil, "w", 5000)
+	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
+	user := uuid.New()
+	req := func() *completion {
+		return &completion{ctx: context.Background(), id: identity, done: make(chan completionResult, 1), args: map[string]any{
+			"p_task_id": uuid.New(), "p_worker": "w", "p_output": json.RawMessage(`{"ok": true}`), "p_usage": completionUsage{},
+		}}
+	}
+	first := req()
+	waiting := make([]*completion, 2500)
+	for i := range waiting {
+		waiting[i] = req()
+	}
+	// One completion in flight, 2,500 waiting behind it.
+	c.queues[user] = &completionQueue{waiting: waiting}
+	c.drain(user, []*completion{first})
+
+	require.Equal(t, []int{1, 1000, 1000, 500}, db.sizes)
+	for _, r := range append(waiting, first) {
+		res := <-r.done
+		require.NoError(t, res.err)
+		require.Equal(t, "completed", res.Status)
+	}
+	require.Empty(t, c.queues, "the user's queue is gone once drained")
+}
