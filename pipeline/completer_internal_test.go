@@ -72,7 +72,7 @@ func TestCompletionGroupsTakeWhatOneCallTakes(t *testing.T) {
 	c.drain(user, []*completion{first})
 
 	require.Equal(t, []int{1, 1000, 1000, 500}, db.sizes)
-	for _, r := range append(waiting, first) {
+	for _, r := range append([]*completion{first}, waiting...) {
 		res := <-r.done
 		require.NoError(t, res.err)
 		require.Equal(t, "completed", res.Status)
