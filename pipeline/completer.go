@@ -111,11 +111,36 @@ func (c *completer) drain(user uuid.UUID, batch []*completion) {
 			c.mu.Unlock()
 			return
 		}
-		n := min(len(q.waiting), c.maxBatch)
+		n := groupSize(q.waiting, c.maxBatch)
 		batch = q.waiting[:n:n]
 		q.waiting = q.waiting[n:]
 		c.mu.Unlock()
 	}
+}
+
+// maxGroupOutput bounds the bytes of the outputs one group writes. A group
+// takes up to maxBatch completions, but stops before the one that would
+// take its outputs past this bound (it takes at least one). A large output
+// is mostly a split, whose children the same call inserts: 1,000 of them
+// in one call could outlast the statement timeout PostgREST applies
+// (8 s for authenticated on Supabase), and then every completion of the
+// group is written again alone. The bound also keeps the request's body
+// within what a gateway in front of PostgREST accepts.
+const maxGroupOutput = 1 << 20
+
+// groupSize is how many of waiting the next group takes.
+func groupSize(waiting []*completion, maxBatch int) int {
+	n, size := 0, 0
+	for n < len(waiting) && n < maxBatch {
+		if out, ok := waiting[n].args["p_output"].(json.RawMessage); ok {
+			size += len(out)
+		}
+		if n > 0 && size > maxGroupOutput {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 // completionArgs are complete_tasks' arguments for batch.

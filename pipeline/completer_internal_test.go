@@ -79,3 +79,39 @@ func TestCompletionGroupsTakeWhatOneCallTakes(t *testing.T) {
 	}
 	require.Empty(t, c.queues, "the user's queue is gone once drained")
 }
+
+// TestCompletionGroupsBoundTheirOutputs: a group stops before the
+// completion that would take its outputs past maxGroupOutput (large outputs
+// are mostly splits, whose children the same call inserts), and an output
+// larger than the bound is still written, alone.
+func TestCompletionGroupsBoundTheirOutputs(t *testing.T) {
+	t.Parallel()
+	db := &groupSizeDB{}
+	c := newCompleter(db, nil, "w", 1000)
+	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
+	user := uuid.New()
+	req := func(size int) *completion {
+		out := json.RawMessage(`{"items": "` + strings.Repeat("x", size-13) + `"}`)
+		require.Len(t, out, size)
+		return &completion{ctx: context.Background(), id: identity, done: make(chan completionResult, 1), args: map[string]any{
+			"p_task_id": uuid.New(), "p_worker": "w", "p_output": out, "p_usage": completionUsage{},
+		}}
+	}
+	first := req(100)
+	// Seven of 300 KiB (three fit in 1 MiB), one larger than the bound, and
+	// two small ones after it.
+	var waiting []*completion
+	for range 7 {
+		waiting = append(waiting, req(300<<10))
+	}
+	waiting = append(waiting, req(maxGroupOutput+1), req(100), req(100))
+	c.queues[user] = &completionQueue{waiting: waiting}
+	c.drain(user, []*completion{first})
+
+	require.Equal(t, []int{1, 3, 3, 1, 1, 2}, db.sizes)
+	for _, r := range append([]*completion{first}, waiting...) {
+		res := <-r.done
+		require.NoError(t, res.err)
+		require.Equal(t, "completed", res.Status)
+	}
+}

@@ -175,8 +175,10 @@ type RunnerConfig struct {
 	// batch is being written go together in the next). Default 1000, what
 	// one call takes (as a claim takes up to 1,000 tasks): capped at 100,
 	// the completions of a large backlog waited for one call after another
-	// (docs/performance.md, twenty-first round); 1 writes each completion
-	// with its own complete_task call.
+	// (docs/performance.md, twenty-first round). A group also stops before
+	// its outputs pass 1 MiB (maxGroupOutput: large outputs are mostly
+	// splits, whose children the same call inserts). 1 writes each
+	// completion with its own complete_task call.
 	CompleteBatch int
 	// DBCalls is the most claims and completion writes (claim_tasks,
 	// complete_tasks, complete_task) in flight at once; the others wait in
