@@ -46,6 +46,18 @@ type Vars struct {
 	// Task holds other task fields (id, batch_id, lo_code, …) with the
 	// lowest precedence, as the original's {...task, ...input} dictionary.
 	Task map[string]json.RawMessage
+
+	// documents is FormatGlobalContext(GlobalContext) when the caller made
+	// it already (once for the tasks of a batch); empty: made here.
+	documents string
+}
+
+// documentsText is the documents' text, FormatGlobalContext(GlobalContext).
+func (v *Vars) documentsText() string {
+	if v.documents != "" {
+		return v.documents
+	}
+	return FormatGlobalContext(v.GlobalContext)
 }
 
 // MissingVariableError is returned by Render when a %%key%% placeholder has
@@ -104,7 +116,7 @@ func RenderShared(tmpl string, vars Vars) (prompt, shared string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	docs := FormatGlobalContext(vars.GlobalContext)
+	docs := vars.documentsText()
 	if docs == "" || strings.Contains(prompt[:sharedEnd], docs) || !mentionsWholeContext(tmpl[sharedTemplateEnd(tmpl, vars):]) {
 		return prompt, prompt[:sharedEnd], nil
 	}
@@ -349,7 +361,7 @@ func (r *resolver) lookup(key string) (string, bool) {
 	first, rest, _ := strings.Cut(key, ".")
 	if first == GlobalContextVar {
 		if rest == "" {
-			return FormatGlobalContext(r.vars.GlobalContext), true
+			return r.vars.documentsText(), true
 		}
 		doc, ok := r.vars.GlobalContext[rest]
 		return doc, ok

@@ -94,6 +94,18 @@ type Batch struct {
 	Name          string          `json:"name"`
 	Status        string          `json:"status"`
 	GlobalContext json.RawMessage `json:"global_context"`
+
+	// docs are GlobalContext's documents, decoded once for the tasks of one
+	// claim (nil: decoded per task).
+	docs *batchDocs
+}
+
+// batchDocs is a batch's documents, decoded on first use, and their text
+// as the prompt places them. Shared by the tasks of a claim: read only.
+type batchDocs struct {
+	once sync.Once
+	docs map[string]string
+	text string
 }
 
 // taskExtra is the part of ai_tasks.extra the runner reads.
@@ -392,6 +404,10 @@ func (r *Runner) claim(ctx context.Context, id supabase.Identity, limit int, tas
 		tpl.settings = &templateSettings{}
 		out.Templates[id] = tpl
 	}
+	for id, b := range out.Batches {
+		b.docs = &batchDocs{}
+		out.Batches[id] = b
+	}
 	claimed := make([]Claimed, len(tasks))
 	for i, t := range tasks {
 		claimed[i].Task = t
@@ -498,7 +514,8 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log func() *slog.Logge
 		}
 	}
 
-	vars := Vars{Input: input, GlobalContext: globalContext(c.Batch), Task: taskFields(&c.Task)}
+	docs, docsText := batchDocuments(c.Batch)
+	vars := Vars{Input: input, GlobalContext: docs, Task: taskFields(&c.Task), documents: docsText}
 	prompt, shared, err := RenderShared(c.Template.Template, vars)
 	if err != nil {
 		return r.permanentFailure(fmt.Errorf("error rendering the prompt: %w", err))
@@ -879,6 +896,24 @@ func usageArgs(resp model.Response, res Result, hooksIgnored []string) completio
 		u.APIKeyID = resp.KeyID
 	}
 	return u
+}
+
+// batchDocuments returns the batch's documents (globalContext) and their
+// text as the prompt places them (FormatGlobalContext), made once for the
+// tasks of a claim. Decoded for every task, 60 KB of documents cost about
+// 0.35 ms of every task's CPU (BenchmarkBatchDocuments). The map is shared:
+// the caller must not write into it.
+func batchDocuments(b *Batch) (map[string]string, string) {
+	if b == nil || b.docs == nil {
+		docs := globalContext(b)
+		return docs, FormatGlobalContext(docs)
+	}
+	d := b.docs
+	d.once.Do(func() {
+		d.docs = globalContext(b)
+		d.text = FormatGlobalContext(d.docs)
+	})
+	return d.docs, d.text
 }
 
 // globalContext decodes the batch's global_context {name: text}.
