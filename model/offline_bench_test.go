@@ -2,6 +2,8 @@ package model
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -51,3 +53,44 @@ const quizAnswer = "```json\n" + `{
     {"stem": "What is made?", "options": ["Glucose", "Salt", "Iron", "Water"], "answer_index": 0}
   ]
 }` + "\n```"
+
+// TestFinishValidatesWithoutCopying: Finish validates the answer it decoded
+// (numbers kept as json.Number) without Validate's copy, with the same
+// verdict and message as Validate gives for the same value.
+func TestFinishValidatesWithoutCopying(t *testing.T) {
+	t.Parallel()
+	v := NewValidator()
+	for _, answer := range []string{
+		quizAnswer,
+		`{"title": "t", "difficulty": "hard", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 3.0}, {"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 0}]}`,
+		`{"title": "t", "difficulty": "hard", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 1e0}, {"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 4}]}`,
+		`{"title": "t", "difficulty": "easy", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 1.5}, {"stem": 1, "options": [], "answer_index": -0}]}`,
+		`{"title": null, "difficulty": "impossible", "questions": []}`,
+		`[1, 2.50, 1e400]`,
+	} {
+		dec := json.NewDecoder(strings.NewReader(StripFence(answer)))
+		dec.UseNumber()
+		var value any
+		require.NoError(t, dec.Decode(&value))
+		want := v.Validate([]byte(quizSchema), value)
+		got := v.validateNumbers([]byte(quizSchema), value)
+		if want == nil {
+			require.NoError(t, got, answer)
+			_, err := v.Finish(answer, []byte(quizSchema))
+			require.NoError(t, err, answer)
+			continue
+		}
+		require.Error(t, got, answer)
+		// The violations of one value come in the order the validator
+		// walks an object's members (a map's), so they are compared as a set.
+		require.ElementsMatch(t, violations(describeValidation(want)), violations(describeValidation(got)), answer)
+		_, err := v.Finish(answer, []byte(quizSchema))
+		require.Error(t, err, answer)
+		require.ElementsMatch(t, violations(describeValidation(want)), violations(err.Error()), answer)
+	}
+}
+
+// violations splits describeValidation's message into its violations.
+func violations(msg string) []string {
+	return strings.Split(strings.TrimPrefix(msg, "output does not match output_schema: "), "; ")
+}

@@ -93,7 +93,7 @@ func (v *Validator) Finish(text string, schema []byte) (json.RawMessage, error) 
 		return nil, newError(KindInvalidOutput, RetryRegenerate, ScopeNone, 0,
 			fmt.Sprintf("output has text after the JSON value; output starts with %q", snippet(body)), nil)
 	}
-	if err := v.Validate(schema, value); err != nil {
+	if err := v.validateNumbers(schema, value); err != nil { // decoded with UseNumber
 		return nil, newError(KindInvalidOutput, RetryRegenerate, ScopeNone, 0, describeValidation(err), err)
 	}
 	var compact bytes.Buffer
