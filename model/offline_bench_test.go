@@ -60,13 +60,13 @@ const quizAnswer = "```json\n" + `{
 func TestFinishValidatesWithoutCopying(t *testing.T) {
 	t.Parallel()
 	v := NewValidator()
-	for _, answer := range []string{
-		quizAnswer,
-		`{"title": "t", "difficulty": "hard", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 3.0}, {"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 0}]}`,
-		`{"title": "t", "difficulty": "hard", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 1e0}, {"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 4}]}`,
-		`{"title": "t", "difficulty": "easy", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 1.5}, {"stem": 1, "options": [], "answer_index": -0}]}`,
-		`{"title": null, "difficulty": "impossible", "questions": []}`,
-		`[1, 2.50, 1e400]`,
+	for answer, valid := range map[string]bool{
+		quizAnswer: true,
+		`{"title": "t", "difficulty": "hard", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 3.0}, {"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 0}]}`: true,
+		`{"title": "t", "difficulty": "hard", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 1e0}, {"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 4}]}`: false,
+		`{"title": "t", "difficulty": "easy", "questions": [{"stem": "s", "options": ["a", "b", "c", "d"], "answer_index": 1.5}, {"stem": 1, "options": [], "answer_index": -0}]}`:                    false,
+		`{"title": null, "difficulty": "impossible", "questions": []}`: false,
+		`[1, 2.50, 1e400]`: false,
 	} {
 		dec := json.NewDecoder(strings.NewReader(StripFence(answer)))
 		dec.UseNumber()
@@ -74,6 +74,7 @@ func TestFinishValidatesWithoutCopying(t *testing.T) {
 		require.NoError(t, dec.Decode(&value))
 		want := v.Validate([]byte(quizSchema), value)
 		got := v.validateNumbers([]byte(quizSchema), value)
+		require.Equal(t, valid, got == nil, answer)
 		if want == nil {
 			require.NoError(t, got, answer)
 			_, err := v.Finish(answer, []byte(quizSchema))
