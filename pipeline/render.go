@@ -50,6 +50,10 @@ type Vars struct {
 	// documents is FormatGlobalContext(GlobalContext) when the caller made
 	// it already (once for the tasks of a batch); empty: made here.
 	documents string
+	// task, when Task is nil, is the task whose fields Task would hold:
+	// they are made only if a placeholder reaches them (most name the
+	// input's members), as taskFields makes them.
+	task *Task
 }
 
 // documentsText is the documents' text, FormatGlobalContext(GlobalContext).
@@ -312,6 +316,8 @@ type resolver struct {
 	// use: most templates name members, not the whole input.
 	whole json.RawMessage
 	kept  []member
+	// fields are the task's fields (Vars.task), made on first use.
+	fields map[string]json.RawMessage
 }
 
 type member struct {
@@ -389,6 +395,13 @@ func (r *resolver) root(name string) (json.RawMessage, bool) {
 	}
 	if name == "input_data" || name == "input" {
 		return r.wholeInput(), true
+	}
+	if r.vars.Task == nil && r.vars.task != nil {
+		if r.fields == nil {
+			r.fields = taskFields(r.vars.task)
+		}
+		v, ok := r.fields[name]
+		return v, ok
 	}
 	v, ok := r.vars.Task[name]
 	return v, ok
