@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/google/uuid"
@@ -34,7 +35,7 @@ func TestTaskFieldsOnlyWhenNamed(t *testing.T) {
 		"%%not_a_field%%",
 	} {
 		eager := Vars{Input: task.InputData, Task: taskFields(&task)}
-		lazy := Vars{Input: task.InputData, task: &task}
+		lazy := Vars{Input: task.InputData, task: &lazyFields{task: &task}}
 		wantPrompt, wantShared, wantErr := RenderShared(tmpl, eager)
 		prompt, shared, err := RenderShared(tmpl, lazy)
 		require.Equal(t, wantErr, err, tmpl)
@@ -42,16 +43,29 @@ func TestTaskFieldsOnlyWhenNamed(t *testing.T) {
 		require.Equal(t, wantShared, shared, tmpl)
 	}
 
-	r, err := newResolver(Vars{Input: task.InputData, task: &task})
+	fields := &lazyFields{task: &task}
+	r, err := newResolver(Vars{Input: task.InputData, task: fields})
 	require.NoError(t, err)
 	v, ok := r.lookup("question")
 	require.True(t, ok)
 	require.Equal(t, "What is a verb?", v)
-	require.Nil(t, r.fields, "an input member is found without the task's fields")
+	require.Nil(t, fields.fields, "an input member is found without the task's fields")
 	v, ok = r.lookup("step_number")
 	require.True(t, ok)
 	require.Equal(t, "2", v)
-	require.Equal(t, taskFields(&task), r.fields)
+	require.Equal(t, taskFields(&task), fields.fields)
+
+	// Made at most once per prompt, however many times the template is
+	// walked (documents placed after task text are moved to the front).
+	fields = &lazyFields{task: &task}
+	docs := map[string]string{"guide": "Be brief."}
+	_, _, err = RenderShared("%%id%% asks: %%question%%\n\n%%GLOBAL_CONTEXT%%", Vars{Input: task.InputData, GlobalContext: docs, task: fields})
+	require.NoError(t, err)
+	made := fields.fields
+	require.NotNil(t, made)
+	_, ok = (&resolver{vars: Vars{task: fields}}).root("id")
+	require.True(t, ok)
+	require.Equal(t, reflect.ValueOf(made).Pointer(), reflect.ValueOf(fields.fields).Pointer(), "made once")
 }
 
 // BenchmarkRenderPrompt renders a template that names only the input's
@@ -71,7 +85,7 @@ func BenchmarkRenderPrompt(b *testing.B) {
 	b.Run("lazy", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := RenderShared(tmpl, Vars{Input: task.InputData, task: &task}); err != nil {
+			if _, _, err := RenderShared(tmpl, Vars{Input: task.InputData, task: &lazyFields{task: &task}}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -52,8 +52,21 @@ type Vars struct {
 	documents string
 	// task, when Task is nil, is the task whose fields Task would hold:
 	// they are made only if a placeholder reaches them (most name the
-	// input's members), as taskFields makes them.
-	task *Task
+	// input's members), as taskFields makes them, at most once per prompt.
+	task *lazyFields
+}
+
+// lazyFields is a task's prompt fields, made on first use (one goroutine).
+type lazyFields struct {
+	task   *Task
+	fields map[string]json.RawMessage
+}
+
+func (l *lazyFields) get() map[string]json.RawMessage {
+	if l.fields == nil {
+		l.fields = taskFields(l.task)
+	}
+	return l.fields
 }
 
 // documentsText is the documents' text, FormatGlobalContext(GlobalContext).
@@ -316,8 +329,6 @@ type resolver struct {
 	// use: most templates name members, not the whole input.
 	whole json.RawMessage
 	kept  []member
-	// fields are the task's fields (Vars.task), made on first use.
-	fields map[string]json.RawMessage
 }
 
 type member struct {
@@ -397,10 +408,7 @@ func (r *resolver) root(name string) (json.RawMessage, bool) {
 		return r.wholeInput(), true
 	}
 	if r.vars.Task == nil && r.vars.task != nil {
-		if r.fields == nil {
-			r.fields = taskFields(r.vars.task)
-		}
-		v, ok := r.fields[name]
+		v, ok := r.vars.task.get()[name]
 		return v, ok
 	}
 	v, ok := r.vars.Task[name]

@@ -515,7 +515,7 @@ func (r *Runner) execute(ctx context.Context, c *Claimed, log func() *slog.Logge
 	}
 
 	docs, docsText := batchDocuments(c.Batch)
-	vars := Vars{Input: input, GlobalContext: docs, documents: docsText, task: &c.Task}
+	vars := Vars{Input: input, GlobalContext: docs, documents: docsText, task: &lazyFields{task: &c.Task}}
 	prompt, shared, err := RenderShared(c.Template.Template, vars)
 	if err != nil {
 		return r.permanentFailure(fmt.Errorf("error rendering the prompt: %w", err))
