@@ -95,3 +95,24 @@ func TestFinishValidatesWithoutCopying(t *testing.T) {
 func violations(msg string) []string {
 	return strings.Split(strings.TrimPrefix(msg, "output does not match output_schema: "), "; ")
 }
+
+// TestValidationMessageIsStable: an answer with several violations, nested
+// under anyOf and array items, gets the same message every time, its
+// violations in order of their text with each one's causes under it (the
+// validator walks an object's members in a map's order).
+func TestValidationMessageIsStable(t *testing.T) {
+	t.Parallel()
+	schema := []byte(`{"type": "object", "properties": {
+		"a": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}}]},
+		"b": {"type": "string"},
+		"c": {"type": "array", "items": {"type": "object", "properties": {"p": {"type": "string"}, "q": {"type": "string"}}}}}}`)
+	answer := `{"c": [{"q": 2, "p": 1}], "b": 1, "a": {"y": "no", "x": "no"}}`
+	want := "output does not match output_schema: - at '/a': 'anyOf' failed;   - at '/a': got object, want string;   " +
+		"- at '/a': validation failed;     - at '/a/x': got string, want integer;     - at '/a/y': got string, want integer; " +
+		"- at '/b': got number, want string; - at '/c/0': validation failed;   - at '/c/0/p': got number, want string;   " +
+		"- at '/c/0/q': got number, want string"
+	for range 30 {
+		_, err := NewValidator().Finish(answer, schema)
+		require.EqualError(t, err, want)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,7 +181,44 @@ func describeValidation(err error) string {
 		if i := strings.IndexByte(msg, '\n'); i >= 0 {
 			msg = strings.TrimSpace(msg[i+1:])
 		}
-		return "output does not match output_schema: " + strings.ReplaceAll(msg, "\n", "; ")
+		return "output does not match output_schema: " + strings.ReplaceAll(sortViolations(msg), "\n", "; ")
 	}
 	return err.Error()
+}
+
+// sortViolations puts the validator's list of violations (one per line,
+// each cause indented two spaces under the violation it explains) in a
+// fixed order: siblings sorted by their text, each with its causes. The
+// validator walks an object's members in a map's order, so without it the
+// same failure's message (stored in error_message and fed back to the
+// model) listed its violations in a different order from run to run.
+func sortViolations(msg string) string {
+	type violation struct {
+		line   string
+		causes []*violation
+	}
+	root := &violation{}
+	stack := []*violation{root} // stack[d] holds the violation at depth d-1
+	for line := range strings.SplitSeq(msg, "\n") {
+		depth := (len(line) - len(strings.TrimLeft(line, " "))) / 2
+		depth = min(depth, len(stack)-1) // a line indented deeper than a cause below its parent
+		v := &violation{line: line}
+		parent := stack[depth]
+		parent.causes = append(parent.causes, v)
+		stack = append(stack[:depth+1], v)
+	}
+	var b strings.Builder
+	var write func(v *violation)
+	write = func(v *violation) {
+		slices.SortStableFunc(v.causes, func(x, y *violation) int { return strings.Compare(x.line, y.line) })
+		for _, c := range v.causes {
+			if b.Len() > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(c.line)
+			write(c)
+		}
+	}
+	write(root)
+	return b.String()
 }
