@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/google/uuid"
@@ -22,6 +23,11 @@ type completer struct {
 	gate     *callGate
 	worker   string
 	maxBatch int
+	// timeout bounds each call (RunnerConfig.WriteTimeout; 0: no bound).
+	// It is set per call, not per completion: a completion that waits for
+	// a group in flight has no timer of its own, and a group's call gets
+	// the whole timeout, however long its first completion waited.
+	timeout time.Duration
 
 	mu     sync.Mutex
 	queues map[uuid.UUID]*completionQueue
@@ -32,7 +38,7 @@ type completionQueue struct {
 }
 
 type completion struct {
-	ctx  context.Context //nolint:containedctx // the waiting caller's context, used for its fallback write
+	ctx  context.Context //nolint:containedctx // the waiting caller's context (no deadline: each call gets the completer's timeout), used for its fallback write
 	id   supabase.Identity
 	args map[string]any // task_id, output, usage
 	done chan completionResult
@@ -76,11 +82,24 @@ type completionResult struct {
 // p_items bound).
 const maxCompletions = 1000
 
-func newCompleter(db supabase.DB, gate *callGate, worker string, maxBatch int) *completer {
-	return &completer{db: db, gate: gate, worker: worker, maxBatch: min(max(maxBatch, 1), maxCompletions), queues: map[uuid.UUID]*completionQueue{}}
+func newCompleter(db supabase.DB, gate *callGate, worker string, maxBatch int, timeout time.Duration) *completer {
+	return &completer{
+		db: db, gate: gate, worker: worker, maxBatch: min(max(maxBatch, 1), maxCompletions), timeout: timeout,
+		queues: map[uuid.UUID]*completionQueue{},
+	}
 }
 
-// complete writes one completion and waits for its result.
+// callContext is ctx bounded by the completer's timeout, for one call.
+func (c *completer) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+// complete writes one completion and waits for its result. Each call it
+// takes part in is bounded by the completer's timeout; ctx should carry no
+// deadline of its own (the caller's values and cancellation only).
 func (c *completer) complete(ctx context.Context, id supabase.Identity, user uuid.UUID, args map[string]any) completionResult {
 	if c.maxBatch <= 1 {
 		return c.single(ctx, id, args)
@@ -159,8 +178,9 @@ func (c *completer) write(batch []*completion) {
 		return
 	}
 	var raw json.RawMessage
-	ctx := batch[0].ctx
+	ctx, cancel := c.callContext(batch[0].ctx)
 	err := c.gate.rpc(ctx, c.db, batch[0].id, "complete_tasks", completionArgs(c.worker, batch), &raw)
+	cancel()
 	var results []itemOutcome
 	if err == nil {
 		err = decodeOutcomes(raw, &results)
@@ -198,6 +218,8 @@ func (c *completer) single(ctx context.Context, id supabase.Identity, args map[s
 		Status string `json:"status"`
 		Error  string `json:"error"`
 	}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
 	if err := c.gate.rpc(supabase.Idempotent(ctx), c.db, id, "complete_task", args, &out); err != nil {
 		return completionResult{err: err}
 	}

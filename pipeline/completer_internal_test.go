@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -54,7 +55,7 @@ func TestCompletionGroupsTakeWhatOneCallTakes(t *testing.T) {
 	require.Equal(t, maxCompletions, (&RunnerConfig{}).withDefaults().CompleteBatch)
 
 	db := &groupSizeDB{}
-	c := newCompleter(db, nil, "w", 5000)
+	c := newCompleter(db, nil, "w", 5000, 0)
 	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
 	user := uuid.New()
 	req := func() *completion {
@@ -87,7 +88,7 @@ func TestCompletionGroupsTakeWhatOneCallTakes(t *testing.T) {
 func TestCompletionGroupsBoundTheirOutputs(t *testing.T) {
 	t.Parallel()
 	db := &groupSizeDB{}
-	c := newCompleter(db, nil, "w", 1000)
+	c := newCompleter(db, nil, "w", 1000, 0)
 	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
 	user := uuid.New()
 	req := func(size int) *completion {
@@ -113,5 +114,62 @@ func TestCompletionGroupsBoundTheirOutputs(t *testing.T) {
 		res := <-r.done
 		require.NoError(t, res.err)
 		require.Equal(t, "completed", res.Status)
+	}
+}
+
+// deadlineDB records, for each call, how far its context's deadline lay
+// from the call's start (-1: none), and answers "completed".
+type deadlineDB struct {
+	groupSizeDB
+
+	left []time.Duration
+}
+
+func (d *deadlineDB) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	d.mu.Lock()
+	d.left = append(d.left, left)
+	d.mu.Unlock()
+	return d.groupSizeDB.RPC(ctx, id, fn, args, out)
+}
+
+// TestCompletionCallsHaveTheWriteTimeout: each complete_tasks and
+// complete_task call the completer makes is bounded by its timeout
+// (RunnerConfig.WriteTimeout), from the call's start: the completions carry
+// no deadline of their own (a completion that waits for a group in flight
+// has no timer), and a group's call is not cut short by how long its first
+// completion waited. With no timeout, no call has a deadline.
+func TestCompletionCallsHaveTheWriteTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = time.Hour
+	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
+	req := func() *completion {
+		return &completion{ctx: context.Background(), id: identity, done: make(chan completionResult, 1), args: map[string]any{
+			"p_task_id": uuid.New(), "p_worker": "w", "p_output": json.RawMessage(`{"ok": true}`), "p_usage": completionUsage{},
+		}}
+	}
+	for _, bound := range []time.Duration{timeout, 0} {
+		db := &deadlineDB{}
+		c := newCompleter(db, nil, "w", 1000, bound)
+		user := uuid.New()
+		first, waiting := req(), []*completion{req(), req(), req()}
+		c.queues[user] = &completionQueue{waiting: waiting}
+		c.drain(user, []*completion{first}) // complete_task alone, then one group of three
+		for _, r := range append([]*completion{first}, waiting...) {
+			require.NoError(t, (<-r.done).err)
+		}
+		require.Equal(t, []int{1, 3}, db.sizes)
+		require.Len(t, db.left, 2)
+		for i, left := range db.left {
+			if bound == 0 {
+				require.Equal(t, time.Duration(-1), left, "call %d: no timeout, no deadline", i)
+				continue
+			}
+			require.Greater(t, left, timeout-time.Minute, "call %d: the whole timeout from the call's start", i)
+			require.LessOrEqual(t, left, timeout, "call %d", i)
+		}
 	}
 }

@@ -249,6 +249,9 @@ func render(tmpl string, vars Vars, docsMoved bool) (string, int, error) {
 //	<text>
 //	--- END OF DOCUMENT ---
 func FormatGlobalContext(docs map[string]string) string {
+	if len(docs) == 0 {
+		return "" // most tasks: no documents, and no sorted copy of no keys
+	}
 	var b strings.Builder
 	for i, name := range slices.Sorted(maps.Keys(docs)) {
 		if i > 0 {

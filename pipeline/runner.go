@@ -259,7 +259,7 @@ func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
 	}
 	cfg = cfg.withDefaults()
 	gate := newCallGate(cfg.DBCalls, cfg.DBCallWait)
-	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, gate: gate, completer: newCompleter(db, gate, cfg.WorkerID, cfg.CompleteBatch)})
+	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, gate: gate, completer: newCompleter(db, gate, cfg.WorkerID, cfg.CompleteBatch, cfg.WriteTimeout)})
 	r.hooks = newHookClient(&cfg.Hooks, r.Logger)
 	return r
 }
@@ -691,8 +691,6 @@ func jitter(d time.Duration) time.Duration {
 // write stores the outcome through the SQL API. The write gets its own
 // timeout and survives shutdown cancellation, so finished work is kept.
 func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex execution, log func() *slog.Logger) Result {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
-	defer cancel()
 	res := ex.Result
 	switch ex.Outcome {
 	case OutcomeCompleted:
@@ -702,7 +700,8 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 			"p_output":  ex.output,
 			"p_usage":   usageArgs(ex.resp, ex.Result, ex.hooksIgnored),
 		}
-		out := r.completer.complete(wctx, id, c.Task.UserID, args)
+		// The completer bounds each call it makes by WriteTimeout.
+		out := r.completer.complete(context.WithoutCancel(ctx), id, c.Task.UserID, args)
 		attempts := 1
 		if out.err != nil {
 			out, attempts = r.retryCompletion(ctx, id, args, out, log)
@@ -753,6 +752,8 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 		if !ex.permanent {
 			args["p_retry_at"] = ex.retryAt.UTC()
 		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
+		defer cancel()
 		if err := r.db.RPC(supabase.Idempotent(wctx), id, "fail_task", args, nil); err != nil {
 			log().ErrorContext(ctx, "pipeline: error recording task failure", slog.String("error", err.Error()))
 			return Result{Outcome: OutcomeLost, Err: err}
@@ -808,9 +809,7 @@ func (r *Runner) retryCompletion(ctx context.Context, id supabase.Identity, args
 			break // shutdown during a pause past the first attempts
 		}
 		pause = min(pause*2, maxWritePause)
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
-		out = r.completer.single(wctx, id, args)
-		cancel()
+		out = r.completer.single(context.WithoutCancel(ctx), id, args) // bounded by WriteTimeout there
 	}
 	return out, attempt
 }
