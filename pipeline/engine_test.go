@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"slices"
 	"testing"
 	"time"
 
@@ -948,4 +949,107 @@ func TestCompleteTasksGrouped(t *testing.T) {
 	}
 	require.ElementsMatch(t, []int{0, 1, 2, 3, 4, 5}, in.OutputData)
 	require.Equal(t, 6, in.Count)
+}
+
+// TestBarrierScopesOfOneCall: feeders of one merge over several scopes
+// (batch_grouping isolated: a scope per root) in one complete_tasks call.
+// Every scope whose feeders are all done closes in that call with its own
+// child, made once, holding its own feeders' outputs; a scope with a
+// feeder still processing stays open until that feeder completes. The
+// call checks every scope first and inserts the children together
+// (orchable.barrier_child), so this is the path where a call closes
+// several barriers' scopes at once.
+func TestBarrierScopesOfOneCall(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "bs-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user,
+		stage{id: p + "A", key: "mapper", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "B"}},
+		stage{id: p + "B", key: "designer", prompt: "x", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}, next: []string{p + "C"}},
+		stage{id: p + "C", key: "validator", prompt: "x", cfg: map[string]any{"cardinality": "N:1", "batch_grouping": "isolated"}},
+	)
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"r": 1}, map[string]any{"r": 2}, map[string]any{"r": 3})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bs"}, b.db, b.gen)
+	complete := func(items []map[string]any) []map[string]any {
+		t.Helper()
+		var res []map[string]any
+		require.NoError(t, b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "bs", "p_items": items}, &res))
+		require.Len(t, res, len(items))
+		return res
+	}
+
+	// Each root's mapper splits into two designers.
+	mappers, err := r.Claim(ctx, id, 100, nil)
+	require.NoError(t, err)
+	require.Len(t, mappers, 3)
+	items := []map[string]any{}
+	for _, c := range mappers {
+		items = append(items, map[string]any{"task_id": c.Task.ID, "output": map[string]any{"items": []string{"a", "b"}}})
+	}
+	for _, res := range complete(items) {
+		require.EqualValues(t, 2, res["created"], "%v", res)
+	}
+
+	// Five of the six designers in one call: two roots' scopes close, the
+	// third waits for its last designer.
+	designers, err := r.Claim(ctx, id, 100, nil)
+	require.NoError(t, err)
+	require.Len(t, designers, 6)
+	rootOf := map[uuid.UUID]string{}
+	var rootIDs []string
+	for _, c := range designers {
+		var root string
+		require.NoError(t, b.pool.QueryRow(ctx, "select root_task_id::text from public.ai_tasks where id = $1", c.Task.ID).Scan(&root))
+		if !slices.Contains(rootIDs, root) {
+			rootIDs = append(rootIDs, root)
+		}
+		rootOf[c.Task.ID] = root
+	}
+	require.Len(t, rootIDs, 3)
+	last := rootIDs[2]
+	var held pipeline.Claimed
+	items = items[:0]
+	var roots []string
+	for i, c := range designers {
+		if rootOf[c.Task.ID] == last && held.Task.ID == uuid.Nil {
+			held = c
+			continue
+		}
+		items = append(items, map[string]any{"task_id": c.Task.ID, "output": map[string]any{"output_data": []int{i}}})
+		roots = append(roots, rootOf[c.Task.ID])
+	}
+	res := complete(items)
+	created := map[string]int{}
+	for i, x := range res {
+		require.Equal(t, "completed", x["status"], "%v", x)
+		created[roots[i]] += int(x["created"].(float64))
+	}
+	require.Equal(t, map[string]int{rootIDs[0]: 1, rootIDs[1]: 1, last: 0}, created, "two scopes close, each once")
+
+	merges := func() map[string]int {
+		t.Helper()
+		rows, err := b.pool.Query(ctx, `select root_task_id::text, (input_data ->> '_merged_from_count')::int, jsonb_array_length(input_data -> 'output_data')
+			from public.ai_tasks where user_id = $1 and stage_key = 'validator'`, b.user)
+		require.NoError(t, err)
+		defer rows.Close()
+		out := map[string]int{}
+		for rows.Next() {
+			var root string
+			var n, outputs int
+			require.NoError(t, rows.Scan(&root, &n, &outputs))
+			require.Equal(t, 2, n, "a scope merges its own two designers")
+			require.Equal(t, 2, outputs)
+			out[root]++
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+	require.Equal(t, map[string]int{rootIDs[0]: 1, rootIDs[1]: 1}, merges())
+
+	// The held designer closes the last scope.
+	res = complete([]map[string]any{{"task_id": held.Task.ID.String(), "output": map[string]any{"output_data": []int{9}}}})
+	require.EqualValues(t, 1, res[0]["created"], "%v", res[0])
+	require.Equal(t, map[string]int{rootIDs[0]: 1, rootIDs[1]: 1, last: 1}, merges())
 }
