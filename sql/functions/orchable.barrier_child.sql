@@ -18,12 +18,14 @@
 -- to the end of the transaction, so the child is inserted under it.
 --
 -- upstream: the stages probed after deps, as orchable.barrier_upstream
--- gives them for succ and the owner (null: computed here). A caller that
--- checks several scopes of one barrier passes it once for all.
+-- gives them for succ and the owner; null: looked up here, once deps are
+-- found finished, and returned, so a caller that checks several scopes of
+-- one barrier looks them up at most once (and not at all while every
+-- scope it checks is still open).
 ------------------------------------------------------------------------------
 create or replace function orchable.barrier_child(
   trig public.ai_tasks, succ public.prompt_templates, cfg jsonb, deps text[], is_join boolean,
-  upstream text[], out rc integer, out child public.ai_tasks
+  inout upstream text[], out rc integer, out child public.ai_tasks
 ) returns record
   language plpgsql volatile
   set search_path = ''
@@ -52,8 +54,13 @@ begin
     return;
   end if;
 
-  if orchable.scope_has_open(owner, sb, sl, sr, deps)
-     or orchable.scope_has_open(owner, sb, sl, sr, coalesce(upstream, orchable.barrier_upstream(succ, owner, deps))) then
+  if orchable.scope_has_open(owner, sb, sl, sr, deps) then
+    rc := -1;
+    return;
+  end if;
+  -- Looked up only when the feeders are done: most checks stop above.
+  upstream := coalesce(upstream, orchable.barrier_upstream(succ, owner, deps));
+  if orchable.scope_has_open(owner, sb, sl, sr, upstream) then
     rc := -1;
     return;
   end if;

@@ -464,15 +464,17 @@ begin
       -- statement (a closing's own one-row INSERT was a third of its cost).
       -- No check reads another's child: each is of the barrier's own
       -- stage, which no check of it probes. The stages upstream of a
-      -- barrier are looked up once per class, not per scope.
+      -- barrier are looked up at most once per class, by the first check
+      -- that finds its feeders done, not once per closing scope.
       for i in 1 .. coalesce(cardinality(r_o), 0) loop
         if b_k is distinct from r_k[i] then
           b_k := r_k[i];
           b_deps := array(select jsonb_array_elements_text(c_deps[b_k]));
-          b_up := orchable.barrier_upstream(c_succ[b_k], uid, b_deps);
+          b_up := null;
         end if;
         select b.* into b_rec
         from orchable.barrier_child(g_rows[r_o[i]], c_succ[b_k], c_cfg[b_k], b_deps, c_join[b_k], b_up) b;
+        b_up := b_rec.upstream;
         g_rc := g_rc || b_rec.rc;
         if b_rec.rc = 1 then
           kids := kids || b_rec.child;

@@ -21,12 +21,14 @@
 -- to the end of the transaction, so the child is inserted under it.
 --
 -- upstream: the stages probed after deps, as orchable.barrier_upstream
--- gives them for succ and the owner (null: computed here). A caller that
--- checks several scopes of one barrier passes it once for all.
+-- gives them for succ and the owner; null: looked up here, once deps are
+-- found finished, and returned, so a caller that checks several scopes of
+-- one barrier looks them up at most once (and not at all while every
+-- scope it checks is still open).
 ------------------------------------------------------------------------------
 create or replace function orchable.barrier_child(
   trig public.ai_tasks, succ public.prompt_templates, cfg jsonb, deps text[], is_join boolean,
-  upstream text[], out rc integer, out child public.ai_tasks
+  inout upstream text[], out rc integer, out child public.ai_tasks
 ) returns record
   language plpgsql volatile
   set search_path = ''
@@ -55,8 +57,13 @@ begin
     return;
   end if;
 
-  if orchable.scope_has_open(owner, sb, sl, sr, deps)
-     or orchable.scope_has_open(owner, sb, sl, sr, coalesce(upstream, orchable.barrier_upstream(succ, owner, deps))) then
+  if orchable.scope_has_open(owner, sb, sl, sr, deps) then
+    rc := -1;
+    return;
+  end if;
+  -- Looked up only when the feeders are done: most checks stop above.
+  upstream := coalesce(upstream, orchable.barrier_upstream(succ, owner, deps));
+  if orchable.scope_has_open(owner, sb, sl, sr, upstream) then
     rc := -1;
     return;
   end if;
@@ -676,15 +683,17 @@ begin
       -- statement (a closing's own one-row INSERT was a third of its cost).
       -- No check reads another's child: each is of the barrier's own
       -- stage, which no check of it probes. The stages upstream of a
-      -- barrier are looked up once per class, not per scope.
+      -- barrier are looked up at most once per class, by the first check
+      -- that finds its feeders done, not once per closing scope.
       for i in 1 .. coalesce(cardinality(r_o), 0) loop
         if b_k is distinct from r_k[i] then
           b_k := r_k[i];
           b_deps := array(select jsonb_array_elements_text(c_deps[b_k]));
-          b_up := orchable.barrier_upstream(c_succ[b_k], uid, b_deps);
+          b_up := null;
         end if;
         select b.* into b_rec
         from orchable.barrier_child(g_rows[r_o[i]], c_succ[b_k], c_cfg[b_k], b_deps, c_join[b_k], b_up) b;
+        b_up := b_rec.upstream;
         g_rc := g_rc || b_rec.rc;
         if b_rec.rc = 1 then
           kids := kids || b_rec.child;
