@@ -34,14 +34,6 @@
 --     user_id, outside the bounds.
 --   * The root of a lineage is read once, by primary key (IS NOT DISTINCT
 --     FROM is no index condition, so no index of the owner competes).
---   * The first stage's processing tasks are probed first, alone: nearly
---     every check of a scope still open stops there, at one statement. The
---     other probes are one statement: a nested loop over (stage, status)
---     pairs, stages outer, in the order above, each pair one LIMIT 1 probe
---     with the same bounds, stopping at the first hit. As one PL/pgSQL
---     statement per probe, a closing check's probes (every one misses)
---     cost about 47 us for one stage and 85 for two, against 36 and 48 as
---     one statement (docs/performance.md, twenty-second round).
 create or replace function orchable.scope_has_open(p_owner uuid, p_batch uuid, p_launch uuid, p_root uuid, p_stages text[])
   returns boolean
   language plpgsql stable
@@ -55,9 +47,10 @@ create or replace function orchable.scope_has_open(p_owner uuid, p_batch uuid, p
   set enable_seqscan = off
 as $$
 declare
+  k text;
+  s public.ai_task_status;
   root_stage text;
   root_status public.ai_task_status;
-  found_open boolean;
 begin
   if p_owner is distinct from (select auth.uid()) then
     raise exception using errcode = '42501', message = 'scope_has_open: p_owner must be the caller';
@@ -70,64 +63,32 @@ begin
       return true;
     end if;
   end if;
-  if coalesce(cardinality(p_stages), 0) = 0 then
-    return false;
-  end if;
-  if p_batch is not null then
-    if exists (select 1 from public.ai_tasks t
-               where t.batch_id = p_batch and t.stage_key = p_stages[1]
-                 and (t.batch_id, t.stage_key, t.status, t.user_id) >= (p_batch, p_stages[1], 'processing', p_owner)
-                 and (t.batch_id, t.stage_key, t.status, t.user_id) <= (p_batch, p_stages[1], 'processing', p_owner)) then
-      return true;
-    end if;
-    select exists (
-      select 1
-      from unnest(coalesce(p_stages, '{}')) with ordinality k(stage, i)
-      cross join lateral unnest(case when k.stage is not null
-        then '{processing,plan,generated,awaiting_approval,pending,running}'::public.ai_task_status[] end) with ordinality s(st, j)
-      cross join lateral (
-        select 1 from public.ai_tasks t
-        where t.batch_id = p_batch and t.stage_key = k.stage
-          and (t.batch_id, t.stage_key, t.status, t.user_id) >= (p_batch, k.stage, s.st, p_owner)
-          and (t.batch_id, t.stage_key, t.status, t.user_id) <= (p_batch, k.stage, s.st, p_owner)
-        limit 1) x) into found_open;
-  elsif p_launch is not null then
-    if exists (select 1 from public.ai_tasks t
-               where t.launch_id = p_launch and t.stage_key = p_stages[1]
-                 and (t.launch_id, t.stage_key, t.status, t.user_id) >= (p_launch, p_stages[1], 'processing', p_owner)
-                 and (t.launch_id, t.stage_key, t.status, t.user_id) <= (p_launch, p_stages[1], 'processing', p_owner)) then
-      return true;
-    end if;
-    select exists (
-      select 1
-      from unnest(coalesce(p_stages, '{}')) with ordinality k(stage, i)
-      cross join lateral unnest(case when k.stage is not null
-        then '{processing,plan,generated,awaiting_approval,pending,running}'::public.ai_task_status[] end) with ordinality s(st, j)
-      cross join lateral (
-        select 1 from public.ai_tasks t
-        where t.launch_id = p_launch and t.stage_key = k.stage
-          and (t.launch_id, t.stage_key, t.status, t.user_id) >= (p_launch, k.stage, s.st, p_owner)
-          and (t.launch_id, t.stage_key, t.status, t.user_id) <= (p_launch, k.stage, s.st, p_owner)
-        limit 1) x) into found_open;
-  elsif p_root is not null then
-    if exists (select 1 from public.ai_tasks t
-               where t.root_task_id = p_root and t.stage_key = p_stages[1]
-                 and (t.root_task_id, t.stage_key, t.status, t.user_id) >= (p_root, p_stages[1], 'processing', p_owner)
-                 and (t.root_task_id, t.stage_key, t.status, t.user_id) <= (p_root, p_stages[1], 'processing', p_owner)) then
-      return true;
-    end if;
-    select exists (
-      select 1
-      from unnest(coalesce(p_stages, '{}')) with ordinality k(stage, i)
-      cross join lateral unnest(case when k.stage is not null
-        then '{processing,plan,generated,awaiting_approval,pending,running}'::public.ai_task_status[] end) with ordinality s(st, j)
-      cross join lateral (
-        select 1 from public.ai_tasks t
-        where t.root_task_id = p_root and t.stage_key = k.stage
-          and (t.root_task_id, t.stage_key, t.status, t.user_id) >= (p_root, k.stage, s.st, p_owner)
-          and (t.root_task_id, t.stage_key, t.status, t.user_id) <= (p_root, k.stage, s.st, p_owner)
-        limit 1) x) into found_open;
-  end if;
-  return coalesce(found_open, false);
+  foreach k in array coalesce(p_stages, '{}') loop
+    foreach s in array '{processing,plan,generated,awaiting_approval,pending,running}'::public.ai_task_status[] loop
+      if p_batch is not null then
+        if exists (select 1 from public.ai_tasks t
+                   where t.batch_id = p_batch and t.stage_key = k
+                     and (t.batch_id, t.stage_key, t.status, t.user_id) >= (p_batch, k, s, p_owner)
+                     and (t.batch_id, t.stage_key, t.status, t.user_id) <= (p_batch, k, s, p_owner)) then
+          return true;
+        end if;
+      elsif p_launch is not null then
+        if exists (select 1 from public.ai_tasks t
+                   where t.launch_id = p_launch and t.stage_key = k
+                     and (t.launch_id, t.stage_key, t.status, t.user_id) >= (p_launch, k, s, p_owner)
+                     and (t.launch_id, t.stage_key, t.status, t.user_id) <= (p_launch, k, s, p_owner)) then
+          return true;
+        end if;
+      elsif p_root is not null then
+        if exists (select 1 from public.ai_tasks t
+                   where t.root_task_id = p_root and t.stage_key = k
+                     and (t.root_task_id, t.stage_key, t.status, t.user_id) >= (p_root, k, s, p_owner)
+                     and (t.root_task_id, t.stage_key, t.status, t.user_id) <= (p_root, k, s, p_owner)) then
+          return true;
+        end if;
+      end if;
+    end loop;
+  end loop;
+  return false;
 end
 $$;
