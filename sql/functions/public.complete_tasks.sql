@@ -472,8 +472,7 @@ begin
           b_deps := array(select jsonb_array_elements_text(c_deps[b_k]));
           b_up := null;
         end if;
-        select b.* into b_rec
-        from orchable.barrier_child(g_rows[r_o[i]], c_succ[b_k], c_cfg[b_k], b_deps, c_join[b_k], b_up) b;
+        b_rec := orchable.barrier_child(g_rows[r_o[i]], c_succ[b_k], c_cfg[b_k], b_deps, c_join[b_k], b_up);
         b_up := b_rec.upstream;
         g_rc := g_rc || b_rec.rc;
         if b_rec.rc = 1 then
@@ -485,8 +484,13 @@ begin
       -- made twice, and its check reports 0.
       if cardinality(kids) > 0 then
         with ins as (
-          insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id, hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode, extra, idempotency_key, tier_source)
-          select k.task_type, k.status, k.input_data, k.user_id, k.batch_id, k.launch_id, k.root_task_id, k.parent_task_id, k.hierarchy_path, k.step_number, k.stage_key, k.prompt_template_id, k.requires_approval, k.sequence, k.total_steps, k.test_mode, k.extra, k.idempotency_key, k.tier_source from unnest(kids) k
+          insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+            hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
+            extra, idempotency_key, tier_source)
+          select k.task_type, k.status, k.input_data, k.user_id, k.batch_id, k.launch_id, k.root_task_id, k.parent_task_id,
+            k.hierarchy_path, k.step_number, k.stage_key, k.prompt_template_id, k.requires_approval, k.sequence, k.total_steps, k.test_mode,
+            k.extra, k.idempotency_key, k.tier_source
+          from unnest(kids) k
           on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
           returning idempotency_key
         )
