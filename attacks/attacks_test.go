@@ -53,7 +53,7 @@ func TestAttacks(t *testing.T) {
 // victimPipeline gives A a finished two-stage pipeline: mapper (1:1) →
 // merge (N:1, batch_grouping global), launched with two rows, and returns
 // the stage templates and the launch.
-func victimPipeline(ctx context.Context, t *testing.T, w *world, secret string) (mapper, merge string, l launched) { //nolint:unparam // the pipeline's three stage ids, whether an attack uses the merge or not
+func victimPipeline(ctx context.Context, t *testing.T, w *world, secret string) (mapper, merge string, l launched) {
 	t.Helper()
 	p := "A-" + uuid.NewString()[:8]
 	mapper, merge = p+"-mapper", p+"-merge"
@@ -423,7 +423,7 @@ func attackUnpublishUsedTemplate(t *testing.T, w *world) {
 func attackOracles(t *testing.T, w *world) {
 	t.Helper()
 	ctx := t.Context()
-	mapper, _, l := victimPipeline(ctx, t, w, "A-SECRET-"+uuid.NewString()[:8])
+	mapper, merge, l := victimPipeline(ctx, t, w, "A-SECRET-"+uuid.NewString()[:8])
 	var aConfig, aComponent uuid.UUID
 	require.NoError(t, w.asRow(ctx, t, w.a, "insert into public.lab_orchestrator_configs (name) values ('private') returning id", nil, &aConfig))
 	require.NoError(t, w.asRow(ctx, t, w.a, "insert into public.custom_components (name) values ('private') returning id", nil, &aComponent))
@@ -471,6 +471,40 @@ func attackOracles(t *testing.T, w *world) {
 	errOpen := w.asRow(ctx, t, w.b, "select orchable.scope_has_open(p_owner => $1, p_batch => $2, p_launch => null, p_root => null, p_stages => $3)", []any{w.b, l.BatchID, stages}, &openOfA)
 	record(t, "5 probe the victim's open batch through scope_has_open as oneself", "SQL as PostgREST", "nothing open",
 		fmt.Sprintf("open=%t err=%s", openOfA, errText(errOpen)), errOpen == nil && !openOfA && len(stages) > 0)
+	// orchable.barrier_child (SECURITY INVOKER) decides a barrier's check
+	// and returns the child it would insert and the upstream stages it
+	// probed. B dresses a row as A's feeder in A's launch and names A's
+	// merge: refused as for a made-up owner. As itself in A's launch, with
+	// A's merge: no child, no stage of A's templates.
+	var fromA struct {
+		ID     uuid.UUID `json:"id"`
+		Launch uuid.UUID `json:"launch_id"`
+		Batch  uuid.UUID `json:"batch_id"`
+		Root   uuid.UUID `json:"root_task_id"`
+	}
+	require.NoError(t, w.pool.QueryRow(ctx, "select id, launch_id, batch_id, coalesce(root_task_id, id) from public.ai_tasks where id = $1", l.TaskIDs[0]).
+		Scan(&fromA.ID, &fromA.Launch, &fromA.Batch, &fromA.Root))
+	const barrierChild = `select b.rc, b.child is null, coalesce(array_length(b.upstream, 1), 0)
+		from orchable.barrier_child(jsonb_populate_record(null::public.ai_tasks, $1::jsonb),
+		  (select p from public.prompt_templates p where p.id = $2 union all select jsonb_populate_record(null::public.prompt_templates, $3::jsonb) limit 1),
+		  '{"cardinality": "N:1", "batch_grouping": "global"}', $4::text[], false, null) b`
+	trig := func(owner uuid.UUID) string {
+		return fmt.Sprintf(`{"id": %q, "user_id": %q, "launch_id": %q, "batch_id": %q, "root_task_id": %q, "stage_key": "mapper",
+			"status": "completed", "step_number": 1}`, fromA.ID, owner, fromA.Launch, fromA.Batch, fromA.Root)
+	}
+	succOfA := fmt.Sprintf(`{"id": %q, "user_id": %q, "stage_key": "merge", "stage_config": {"cardinality": "N:1", "batch_grouping": "global"}}`, merge, w.a)
+	// As the feeders' stage, "mapper"; as oneself another, so that A's
+	// "mapper" would be among the upstream stages if A's templates showed.
+	_, ev = w.as(ctx, t, w.b, barrierChild, trig(w.a), merge, succOfA, []string{"mapper"})
+	_, er = w.as(ctx, t, w.b, barrierChild, trig(uuid.New()), merge, succOfA, []string{"mapper"})
+	record(t, "5 barrier_child on the victim's feeder and merge vs a random owner", "SQL as PostgREST", "same refusal (42501)",
+		fmt.Sprintf("%s | %s", errText(ev), errText(er)), pgCode(ev) == "42501" && errText(ev) == errText(er))
+	var rc, noChild int
+	var childNull bool
+	errChild := w.asRow(ctx, t, w.b, barrierChild, []any{trig(w.b), merge, succOfA, []string{"designer"}}, &rc, &childNull, &noChild)
+	record(t, "5 barrier_child as oneself in the victim's launch, naming the victim's merge", "SQL as PostgREST",
+		"no child, no stage of A's", fmt.Sprintf("rc=%d child_null=%t upstream=%d err=%s", rc, childNull, noChild, errText(errChild)),
+		errChild == nil && rc <= 0 && childNull && noChild == 0)
 	// approved_by: no FK error either way; the writer is recorded.
 	var got string
 	require.NoError(t, w.asRow(ctx, t, w.b, "insert into public.ai_tasks (status, approved_by) values ('completed', $1) returning approved_by::text", []any{w.a}, &got))
