@@ -6,24 +6,37 @@
 -- Definitions follow supabase/auth migrations (20240625163155_set_search_path,
 -- 20220531120530_add_auth_jwt_function) and the Supabase role layout.
 
+-- Roles are cluster-wide, and the tests migrate many databases at once: on a
+-- new cluster two migrations may create the same role or membership
+-- together, and the later one fails on the catalog's unique index (23505)
+-- once the first commits. Each is made in its own block that leaves one
+-- made meanwhile alone.
 do $$
+declare
+  r record;
 begin
-  if not exists (select 1 from pg_roles where rolname = 'anon') then
-    create role anon nologin noinherit;
-  end if;
-  if not exists (select 1 from pg_roles where rolname = 'authenticated') then
-    create role authenticated nologin noinherit;
-  end if;
-  if not exists (select 1 from pg_roles where rolname = 'service_role') then
-    create role service_role nologin noinherit bypassrls;
-  end if;
-  if not exists (select 1 from pg_roles where rolname = 'authenticator') then
-    create role authenticator login noinherit;
-  end if;
+  for r in select * from (values ('anon', 'nologin noinherit'), ('authenticated', 'nologin noinherit'),
+                                 ('service_role', 'nologin noinherit bypassrls'), ('authenticator', 'login noinherit')) v(name, opts)
+  loop
+    if not exists (select 1 from pg_roles where rolname = r.name) then
+      begin
+        execute format('create role %I %s', r.name, r.opts);
+      exception when unique_violation or duplicate_object then
+        null; -- another migration created it meanwhile
+      end;
+    end if;
+  end loop;
+  -- PostgREST connects as authenticator; the tests and the direct transport
+  -- connect as the owner, who must be able to `set local role` to each.
+  for r in select * from (values ('authenticator'), (current_user)) v(member) loop
+    begin
+      execute format('grant anon, authenticated, service_role to %I', r.member);
+    exception when unique_violation or sqlstate 'XX000' then
+      null; -- another migration granted it meanwhile ("tuple concurrently updated")
+    end;
+  end loop;
 end
 $$;
-
-grant anon, authenticated, service_role to authenticator;
 
 -- Supabase's per-role settings (supabase/postgres migrations): PostgREST logs
 -- in as authenticator (8 s statement and lock timeouts for its session) and
@@ -51,9 +64,6 @@ begin
   end loop;
 end
 $$;
--- The connecting superuser must be able to `set local role` to each of them
--- (PostgREST connects as authenticator; tests and the direct transport as the owner).
-grant anon, authenticated, service_role to current_user;
 
 create schema if not exists extensions;
 create extension if not exists pgcrypto with schema extensions;
