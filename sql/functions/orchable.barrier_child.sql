@@ -135,6 +135,7 @@ begin
 
   -- The child, for the caller to insert (on conflict (user_id,
   -- idempotency_key) do nothing, as check_barrier does).
+  child.id := orchable.child_id(last_parent.id);
   child.task_type := coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic');
   child.status := 'plan';
   child.input_data := child_input;

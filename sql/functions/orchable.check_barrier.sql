@@ -21,10 +21,10 @@ begin
   if b.rc <> 1 then
     return b.rc;
   end if;
-  insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+  insert into public.ai_tasks (id, task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
     hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
     extra, idempotency_key, tier_source)
-  select k.task_type, k.status, k.input_data, k.user_id, k.batch_id, k.launch_id, k.root_task_id, k.parent_task_id,
+  select k.id, k.task_type, k.status, k.input_data, k.user_id, k.batch_id, k.launch_id, k.root_task_id, k.parent_task_id,
     k.hierarchy_path, k.step_number, k.stage_key, k.prompt_template_id, k.requires_approval, k.sequence, k.total_steps, k.test_mode,
     k.extra, k.idempotency_key, k.tier_source
   from (select (b.child).*) k

@@ -114,10 +114,10 @@ begin
       continue;
 
     elsif card = '1:1' then
-      insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+      insert into public.ai_tasks (id, task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
         hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
         split_group_id, extra, idempotency_key, tier_source)
-      values (coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
+      values (orchable.child_id(parent.id), coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
         orchable.return_along_with(parent.input_data, cfg, result), owner,
         parent.batch_id, parent.launch_id, root, parent.id, parent_path, parent.step_number + 1, succ.stage_key, succ.id,
         coalesce(succ.requires_approval, false), 1, 1, parent.test_mode, parent.split_group_id,
@@ -136,10 +136,10 @@ begin
       end if;
       if coalesce(cfg ->> 'split_mode', 'per_item') = 'per_batch' then
         bsize := case when cfg ->> 'batch_size' ~ '^[0-9]{1,6}$' then greatest((cfg ->> 'batch_size')::int, 1) else 10 end;
-        insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+        insert into public.ai_tasks (id, task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
           hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
           split_group_id, extra, idempotency_key, tier_source)
-        select coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
+        select orchable.child_id(parent.id), coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
           orchable.return_along_with(parent.input_data, cfg,
             coalesce(parent.input_data, '{}'::jsonb) || jsonb_build_object(
               'items', (select jsonb_agg(e order by o) from jsonb_array_elements(arr) with ordinality x(e, o)
@@ -154,10 +154,10 @@ begin
         from generate_series(0, ceil(n::numeric / bsize)::int - 1) b
         on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing;
       else
-        insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+        insert into public.ai_tasks (id, task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
           hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
           split_group_id, extra, idempotency_key, tier_source)
-        select coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
+        select orchable.child_id(parent.id), coalesce(succ.stage_config ->> 'task_type', succ.stage_key, 'generic'), 'plan',
           orchable.return_along_with(parent.input_data, cfg,
             coalesce(parent.input_data, '{}'::jsonb) || jsonb_build_object('item', e, '_split_index', o - 1, '_split_total', n)),
           owner, parent.batch_id, parent.launch_id, root, parent.id, parent_path, parent.step_number + 1,

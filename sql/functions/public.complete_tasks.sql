@@ -410,10 +410,10 @@ begin
 
       -- The spawners' children, as spawn_successors makes them.
       with ins as (
-        insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+        insert into public.ai_tasks (id, task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
           hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
           split_group_id, extra, idempotency_key, tier_source)
-        select coalesce(s.stage_config ->> 'task_type', s.stage_key, 'generic'), 'plan',
+        select orchable.child_id(p.id), coalesce(s.stage_config ->> 'task_type', s.stage_key, 'generic'), 'plan',
           orchable.return_along_with(p.input_data, c_cfg[k.k],
             case when c_split[k.k] is null then r.res
                  else coalesce(p.input_data, '{}'::jsonb) || jsonb_build_object('item', e.e, '_split_index', e.o - 1, '_split_total', r.n) end),
@@ -484,10 +484,10 @@ begin
       -- made twice, and its check reports 0.
       if cardinality(kids) > 0 then
         with ins as (
-          insert into public.ai_tasks (task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
+          insert into public.ai_tasks (id, task_type, status, input_data, user_id, batch_id, launch_id, root_task_id, parent_task_id,
             hierarchy_path, step_number, stage_key, prompt_template_id, requires_approval, sequence, total_steps, test_mode,
             extra, idempotency_key, tier_source)
-          select k.task_type, k.status, k.input_data, k.user_id, k.batch_id, k.launch_id, k.root_task_id, k.parent_task_id,
+          select k.id, k.task_type, k.status, k.input_data, k.user_id, k.batch_id, k.launch_id, k.root_task_id, k.parent_task_id,
             k.hierarchy_path, k.step_number, k.stage_key, k.prompt_template_id, k.requires_approval, k.sequence, k.total_steps, k.test_mode,
             k.extra, k.idempotency_key, k.tier_source
           from unnest(kids) k
