@@ -43,6 +43,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("ForgeBatchCounters", func(t *testing.T) { t.Parallel(); attackForgeBatchCounters(t, newWorld(t, pool)) })
 	t.Run("ClaimFromVictimCursor", func(t *testing.T) { t.Parallel(); attackClaimFromVictimCursor(t, newWorld(t, pool)) })
 	t.Run("ResetThroughVictimTree", func(t *testing.T) { t.Parallel(); attackResetThroughVictimTree(t, newWorld(t, pool)) })
+	t.Run("SquatChildIDs", func(t *testing.T) { t.Parallel(); attackSquatChildIDs(t, newWorld(t, pool)) })
 	t.Run("ServiceFunctionsAndPrivileges", func(t *testing.T) {
 		t.Parallel()
 		attackPrivileges(t, newWorld(t, pool), "default privileges")
@@ -731,4 +732,69 @@ func attackResetThroughVictimTree(t *testing.T, w *world) {
 		fmt.Sprintf("launch: %s; dress: %s; parent: %s; own retry: %s; A's root: %s; A's tasks completed %d of 3",
 			errText(errLaunch), errText(errDress), errText(errParent), errText(errRetryOwn), errText(errRetryA), left),
 		left == 3 && errRetryA != nil)
+}
+
+// Attack 15: a child's id starts with its parent's first 48 bits
+// (orchable.child_id, so that siblings are claimed together), and B knows
+// A's task ids. Ids are unique across tenants, so an id B holds first is an
+// id A's insert cannot take: B fills its own queue with ids in A's root's
+// prefix (zero, all-ones and sequential tails, and a thousand random ones,
+// as child_id makes them), then A's root splits. The 74 random bits after
+// the prefix leave B nothing better than a guess (2^-74 an id), and rows in
+// A's prefix are still B's: A's claims never see them.
+func attackSquatChildIDs(t *testing.T, w *world) {
+	t.Helper()
+	ctx := t.Context()
+	p := "A-" + uuid.NewString()[:8]
+	w.templates(ctx, t, w.a,
+		stage{id: p + "-1", key: "one", cfg: map[string]any{"cardinality": "1:1"}, next: []string{p + "-2"}},
+		stage{id: p + "-2", key: "two", cfg: map[string]any{"cardinality": "1:N", "split_path": "items"}},
+	)
+	l := w.launch(ctx, t, w.a, p+"-1", map[string]any{"row": 1})
+	root := l.TaskIDs[0]
+	prefix := root.String()[:14]
+	var squats []uuid.UUID
+	for _, tail := range []string{"0000-0000-000000000000", "ffff-ffff-ffffffffffff", "4fff-bfff-ffffffffffff"} {
+		squats = append(squats, uuid.MustParse(prefix+tail))
+	}
+	for i := range 1000 {
+		squats = append(squats, uuid.MustParse(fmt.Sprintf("%s4000-8000-%012x", prefix, i)))
+		squats = append(squats, uuid.MustParse(prefix+uuid.NewString()[14:]))
+	}
+	_, err := w.as(ctx, t, w.b, "insert into public.ai_tasks (id, status, input_data) select x, 'plan', '{}' from unnest($1::uuid[]) x", squats)
+	require.NoError(t, err)
+
+	// A runs its root as the service would: claim, then complete it, which
+	// splits it in two.
+	var claimed []struct {
+		Task struct {
+			ID uuid.UUID `json:"id"`
+		} `json:"task"`
+	}
+	require.NoError(t, w.rpc(ctx, w.a, "claim_tasks", map[string]any{"p_worker": "a", "p_limit": 100}, &claimed))
+	require.Len(t, claimed, 1)
+	var res map[string]any
+	err = w.rpc(ctx, w.a, "complete_task", map[string]any{
+		"p_task_id": root, "p_worker": "a", "p_output": map[string]any{"items": []string{"A-1", "A-2"}}, "p_usage": map[string]any{},
+	}, &res)
+	claimed = nil
+	if err == nil {
+		err = w.rpc(ctx, w.a, "claim_tasks", map[string]any{"p_worker": "a", "p_limit": 100}, &claimed)
+	}
+	var aChildren, aPrefixed, bKept int
+	require.NoError(t, w.pool.QueryRow(ctx, `select count(*), count(*) filter (where left(id::text, 14) = $2) from public.ai_tasks
+		where user_id = $1 and parent_task_id = $3`, w.a, prefix, root).Scan(&aChildren, &aPrefixed))
+	require.NoError(t, w.pool.QueryRow(ctx, `select count(*) from public.ai_tasks
+		where id = any($2) and user_id = $1 and status = 'plan' and locked_by is null`, w.b, squats).Scan(&bKept))
+	aClaimedB := 0
+	for _, c := range claimed {
+		if slices.Contains(squats, c.Task.ID) {
+			aClaimedB++
+		}
+	}
+	record(t, "15 ids in A's children's prefix (A's root's first 48 bits) held by B first: 2,003 of them, sequential and random tails",
+		"PostgREST insert as B, then A's split (SQL)", "A's split makes both children in its prefix; A claims them and none of B's rows; B's rows stay B's",
+		fmt.Sprintf("completion err=%v result=%v; A's children %d (%d in the prefix), A claimed %d (%d of B's); B's rows untouched %d of %d",
+			err, res["status"], aChildren, aPrefixed, len(claimed), aClaimedB, bKept, len(squats)),
+		err == nil && res["status"] == "completed" && aChildren == 2 && aPrefixed == 2 && len(claimed) == 2 && aClaimedB == 0 && bKept == len(squats))
 }
