@@ -89,6 +89,7 @@ func scenarios() []scenario {
 		{"keypool", keypool, nil},
 		{"memory", memory, nil},
 		{"scaling", scaling, func(o *options) int { return o.ScaleRuns }},
+		{"sql-api", sqlAPI, nil},
 	}
 }
 
