@@ -26,8 +26,9 @@ import (
 // engine, River or the floor loop share the two cores with it, and runs
 // minutes apart on these machines spread by a third: a change to a SQL
 // function worth a few percent cannot be seen there. Here each side works
-// its own user's queue of no-op tasks (inserted alone, as throughput-noop's)
-// on one connection of its own, one call at a time, and nothing else runs:
+// its own user's queue of no-op tasks (inserted alone, as throughput-noop's;
+// then, in a database of their own, as launched roots of a batch) on one
+// connection of its own, one call at a time, and nothing else runs:
 //   - orchable: claim_tasks and complete_tasks as the engine sends them
 //     through the direct transport (the compact, columnar claim from the
 //     previous claim's cursor; a completion item per task with its usage);
@@ -60,6 +61,21 @@ type sqlAPISide struct {
 }
 
 func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
+	var figs []Figure
+	for _, launched := range []bool{false, true} {
+		f, err := sqlAPIShape(ctx, e, launched)
+		if err != nil {
+			return nil, err
+		}
+		figs = append(figs, f...)
+	}
+	return figs, nil
+}
+
+// sqlAPIShape measures one shape of task: inserted alone, or (launched) as
+// roots of one batch, with the batch, launch and root set (the front end's
+// shape: every task the front end launches is in a batch).
+func sqlAPIShape(ctx context.Context, e *env, launched bool) ([]Figure, error) {
 	slicesPerSide, rounds := 24, 6
 	if e.o.Quick {
 		slicesPerSide, rounds = 2, 1
@@ -72,19 +88,23 @@ func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
 	defer db.close()
 	var sides [2]*sqlAPISide
 	for i, name := range []string{"orchable", "floor"} {
-		s, err := newSQLAPISide(ctx, e, db, name, perSide)
+		s, err := newSQLAPISide(ctx, e, db, name, perSide, launched)
 		if err != nil {
 			return nil, err
 		}
 		defer s.pool.Close()
 		sides[i] = s
 	}
-	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates"); err != nil {
+	if err := analyze(ctx, db.Pool, "public.ai_tasks", "public.prompt_templates", "public.task_batches"); err != nil {
 		return nil, err
+	}
+	shape := "tasks inserted alone"
+	if launched {
+		shape = "launched roots (batch, launch, root set)"
 	}
 	for _, s := range sides {
 		if _, err := os.Stat(schedstatPath(s.pid)); err != nil {
-			return []Figure{{Name: "SQL API DB CPU/task alone", Unit: "µs", Note: "n/a: the server's backends are not readable in /proc here (" + err.Error() + ")"}}, nil
+			return []Figure{{Name: "SQL API DB CPU/task alone, " + shape, Unit: "µs", Note: "n/a: the server's backends are not readable in /proc here (" + err.Error() + ")"}}, nil
 		}
 		// Warm-up: each statement planned and each function compiled on
 		// the side's connection.
@@ -135,16 +155,17 @@ func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
 			median(r), r[len(r)/4], r[(3*len(r))/4], len(r), rounds, sqlAPISize)
 	}
 	return []Figure{
-		{Name: fmt.Sprintf("SQL API DB CPU/task alone, claim + completion of %d, orchable vs the floor", sqlAPISize), Unit: "µs",
+		{Name: fmt.Sprintf("SQL API DB CPU/task alone, claim + completion of %d, %s, orchable vs the floor", sqlAPISize, shape), Unit: "µs",
 			Value: us(o, total), Baseline: us(f, total), BaselineName: "floor", Note: note(total)},
-		{Name: "of which the claim", Unit: "µs", Value: us(o, claimPart), Baseline: us(f, claimPart), BaselineName: "floor", Note: note(claimPart)},
-		{Name: "of which the completion", Unit: "µs", Value: us(o, compPart), Baseline: us(f, compPart), BaselineName: "floor", Note: note(compPart)},
+		{Name: "of which the claim, " + shape, Unit: "µs", Value: us(o, claimPart), Baseline: us(f, claimPart), BaselineName: "floor", Note: note(claimPart)},
+		{Name: "of which the completion, " + shape, Unit: "µs", Value: us(o, compPart), Baseline: us(f, compPart), BaselineName: "floor", Note: note(compPart)},
 	}, nil
 }
 
-// newSQLAPISide makes a user with n no-op tasks due and a connection of its
-// own (a pool of one, so its backend does not change).
-func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int) (*sqlAPISide, error) {
+// newSQLAPISide makes a user with n no-op tasks due (launched: as roots of
+// one batch of theirs) and a connection of its own (a pool of one, so its
+// backend does not change).
+func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int, launched bool) (*sqlAPISide, error) {
 	s := &sqlAPISide{name: name}
 	var err error
 	if s.user, err = createUser(ctx, db.Pool); err != nil {
@@ -154,7 +175,14 @@ func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int
 	if err := createTemplates(ctx, db.Pool, s.user, stageDef{ID: tmpl, Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
 		return nil, err
 	}
-	if _, err := copyTasks(ctx, db.Pool, []uuid.UUID{s.user}, tmpl, "noop", "plan", n); err != nil {
+	var batch uuid.UUID
+	if launched {
+		if err := db.Pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, launch_id, total_tasks)
+			values ('sql-api', 'processing', $1, gen_random_uuid(), $2) returning id`, s.user, n).Scan(&batch); err != nil {
+			return nil, fmt.Errorf("error creating the batch: %w", err)
+		}
+	}
+	if _, err := copyTasksIn(ctx, db.Pool, []uuid.UUID{s.user}, tmpl, "noop", "plan", n, batch); err != nil {
 		return nil, err
 	}
 	cfg, err := pgxpool.ParseConfig(e.dbURL(db.Name))
