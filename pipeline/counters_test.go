@@ -125,3 +125,72 @@ func TestBatchCountersPerStatement(t *testing.T) {
 		require.Equal(t, []int{want, 0, 0, want, 0, want}, []int{total, pending, processing, completed, failed, recount}, "batch %s", batch)
 	}
 }
+
+// A claim counts its moves only when a claimed task is in a batch: for
+// tasks inserted alone (no batch) it does not call orchable.count_moves at
+// all, whose call alone was about a tenth of a one-task claim
+// (docs/performance.md, twenty-fourth round). Tasks of a batch are still
+// counted, once per batch.
+func TestClaimCountsOnlyTasksInBatches(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "cb-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "x", cfg: map[string]any{"cardinality": "1:1"}})
+	_, err := b.pool.Exec(ctx, `insert into public.ai_tasks (task_type, status, input_data, user_id, step_number, stage_key, prompt_template_id)
+		select 'generic', 'plan', '{}', $1, 1, 'only', $2 from generate_series(1, 3)`, b.user, p+"A")
+	require.NoError(t, err)
+
+	// claim claims up to ten of the user's tasks in a transaction of its
+	// own and returns the tasks' batches and how many times that
+	// transaction called count_moves (pg_stat_xact_user_functions, with
+	// every function tracked for the transaction).
+	claim := func() ([]*uuid.UUID, int64) {
+		t.Helper()
+		tx, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		_, err = tx.Exec(ctx, "set local track_functions = 'all'")
+		require.NoError(t, err)
+		dbtest.AsUser(ctx, t, tx, b.user)
+		var out json.RawMessage
+		require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('cb', 300, 10, null, true)").Scan(&out))
+		_, err = tx.Exec(ctx, "reset role")
+		require.NoError(t, err)
+		var calls int64
+		require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
+			where schemaname = 'orchable' and funcname = 'count_moves'`).Scan(&calls))
+		require.NoError(t, tx.Commit(ctx))
+		var c struct {
+			Tasks []struct {
+				BatchID *uuid.UUID `json:"batch_id"`
+			} `json:"tasks"`
+		}
+		require.NoError(t, json.Unmarshal(out, &c))
+		batches := make([]*uuid.UUID, len(c.Tasks))
+		for i, x := range c.Tasks {
+			batches[i] = x.BatchID
+		}
+		return batches, calls
+	}
+
+	batches, calls := claim()
+	require.Len(t, batches, 3)
+	for _, id := range batches {
+		require.Nil(t, id)
+	}
+	require.Zero(t, calls, "a claim of tasks in no batch counts nothing")
+
+	batch := b.launch(ctx, t, b.user, p+"A", map[string]any{"row": 0}, map[string]any{"row": 1})
+	batches, calls = claim()
+	require.Len(t, batches, 2)
+	for _, id := range batches {
+		require.Equal(t, batch, *id)
+	}
+	require.Equal(t, int64(1), calls, "a claim of tasks in a batch counts them, once")
+	dbtest.FoldCounters(ctx, t, b.pool)
+	var processing, pending int
+	require.NoError(t, b.pool.QueryRow(ctx, "select processing_tasks, pending_tasks from public.task_batches where id = $1", batch).Scan(&processing, &pending))
+	require.Equal(t, 2, processing)
+	require.Zero(t, pending)
+}

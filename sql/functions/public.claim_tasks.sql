@@ -401,7 +401,11 @@ begin
       'batch', (select b.j from bat b where b.id = u.batch_id))), '[]'::json)
      from unnest(claimed) u)
   end,
-  orchable.count_moves(claimed_batches, 'plan', 'processing')
+  -- Counted only when a claimed task is in a batch: count_moves is a
+  -- SECURITY DEFINER function with its own settings, and its call alone,
+  -- which finds nothing to count, was about 50 us of a one-task claim's
+  -- 590 (bench sql-api; docs/performance.md, twenty-fourth round).
+  case when cardinality(claimed_batches) > 0 then orchable.count_moves(claimed_batches, 'plan', 'processing') else 0 end
   into out, counted;
   perform set_config('plan_cache_mode', prev_plan_mode, true);
   return out;
