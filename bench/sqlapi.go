@@ -31,7 +31,8 @@ import (
 // connection of its own, one call at a time, and nothing else runs:
 //   - orchable: claim_tasks and complete_tasks as the engine sends them
 //     through the direct transport (the compact, columnar claim from the
-//     previous claim's cursor; a completion item per task with its usage);
+//     previous claim's cursor; a completion item per task with its usage;
+//     complete_task for a task written alone);
 //   - the floor: floorClaimSQL and floorCompleteSQL, each in a transaction as
 //     the owner, in one round trip (floor.go).
 //
@@ -40,15 +41,20 @@ import (
 // backend, read from /proc/<pid>/schedstat (nanoseconds) around each call:
 // the claims' and the completions' separately. The figures are the medians
 // over the slices, per task; the ratio orchable against the floor is the
-// median of the pairs' ratios.
+// median of the pairs' ratios. Three cases: 50 tasks per call inserted
+// alone, 50 launched, and one launched task per call (what a call costs
+// before its rows).
 
 // sqlAPISize is the tasks one call claims and completes (about what a
-// throughput-noop claim takes at 100 workers).
+// throughput-noop claim takes at 100 workers). The one-task case is what a
+// call costs before its rows: where tasks take seconds (model calls),
+// claims and completions are of a few tasks.
 const sqlAPISize = 50
 
 // sqlAPISide is one side's queue, connection and tallies.
 type sqlAPISide struct {
 	name    string
+	size    int // tasks per call
 	pool    *pgxpool.Pool
 	pid     int
 	user    uuid.UUID
@@ -62,8 +68,11 @@ type sqlAPISide struct {
 
 func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
 	var figs []Figure
-	for _, launched := range []bool{false, true} {
-		f, err := sqlAPIShape(ctx, e, launched)
+	for _, c := range []struct {
+		launched bool
+		size     int
+	}{{false, sqlAPISize}, {true, sqlAPISize}, {true, 1}} {
+		f, err := sqlAPIShape(ctx, e, c.launched, c.size)
 		if err != nil {
 			return nil, err
 		}
@@ -72,15 +81,16 @@ func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
 	return figs, nil
 }
 
-// sqlAPIShape measures one shape of task: inserted alone, or (launched) as
-// roots of one batch, with the batch, launch and root set (the front end's
-// shape: every task the front end launches is in a batch).
-func sqlAPIShape(ctx context.Context, e *env, launched bool) ([]Figure, error) {
+// sqlAPIShape measures one shape of task, size tasks per call: inserted
+// alone, or (launched) as roots of one batch, with the batch, launch and
+// root set (the front end's shape: every task the front end launches is in
+// a batch).
+func sqlAPIShape(ctx context.Context, e *env, launched bool, size int) ([]Figure, error) {
 	slicesPerSide, rounds := 24, 6
 	if e.o.Quick {
 		slicesPerSide, rounds = 2, 1
 	}
-	perSide := slicesPerSide*rounds*sqlAPISize + 4*sqlAPISize // the slices and the warm-up
+	perSide := slicesPerSide*rounds*size + 4*size // the slices and the warm-up
 	db, err := e.freshDB(ctx, false, 2)
 	if err != nil {
 		return nil, err
@@ -92,6 +102,7 @@ func sqlAPIShape(ctx context.Context, e *env, launched bool) ([]Figure, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.size = size
 		defer s.pool.Close()
 		sides[i] = s
 	}
@@ -126,7 +137,7 @@ func sqlAPIShape(ctx context.Context, e *env, launched bool) ([]Figure, error) {
 			claimNS += t[0]
 			compNS += t[1]
 		}
-		n := float64(rounds * sqlAPISize)
+		n := float64(rounds * size)
 		s.claimNS = append(s.claimNS, float64(claimNS)/n)
 		s.compNS = append(s.compNS, float64(compNS)/n)
 	}
@@ -152,13 +163,13 @@ func sqlAPIShape(ctx context.Context, e *env, launched bool) ([]Figure, error) {
 		r := ratios(part)
 		slices.Sort(r)
 		return fmt.Sprintf("orchable / floor per pair of slices: median %.2f, quartiles %.2f–%.2f (%d pairs of %d × %d tasks)",
-			median(r), r[len(r)/4], r[(3*len(r))/4], len(r), rounds, sqlAPISize)
+			median(r), r[len(r)/4], r[(3*len(r))/4], len(r), rounds, size)
 	}
 	return []Figure{
-		{Name: fmt.Sprintf("SQL API DB CPU/task alone, claim + completion of %d, %s, orchable vs the floor", sqlAPISize, shape), Unit: "µs",
+		{Name: fmt.Sprintf("SQL API DB CPU/task alone, claim + completion of %d, %s, orchable vs the floor", size, shape), Unit: "µs",
 			Value: us(o, total), Baseline: us(f, total), BaselineName: "floor", Note: note(total)},
-		{Name: "of which the claim, " + shape, Unit: "µs", Value: us(o, claimPart), Baseline: us(f, claimPart), BaselineName: "floor", Note: note(claimPart)},
-		{Name: "of which the completion, " + shape, Unit: "µs", Value: us(o, compPart), Baseline: us(f, compPart), BaselineName: "floor", Note: note(compPart)},
+		{Name: fmt.Sprintf("of which the claim, %d, %s", size, shape), Unit: "µs", Value: us(o, claimPart), Baseline: us(f, claimPart), BaselineName: "floor", Note: note(claimPart)},
+		{Name: fmt.Sprintf("of which the completion, %d, %s", size, shape), Unit: "µs", Value: us(o, compPart), Baseline: us(f, compPart), BaselineName: "floor", Note: note(compPart)},
 	}, nil
 }
 
@@ -209,14 +220,14 @@ func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int
 	return s, nil
 }
 
-// round claims sqlAPISize tasks and completes them; with t, it adds the
+// round claims s.size tasks and completes them; with t, it adds the
 // backend's CPU time of the claim to t[0] and of the completion to t[1].
 func (s *sqlAPISide) round(ctx context.Context, t *[2]int64) error {
 	var ids []uuid.UUID
 	claim := func() error {
 		var err error
 		if s.direct == nil {
-			ids, err = s.floor.claim(ctx, sqlAPISize)
+			ids, err = s.floor.claim(ctx, s.size)
 			return err
 		}
 		ids, err = s.claimOrchable(ctx)
@@ -250,8 +261,8 @@ func (s *sqlAPISide) round(ctx context.Context, t *[2]int64) error {
 		if t != nil {
 			t[i] += after - before
 		}
-		if i == 0 && len(ids) != sqlAPISize {
-			return fmt.Errorf("sql-api, %s: claimed %d tasks, want %d", s.name, len(ids), sqlAPISize)
+		if i == 0 && len(ids) != s.size {
+			return fmt.Errorf("sql-api, %s: claimed %d tasks, want %d", s.name, len(ids), s.size)
 		}
 	}
 	return nil
@@ -261,7 +272,7 @@ func (s *sqlAPISide) round(ctx context.Context, t *[2]int64) error {
 // compact result in columns, from the previous claim's cursor.
 func (s *sqlAPISide) claimOrchable(ctx context.Context) ([]uuid.UUID, error) {
 	args := map[string]any{
-		"p_worker": "sql-api", "p_lease_seconds": 300, "p_limit": sqlAPISize, "p_task_ids": nil,
+		"p_worker": "sql-api", "p_lease_seconds": 300, "p_limit": s.size, "p_task_ids": nil,
 		"p_compact": true, "p_after_run_after": nil, "p_after_id": nil, "p_columns": true,
 	}
 	if len(s.after) > 0 && string(s.after) != "null" {
@@ -287,9 +298,29 @@ func (s *sqlAPISide) claimOrchable(ctx context.Context) ([]uuid.UUID, error) {
 	return out.Tasks.ID, nil
 }
 
-// completeOrchable completes ids with complete_tasks as the engine's
-// completer does: one item per task, the offline model's output and usage.
+// The offline model's output and usage, as a completion sends them.
+const (
+	sqlAPIOutput = `{"ok": true}`
+	sqlAPIUsage  = `{"model_id": "offline", "prompt_token_count": 12, "candidates_token_count": 3, "total_token_count": 15}`
+)
+
+// completeOrchable completes ids as the engine's completer does: one task
+// alone with complete_task (what the completer sends when nothing else
+// waits), several with complete_tasks, one item per task.
 func (s *sqlAPISide) completeOrchable(ctx context.Context, ids []uuid.UUID) error {
+	if len(ids) == 1 {
+		var out struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+		}
+		err := s.direct.RPC(ctx, s.id, "complete_task", map[string]any{
+			"p_task_id": ids[0], "p_worker": "sql-api", "p_output": json.RawMessage(sqlAPIOutput), "p_usage": json.RawMessage(sqlAPIUsage),
+		}, &out)
+		if err == nil && out.Status != "completed" {
+			err = fmt.Errorf("complete_task: the task ended %q (%s)", out.Status, out.Error)
+		}
+		return err
+	}
 	type item struct {
 		TaskID uuid.UUID       `json:"task_id"`
 		Output json.RawMessage `json:"output"`
@@ -297,8 +328,7 @@ func (s *sqlAPISide) completeOrchable(ctx context.Context, ids []uuid.UUID) erro
 	}
 	items := make([]item, len(ids))
 	for i, id := range ids {
-		items[i] = item{TaskID: id, Output: json.RawMessage(`{"ok": true}`),
-			Usage: json.RawMessage(`{"model_id": "offline", "prompt_token_count": 12, "candidates_token_count": 3, "total_token_count": 15}`)}
+		items[i] = item{TaskID: id, Output: json.RawMessage(sqlAPIOutput), Usage: json.RawMessage(sqlAPIUsage)}
 	}
 	var results []struct {
 		Status string `json:"status"`
