@@ -41,9 +41,11 @@ import (
 // backend, read from /proc/<pid>/schedstat (nanoseconds) around each call:
 // the claims' and the completions' separately. The figures are the medians
 // over the slices, per task; the ratio orchable against the floor is the
-// median of the pairs' ratios. Three cases: 50 tasks per call inserted
-// alone, 50 launched, and one launched task per call (what a call costs
-// before its rows).
+// median of the pairs' ratios. Four cases: 50 tasks per call inserted
+// alone, 50 launched, one launched task per call (what a call costs before
+// its rows), and one launched task per call whose stage has a 1:1 successor
+// (a pipeline's task written alone: its completion makes the next stage's
+// task; the floor's completion inserts a successor too, as its chains do).
 
 // sqlAPISize is the tasks one call claims and completes (about what a
 // throughput-noop claim takes at 100 workers). The one-task case is what a
@@ -66,13 +68,19 @@ type sqlAPISide struct {
 	compNS  []float64       // per slice: completions' backend CPU, ns per task
 }
 
+// sqlAPICase is one case of sql-api: the tasks' shape and the call size.
+type sqlAPICase struct {
+	launched  bool // roots of a batch (batch, launch and root set), else inserted alone
+	successor bool // the stage has a 1:1 successor (orchable), the floor inserts one
+	size      int  // tasks per call
+}
+
 func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
 	var figs []Figure
-	for _, c := range []struct {
-		launched bool
-		size     int
-	}{{false, sqlAPISize}, {true, sqlAPISize}, {true, 1}} {
-		f, err := sqlAPIShape(ctx, e, c.launched, c.size)
+	for _, c := range []sqlAPICase{
+		{size: sqlAPISize}, {launched: true, size: sqlAPISize}, {launched: true, size: 1}, {launched: true, successor: true, size: 1},
+	} {
+		f, err := sqlAPIShape(ctx, e, c)
 		if err != nil {
 			return nil, err
 		}
@@ -81,11 +89,11 @@ func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
 	return figs, nil
 }
 
-// sqlAPIShape measures one shape of task, size tasks per call: inserted
-// alone, or (launched) as roots of one batch, with the batch, launch and
-// root set (the front end's shape: every task the front end launches is in
-// a batch).
-func sqlAPIShape(ctx context.Context, e *env, launched bool, size int) ([]Figure, error) {
+// sqlAPIShape measures one case: c.size tasks per call, inserted alone or
+// (launched) as roots of one batch, with the batch, launch and root set (the
+// front end's shape: every task the front end launches is in a batch).
+func sqlAPIShape(ctx context.Context, e *env, c sqlAPICase) ([]Figure, error) {
+	size := c.size
 	slicesPerSide, rounds := 24, 6
 	if e.o.Quick {
 		slicesPerSide, rounds = 2, 1
@@ -98,7 +106,7 @@ func sqlAPIShape(ctx context.Context, e *env, launched bool, size int) ([]Figure
 	defer db.close()
 	var sides [2]*sqlAPISide
 	for i, name := range []string{"orchable", "floor"} {
-		s, err := newSQLAPISide(ctx, e, db, name, perSide, launched)
+		s, err := newSQLAPISide(ctx, e, db, name, perSide, c)
 		if err != nil {
 			return nil, err
 		}
@@ -110,8 +118,11 @@ func sqlAPIShape(ctx context.Context, e *env, launched bool, size int) ([]Figure
 		return nil, err
 	}
 	shape := "tasks inserted alone"
-	if launched {
+	if c.launched {
 		shape = "launched roots (batch, launch, root set)"
+	}
+	if c.successor {
+		shape += " with a 1:1 successor"
 	}
 	for _, s := range sides {
 		if _, err := os.Stat(schedstatPath(s.pid)); err != nil {
@@ -176,18 +187,26 @@ func sqlAPIShape(ctx context.Context, e *env, launched bool, size int) ([]Figure
 // newSQLAPISide makes a user with n no-op tasks due (launched: as roots of
 // one batch of theirs) and a connection of its own (a pool of one, so its
 // backend does not change).
-func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int, launched bool) (*sqlAPISide, error) {
+func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int, c sqlAPICase) (*sqlAPISide, error) {
 	s := &sqlAPISide{name: name}
 	var err error
 	if s.user, err = createUser(ctx, db.Pool); err != nil {
 		return nil, err
 	}
 	tmpl := "noop-" + name
-	if err := createTemplates(ctx, db.Pool, s.user, stageDef{ID: tmpl, Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
+	stage := stageDef{ID: tmpl, Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}
+	stages := []stageDef{stage}
+	if c.successor {
+		// The successor's template first: a template's successors must exist.
+		next := stageDef{ID: tmpl + "-next", Key: "next", Prompt: "Answer with ok.", OutputSchema: noopSchema, Config: map[string]any{"cardinality": "1:1"}}
+		stage.Config, stage.Next = map[string]any{"cardinality": "1:1"}, []string{next.ID}
+		stages = []stageDef{next, stage}
+	}
+	if err := createTemplates(ctx, db.Pool, s.user, stages...); err != nil {
 		return nil, err
 	}
 	var batch uuid.UUID
-	if launched {
+	if c.launched {
 		if err := db.Pool.QueryRow(ctx, `insert into public.task_batches (name, status, created_by, launch_id, total_tasks)
 			values ('sql-api', 'processing', $1, gen_random_uuid(), $2) returning id`, s.user, n).Scan(&batch); err != nil {
 			return nil, fmt.Errorf("error creating the batch: %w", err)
@@ -215,7 +234,11 @@ func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int
 	if name == "orchable" {
 		s.direct = supabase.NewDirect(s.pool, nil)
 	} else {
-		s.floor = &floorQueue{pool: s.pool, user: s.user, claims: string(s.id.Claims), worker: "floor", chain: 1}
+		chain := 1
+		if c.successor {
+			chain = 2
+		}
+		s.floor = &floorQueue{pool: s.pool, user: s.user, claims: string(s.id.Claims), worker: "floor", chain: chain}
 	}
 	return s, nil
 }
@@ -237,7 +260,7 @@ func (s *sqlAPISide) round(ctx context.Context, t *[2]int64) error {
 		if s.direct == nil {
 			var c int
 			err := s.floor.tx(ctx, func(b *pgx.Batch) {
-				b.Queue(floorCompleteSQL, ids, s.floor.worker, 1).QueryRow(func(row pgx.Row) error { return row.Scan(&c) })
+				b.Queue(floorCompleteSQL, ids, s.floor.worker, s.floor.chain).QueryRow(func(row pgx.Row) error { return row.Scan(&c) })
 			})
 			if err == nil && c != len(ids) {
 				err = fmt.Errorf("floor: %d of %d tasks completed", c, len(ids))
