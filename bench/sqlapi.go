@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orchable/orchable/pipeline"
 	"github.com/orchable/orchable/supabase"
 )
 
@@ -31,7 +32,8 @@ import (
 // connection of its own, one call at a time, and nothing else runs:
 //   - orchable: claim_tasks and complete_tasks as the engine sends them
 //     through the direct transport (the compact, columnar claim from the
-//     previous claim's cursor; a completion item per task with its usage;
+//     previous claim's cursor; a completion item per task with the output
+//     and usage the engine sends for a no-op task (engineCompletion);
 //     complete_task for a task written alone);
 //   - the floor: floorClaimSQL and floorCompleteSQL, each in a transaction as
 //     the owner, in one round trip (floor.go).
@@ -64,6 +66,7 @@ type sqlAPISide struct {
 	direct  *supabase.Direct
 	floor   *floorQueue
 	after   json.RawMessage // orchable: the claim's cursor
+	done    completionArgs  // orchable: each completion's output and usage
 	claimNS []float64       // per slice: claims' backend CPU, ns per task
 	compNS  []float64       // per slice: completions' backend CPU, ns per task
 }
@@ -73,13 +76,21 @@ type sqlAPICase struct {
 	launched  bool // roots of a batch (batch, launch and root set), else inserted alone
 	successor bool // the stage has a 1:1 successor (orchable), the floor inserts one
 	size      int  // tasks per call
+	// done is the output and usage the engine writes for a no-op task
+	// (engineCompletion), sent with every orchable completion.
+	done completionArgs
 }
 
 func sqlAPI(ctx context.Context, e *env) ([]Figure, error) {
+	done, err := engineCompletion(ctx, e)
+	if err != nil {
+		return nil, err
+	}
 	var figs []Figure
 	for _, c := range []sqlAPICase{
 		{size: sqlAPISize}, {launched: true, size: sqlAPISize}, {launched: true, size: 1}, {launched: true, successor: true, size: 1},
 	} {
+		c.done = done
 		f, err := sqlAPIShape(ctx, e, c)
 		if err != nil {
 			return nil, err
@@ -233,6 +244,7 @@ func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int
 	}
 	if name == "orchable" {
 		s.direct = supabase.NewDirect(s.pool, nil)
+		s.done = c.done
 	} else {
 		chain := 1
 		if c.successor {
@@ -321,11 +333,82 @@ func (s *sqlAPISide) claimOrchable(ctx context.Context) ([]uuid.UUID, error) {
 	return out.Tasks.ID, nil
 }
 
-// The offline model's output and usage, as a completion sends them.
-const (
-	sqlAPIOutput = `{"ok": true}`
-	sqlAPIUsage  = `{"model_id": "offline", "prompt_token_count": 12, "candidates_token_count": 3, "total_token_count": 15}`
-)
+// completionArgs is what a completion sends for a task besides its id.
+type completionArgs struct {
+	Output json.RawMessage
+	Usage  json.RawMessage
+}
+
+// engineCompletion runs one no-op task through the engine's runner (the
+// offline model, as throughput-noop's) and returns the output and usage its
+// completion sent, so that the scenario's completions carry what the
+// engine's do. Its usage is about 500 bytes (the final call's token counts,
+// model and response ids, regenerations, and extra.usage: every usage field
+// of every call and the estimated cost); a hand-written one without the
+// nested usage made the completion look about a third cheaper
+// (docs/performance.md, twenty-fifth round).
+func engineCompletion(ctx context.Context, e *env) (completionArgs, error) {
+	var out completionArgs
+	db, err := e.freshDB(ctx, false, 2)
+	if err != nil {
+		return out, err
+	}
+	defer db.close()
+	user, err := createUser(ctx, db.Pool)
+	if err != nil {
+		return out, err
+	}
+	if err := createTemplates(ctx, db.Pool, user, stageDef{ID: "noop", Key: "noop", Prompt: "Answer with ok.", OutputSchema: noopSchema}); err != nil {
+		return out, err
+	}
+	if _, err := copyTasksIn(ctx, db.Pool, []uuid.UUID{user}, "noop", "noop", "plan", 1, uuid.Nil); err != nil {
+		return out, err
+	}
+	id, err := newClaimsIdentity().Identity(ctx, user)
+	if err != nil {
+		return out, err
+	}
+	gen, err := offlineModel()
+	if err != nil {
+		return out, err
+	}
+	capture := &completionCapture{DB: supabase.NewDirect(db.Pool, nil)}
+	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "sql-api", MaxRegenerations: -1}, capture, gen)
+	claimed, err := runner.Claim(ctx, id, 1, nil)
+	if err != nil {
+		return out, fmt.Errorf("error claiming the engine's task: %w", err)
+	}
+	if len(claimed) != 1 {
+		return out, fmt.Errorf("claimed %d of the engine's one task", len(claimed))
+	}
+	if res := runner.Run(ctx, id, &claimed[0]); res.Outcome != pipeline.OutcomeCompleted {
+		return out, fmt.Errorf("the engine's task ended %q: %v", res.Outcome, res.Err)
+	}
+	if capture.done.Output == nil || capture.done.Usage == nil {
+		return out, errors.New("the engine completed its task without a complete_task call")
+	}
+	return capture.done, nil
+}
+
+// completionCapture records the output and usage of the complete_task calls
+// it passes on.
+type completionCapture struct {
+	supabase.DB
+	done completionArgs
+}
+
+func (c *completionCapture) RPC(ctx context.Context, id supabase.Identity, fn string, args any, out any) error {
+	if m, ok := args.(map[string]any); ok && fn == "complete_task" {
+		var err error
+		if c.done.Output, err = json.Marshal(m["p_output"]); err != nil {
+			return fmt.Errorf("error encoding the engine's output: %w", err)
+		}
+		if c.done.Usage, err = json.Marshal(m["p_usage"]); err != nil {
+			return fmt.Errorf("error encoding the engine's usage: %w", err)
+		}
+	}
+	return c.DB.RPC(ctx, id, fn, args, out)
+}
 
 // completeOrchable completes ids as the engine's completer does: one task
 // alone with complete_task (what the completer sends when nothing else
@@ -337,7 +420,7 @@ func (s *sqlAPISide) completeOrchable(ctx context.Context, ids []uuid.UUID) erro
 			Error  string `json:"error"`
 		}
 		err := s.direct.RPC(ctx, s.id, "complete_task", map[string]any{
-			"p_task_id": ids[0], "p_worker": "sql-api", "p_output": json.RawMessage(sqlAPIOutput), "p_usage": json.RawMessage(sqlAPIUsage),
+			"p_task_id": ids[0], "p_worker": "sql-api", "p_output": s.done.Output, "p_usage": s.done.Usage,
 		}, &out)
 		if err == nil && out.Status != "completed" {
 			err = fmt.Errorf("complete_task: the task ended %q (%s)", out.Status, out.Error)
@@ -351,7 +434,7 @@ func (s *sqlAPISide) completeOrchable(ctx context.Context, ids []uuid.UUID) erro
 	}
 	items := make([]item, len(ids))
 	for i, id := range ids {
-		items[i] = item{TaskID: id, Output: json.RawMessage(sqlAPIOutput), Usage: json.RawMessage(sqlAPIUsage)}
+		items[i] = item{TaskID: id, Output: s.done.Output, Usage: s.done.Usage}
 	}
 	var results []struct {
 		Status string `json:"status"`
