@@ -161,6 +161,9 @@ func (d *database) close() {
 	if d.e.o.FuncStats > 0 {
 		d.printFunctionStats(ctx)
 	}
+	if callTracer != nil && !d.River {
+		callTracer.print(os.Stderr, d.Name)
+	}
 	_, _ = d.e.admin.Exec(ctx, "drop database if exists "+pgx.Identifier{d.Name}.Sanitize()+" with (force)")
 }
 

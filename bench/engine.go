@@ -72,7 +72,7 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 	e := &engine{pool: pool, log: log}
 	db := cfg.DB
 	if db == nil {
-		e.Direct = supabase.NewDirect(pool, nil)
+		e.Direct = supabase.NewDirect(pool, engineDirectConfig())
 		db = e.Direct
 		if cfg.Wrap != nil {
 			db = cfg.Wrap(db)

@@ -168,6 +168,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.ScaleHistoryRoots, "scale-history-roots", 300, "scaling: roots (13 pipeline tasks each) each owner runs in the history case's windows")
 	fs.IntVar(&o.ScaleRuns, "scale-runs", 1, "scaling: runs (it measures several sizes per run, so -runs does not apply)")
 	fs.IntVar(&o.FuncStats, "function-stats", 0, "profiling: track_functions = all on orchable's run databases; print each run's top N SQL functions by self time before dropping it")
+	callCPU := fs.Bool("call-cpu", false, "profiling: read the server backend's CPU time around each of the engine's calls and print each orchable database's calls by function and size when it is dropped")
 	fs.BoolVar(&o.Proposed, "proposed", false, "apply the proposed SQL changes (proposed/*.sql) to the bench databases")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run . [flags] <scenario>|all\nscenarios:")
@@ -179,6 +180,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *callCPU {
+		callTracer = newCallCPU()
 	}
 	o.Conns = int32(conns) //nolint:gosec // small flag value
 	for _, w := range strings.Split(workers, ",") {

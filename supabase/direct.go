@@ -41,6 +41,13 @@ type DirectConfig struct {
 	// role's settings and the function's own statement_timeout follow, as
 	// PostgREST applies them. Default "authenticator".
 	Authenticator string
+	// Trace, when set, is called just before each call's statements are
+	// sent, with the call's path ("/rpc/<fn>", "/<table>"), the process id
+	// of the server backend that runs it and its JSON arguments ("" for
+	// none); the function it returns is called when the call's transaction
+	// has ended. For measurement: the bench's -call-cpu reads the backend's
+	// CPU time around each call (docs/performance.md).
+	Trace func(path string, backendPID uint32, args string) (done func())
 }
 
 // Direct is the direct-PostgreSQL transport: each call is one transaction
@@ -339,6 +346,13 @@ func (d *Direct) runHoisting(ctx context.Context, id Identity, readOnly bool, me
 	b.Queue(sql, params...)
 	b.Queue("commit")
 
+	if d.cfg.Trace != nil {
+		var args string
+		if strings.HasPrefix(path, "/rpc/") && len(params) > 0 {
+			args, _ = params[0].(string) // an RPC's one parameter: its arguments
+		}
+		defer d.cfg.Trace(path, conn.Conn().PgConn().PID(), args)()
+	}
 	d.roundTrips.Add(1)
 	br := conn.SendBatch(ctx, b)
 	err = func() error {

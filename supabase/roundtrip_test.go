@@ -99,3 +99,47 @@ func TestDirectOneRoundTripPerCall(t *testing.T) {
 	require.LessOrEqual(t, trips.Load()-before, int64(2))
 	claimComplete()
 }
+
+// TestDirectTrace: the trace hook sees each call's path, the backend that
+// runs it (the one whose pg_backend_pid() the call returns) and an RPC's
+// arguments, and its done function runs once the call has ended.
+func TestDirectTrace(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, _ := countingPool(t)
+	user := dbtest.CreateUser(ctx, t, testPool(t))
+	seedTasks(ctx, t, testPool(t), user, 1, "trace")
+	type traced struct {
+		path string
+		pid  uint32
+		args string
+		done bool
+	}
+	var calls []*traced
+	d := supabase.NewDirect(pool, &supabase.DirectConfig{Trace: func(path string, pid uint32, args string) func() {
+		c := &traced{path: path, pid: pid, args: args}
+		calls = append(calls, c)
+		return func() { c.done = true }
+	}})
+	id := userIdentity(t, user)
+	var c claimed
+	require.NoError(t, d.RPC(ctx, id, "claim_tasks", map[string]any{"p_worker": "trace", "p_lease_seconds": 60, "p_limit": 1}, &c))
+	require.Len(t, c, 1)
+	var rows []struct {
+		ID uuid.UUID `json:"id"`
+	}
+	require.NoError(t, d.Select(ctx, id, "ai_tasks", supabase.Query{Columns: []string{"id"}, Filters: []supabase.Filter{{Column: "id", Op: supabase.OpEq, Value: c[0].Task.ID}}}, &rows))
+	require.Len(t, rows, 1)
+
+	var pid uint32
+	require.NoError(t, pool.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid)) // the pool's one connection
+	require.Len(t, calls, 2)
+	require.Equal(t, "/rpc/claim_tasks", calls[0].path)
+	require.Equal(t, pid, calls[0].pid)
+	require.JSONEq(t, `{"p_worker": "trace", "p_lease_seconds": 60, "p_limit": 1}`, calls[0].args)
+	require.True(t, calls[0].done)
+	require.Equal(t, "/ai_tasks", calls[1].path)
+	require.Equal(t, pid, calls[1].pid)
+	require.Empty(t, calls[1].args, "a read's parameters are not arguments")
+	require.True(t, calls[1].done)
+}
