@@ -33,9 +33,8 @@ import (
 //   - orchable: claim_tasks and complete_tasks as the engine sends them
 //     through the direct transport (the compact, columnar claim from the
 //     previous claim's cursor; a completion item per task with the output
-//     and usage the engine sends for a no-op task (engineCompletion); a
-//     task written alone through complete_tasks when its stage has no
-//     successor, else through complete_task, as the completer chooses);
+//     and usage the engine sends for a no-op task (engineCompletion);
+//     complete_task for a task written alone);
 //   - the floor: floorClaimSQL and floorCompleteSQL, each in a transaction as
 //     the owner, in one round trip (floor.go).
 //
@@ -68,7 +67,6 @@ type sqlAPISide struct {
 	floor   *floorQueue
 	after   json.RawMessage // orchable: the claim's cursor
 	done    completionArgs  // orchable: each completion's output and usage
-	leaf    bool            // orchable: the stage has no successor (a task alone goes through complete_tasks)
 	claimNS []float64       // per slice: claims' backend CPU, ns per task
 	compNS  []float64       // per slice: completions' backend CPU, ns per task
 }
@@ -246,7 +244,7 @@ func newSQLAPISide(ctx context.Context, e *env, db *database, name string, n int
 	}
 	if name == "orchable" {
 		s.direct = supabase.NewDirect(s.pool, nil)
-		s.done, s.leaf = c.done, !c.successor
+		s.done = c.done
 	} else {
 		chain := 1
 		if c.successor {
@@ -387,49 +385,36 @@ func engineCompletion(ctx context.Context, e *env) (completionArgs, error) {
 		return out, fmt.Errorf("the engine's task ended %q: %v", res.Outcome, res.Err)
 	}
 	if capture.done.Output == nil || capture.done.Usage == nil {
-		return out, errors.New("the engine completed its task without a complete_task or complete_tasks call")
+		return out, errors.New("the engine completed its task without a complete_task call")
 	}
 	return capture.done, nil
 }
 
-// completionCapture records the output and usage of the completion it
-// passes on (complete_task, or complete_tasks with one item).
+// completionCapture records the output and usage of the complete_task calls
+// it passes on.
 type completionCapture struct {
 	supabase.DB
 	done completionArgs
 }
 
 func (c *completionCapture) RPC(ctx context.Context, id supabase.Identity, fn string, args any, out any) error {
-	if fn == "complete_task" || fn == "complete_tasks" {
-		b, err := json.Marshal(args)
-		if err != nil {
-			return fmt.Errorf("error encoding the engine's completion: %w", err)
+	if m, ok := args.(map[string]any); ok && fn == "complete_task" {
+		var err error
+		if c.done.Output, err = json.Marshal(m["p_output"]); err != nil {
+			return fmt.Errorf("error encoding the engine's output: %w", err)
 		}
-		var a struct {
-			Output json.RawMessage `json:"p_output"`
-			Usage  json.RawMessage `json:"p_usage"`
-			Items  []struct {
-				Output json.RawMessage `json:"output"`
-				Usage  json.RawMessage `json:"usage"`
-			} `json:"p_items"`
-		}
-		if err := json.Unmarshal(b, &a); err != nil {
-			return fmt.Errorf("error decoding the engine's completion: %w", err)
-		}
-		c.done = completionArgs{Output: a.Output, Usage: a.Usage}
-		if len(a.Items) == 1 { // a leaf written alone (complete_tasks, one item)
-			c.done = completionArgs{Output: a.Items[0].Output, Usage: a.Items[0].Usage}
+		if c.done.Usage, err = json.Marshal(m["p_usage"]); err != nil {
+			return fmt.Errorf("error encoding the engine's usage: %w", err)
 		}
 	}
 	return c.DB.RPC(ctx, id, fn, args, out)
 }
 
-// completeOrchable completes ids as the engine's completer does: several
-// with complete_tasks, one item per task; one task alone (what the
-// completer sends when nothing else waits) with complete_tasks too when its
-// stage has no successor, else with complete_task.
+// completeOrchable completes ids as the engine's completer does: one task
+// alone with complete_task (what the completer sends when nothing else
+// waits), several with complete_tasks, one item per task.
 func (s *sqlAPISide) completeOrchable(ctx context.Context, ids []uuid.UUID) error {
-	if len(ids) == 1 && !s.leaf {
+	if len(ids) == 1 {
 		var out struct {
 			Status string `json:"status"`
 			Error  string `json:"error"`

@@ -41,9 +41,6 @@ type completion struct {
 	ctx  context.Context //nolint:containedctx // the waiting caller's context (no deadline: each call gets the completer's timeout), used for its fallback write
 	id   supabase.Identity
 	args map[string]any // task_id, output, usage
-	// leaf: by what its claim said, the task creates nothing when completed
-	// (Runner's leaf); written alone, it goes through complete_tasks.
-	leaf bool
 	done chan completionResult
 }
 
@@ -103,12 +100,11 @@ func (c *completer) callContext(ctx context.Context) (context.Context, context.C
 // complete writes one completion and waits for its result. Each call it
 // takes part in is bounded by the completer's timeout; ctx should carry no
 // deadline of its own (the caller's values and cancellation only).
-// leaf is what the runner knows of the task (see completion.leaf).
-func (c *completer) complete(ctx context.Context, id supabase.Identity, user uuid.UUID, args map[string]any, leaf bool) completionResult {
+func (c *completer) complete(ctx context.Context, id supabase.Identity, user uuid.UUID, args map[string]any) completionResult {
 	if c.maxBatch <= 1 {
 		return c.single(ctx, id, args)
 	}
-	req := &completion{ctx: ctx, id: id, args: args, leaf: leaf, done: make(chan completionResult, 1)}
+	req := &completion{ctx: ctx, id: id, args: args, done: make(chan completionResult, 1)}
 	c.mu.Lock()
 	q, inFlight := c.queues[user]
 	if !inFlight {
@@ -175,14 +171,8 @@ func completionArgs(worker string, batch []*completion) map[string]any {
 	return map[string]any{"p_worker": worker, "p_items": items}
 }
 
-// write writes a group's completions in one complete_tasks call. A
-// completion alone goes through complete_task, unless its task is a leaf:
-// complete_task's path costs less for a task that creates successors (a
-// task alone through complete_tasks' set-based statements, made for groups,
-// cost 30-50 % more), complete_tasks' leaf UPDATE less for a leaf (10-20 %
-// less; docs/performance.md, twenty-fifth round).
 func (c *completer) write(batch []*completion) {
-	if len(batch) == 1 && !batch[0].leaf {
+	if len(batch) == 1 {
 		r := batch[0]
 		r.done <- c.single(r.ctx, r.id, r.args)
 		return
@@ -199,12 +189,6 @@ func (c *completer) write(batch []*completion) {
 		err = fmt.Errorf("complete_tasks returned %d results for %d items", len(results), len(batch))
 	}
 	for i, r := range batch {
-		if err != nil && len(batch) == 1 {
-			// A leaf written alone: its writer retries it as it retries a
-			// failed complete_task (Runner.retryCompletion).
-			r.done <- completionResult{err: err}
-			continue
-		}
 		if err != nil {
 			// The whole call failed, or its result could not be read:
 			// complete_task is idempotent (a task already completed with

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -72,11 +71,6 @@ type Template struct {
 	// UserID is the template's author. A task may run another user's
 	// public template, but never that author's hooks (SPEC §14).
 	UserID *uuid.UUID `json:"user_id"`
-	// HasSuccessors says whether the template names successor stages
-	// (claim_tasks' compact result; nil when the claim did not say). The
-	// completer writes a lone completion of a leaf with complete_tasks
-	// (leaf).
-	HasSuccessors *bool `json:"has_successors"`
 
 	// settings are DefaultAISettings resolved once for the tasks of one
 	// claim that have no settings of their own (nil: resolved per task).
@@ -707,7 +701,7 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 			"p_usage":   usageArgs(ex.resp, ex.Result, ex.hooksIgnored),
 		}
 		// The completer bounds each call it makes by WriteTimeout.
-		out := r.completer.complete(context.WithoutCancel(ctx), id, c.Task.UserID, args, leaf(c))
+		out := r.completer.complete(context.WithoutCancel(ctx), id, c.Task.UserID, args)
 		attempts := 1
 		if out.err != nil {
 			out, attempts = r.retryCompletion(ctx, id, args, out, log)
@@ -773,27 +767,6 @@ func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex
 	default:
 		return r.release(id, c, log)
 	}
-}
-
-// leaf reports whether c's completion will, by what the claim said of it,
-// create nothing and wait for no approval: its template is known to name no
-// successors, and neither the task nor the template asks for approval, and
-// the task carries no successors of its own (a launcher's
-// extra.next_stage_configs; a next_task_config is not returned by the claim,
-// so such a task may be taken for a leaf). It only chooses the call that
-// writes a completion alone: complete_tasks, whose leaf path costs less
-// than complete_task's for a leaf and more for a task with successors
-// (docs/performance.md, twenty-fourth and twenty-fifth rounds). Both
-// complete any task correctly.
-func leaf(c *Claimed) bool {
-	t := c.Template
-	if t == nil || t.HasSuccessors == nil || *t.HasSuccessors || c.Task.RequiresApproval ||
-		(t.RequiresApproval != nil && *t.RequiresApproval) {
-		return false
-	}
-	// Not decoded: the name anywhere in extra (a value that mentions it
-	// too) only sends the completion through complete_task.
-	return !bytes.Contains(c.Task.Extra, []byte(`"next_stage_configs"`))
 }
 
 // completeWriteAttempts is how many times a completion is written before the

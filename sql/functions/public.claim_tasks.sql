@@ -388,18 +388,7 @@ begin
                   'id', p.id, 'name', p.name, 'template', p.template, 'stage_key', p.stage_key,
                   'output_schema', p.output_schema, 'default_ai_settings', p.default_ai_settings,
                   'stage_config', p.stage_config, 'system_instruction', p.system_instruction,
-                  'requires_approval', p.requires_approval, 'user_id', p.user_id,
-                  -- Whether the template names successors (what
-                  -- orchable.successor_ids reads of it): a task of a template
-                  -- without any, needing no approval and without successors
-                  -- of its own, completes as a leaf, and the engine writes such
-                  -- a completion alone with complete_tasks, whose leaf path
-                  -- costs less than complete_task's (docs/performance.md,
-                  -- twenty-fifth round). Only a choice of call: both complete
-                  -- any task.
-                  'has_successors', p.next_stage_template_id is not null
-                    or coalesce(jsonb_array_length(case when jsonb_typeof(p.next_stage_template_ids) = 'array' then p.next_stage_template_ids end), 0) > 0)),
-                  '{}'::json)
+                  'requires_approval', p.requires_approval, 'user_id', p.user_id)), '{}'::json)
                 from tpl p),
       'batches', (select coalesce(json_object_agg(b.id, b.j), '{}'::json) from bat b),
       -- Where the caller's next claim may start (p_after_*): the last task
