@@ -41,7 +41,19 @@ type completion struct {
 	ctx  context.Context //nolint:containedctx // the waiting caller's context (no deadline: each call gets the completer's timeout), used for its fallback write
 	id   supabase.Identity
 	args map[string]any // task_id, output, usage
+	// then receives the result, on the goroutine that wrote the completion
+	// (completeThen); when it is nil, done does.
+	then func(completionResult)
 	done chan completionResult
+}
+
+// deliver gives the completion its result.
+func (r *completion) deliver(res completionResult) {
+	if r.then != nil {
+		r.then(res)
+		return
+	}
+	r.done <- res
 }
 
 // completionItem is one item of complete_tasks' p_items: a completion's
@@ -97,26 +109,33 @@ func (c *completer) callContext(ctx context.Context) (context.Context, context.C
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-// complete writes one completion and waits for its result. Each call it
-// takes part in is bounded by the completer's timeout; ctx should carry no
-// deadline of its own (the caller's values and cancellation only).
-func (c *completer) complete(ctx context.Context, id supabase.Identity, user uuid.UUID, args map[string]any) completionResult {
+// completeThen writes one completion and calls then with its result. No
+// goroutine waits for it. When none of user's completions is being
+// written, the calling goroutine writes this one at once, then every group
+// of user's that queued meanwhile, and returns when none is left (then
+// runs after the first call). Otherwise the completion waits for the next
+// group, and then runs on the goroutine that writes that group, after its
+// call. So then must not block: the completions after it wait for it.
+// Each call a completion takes part in is bounded by the completer's
+// timeout; ctx should carry no deadline of its own (the caller's values
+// and cancellation only).
+func (c *completer) completeThen(ctx context.Context, id supabase.Identity, user uuid.UUID, args map[string]any, then func(completionResult)) {
 	if c.maxBatch <= 1 {
-		return c.single(ctx, id, args)
+		then(c.single(ctx, id, args))
+		return
 	}
-	req := &completion{ctx: ctx, id: id, args: args, done: make(chan completionResult, 1)}
+	req := &completion{ctx: ctx, id: id, args: args, then: then}
 	c.mu.Lock()
 	q, inFlight := c.queues[user]
 	if !inFlight {
 		q = &completionQueue{}
 		c.queues[user] = q
 		c.mu.Unlock()
-		go c.drain(user, []*completion{req})
-	} else {
-		q.waiting = append(q.waiting, req)
-		c.mu.Unlock()
+		c.drain(user, []*completion{req})
+		return
 	}
-	return <-req.done
+	q.waiting = append(q.waiting, req)
+	c.mu.Unlock()
 }
 
 // drain writes batches for the user until nobody is waiting.
@@ -174,7 +193,7 @@ func completionArgs(worker string, batch []*completion) map[string]any {
 func (c *completer) write(batch []*completion) {
 	if len(batch) == 1 {
 		r := batch[0]
-		r.done <- c.single(r.ctx, r.id, r.args)
+		r.deliver(c.single(r.ctx, r.id, r.args))
 		return
 	}
 	var raw json.RawMessage
@@ -194,7 +213,7 @@ func (c *completer) write(batch []*completion) {
 			// complete_task is idempotent (a task already completed with
 			// this output is a duplicate), so each falls back to its own
 			// call.
-			r.done <- c.single(r.ctx, r.id, r.args)
+			r.deliver(c.single(r.ctx, r.id, r.args))
 			continue
 		}
 		res := results[i]
@@ -203,13 +222,13 @@ func (c *completer) write(batch []*completion) {
 			// back to its savepoint): a deadlock or serialisation conflict
 			// with another batch is retried alone; anything else is reported.
 			if res.Code == "40P01" || res.Code == "40001" || res.Code == "55P03" {
-				r.done <- c.single(r.ctx, r.id, r.args)
+				r.deliver(c.single(r.ctx, r.id, r.args))
 				continue
 			}
-			r.done <- completionResult{err: supabase.NewError(res.Code, res.Error, "", "", true)}
+			r.deliver(completionResult{err: supabase.NewError(res.Code, res.Error, "", "", true)})
 			continue
 		}
-		r.done <- completionResult{Status: res.Status, Error: res.Error}
+		r.deliver(completionResult{Status: res.Status, Error: res.Error})
 	}
 }
 

@@ -173,3 +173,90 @@ func TestCompletionCallsHaveTheWriteTimeout(t *testing.T) {
 		}
 	}
 }
+
+// heldDB is groupSizeDB whose calls each say they started and then wait
+// until release is closed.
+type heldDB struct {
+	groupSizeDB
+
+	started chan struct{}
+	release chan struct{}
+}
+
+func (d *heldDB) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
+	d.started <- struct{}{}
+	<-d.release
+	return d.groupSizeDB.RPC(ctx, id, fn, args, out)
+}
+
+// TestCompletionsWaitOnNoGoroutine: a completion handed to the completer
+// while another of its user's is being written returns at once, before it
+// is written; its result comes later, on the goroutine writing the user's
+// completions, which writes the two that waited as one group after the
+// first and then returns. So a task's goroutine does not wait for its
+// completion's write (before, each waited for its result, and a goroutine
+// of the completer's wrote the groups).
+func TestCompletionsWaitOnNoGoroutine(t *testing.T) {
+	t.Parallel()
+	db := &heldDB{started: make(chan struct{}, 4), release: make(chan struct{})}
+	c := newCompleter(db, nil, "w", 1000, 0)
+	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
+	user := uuid.New()
+	args := func() map[string]any {
+		return map[string]any{"p_task_id": uuid.New(), "p_worker": "w", "p_output": json.RawMessage(`{"ok": true}`), "p_usage": completionUsage{}}
+	}
+	deadline := time.After(30 * time.Second)
+	await := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("never happened: %s", what)
+		}
+	}
+
+	var mu sync.Mutex
+	var order []string
+	record := func(what string) {
+		mu.Lock()
+		order = append(order, what)
+		mu.Unlock()
+	}
+	then := func(name string) func(completionResult) {
+		return func(res completionResult) {
+			if res.err != nil || res.Status != "completed" {
+				name += fmt.Sprintf(" (%q, %v)", res.Status, res.err)
+			}
+			record(name)
+		}
+	}
+
+	// The first completion is written by its own goroutine, which stays in
+	// the call until release.
+	firstReturned := make(chan struct{})
+	go func() {
+		c.completeThen(context.Background(), identity, user, args(), then("first"))
+		record("first's goroutine returned")
+		close(firstReturned)
+	}()
+	await("the first completion's write", db.started)
+
+	// Two more while it is written: each returns at once, unwritten.
+	othersReturned := make(chan struct{})
+	go func() {
+		c.completeThen(context.Background(), identity, user, args(), then("second"))
+		c.completeThen(context.Background(), identity, user, args(), then("third"))
+		close(othersReturned)
+	}()
+	await("the completions handed over while one is written returned", othersReturned)
+	mu.Lock()
+	require.Empty(t, order, "nothing is written before the first call returns")
+	mu.Unlock()
+
+	close(db.release)
+	await("the first completion's goroutine returned", firstReturned)
+	require.Equal(t, []string{"first", "second", "third", "first's goroutine returned"}, order,
+		"the waiting two got their results from the first's goroutine, before it returned")
+	require.Equal(t, []int{1, 2}, db.sizes, "the first alone, then the two that waited as one group")
+	require.Empty(t, c.queues, "the user's queue is gone once drained")
+}

@@ -406,10 +406,7 @@ func (d *Dispatcher) startReady(share int) {
 		d.free--
 		d.held[r.user]++
 		ctx := d.workCtx
-		d.workers.run(func() {
-			defer d.wg.Done()
-			d.runOne(ctx, r.user, r.id, r.c)
-		})
+		d.workers.run(func() { d.runOne(ctx, r.user, r.id, r.c) })
 	}
 }
 
@@ -532,13 +529,10 @@ func (d *Dispatcher) claimAndRun(user uuid.UUID, gen uint64, n, extra int) {
 	if run == 0 {
 		return
 	}
+	d.wg.Add(run) // one for each task run (runOne)
 	for i := 1; i < run; i++ {
-		d.wg.Add(1)
 		c := &claimed[i]
-		d.workers.run(func() {
-			defer d.wg.Done()
-			d.runOne(ctx, user, id, c)
-		})
+		d.workers.run(func() { d.runOne(ctx, user, id, c) })
 	}
 	d.runOne(ctx, user, id, &claimed[0])
 }
@@ -570,10 +564,22 @@ func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claime
 	return claimed, err
 }
 
+// runOne runs a claimed task in one of user's slots. The caller has added
+// one to d.wg for it, which runOne gives back once the task's outcome is
+// written: on this goroutine, or on the goroutine that writes its
+// completion (Runner.runThen), so the task's goroutine does not wait for
+// that write and goes back to the workers at once.
 func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Identity, c *Claimed) {
 	start := d.Time.Now()
 	writing := false
-	res := d.runner.run(ctx, id, c, func() { writing = d.startWrite(user) })
+	d.runner.runThen(ctx, id, c, func() { writing = d.startWrite(user) }, func(res Result) {
+		d.taskDone(user, c, res, writing, start)
+	})
+}
+
+// taskDone is the end of runOne, once the task's outcome is written.
+func (d *Dispatcher) taskDone(user uuid.UUID, c *Claimed, res Result, writing bool, start time.Time) {
+	defer d.wg.Done()
 	d.finished.Add(1)
 	d.mu.Lock()
 	delete(d.running, c.Task.ID)

@@ -435,15 +435,25 @@ func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Resu
 // model calls, validation) is done and only the write of its outcome is
 // left. The dispatcher gives back the task's slot there.
 func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, executed func()) Result {
+	done := make(chan Result, 1)
+	r.runThen(ctx, id, c, executed, func(res Result) { done <- res })
+	return <-done
+}
+
+// runThen is run, calling then with the result instead of returning it:
+// on this goroutine, or, for a completion, on the goroutine that writes it
+// (completer.completeThen), where then must not block.
+func (r *Runner) runThen(ctx context.Context, id supabase.Identity, c *Claimed, executed func(), then func(Result)) {
 	log := r.taskLogger(c)
 	res := r.execute(ctx, c, log)
 	if ctx.Err() != nil && res.Outcome == "" {
-		return r.release(id, c, log)
+		then(r.release(id, c, log))
+		return
 	}
 	if executed != nil {
 		executed()
 	}
-	return r.write(ctx, id, c, res, log)
+	r.writeThen(ctx, id, c, res, log, then)
 }
 
 // taskLogger returns the logger of one task's run (its task_id and
@@ -688,59 +698,86 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(rand.Int64N(int64(d))) // jitter needs no cryptographic randomness
 }
 
-// write stores the outcome through the SQL API. The write gets its own
-// timeout and survives shutdown cancellation, so finished work is kept.
+// writeThen stores the outcome through the SQL API and calls then with the
+// result. The write gets its own timeout and survives shutdown
+// cancellation, so finished work is kept. A completion is handed to the
+// completer, and then runs on the goroutine that writes it (see
+// completer.completeThen); when that write failed, the completion is
+// written again (or the task failed) on a goroutine of its own, as that can
+// take as long as a lease. Other outcomes are written on this goroutine.
+func (r *Runner) writeThen(ctx context.Context, id supabase.Identity, c *Claimed, ex execution, log func() *slog.Logger, then func(Result)) {
+	if ex.Outcome != OutcomeCompleted {
+		then(r.write(ctx, id, c, ex, log))
+		return
+	}
+	args := map[string]any{
+		"p_task_id": c.Task.ID,
+		"p_worker":  r.cfg.WorkerID,
+		"p_output":  ex.output,
+		"p_usage":   usageArgs(ex.resp, ex.Result, ex.hooksIgnored),
+	}
+	// The completer bounds each call it makes by WriteTimeout.
+	r.completer.completeThen(context.WithoutCancel(ctx), id, c.Task.UserID, args, func(out completionResult) {
+		if out.err == nil {
+			then(r.completed(ctx, id, c, ex.Result, args, out, log))
+			return
+		}
+		go func() { then(r.completed(ctx, id, c, ex.Result, args, out, log)) }()
+	})
+}
+
+// completed is the result of a completion whose first write returned out:
+// when that failed, the completion is written again (retryCompletion) and,
+// failing that, the task is failed.
+func (r *Runner) completed(ctx context.Context, id supabase.Identity, c *Claimed, res Result, args map[string]any,
+	out completionResult, log func() *slog.Logger,
+) Result {
+	attempts := 1
+	if out.err != nil {
+		out, attempts = r.retryCompletion(ctx, id, args, out, log)
+	}
+	if err := out.err; errors.Is(err, supabase.ErrUnavailable) {
+		// The database stayed unavailable for a whole lease (or the
+		// service is stopping): the task is not failed for that. Its
+		// lease expires and it runs again.
+		log().ErrorContext(ctx, "pipeline: the database stayed unavailable; the task's lease will expire and it will run again",
+			slog.String("error", err.Error()), slog.Int("attempts", attempts))
+		return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
+	}
+	if err := out.err; err != nil {
+		// The output was valid but cannot be written: fail the task with
+		// that reason rather than let its lease expire, which would run
+		// the model again for an answer we already had.
+		log().ErrorContext(ctx, "pipeline: error completing task; failing it", slog.String("error", err.Error()))
+		msg := fmt.Sprintf("the model's output was valid but could not be written after %d attempts (%v); "+
+			"the task was failed instead of calling the model again: retry it to run it again", attempts, err)
+		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
+		defer fcancel()
+		fargs := map[string]any{
+			"p_task_id": c.Task.ID, "p_worker": r.cfg.WorkerID, "p_error": truncate(msg, 4000),
+			"p_permanent": true, "p_retry_at": nil,
+		}
+		if ferr := r.db.RPC(supabase.Idempotent(fctx), id, "fail_task", fargs, nil); ferr != nil {
+			log().ErrorContext(ctx, "pipeline: error recording the failed completion", slog.String("error", ferr.Error()))
+			return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
+		}
+		return Result{Outcome: OutcomeFailed, Err: errors.New(msg), Usage: res.Usage, ModelLatency: res.ModelLatency}
+	}
+	switch out.Status {
+	case "generated":
+		res.Outcome = OutcomeGenerated
+	case "failed":
+		res.Outcome = OutcomeFailed
+		res.Err = errors.New(out.Error)
+	}
+	return res
+}
+
+// write stores an outcome other than a completion through the SQL API. The
+// write gets its own timeout and survives shutdown cancellation.
 func (r *Runner) write(ctx context.Context, id supabase.Identity, c *Claimed, ex execution, log func() *slog.Logger) Result {
 	res := ex.Result
 	switch ex.Outcome {
-	case OutcomeCompleted:
-		args := map[string]any{
-			"p_task_id": c.Task.ID,
-			"p_worker":  r.cfg.WorkerID,
-			"p_output":  ex.output,
-			"p_usage":   usageArgs(ex.resp, ex.Result, ex.hooksIgnored),
-		}
-		// The completer bounds each call it makes by WriteTimeout.
-		out := r.completer.complete(context.WithoutCancel(ctx), id, c.Task.UserID, args)
-		attempts := 1
-		if out.err != nil {
-			out, attempts = r.retryCompletion(ctx, id, args, out, log)
-		}
-		if err := out.err; errors.Is(err, supabase.ErrUnavailable) {
-			// The database stayed unavailable for a whole lease (or the
-			// service is stopping): the task is not failed for that. Its
-			// lease expires and it runs again.
-			log().ErrorContext(ctx, "pipeline: the database stayed unavailable; the task's lease will expire and it will run again",
-				slog.String("error", err.Error()), slog.Int("attempts", attempts))
-			return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
-		}
-		if err := out.err; err != nil {
-			// The output was valid but cannot be written: fail the task with
-			// that reason rather than let its lease expire, which would run
-			// the model again for an answer we already had.
-			log().ErrorContext(ctx, "pipeline: error completing task; failing it", slog.String("error", err.Error()))
-			msg := fmt.Sprintf("the model's output was valid but could not be written after %d attempts (%v); "+
-				"the task was failed instead of calling the model again: retry it to run it again", attempts, err)
-			fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.WriteTimeout)
-			defer fcancel()
-			fargs := map[string]any{
-				"p_task_id": c.Task.ID, "p_worker": r.cfg.WorkerID, "p_error": truncate(msg, 4000),
-				"p_permanent": true, "p_retry_at": nil,
-			}
-			if ferr := r.db.RPC(supabase.Idempotent(fctx), id, "fail_task", fargs, nil); ferr != nil {
-				log().ErrorContext(ctx, "pipeline: error recording the failed completion", slog.String("error", ferr.Error()))
-				return Result{Outcome: OutcomeLost, Err: err, Usage: res.Usage, ModelLatency: res.ModelLatency}
-			}
-			return Result{Outcome: OutcomeFailed, Err: errors.New(msg), Usage: res.Usage, ModelLatency: res.ModelLatency}
-		}
-		switch out.Status {
-		case "generated":
-			res.Outcome = OutcomeGenerated
-		case "failed":
-			res.Outcome = OutcomeFailed
-			res.Err = errors.New(out.Error)
-		}
-		return res
 	case OutcomeFailed, OutcomeRescheduled:
 		args := map[string]any{
 			"p_task_id":   c.Task.ID,
