@@ -42,18 +42,8 @@ type completion struct {
 	id   supabase.Identity
 	args map[string]any // task_id, output, usage
 	// then receives the result, on the goroutine that wrote the completion
-	// (completeThen); when it is nil, done does.
+	// (completeThen).
 	then func(completionResult)
-	done chan completionResult
-}
-
-// deliver gives the completion its result.
-func (r *completion) deliver(res completionResult) {
-	if r.then != nil {
-		r.then(res)
-		return
-	}
-	r.done <- res
 }
 
 // completionItem is one item of complete_tasks' p_items: a completion's
@@ -193,7 +183,7 @@ func completionArgs(worker string, batch []*completion) map[string]any {
 func (c *completer) write(batch []*completion) {
 	if len(batch) == 1 {
 		r := batch[0]
-		r.deliver(c.single(r.ctx, r.id, r.args))
+		r.then(c.single(r.ctx, r.id, r.args))
 		return
 	}
 	var raw json.RawMessage
@@ -213,7 +203,7 @@ func (c *completer) write(batch []*completion) {
 			// complete_task is idempotent (a task already completed with
 			// this output is a duplicate), so each falls back to its own
 			// call.
-			r.deliver(c.single(r.ctx, r.id, r.args))
+			r.then(c.single(r.ctx, r.id, r.args))
 			continue
 		}
 		res := results[i]
@@ -222,13 +212,13 @@ func (c *completer) write(batch []*completion) {
 			// back to its savepoint): a deadlock or serialisation conflict
 			// with another batch is retried alone; anything else is reported.
 			if res.Code == "40P01" || res.Code == "40001" || res.Code == "55P03" {
-				r.deliver(c.single(r.ctx, r.id, r.args))
+				r.then(c.single(r.ctx, r.id, r.args))
 				continue
 			}
-			r.deliver(completionResult{err: supabase.NewError(res.Code, res.Error, "", "", true)})
+			r.then(completionResult{err: supabase.NewError(res.Code, res.Error, "", "", true)})
 			continue
 		}
-		r.deliver(completionResult{Status: res.Status, Error: res.Error})
+		r.then(completionResult{Status: res.Status, Error: res.Error})
 	}
 }
 

@@ -16,6 +16,18 @@ import (
 	"github.com/orchable/orchable/supabase"
 )
 
+// delivered holds each completion's result, for the tests that write
+// completions themselves (drain, write) and read the results after.
+type delivered map[*completion]chan completionResult
+
+// add gives r a result to read from d[r].
+func (d delivered) add(r *completion) *completion {
+	ch := make(chan completionResult, 1)
+	d[r] = ch
+	r.then = func(res completionResult) { ch <- res }
+	return r
+}
+
 // groupSizeDB answers every complete_tasks item and complete_task call
 // with "completed" and records the size of each call.
 type groupSizeDB struct {
@@ -58,10 +70,11 @@ func TestCompletionGroupsTakeWhatOneCallTakes(t *testing.T) {
 	c := newCompleter(db, nil, "w", 5000, 0)
 	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
 	user := uuid.New()
+	got := delivered{}
 	req := func() *completion {
-		return &completion{ctx: context.Background(), id: identity, done: make(chan completionResult, 1), args: map[string]any{
+		return got.add(&completion{ctx: context.Background(), id: identity, args: map[string]any{
 			"p_task_id": uuid.New(), "p_worker": "w", "p_output": json.RawMessage(`{"ok": true}`), "p_usage": completionUsage{},
-		}}
+		}})
 	}
 	first := req()
 	waiting := make([]*completion, 2500)
@@ -74,7 +87,7 @@ func TestCompletionGroupsTakeWhatOneCallTakes(t *testing.T) {
 
 	require.Equal(t, []int{1, 1000, 1000, 500}, db.sizes)
 	for _, r := range append([]*completion{first}, waiting...) {
-		res := <-r.done
+		res := <-got[r]
 		require.NoError(t, res.err)
 		require.Equal(t, "completed", res.Status)
 	}
@@ -91,12 +104,13 @@ func TestCompletionGroupsBoundTheirOutputs(t *testing.T) {
 	c := newCompleter(db, nil, "w", 1000, 0)
 	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
 	user := uuid.New()
+	got := delivered{}
 	req := func(size int) *completion {
 		out := json.RawMessage(`{"items": "` + strings.Repeat("x", size-13) + `"}`)
 		require.Len(t, out, size)
-		return &completion{ctx: context.Background(), id: identity, done: make(chan completionResult, 1), args: map[string]any{
+		return got.add(&completion{ctx: context.Background(), id: identity, args: map[string]any{
 			"p_task_id": uuid.New(), "p_worker": "w", "p_output": out, "p_usage": completionUsage{},
-		}}
+		}})
 	}
 	first := req(100)
 	// Seven of 300 KiB (three fit in 1 MiB), one larger than the bound, and
@@ -111,7 +125,7 @@ func TestCompletionGroupsBoundTheirOutputs(t *testing.T) {
 
 	require.Equal(t, []int{1, 3, 3, 1, 1, 2}, db.sizes)
 	for _, r := range append([]*completion{first}, waiting...) {
-		res := <-r.done
+		res := <-got[r]
 		require.NoError(t, res.err)
 		require.Equal(t, "completed", res.Status)
 	}
@@ -146,10 +160,11 @@ func TestCompletionCallsHaveTheWriteTimeout(t *testing.T) {
 	t.Parallel()
 	const timeout = time.Hour
 	identity := supabase.Identity{Claims: []byte(`{"sub":"` + uuid.NewString() + `","role":"authenticated"}`)}
+	got := delivered{}
 	req := func() *completion {
-		return &completion{ctx: context.Background(), id: identity, done: make(chan completionResult, 1), args: map[string]any{
+		return got.add(&completion{ctx: context.Background(), id: identity, args: map[string]any{
 			"p_task_id": uuid.New(), "p_worker": "w", "p_output": json.RawMessage(`{"ok": true}`), "p_usage": completionUsage{},
-		}}
+		}})
 	}
 	for _, bound := range []time.Duration{timeout, 0} {
 		db := &deadlineDB{}
@@ -159,7 +174,7 @@ func TestCompletionCallsHaveTheWriteTimeout(t *testing.T) {
 		c.queues[user] = &completionQueue{waiting: waiting}
 		c.drain(user, []*completion{first}) // complete_task alone, then one group of three
 		for _, r := range append([]*completion{first}, waiting...) {
-			require.NoError(t, (<-r.done).err)
+			require.NoError(t, (<-got[r]).err)
 		}
 		require.Equal(t, []int{1, 3}, db.sizes)
 		require.Len(t, db.left, 2)

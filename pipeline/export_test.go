@@ -67,14 +67,12 @@ func DecodeOutcomes(raw []byte, out *[]ItemOutcome) error { return decodeOutcome
 func CompletionGroupForTest(db supabase.DB, worker string, id supabase.Identity, args []map[string]any) ([]string, []error) {
 	c := newCompleter(db, nil, worker, len(args), 0)
 	batch := make([]*completion, len(args))
-	for i, a := range args {
-		batch[i] = &completion{ctx: context.Background(), id: id, args: a, done: make(chan completionResult, 1)}
-	}
-	c.write(batch)
 	statuses, errs := make([]string, len(args)), make([]error, len(args))
-	for i, r := range batch {
-		res := <-r.done
-		statuses[i], errs[i] = res.Status, res.err
+	for i, a := range args {
+		batch[i] = &completion{ctx: context.Background(), id: id, args: a, then: func(res completionResult) {
+			statuses[i], errs[i] = res.Status, res.err
+		}}
 	}
+	c.write(batch) // each result is delivered before write returns
 	return statuses, errs
 }
