@@ -101,7 +101,10 @@ begin
                     end as root_seq
              from s p where p.status in ('completed', 'approved')
            ) m
-           cross join lateral (select orchable.json_path(m.o, merge_path) as v) vv
+           -- OFFSET 0 keeps the path read once per feeder: flattened into
+           -- the CASE below, it ran once per mention of vv.v, 2-4 times
+           -- (docs/performance.md, twenty-sixth round).
+           cross join lateral (select orchable.json_path(m.o, merge_path) as v offset 0) vv
            cross join lateral (
              select case
                when m.o is null then '[]'::jsonb

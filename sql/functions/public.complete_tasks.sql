@@ -384,13 +384,14 @@ begin
           and t.step_number + 1 <= lim.max_depth
           and not coalesce(t.batch_id = any(cancelled), false)
           -- A split: its array, as spawn_successors reads it (the edited
-          -- output first), within its bounds and not empty.
+          -- output first), within its bounds and not empty. OFFSET 0 keeps
+          -- the path read once: flattened, it ran once per mention of z.a.
           and (c.split is null or coalesce((
                 select case when jsonb_typeof(z.a) = 'array' then
                   jsonb_array_length(z.a) between 1 and lim.max_split_items
                   and jsonb_array_length(z.a)::bigint * octet_length(coalesce(t.input_data, '{}'::jsonb)::text)
                       + octet_length(z.a::text) <= lim.max_child_input_bytes end
-                from (select orchable.json_path(coalesce(t.edited_output_data, i.output), c.split) as a) z), false))
+                from (select orchable.json_path(coalesce(t.edited_output_data, i.output), c.split) as a offset 0) z), false))
         returning t as r, c.k::int as k,
                   case when c_kind[c.k] = 'feeder' then orchable.barrier_scope(t, c_cfg[c.k], c_join[c.k]) end as scope
       )
@@ -429,10 +430,12 @@ begin
         cross join lateral (select g_k[p.ordinality::int] as k) k
         cross join lateral (select (c_succ[k.k]).*) s
         cross join lateral (
+          -- OFFSET 0: the split's array read once per parent, not once per
+          -- mention of x.arr and r.arr.
           select x.res, x.arr, jsonb_array_length(x.arr) as n
           from (select coalesce(p.edited_output_data, p.output_data) as res,
                        case when c_split[k.k] is not null
-                            then orchable.json_path(coalesce(p.edited_output_data, p.output_data), c_split[k.k]) end as arr) x
+                            then orchable.json_path(coalesce(p.edited_output_data, p.output_data), c_split[k.k]) end as arr offset 0) x
         ) r
         cross join lateral (
           select null::jsonb as e, 1::bigint as o where c_split[k.k] is null
