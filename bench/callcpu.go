@@ -24,7 +24,9 @@ import (
 // it is dropped, the calls' CPU by function and by size: the tasks a
 // completion names, or the tasks a claim asks for (p_limit; it may get
 // fewer). Compare with the sql-api scenario, which measures the same calls
-// alone. Two reads of /proc per call cost the bench process a few
+// alone. With each call's CPU it tallies the backend's minor page faults
+// (/proc/<pid>/stat): memory the call had the kernel map afresh. Four
+// reads of /proc per call cost the bench process a few
 // microseconds a call; the server's figures are its own.
 
 // callTracer tallies the calls' backend CPU; nil when -call-cpu is off.
@@ -51,7 +53,7 @@ type callKey struct {
 }
 
 type callTally struct {
-	calls, items, ns int64
+	calls, items, ns, faults int64
 }
 
 // callSizes are the size buckets, by their upper bounds.
@@ -65,9 +67,19 @@ func (c *callCPU) trace(path string, pid uint32, args string) func() {
 		c.fail(err)
 		return func() {}
 	}
+	st0, err := readStat(int(pid))
+	if err != nil {
+		c.fail(err)
+		return func() {}
+	}
 	items := callItems(path, args)
 	return func() {
 		end, err := readSchedstat(int(pid))
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		st1, err := readStat(int(pid))
 		if err != nil {
 			c.fail(err)
 			return
@@ -90,6 +102,7 @@ func (c *callCPU) trace(path string, pid uint32, args string) func() {
 		t.calls++
 		t.items += int64(items)
 		t.ns += end - start
+		t.faults += st1.minflt - st0.minflt
 	}
 }
 
@@ -145,14 +158,15 @@ func (c *callCPU) print(w io.Writer, db string) {
 		}
 		return a.size - b.size
 	})
-	fmt.Fprintf(w, "  %-26s %9s %8s %9s %10s %12s %12s %7s\n", "call", "size ≤", "calls", "tasks", "CPU ms", "µs per call", "µs per task", "share")
+	fmt.Fprintf(w, "  %-26s %9s %8s %9s %10s %12s %12s %7s %15s\n", "call", "size ≤", "calls", "tasks", "CPU ms", "µs per call", "µs per task", "share", "faults per task")
 	for _, k := range keys {
 		t := tally[k]
-		perTask := "-"
+		perTask, faults := "-", "-"
 		if t.items > 0 {
 			perTask = fmt.Sprintf("%.1f", float64(t.ns)/1e3/float64(t.items))
+			faults = fmt.Sprintf("%.2f", float64(t.faults)/float64(t.items))
 		}
-		fmt.Fprintf(w, "  %-26s %9d %8d %9d %10.1f %12.1f %12s %6.1f%%\n", k.path, k.size, t.calls, t.items,
-			float64(t.ns)/1e6, float64(t.ns)/1e3/float64(t.calls), perTask, 100*float64(t.ns)/float64(max(all, 1)))
+		fmt.Fprintf(w, "  %-26s %9d %8d %9d %10.1f %12.1f %12s %6.1f%% %15s\n", k.path, k.size, t.calls, t.items,
+			float64(t.ns)/1e6, float64(t.ns)/1e3/float64(t.calls), perTask, 100*float64(t.ns)/float64(max(all, 1)), faults)
 	}
 }

@@ -29,6 +29,7 @@ type env struct {
 	log       *slog.Logger
 	admin     *pgx.Conn
 	pgVersion string
+	faultCost string // what a minor page fault costs here (pageFaultCost)
 	orchTmpl  string
 	riverTmpl string
 }
@@ -41,6 +42,11 @@ func newEnv(ctx context.Context, o *options, log *slog.Logger) (*env, error) {
 	e := &env{o: o, log: log, admin: admin}
 	if err := admin.QueryRow(ctx, "show server_version").Scan(&e.pgVersion); err != nil {
 		return nil, fmt.Errorf("error reading the server version: %w", err)
+	}
+	if d, err := pageFaultCost(); err != nil {
+		e.faultCost = "n/a (" + err.Error() + ")"
+	} else {
+		e.faultCost = fmt.Sprintf("%.2f µs", float64(d.Nanoseconds())/1e3)
 	}
 	suffix := randSuffix()
 	e.orchTmpl, e.riverTmpl = "bench_tmpl_orchable_"+suffix, "bench_tmpl_river_"+suffix

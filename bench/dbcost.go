@@ -57,7 +57,12 @@ type dbCost struct {
 	// window: the engine's (or River's client's) goroutines, plus the
 	// meter's sampler, which both runs share.
 	ProcCPU time.Duration
-	WAL     int64
+	// DBFaults and ProcFaults are the minor page faults of the bench
+	// database's backends and of the bench process in the window: memory
+	// the kernel had to map (and zero) afresh. Their CPU is in DBCPU and
+	// ProcCPU; what one costs depends on the machine (pageFaultCost).
+	DBFaults, ProcFaults int64
+	WAL                  int64
 	// DBWAL is the bench database's own WAL records (pg_waldump); WALNA
 	// says why it is missing.
 	DBWAL walSum
@@ -103,19 +108,22 @@ type costMeter struct {
 	na     string
 	wal    walSource
 
-	start     time.Time
-	startLSN  string
-	startSrv  time.Duration
-	startProc time.Duration
-	tables0   map[string]tableWrites
-	stopCh    chan struct{}
-	done      chan struct{}
-	mu        sync.Mutex
-	base      map[int]time.Duration // CPU of each backend when first seen
-	last      map[int]time.Duration // and when last seen
-	samples   int
-	busyOther int
-	sampleErr error
+	start       time.Time
+	startLSN    string
+	startSrv    time.Duration
+	startProc   time.Duration
+	startFaults int64
+	tables0     map[string]tableWrites
+	stopCh      chan struct{}
+	done        chan struct{}
+	mu          sync.Mutex
+	base        map[int]time.Duration // CPU of each backend when first seen
+	last        map[int]time.Duration // and when last seen
+	baseFaults  map[int]int64         // page faults of each backend when first seen
+	lastFaults  map[int]int64         // and when last seen
+	samples     int
+	busyOther   int
+	sampleErr   error
 }
 
 // startCost quiesces the bench database (closes the pool's connections so
@@ -129,6 +137,7 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 	}
 	m := &costMeter{
 		e: e, db: db, conn: conn, base: map[int]time.Duration{}, last: map[int]time.Duration{},
+		baseFaults: map[int]int64{}, lastFaults: map[int]int64{},
 		stopCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&m.selfPI); err != nil {
@@ -169,7 +178,7 @@ func (e *env) startCost(ctx context.Context, db *database) (*costMeter, error) {
 		_ = conn.Close(ctx)
 		return nil, fmt.Errorf("error reading the WAL position: %w", err)
 	}
-	m.start, m.startProc = time.Now(), processCPU()
+	m.start, m.startProc, m.startFaults = time.Now(), processCPU(), processFaults()
 	if err := m.sample(ctx); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
@@ -246,11 +255,14 @@ func (m *costMeter) sample(ctx context.Context) error {
 		if _, ok := m.base[pid]; !ok {
 			if m.samples == 1 {
 				m.base[pid] = cpu // existed when the window opened
+				m.baseFaults[pid] = st.minflt
 			} else {
 				m.base[pid] = 0 // started inside the window
+				m.baseFaults[pid] = 0
 			}
 		}
 		m.last[pid] = cpu
+		m.lastFaults[pid] = st.minflt
 	}
 	return nil
 }
@@ -262,7 +274,7 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 	defer m.conn.Close(context.WithoutCancel(ctx))
 	close(m.stopCh)
 	<-m.done
-	c := dbCost{Wall: time.Since(m.start), ProcCPU: processCPU() - m.startProc}
+	c := dbCost{Wall: time.Since(m.start), ProcCPU: processCPU() - m.startProc, ProcFaults: processFaults() - m.startFaults}
 	if err := m.sample(ctx); err != nil {
 		return c, err
 	}
@@ -287,6 +299,9 @@ func (m *costMeter) stop(ctx context.Context) (dbCost, error) {
 	if m.pm != 0 {
 		for pid, last := range m.last {
 			c.DBCPU += max(0, last-m.base[pid])
+		}
+		for pid, last := range m.lastFaults {
+			c.DBFaults += max(0, last-m.baseFaults[pid])
 		}
 		srv, err := serverCPU(m.pm)
 		if err != nil {
@@ -465,6 +480,7 @@ func (c dbCost) entries(keep func(string) bool, n int) (int64, string) {
 // procStat is what the bench reads from /proc/<pid>/stat.
 type procStat struct {
 	ppid                         int
+	minflt                       int64 // minor page faults so far
 	utime, stime, cutime, cstime time.Duration
 	startTicks                   int64
 }
@@ -489,7 +505,7 @@ func readStat(pid int) (procStat, error) {
 		return v
 	}
 	tick := func(k int) time.Duration { return time.Duration(n(k)) * time.Second / clockTicks }
-	return procStat{ppid: int(n(4)), utime: tick(14), stime: tick(15), cutime: tick(16), cstime: tick(17), startTicks: n(22)}, nil
+	return procStat{ppid: int(n(4)), minflt: n(10), utime: tick(14), stime: tick(15), cutime: tick(16), cstime: tick(17), startTicks: n(22)}, nil
 }
 
 // findPostmaster returns the pid of the server's postmaster (the parent of
@@ -549,6 +565,16 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processFaults is the minor page faults this process has taken so far, 0
+// if they cannot be read.
+func processFaults() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Minflt
 }
 
 // serverCPU is the CPU used so far by the postmaster, its live children and
@@ -657,6 +683,17 @@ func costFigures(label string, orch dbCost, nOrch int, river *dbCost, nRiver int
 			// client (and the meter's sampler in both).
 			Name: "bench process CPU/task (engine; River's client), " + label, Unit: "µs",
 			Value: 1000 * ms(orch.ProcCPU) / float64(max(nOrch, 1)), Baseline: 1000 * ms(r.ProcCPU) / float64(max(nRiver, 1)), BaselineName: base,
+		},
+		{
+			// Fresh memory the server's backends mapped: a call that frees a
+			// large allocation gives it back to the kernel (glibc trims the
+			// heap), and the next call faults it in again.
+			Name: "page faults/task, bench DB backends, " + label, Unit: "faults", Note: cpuNA,
+			Value: perTask(float64(orch.DBFaults), nOrch), Baseline: perTask(float64(r.DBFaults), nRiver), BaselineName: base,
+		},
+		{
+			Name: "page faults/task, bench process (engine; River's client), " + label, Unit: "faults",
+			Value: perTask(float64(orch.ProcFaults), nOrch), Baseline: perTask(float64(r.ProcFaults), nRiver), BaselineName: base,
 		},
 		{
 			Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: walNA,

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,6 +68,40 @@ func TestReadStat(t *testing.T) {
 	if st.ppid != os.Getppid() || st.startTicks <= 0 {
 		t.Fatalf("readStat(self) = %+v, want ppid %d", st, os.Getppid())
 	}
+	// Touching fresh memory is counted as minor faults (field 10), in
+	// /proc as in getrusage.
+	b, err := syscall.Mmap(-1, 0, 4<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Munmap(b) }()
+	self := processFaults()
+	for i := 0; i < len(b); i += syscall.Getpagesize() {
+		b[i] = 1
+	}
+	after, err := readStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := int64(len(b) / syscall.Getpagesize())
+	if d := after.minflt - st.minflt; d < pages {
+		t.Fatalf("minflt grew by %d over %d fresh pages", d, pages)
+	}
+	if d := processFaults() - self; d < pages {
+		t.Fatalf("processFaults grew by %d over %d fresh pages", d, pages)
+	}
+}
+
+// What a fault costs here is measured, not assumed.
+func TestPageFaultCost(t *testing.T) {
+	t.Parallel()
+	d, err := pageFaultCost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d <= 0 || d > time.Millisecond {
+		t.Fatalf("pageFaultCost() = %v, want a few microseconds or less", d)
+	}
 }
 
 // A server whose processes cannot be read (remote) gives named n/a figures,
@@ -78,10 +113,13 @@ func TestCostFiguresNA(t *testing.T) {
 		Tables: []tableWrites{{Name: "ai_tasks", Upd: 20, Indexes: 15, FullIndexes: 8, IndexMax: 300, IndexMin: 160, HeapVersions: 20}},
 	}
 	figs := costFigures("test", na, 10, &na, 10)
-	var cpu, wal bool
+	var cpu, faults, wal bool
 	for _, f := range figs {
 		if strings.Contains(f.Name, "CPU") && strings.Contains(f.Note, "n/a (server not on this host") {
 			cpu = true
+		}
+		if strings.HasPrefix(f.Name, "page faults/task, bench DB backends") && strings.Contains(f.Note, "n/a (server not on this host") {
+			faults = true
 		}
 		if strings.Contains(f.Name, "pg_waldump") && strings.Contains(f.Note, "n/a (pg_wal not readable") {
 			wal = true
@@ -90,7 +128,7 @@ func TestCostFiguresNA(t *testing.T) {
 			t.Errorf("%s = %v, want 30", f.Name, f.Value)
 		}
 	}
-	if !cpu || !wal {
+	if !cpu || !faults || !wal {
 		t.Fatalf("missing n/a reasons in %+v", figs)
 	}
 }

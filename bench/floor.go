@@ -305,6 +305,8 @@ func floorFigures(label string, n int, floor, orch orchRun, base riverRun) []Fig
 			Baseline: floor.rate, BaselineName: "floor tasks/s", HigherIsBetter: true},
 		{Name: "floor DB CPU/task, bench DB backends, " + label, Unit: "ms", Note: fc.CPUNA,
 			Value: ms(fc.DBCPU) / float64(n), Baseline: ms(rc.DBCPU) / float64(n), BaselineName: "River per job"},
+		{Name: "floor page faults/task, bench DB backends, " + label, Unit: "faults", Note: fc.CPUNA,
+			Value: perTask(float64(fc.DBFaults), n), Baseline: perTask(float64(rc.DBFaults), n), BaselineName: "River per job"},
 		{Name: "floor bench process CPU/task (the floor loop; River's client), " + label, Unit: "µs",
 			Value: 1000 * ms(fc.ProcCPU) / float64(n), Baseline: 1000 * ms(rc.ProcCPU) / float64(n), BaselineName: "River per job"},
 		{Name: "floor WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: fc.WALNA,

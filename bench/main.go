@@ -411,8 +411,8 @@ func (e *env) conditions(runs int) string {
 	} else if e.o.gc.MemoryLimitFrom != "" {
 		limit = e.o.gc.MemoryLimitFrom
 	}
-	return fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d, GOGC %d (%s), memory limit %s, PostgreSQL %s, synchronous_commit=%s, pool %d conns, runs %d, quick=%v, proposed SQL=%v",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.o.gc.GCPercent, e.o.gc.GCPercentFrom, limit,
+	return fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d, GOGC %d (%s), memory limit %s, a page fault %s, PostgreSQL %s, synchronous_commit=%s, pool %d conns, runs %d, quick=%v, proposed SQL=%v",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), e.o.gc.GCPercent, e.o.gc.GCPercentFrom, limit, e.faultCost,
 		e.pgVersion, e.syncCommit(), e.o.Conns, runs, e.o.Quick, e.o.Proposed)
 }
 

@@ -83,6 +83,8 @@ func launchedFigures(w, n int, orch orchRun, base riverRun) []Figure {
 			Value: ms(c.DBCPU) / float64(n), Baseline: ms(rc.DBCPU) / float64(n), BaselineName: "River per job"},
 		{Name: "bench process CPU/task (engine; River's client), " + label, Unit: "µs",
 			Value: 1000 * ms(c.ProcCPU) / float64(n), Baseline: 1000 * ms(rc.ProcCPU) / float64(n), BaselineName: "River per job"},
+		{Name: "page faults/task, bench DB backends, " + label, Unit: "faults", Note: c.CPUNA,
+			Value: perTask(float64(c.DBFaults), n), Baseline: perTask(float64(rc.DBFaults), n), BaselineName: "River per job"},
 		{Name: "WAL/task, bench DB's records (pg_waldump), " + label, Unit: "bytes", Note: c.WALNA,
 			Value: perTask(float64(c.DBWAL.Total), n), Baseline: perTask(float64(rc.DBWAL.Total), n), BaselineName: "River per job"},
 		{Name: "index entries written/task (leaf inserts in the WAL), " + label, Unit: "entries", Note: c.WALNA,
