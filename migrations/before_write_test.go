@@ -375,7 +375,7 @@ func TestEngineUpdatesSkipTheRowTrigger(t *testing.T) {
 	var results []struct {
 		Status string `json:"status"`
 	}
-	n, rows = call("select public.complete_tasks('w-skip', $1::jsonb)", &results, items)
+	n, rows = call("select public.complete_tasks('w-skip', $1::json)", &results, items)
 	require.Len(t, results, 5)
 	require.Zero(t, n, "complete_tasks ran the row trigger")
 	for i, r := range results {

@@ -690,7 +690,7 @@ func TestCompletePlanForEveryTenant(t *testing.T) {
 		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
 	}
 	var results []map[string]any
-	require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('plan-test', $1::jsonb)", items).Scan(&results))
+	require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('plan-test', $1::json)", items).Scan(&results))
 	require.Equal(t, []map[string]any{
 		{"status": "completed", "created": float64(0), "waiting": float64(0)},
 		{"status": "completed", "created": float64(0), "waiting": float64(0)},
@@ -847,7 +847,7 @@ func TestCompletionJoinsItemsLinearly(t *testing.T) {
 			items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}, "usage": map[string]any{"total_token_count": 3}}
 		}
 		var results []completion
-		callReading(ctx, t, conn, heavy, "select public.complete_tasks('join-test', $1::jsonb)", &results, items)
+		callReading(ctx, t, conn, heavy, "select public.complete_tasks('join-test', $1::json)", &results, items)
 		require.Len(t, results, limit, "%s: completions", name)
 		mu.Lock()
 		defer mu.Unlock()
@@ -985,7 +985,7 @@ func claimAndComplete(ctx context.Context, t *testing.T, conn *pgxpool.Conn, use
 		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
 	}
 	var results []completion
-	rows := callReading(ctx, t, conn, user, "select public.complete_tasks('plan-test', $1::jsonb)", &results, items)
+	rows := callReading(ctx, t, conn, user, "select public.complete_tasks('plan-test', $1::json)", &results, items)
 	require.Len(t, results, limit, "completions")
 	return out.Tasks[0].StageKey, results, rows
 }
@@ -1118,7 +1118,7 @@ func TestSQLAPINeverJITCompiled(t *testing.T) {
 		items[i] = map[string]any{"task_id": c.ID, "output": map[string]any{"a": i}}
 	}
 	var results []completion
-	call(&user, "select public.complete_tasks('jit-test', $1::jsonb)", &results, items)
+	call(&user, "select public.complete_tasks('jit-test', $1::json)", &results, items)
 	require.Len(t, results, 10)
 	var one []struct {
 		Task struct {

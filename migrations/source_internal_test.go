@@ -33,5 +33,5 @@ func TestReturnType(t *testing.T) {
 		require.NotEmpty(t, s.Returns, "%s: no return type read", k)
 		require.NotContains(t, s.Returns, "language", k)
 	}
-	require.Equal(t, "jsonb", sources["public.complete_tasks(text,jsonb)"].Returns)
+	require.Equal(t, "jsonb", sources["public.complete_tasks(text,json)"].Returns)
 }

@@ -84,7 +84,7 @@ func TestBatchCountersPerStatement(t *testing.T) {
 	}
 	complete := func(items []map[string]any) ([]map[string]any, int) {
 		t.Helper()
-		out, n := call("select public.complete_tasks('bc', $1::jsonb)", items)
+		out, n := call("select public.complete_tasks('bc', $1::json)", items)
 		var res []map[string]any
 		require.NoError(t, json.Unmarshal(out, &res))
 		require.Len(t, res, len(items))

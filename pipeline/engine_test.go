@@ -1203,3 +1203,63 @@ func TestChildIDsAreRandomBeyondTheirPrefix(t *testing.T) {
 	}
 	require.Equal(t, 74, random)
 }
+
+// complete_tasks takes p_items as a JSON array of at most 1,000 items and
+// makes each item jsonb on its own (docs/performance.md, twenty-seventh
+// round): anything else is refused with 22023, and an item that is not a
+// completion fails alone, with what complete_one says of it, beside one
+// that is completed.
+func TestCompleteTasksItemsArgument(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "ci-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "L", key: "leaf", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}})
+	b.launch(ctx, t, b.user, p+"L", map[string]any{"i": 1}, map[string]any{"i": 2})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "ci"}, b.db, b.gen)
+	claimed, err := r.Claim(ctx, id, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, claimed, 2)
+
+	call := func(items string) ([]map[string]any, error) {
+		var res []map[string]any
+		err := b.db.RPC(ctx, id, "complete_tasks", map[string]any{"p_worker": "ci", "p_items": json.RawMessage(items)}, &res)
+		return res, err
+	}
+	for name, items := range map[string]string{
+		"an object":  `{"task_id": "` + claimed[0].Task.ID.String() + `", "output": {}}`,
+		"a string":   `"[]"`,
+		"null":       `null`,
+		"1001 items": "[" + strings.TrimSuffix(strings.Repeat(`{"task_id": "x", "output": {}},`, 1001), ",") + "]",
+	} {
+		_, err := call(items)
+		var serr *supabase.Error
+		require.ErrorAs(t, err, &serr, name)
+		require.Equal(t, "22023", serr.Code, name)
+		require.Contains(t, serr.Message, "p_items must be a JSON array of at most 1000", name)
+	}
+	res, err := call(`[]`)
+	require.NoError(t, err)
+	require.Empty(t, res)
+
+	// One good item among odd ones; a key given twice counts once, the last
+	// (as jsonb reads an object).
+	res, err = call(`[7, "x", null, {}, {"task_id": "` + claimed[1].Task.ID.String() + `"},
+		{"task_id": "` + claimed[0].Task.ID.String() + `", "output": {"v": 1}, "output": {"v": 2}, "usage": {"total_token_count": 3}}]`)
+	require.NoError(t, err)
+	require.Len(t, res, 6)
+	for i, code := range []string{"PT404", "PT404", "PT404", "PT404", "22023"} {
+		require.Equal(t, code, res[i]["code"], "item %d: %v", i, res[i])
+	}
+	require.Equal(t, "completed", res[5]["status"], res[5])
+	var out string
+	var tokens int
+	require.NoError(t, b.pool.QueryRow(ctx, "select output_data::text, total_token_count from public.ai_tasks where id = $1", claimed[0].Task.ID).Scan(&out, &tokens))
+	require.JSONEq(t, `{"v": 2}`, out)
+	require.Equal(t, 3, tokens)
+	// The item without an output left its task processing.
+	var status string
+	require.NoError(t, b.pool.QueryRow(ctx, "select status::text from public.ai_tasks where id = $1", claimed[1].Task.ID).Scan(&status))
+	require.Equal(t, "processing", status)
+}

@@ -57,7 +57,7 @@ func TestPathsReadOncePerTask(t *testing.T) {
 		before := reads()
 		dbtest.AsUser(ctx, t, tx, b.user)
 		var res []map[string]any
-		require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('pr', $1::jsonb)", string(body)).Scan(&res))
+		require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('pr', $1::json)", string(body)).Scan(&res))
 		_, err = tx.Exec(ctx, "reset role")
 		require.NoError(t, err)
 		n := reads() - before

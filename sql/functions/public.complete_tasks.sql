@@ -3,12 +3,24 @@
 -- p_items is a JSON array of {task_id, output, usage}. Each item is applied
 -- on its own (a failing item does not undo the others) and the result is an
 -- array in the same order: complete_task's result, or {"error", "code"}.
-create or replace function public.complete_tasks(p_worker text, p_items jsonb) returns jsonb
+--
+-- p_items is json, not jsonb: each item is made jsonb on its own. Called
+-- through PostgREST (and the direct transport, which calls the same way)
+-- the argument comes out of json_to_record; declared jsonb, the whole
+-- array became one jsonb value there, which for 1,000 items built a tree
+-- of about 7 MB in the server's memory and gave it back after the call:
+-- 2,000 page faults a call where the memory returns to the kernel, 35 %
+-- of a call's CPU on a machine where a fault costs 11 us (docs/
+-- performance.md, twenty-seventh round). Item by item, the call maps
+-- nothing new.
+create or replace function public.complete_tasks(p_worker text, p_items json) returns jsonb
   language plpgsql volatile
   set search_path = ''
   set jit = off
 as $$
 declare
+  -- p_items' elements, each made jsonb on its own (see the top).
+  items jsonb[];
   item jsonb;
   res jsonb;
   results jsonb[] := '{}';
@@ -82,14 +94,18 @@ declare
   uid uuid := orchable.require_user('complete_tasks');
 begin
   perform orchable.engine_on();
-  if p_items is null or jsonb_typeof(p_items) <> 'array' or jsonb_array_length(p_items) > 1000 then
+  if p_items is null or json_typeof(p_items) <> 'array' then
+    raise exception using errcode = '22023', message = 'p_items must be a JSON array of at most 1000 {task_id, output, usage}';
+  end if;
+  items := array(select e::jsonb from json_array_elements(p_items) e);
+  if cardinality(items) > 1000 then
     raise exception using errcode = '22023', message = 'p_items must be a JSON array of at most 1000 {task_id, output, usage}';
   end if;
   -- An item's task_id is read when it is 36 hex digits and dashes. Written
   -- as a regular expression, that test was 3 % of the database's CPU in
   -- throughput-noop (twice per item); rtrim with the same characters says
   -- the same for about half the cost (docs/performance.md, thirteenth round).
-  ids := array(select (e ->> 'task_id')::uuid from jsonb_array_elements(p_items) e
+  ids := array(select (e ->> 'task_id')::uuid from unnest(items) e
                where length(e ->> 'task_id') = 36 and rtrim(e ->> 'task_id', '0123456789abcdefABCDEF-') = '');
 
   -- Everything in one subtransaction first: a subtransaction per item costs
@@ -176,7 +192,7 @@ begin
       select distinct on (v.task_id) v.task_id, v.output, v.u
       from (
         select (e ->> 'task_id')::uuid as task_id, e -> 'output' as output, coalesce(e -> 'usage', '{}'::jsonb) as u, o
-        from jsonb_array_elements(p_items) with ordinality x(e, o)
+        from unnest(items) with ordinality x(e, o)
         where length(e ->> 'task_id') = 36 and rtrim(e ->> 'task_id', '0123456789abcdefABCDEF-') = '' and jsonb_typeof(e -> 'output') is not null and e -> 'output' <> 'null'::jsonb
       ) v
       order by v.task_id, v.o
@@ -234,7 +250,7 @@ begin
     -- Made as one array of that value: jsonb_agg over a series cost about
     -- twice as much (1.6 against 0.75 us per leaf, printed; docs/
     -- performance.md, twentieth round).
-    if nleaves = jsonb_array_length(p_items) then
+    if nleaves = cardinality(items) then
       return to_jsonb(array_fill(leaf_result, array[nleaves]));
     end if;
 
@@ -348,7 +364,7 @@ begin
         select distinct on (v.task_id) v.task_id, v.output, v.u
         from (
           select (e ->> 'task_id')::uuid as task_id, e -> 'output' as output, coalesce(e -> 'usage', '{}'::jsonb) as u, o
-          from jsonb_array_elements(p_items) with ordinality x(e, o)
+          from unnest(items) with ordinality x(e, o)
           where length(e ->> 'task_id') = 36 and rtrim(e ->> 'task_id', '0123456789abcdefABCDEF-') = '' and jsonb_typeof(e -> 'output') is not null and e -> 'output' <> 'null'::jsonb
         ) v
         order by v.task_id, v.o
@@ -518,9 +534,9 @@ begin
       from (select v.k, v.scope, v.o::int as o from unnest(g_k, g_scope) with ordinality v(k, scope, o)) u
       left join unnest(f_o, f_g) f(o, g) on f.o = u.o;
 
-      if nleaves + nfed = jsonb_array_length(p_items) then
+      if nleaves + nfed = cardinality(items) then
         return (select jsonb_agg(coalesce(fed -> lower(e ->> 'task_id'), leaf_result) order by o)
-                from jsonb_array_elements(p_items) with ordinality x(e, o));
+                from unnest(items) with ordinality x(e, o));
       end if;
     end if;
 
@@ -536,7 +552,7 @@ begin
     leaves := (select coalesce(jsonb_object_agg(x.id::text, true), '{}'::jsonb) from unnest(leaf_ids) x(id));
     for item, first in
       select e, row_number() over (partition by lower(e ->> 'task_id') order by o) = 1
-      from jsonb_array_elements(p_items) with ordinality x(e, o) order by o
+      from unnest(items) with ordinality x(e, o) order by o
     loop
       if first and leaves ? lower(item ->> 'task_id') then
         res := leaf_result;
@@ -549,7 +565,7 @@ begin
     end loop;
   exception when others then
     results := '{}';
-    for item in select e from jsonb_array_elements(p_items) with ordinality x(e, o) order by o loop
+    for item in select e from unnest(items) with ordinality x(e, o) order by o loop
       begin
         res := orchable.complete_one((item ->> 'task_id')::uuid, p_worker, item -> 'output', coalesce(item -> 'usage', '{}'::jsonb));
       exception when others then
