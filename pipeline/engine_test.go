@@ -1263,3 +1263,62 @@ func TestCompleteTasksItemsArgument(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(ctx, "select status::text from public.ai_tasks where id = $1", claimed[1].Task.ID).Scan(&status))
 	require.Equal(t, "processing", status)
 }
+
+// launch_batch takes p_rows as a JSON array of 1 to 100,000 rows and makes
+// each row jsonb on its own (docs/performance.md, twenty-seventh round):
+// anything else is refused with 22023; a row that is not an object is kept
+// as {"input": row}, and a key given twice counts once, the last.
+func TestLaunchBatchRowsArgument(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	p := "lr-" + uuid.NewString()[:8] + "-"
+	b.templates(ctx, t, b.user, stage{id: p + "L", key: "leaf", prompt: "FAKE echo x", cfg: map[string]any{"cardinality": "1:1"}})
+	id, _ := claimsIdentity{}.Identity(ctx, b.user)
+	type launched struct {
+		BatchID uuid.UUID   `json:"batch_id"`
+		TaskIDs []uuid.UUID `json:"task_ids"`
+	}
+	call := func(rows string) (launched, error) {
+		var out launched
+		err := b.db.RPC(ctx, id, "launch_batch", map[string]any{"p_template_id": p + "L", "p_rows": json.RawMessage(rows)}, &out)
+		return out, err
+	}
+	for name, rows := range map[string]string{
+		"an object":    `{"a": 1}`,
+		"an empty one": `[]`,
+		"a string":     `"[{}]"`,
+		"null":         `null`,
+		"100001 rows":  "[" + strings.TrimSuffix(strings.Repeat(`{},`, 100001), ",") + "]",
+	} {
+		_, err := call(rows)
+		var serr *supabase.Error
+		require.ErrorAs(t, err, &serr, name)
+		require.Equal(t, "22023", serr.Code, name)
+		require.Contains(t, serr.Message, "p_rows", name)
+	}
+	out, err := call(`[{"n": 1, "n": 2, "code": "X1"}, 7, "s", null, [1, 2]]`)
+	require.NoError(t, err)
+	require.Len(t, out.TaskIDs, 5)
+	var inputs []string
+	var codes []*string
+	var seq []int
+	rows, err := b.pool.Query(ctx, `select input_data::text, lo_code, sequence from public.ai_tasks
+		where batch_id = $1 and id = any($2) order by sequence`, out.BatchID, out.TaskIDs)
+	require.NoError(t, err)
+	for rows.Next() {
+		var in string
+		var code *string
+		var s int
+		require.NoError(t, rows.Scan(&in, &code, &s))
+		inputs, codes, seq = append(inputs, in), append(codes, code), append(seq, s)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []int{0, 1, 2, 3, 4}, seq)
+	for i, want := range []string{`{"n": 2, "code": "X1"}`, `{"input": 7}`, `{"input": "s"}`, `{"input": null}`, `{"input": [1, 2]}`} {
+		require.JSONEq(t, want, inputs[i], "row %d", i)
+	}
+	require.NotNil(t, codes[0])
+	require.Equal(t, "X1", *codes[0])
+	require.Nil(t, codes[1])
+}
