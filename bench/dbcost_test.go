@@ -75,6 +75,7 @@ func TestReadStat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = syscall.Munmap(b) }()
+	smallPages(b)
 	self := processFaults()
 	for i := 0; i < len(b); i += syscall.Getpagesize() {
 		b[i] = 1

@@ -23,6 +23,7 @@ func pageFaultCost() (time.Duration, error) {
 		if err != nil {
 			return 0, fmt.Errorf("error mapping memory: %w", err)
 		}
+		smallPages(b)
 		start := time.Now()
 		for i := 0; i < size; i += page {
 			b[i] = 1
