@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1346,4 +1348,98 @@ func TestUpstreamStagesOfAPipeline(t *testing.T) {
 			require.ElementsMatch(t, c.want, got, "upstream of %s", c.tpl)
 		}
 	}
+}
+
+// A large completion has its server process keep the memory calls free
+// (orchable.keep_heap, docs/performance.md, twenty-eighth round). With
+// glibc's defaults a statement that builds a few MB gives them back to the
+// kernel when it ends and faults them in again the next time, about 2,500
+// faults a run here; once the process has been through keep_heap, the
+// same statement runs again on the memory it kept. The server's /proc is
+// read (the test server is this machine's).
+func TestCompleteTasksKeepsHeap(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := dbtest.Pool(t)
+	user := dbtest.CreateUser(ctx, t, pool)
+	const build = "select cardinality(array_agg(repeat('x', 1000))) from generate_series(1, 5000)" // about 5 MB
+
+	// Each case on a connection of its own: the allocator's state is its
+	// server process's.
+	connect := func() (*pgx.Conn, int) {
+		c, err := pgx.Connect(ctx, dbtest.URL(t))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close(context.WithoutCancel(ctx)) })
+		var pid int
+		require.NoError(t, c.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid))
+		return c, pid
+	}
+	faults := func(c *pgx.Conn, pid int) int64 {
+		before := backendMinflt(t, pid)
+		_, err := c.Exec(ctx, build)
+		require.NoError(t, err)
+		return backendMinflt(t, pid) - before
+	}
+	kept := func(c *pgx.Conn) string {
+		var v string
+		require.NoError(t, c.QueryRow(ctx, "select coalesce(current_setting('orchable.heap_kept', true), '')").Scan(&v))
+		return v
+	}
+	// complete_tasks as the user, with n items naming no task of theirs
+	// (each answered PT404), committed or rolled back.
+	complete := func(c *pgx.Conn, n int, commit bool) {
+		tx, err := c.Begin(ctx)
+		require.NoError(t, err)
+		dbtest.AsUser(ctx, t, tx, user)
+		items := make([]map[string]any, n)
+		for i := range items {
+			items[i] = map[string]any{"task_id": uuid.NewString(), "output": map[string]any{}}
+		}
+		body, err := json.Marshal(items)
+		require.NoError(t, err)
+		var res []map[string]any
+		require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('w', $1::json)", string(body)).Scan(&res))
+		require.Len(t, res, n)
+		require.Equal(t, "PT404", res[0]["code"])
+		if commit {
+			require.NoError(t, tx.Commit(ctx))
+		} else {
+			require.NoError(t, tx.Rollback(ctx))
+		}
+	}
+
+	// The default: every run maps its memory afresh.
+	c, pid := connect()
+	faults(c, pid)
+	require.Greater(t, faults(c, pid), int64(1000), "a second run without keep_heap")
+	require.Greater(t, faults(c, pid), int64(1000), "a third run without keep_heap")
+
+	// 99 items leave the process as it was; a call rolled back too.
+	c, _ = connect()
+	complete(c, 99, true)
+	require.Empty(t, kept(c))
+	complete(c, 100, false)
+	require.Empty(t, kept(c), "the mark of a call rolled back")
+
+	// 100 items: the process keeps what it frees.
+	c, pid = connect()
+	complete(c, 100, true)
+	require.Equal(t, "on", kept(c))
+	faults(c, pid)
+	require.Less(t, faults(c, pid), int64(100), "a second run after keep_heap")
+	require.Less(t, faults(c, pid), int64(100), "a third run after keep_heap")
+}
+
+// backendMinflt reads a server process's minor page faults so far.
+func backendMinflt(tb testing.TB, pid int) int64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(tb, err, "the test server's processes must be this machine's")
+	s := string(b)
+	// The fields after the command's closing parenthesis; minflt is the
+	// tenth field of the line.
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	n, err := strconv.ParseInt(f[7], 10, 64)
+	require.NoError(tb, err)
+	return n
 }

@@ -30,6 +30,17 @@ func TestWarm(t *testing.T) {
 	require.NoError(t, supabase.NewDirect(pool, nil).Warm(ctx, 10))
 	require.EqualValues(t, 3, pool.Stat().TotalConns(), "every connection up to MaxConns opened")
 	require.EqualValues(t, 3, pool.Stat().IdleConns(), "and given back")
+	// Each connection's server process keeps the memory its large calls
+	// free (orchable.keep_heap), marked by a session setting that outlived
+	// the warm-up's transactions.
+	for i := range 3 {
+		c, err := pool.Acquire(ctx)
+		require.NoError(t, err)
+		defer c.Release() // held, so the next Acquire takes another
+		var kept string
+		require.NoError(t, c.QueryRow(ctx, "select coalesce(current_setting('orchable.heap_kept', true), '')").Scan(&kept))
+		require.Equal(t, "on", kept, "connection %d", i)
+	}
 	var status string
 	var attempts int
 	require.NoError(t, admin.QueryRow(ctx, "select status::text, attempts from public.ai_tasks where id = $1", task).Scan(&status, &attempts))
