@@ -46,14 +46,6 @@ type completion struct {
 	then func(completionResult)
 }
 
-// completionItem is one item of complete_tasks' p_items: a completion's
-// complete_task arguments.
-type completionItem struct {
-	TaskID any `json:"task_id"`
-	Output any `json:"output"`
-	Usage  any `json:"usage"`
-}
-
 // itemOutcome is one item's result in complete_tasks' result.
 type itemOutcome struct {
 	Status string `json:"status"`
@@ -171,15 +163,6 @@ func groupSize(waiting []*completion, maxBatch int) int {
 	return n
 }
 
-// completionArgs are complete_tasks' arguments for batch.
-func completionArgs(worker string, batch []*completion) map[string]any {
-	items := make([]completionItem, len(batch))
-	for i, r := range batch {
-		items[i] = completionItem{TaskID: r.args["p_task_id"], Output: r.args["p_output"], Usage: r.args["p_usage"]}
-	}
-	return map[string]any{"p_worker": worker, "p_items": items}
-}
-
 func (c *completer) write(batch []*completion) {
 	if len(batch) == 1 {
 		r := batch[0]
@@ -188,7 +171,7 @@ func (c *completer) write(batch []*completion) {
 	}
 	var raw json.RawMessage
 	ctx, cancel := c.callContext(batch[0].ctx)
-	err := c.gate.rpc(ctx, c.db, batch[0].id, "complete_tasks", completionArgs(c.worker, batch), &raw)
+	err := c.gate.rpc(ctx, c.db, batch[0].id, "complete_tasks", completionCall{worker: c.worker, batch: batch}, &raw)
 	cancel()
 	var results []itemOutcome
 	if err == nil {

@@ -40,7 +40,7 @@ func (d *groupSizeDB) RPC(_ context.Context, _ supabase.Identity, fn string, arg
 	defer d.mu.Unlock()
 	switch fn {
 	case "complete_tasks":
-		n := len(args.(map[string]any)["p_items"].([]completionItem))
+		n := len(args.(completionCall).batch)
 		if n > maxCompletions {
 			return fmt.Errorf("p_items must be a JSON array of at most %d", maxCompletions)
 		}

@@ -40,7 +40,7 @@ func newCompletedDB() *completedDB {
 func (d *completedDB) RPC(_ context.Context, _ supabase.Identity, fn string, args, out any) error {
 	switch fn {
 	case "complete_tasks":
-		n := len(args.(map[string]any)["p_items"].([]completionItem))
+		n := len(args.(completionCall).batch)
 		*out.(*json.RawMessage) = d.outcomes[n]
 		return nil
 	case "complete_task":

@@ -1,7 +1,9 @@
 package supabase
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/google/uuid"
@@ -62,4 +64,25 @@ func BenchmarkArgsObject(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// encodedArgs writes its own body and keys (an EncodedArgs).
+type encodedArgs struct {
+	body string
+	keys []string
+	err  error
+}
+
+func (a encodedArgs) EncodeArgs() ([]byte, []string, error) { return []byte(a.body), a.keys, a.err }
+
+// Arguments that encode themselves are sent as they wrote them, with the
+// keys they named, and their refusal is the call's error.
+func TestArgsObjectOfEncodedArgs(t *testing.T) {
+	t.Parallel()
+	body, keys, err := argsObject(encodedArgs{body: `{"p_items":[1],"p_worker":"w"}`, keys: []string{"p_items", "p_worker"}})
+	require.NoError(t, err)
+	require.True(t, bytes.Equal([]byte(`{"p_items":[1],"p_worker":"w"}`), body), "sent as written: %s", body)
+	require.Equal(t, []string{"p_items", "p_worker"}, keys)
+	_, _, err = argsObject(encodedArgs{err: errors.New("a cost that is NaN")})
+	require.ErrorContains(t, err, "encoding rpc args: a cost that is NaN")
 }

@@ -27,6 +27,17 @@ type DB interface {
 	Select(ctx context.Context, id Identity, table string, q Query, out any) error
 }
 
+// EncodedArgs is an RPC's arguments that encode themselves: a caller that
+// builds large arguments often (the engine's completions) writes the JSON
+// object itself instead of handing encoding/json a map to reflect over and
+// the transport the body to read back for its keys.
+type EncodedArgs interface {
+	// EncodeArgs returns the arguments as one JSON object and its keys,
+	// sorted. The transports send the body as it is: it must be valid JSON
+	// and name exactly those keys.
+	EncodeArgs() (body []byte, keys []string, err error)
+}
+
 type idempotentKey struct{}
 
 // Idempotent marks the calls made with the returned context as safe to

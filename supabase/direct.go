@@ -190,6 +190,12 @@ func argsObject(args any) ([]byte, []string, error) {
 	switch a := args.(type) {
 	case nil:
 		return []byte("{}"), nil, nil
+	case EncodedArgs:
+		b, keys, err := a.EncodeArgs()
+		if err != nil {
+			return nil, nil, fmt.Errorf("supabase: encoding rpc args: %w", err)
+		}
+		return b, keys, nil
 	case map[string]any:
 		// What the engine passes: the keys are the map's, so the encoded
 		// body need not be read back (for a completion of 100 items that

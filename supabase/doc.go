@@ -11,7 +11,8 @@
 //
 // RPC calls public.<fn> with named arguments (PostgREST POST /rest/v1/rpc/<fn>);
 // args is anything that marshals to a JSON object whose keys are the argument
-// names (a struct with json tags, a map, or json.RawMessage). out receives the
+// names (a struct with json tags, a map, json.RawMessage, or an EncodedArgs
+// that writes its own body and keys). out receives the
 // JSON result exactly as PostgREST encodes it: a scalar function gives a JSON
 // scalar, a json/jsonb function its value, a set-returning or table function a
 // JSON array, a function returning one composite a JSON object, and a void
