@@ -412,31 +412,36 @@ func (c *completionClock) RPC(ctx context.Context, id supabase.Identity, fn stri
 		return err
 	}
 	now := time.Now()
-	a, _ := args.(map[string]any)
-	var tasks []any
-	if fn == "complete_task" {
-		tasks = []any{a["p_task_id"]}
+	// The arguments as the database receives them (how the engine builds
+	// them is its business: a map, or a body it writes itself).
+	var body []byte
+	if enc, ok := args.(supabase.EncodedArgs); ok {
+		body, _, err = enc.EncodeArgs()
 	} else {
-		// The items as the database receives them (the engine's own item
-		// type is its business).
-		var items []struct {
+		body, err = json.Marshal(args)
+	}
+	var a struct {
+		TaskID uuid.UUID `json:"p_task_id"`
+		Items  []struct {
 			TaskID uuid.UUID `json:"task_id"`
-		}
-		b, _ := json.Marshal(a["p_items"])
-		if err := json.Unmarshal(b, &items); err != nil {
-			return fmt.Errorf("bench: reading complete_tasks' items: %w", err)
-		}
-		for _, it := range items {
+		} `json:"p_items"`
+	}
+	if err == nil {
+		err = json.Unmarshal(body, &a)
+	}
+	if err != nil {
+		return fmt.Errorf("bench: reading %s's arguments: %w", fn, err)
+	}
+	tasks := []uuid.UUID{a.TaskID}
+	if fn == "complete_tasks" {
+		tasks = tasks[:0]
+		for _, it := range a.Items {
 			tasks = append(tasks, it.TaskID)
 		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, t := range tasks {
-		tid, perr := uuid.Parse(fmt.Sprint(t))
-		if perr != nil {
-			continue
-		}
+	for _, tid := range tasks {
 		if ans, ok := c.answered(tid); ok && c.want[tid] {
 			c.at[tid] = now.Sub(ans)
 			c.last = now.Sub(ans)
