@@ -10,7 +10,9 @@ import (
 )
 
 // TestCompletionUsageJSON pins p_usage as complete_one reads it: every key
-// by its name, and the optional ones left out when empty (read as null).
+// by its name, and the optional ones left out when empty (read as null),
+// both as json.Marshal writes it (complete_task's arguments) and as the
+// completer writes it for complete_tasks (usageJSON).
 func TestCompletionUsageJSON(t *testing.T) {
 	t.Parallel()
 
@@ -27,6 +29,7 @@ func TestCompletionUsageJSON(t *testing.T) {
 		}
 		b, err := json.Marshal(usageArgs(resp, res, []string{"pre_process"}))
 		require.NoError(t, err)
+		require.JSONEq(t, string(b), usageJSON(t, usageArgs(resp, res, []string{"pre_process"})))
 		require.JSONEq(t, `{
 			"prompt_token_count": 10, "candidates_token_count": 4, "thoughts_token_count": 2, "total_token_count": 16,
 			"model_id": "gemini-b", "model_version": "v-1", "response_id": "resp-1", "regenerations": 1,
@@ -42,12 +45,21 @@ func TestCompletionUsageJSON(t *testing.T) {
 		// and an unpriced model has no cost.
 		b, err := json.Marshal(usageArgs(model.Response{KeyID: "pool:0"}, Result{}, nil))
 		require.NoError(t, err)
+		require.JSONEq(t, string(b), usageJSON(t, usageArgs(model.Response{KeyID: "pool:0"}, Result{}, nil)))
 		require.JSONEq(t, `{
 			"prompt_token_count": 0, "candidates_token_count": 0, "thoughts_token_count": 0, "total_token_count": 0,
 			"regenerations": 0,
 			"usage": {"prompt_token_count": 0, "cached_content_token_count": 0, "candidates_token_count": 0,
 			          "thoughts_token_count": 0, "tool_use_prompt_token_count": 0, "total_token_count": 0, "calls": 1}}`, string(b))
 	})
+}
+
+// usageJSON is u as the completer writes it into complete_tasks' items.
+func usageJSON(t *testing.T, u completionUsage) string {
+	t.Helper()
+	b, err := u.appendJSON(nil)
+	require.NoError(t, err)
+	return string(b)
 }
 
 // TestResolveSettingsOncePerClaim: a claim's tasks without settings of
