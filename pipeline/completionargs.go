@@ -26,8 +26,6 @@ type completionCall struct {
 	batch  []*completion
 }
 
-var completionCallKeys = []string{"p_items", "p_worker"} //nolint:gochecknoglobals // constant: complete_tasks' argument names, sorted
-
 // EncodeArgs implements supabase.EncodedArgs.
 func (c completionCall) EncodeArgs() ([]byte, []string, error) {
 	// About what it takes, so that the body is allocated once: an item of
@@ -53,7 +51,7 @@ func (c completionCall) EncodeArgs() ([]byte, []string, error) {
 	b = append(b, `],"p_worker":`...)
 	b = appendJSONString(b, c.worker)
 	b = append(b, '}')
-	return b, completionCallKeys, nil
+	return b, []string{"p_items", "p_worker"}, nil
 }
 
 // appendCompletionItem appends one item of p_items, made of a completion's
