@@ -3,6 +3,7 @@ package model
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -82,16 +83,14 @@ func (v *Validator) Finish(text string, schema []byte) (json.RawMessage, error) 
 	if body == "" {
 		return nil, newError(KindEmpty, RetryRegenerate, ScopeNone, 0, "model returned no text", nil)
 	}
-	dec := json.NewDecoder(strings.NewReader(body))
-	dec.UseNumber()
-	var value any
-	if err := dec.Decode(&value); err != nil {
-		return nil, newError(KindInvalidOutput, RetryRegenerate, ScopeNone, 0,
-			fmt.Sprintf("output is not valid JSON: %v; output starts with %q", err, snippet(body)), err)
-	}
-	if dec.More() {
+	value, err := decodeAnswer(body)
+	if errors.Is(err, errTextAfter) {
 		return nil, newError(KindInvalidOutput, RetryRegenerate, ScopeNone, 0,
 			fmt.Sprintf("output has text after the JSON value; output starts with %q", snippet(body)), nil)
+	}
+	if err != nil {
+		return nil, newError(KindInvalidOutput, RetryRegenerate, ScopeNone, 0,
+			fmt.Sprintf("output is not valid JSON: %v; output starts with %q", err, snippet(body)), err)
 	}
 	if err := v.validateNumbers(schema, value); err != nil { // decoded with UseNumber
 		return nil, newError(KindInvalidOutput, RetryRegenerate, ScopeNone, 0, describeValidation(err), err)
