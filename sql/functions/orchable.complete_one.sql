@@ -15,7 +15,7 @@ as $$
 declare
   tid_ tid;
   t public.ai_tasks;
-  tpl_approval boolean;
+  tpl public.prompt_templates;
   needs_approval boolean;
   res jsonb := '{}'::jsonb;
   u jsonb := coalesce(p_usage, '{}'::jsonb);
@@ -47,8 +47,11 @@ begin
     raise exception using errcode = '22023', message = 'p_output is required';
   end if;
 
-  select coalesce(p.requires_approval, false) into tpl_approval from orchable.usable_template(t.prompt_template_id, uid) p;
-  needs_approval := t.requires_approval or coalesce(tpl_approval, false);
+  -- The template as the owner may use it, assigned (not read as a table
+  -- function in a SELECT: that cost about 90 us a call, docs/
+  -- performance.md, thirtieth round); also the successors' source below.
+  tpl := orchable.usable_template(t.prompt_template_id, uid);
+  needs_approval := t.requires_approval or coalesce(tpl.requires_approval, false);
 
   update public.ai_tasks set
     status = case when needs_approval then 'generated'::public.ai_task_status else 'completed'::public.ai_task_status end,
@@ -72,7 +75,13 @@ begin
   where ctid = tid_ and id = p_task_id
   returning * into t;
 
-  if not needs_approval then
+  -- A task without successors (orchable.successor_ids, as
+  -- spawn_successors resolves them from the same task and template) makes
+  -- nothing: spawn_successors would return {created 0, waiting 0} for it,
+  -- after about 170 us of its own lookups (thirtieth round). A dead end
+  -- re-checks the barriers downstream only for a split that made no child,
+  -- which has a successor.
+  if not needs_approval and cardinality(orchable.successor_ids(t, tpl)) > 0 then
     res := orchable.spawn_successors(t, false);
     if res ? 'error' then
       update public.ai_tasks set status = 'failed', error_message = res ->> 'error', retry_count = retry_count + 1
