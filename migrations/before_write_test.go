@@ -136,16 +136,8 @@ func TestBeforeWriteSkippedOnlyWhenUnchanged(t *testing.T) {
 	exec(`create trigger before_write_ref before insert or update on pg_temp.before_write_ref
 		for each row execute function public.ai_tasks_before_write()`)
 	// auth.uid() is the user (a client's approved_by, an insert without
-	// user_id); track_functions counts the function's calls.
+	// user_id).
 	exec(`select set_config('request.jwt.claims', $1, true)`, `{"sub": "`+user.String()+`", "role": "authenticated"}`)
-	exec(`set local track_functions = 'pl'`)
-	calls := func() int64 {
-		t.Helper()
-		var n int64
-		require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
-			where schemaname = 'public' and funcname = 'ai_tasks_before_write'`).Scan(&n))
-		return n
-	}
 	engine := func(on bool) {
 		t.Helper()
 		v := ""
@@ -160,9 +152,10 @@ func TestBeforeWriteSkippedOnlyWhenUnchanged(t *testing.T) {
 	same := func(name, stmt string, id uuid.UUID) bool {
 		t.Helper()
 		exec("savepoint w")
-		before := calls()
-		_, errA := tx.Exec(ctx, strings.Replace(stmt, "%s", "public.ai_tasks", 1), id)
-		ran := calls()-before > 0
+		var errA error
+		ran := dbtest.FunctionCalls(ctx, t, tx, "public.ai_tasks_before_write", func() {
+			_, errA = tx.Exec(ctx, strings.Replace(stmt, "%s", "public.ai_tasks", 1), id)
+		}) > 0
 		if errA != nil {
 			exec("rollback to savepoint w")
 		}
@@ -338,23 +331,10 @@ func TestEngineUpdatesSkipTheRowTrigger(t *testing.T) {
 		tx, err := pool.Begin(ctx)
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		_, err = tx.Exec(ctx, `set local track_functions = 'pl'`)
-		require.NoError(t, err)
-		// The view also holds what earlier transactions of the same
-		// connection counted and the server has not collected yet (another
-		// test's, on the package's shared pool): the call's are the
-		// difference.
-		triggerCalls := func() int64 {
-			t.Helper()
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
-				where schemaname = 'public' and funcname = 'ai_tasks_before_write'`).Scan(&n))
-			return n
-		}
-		before := triggerCalls()
-		dbtest.AsUser(ctx, t, tx, user)
-		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
-		n := triggerCalls() - before
+		n := dbtest.FunctionCalls(ctx, t, tx, "public.ai_tasks_before_write", func() {
+			dbtest.AsUser(ctx, t, tx, user)
+			require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(out))
+		})
 		r, err := tx.Query(ctx, `select status::text, locked_by, updated_at = now() from public.ai_tasks where user_id = $1`, user)
 		require.NoError(t, err)
 		rows, err := pgx.CollectRows(r, pgx.RowToStructByPos[row])

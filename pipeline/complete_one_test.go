@@ -61,23 +61,11 @@ func TestCompleteTaskSpawnsOnlyWithSuccessors(t *testing.T) {
 
 		tx, err := b.pool.Begin(ctx)
 		require.NoError(t, err)
-		_, err = tx.Exec(ctx, "set local track_functions = 'all'")
-		require.NoError(t, err)
-		// The view shows the backend's calls not yet reported, which may
-		// include an earlier transaction's: the difference across the call.
-		spawnCalls := func() int64 {
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
-				where schemaname = 'orchable' and funcname = 'spawn_successors'`).Scan(&n))
-			return n
-		}
-		before := spawnCalls()
-		dbtest.AsUser(ctx, t, tx, b.user)
 		var out json.RawMessage
-		require.NoError(t, tx.QueryRow(ctx, `select public.complete_task($1, 'cs', '{"v": 1}', '{"total_token_count": 3}')`, task).Scan(&out), c.name)
-		_, err = tx.Exec(ctx, "reset role")
-		require.NoError(t, err)
-		spawns := spawnCalls() - before
+		spawns := dbtest.FunctionCalls(ctx, t, tx, "orchable.spawn_successors", func() {
+			dbtest.AsUser(ctx, t, tx, b.user)
+			require.NoError(t, tx.QueryRow(ctx, `select public.complete_task($1, 'cs', '{"v": 1}', '{"total_token_count": 3}')`, task).Scan(&out), c.name)
+		})
 		require.NoError(t, tx.Commit(ctx))
 
 		var res struct {

@@ -150,26 +150,11 @@ func TestClaimCountsOnlyTasksInBatches(t *testing.T) {
 		tx, err := b.pool.Begin(ctx)
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		_, err = tx.Exec(ctx, "set local track_functions = 'all'")
-		require.NoError(t, err)
-		// The view also holds what earlier transactions of the same
-		// connection counted and the server has not collected yet (another
-		// test's, on the package's shared pool): the claim's calls are the
-		// difference.
-		countCalls := func() int64 {
-			t.Helper()
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
-				where schemaname = 'orchable' and funcname = 'count_moves'`).Scan(&n))
-			return n
-		}
-		before := countCalls()
-		dbtest.AsUser(ctx, t, tx, b.user)
 		var out json.RawMessage
-		require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('cb', 300, 10, null, true)").Scan(&out))
-		_, err = tx.Exec(ctx, "reset role")
-		require.NoError(t, err)
-		calls := countCalls() - before
+		calls := dbtest.FunctionCalls(ctx, t, tx, "orchable.count_moves", func() {
+			dbtest.AsUser(ctx, t, tx, b.user)
+			require.NoError(t, tx.QueryRow(ctx, "select public.claim_tasks('cb', 300, 10, null, true)").Scan(&out))
+		})
 		require.NoError(t, tx.Commit(ctx))
 		var c struct {
 			Tasks []struct {

@@ -42,25 +42,11 @@ func TestPathsReadOncePerTask(t *testing.T) {
 		tx, err := b.pool.Begin(ctx)
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback(ctx) }()
-		_, err = tx.Exec(ctx, "set local track_functions = 'all'")
-		require.NoError(t, err)
-		// The view also holds what earlier transactions of the same
-		// connection counted and the server has not collected yet: the
-		// call's reads are the difference.
-		reads := func() int64 {
-			t.Helper()
-			var n int64
-			require.NoError(t, tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
-				where schemaname = 'orchable' and funcname = 'json_path'`).Scan(&n))
-			return n
-		}
-		before := reads()
-		dbtest.AsUser(ctx, t, tx, b.user)
 		var res []map[string]any
-		require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('pr', $1::json)", string(body)).Scan(&res))
-		_, err = tx.Exec(ctx, "reset role")
-		require.NoError(t, err)
-		n := reads() - before
+		n := dbtest.FunctionCalls(ctx, t, tx, "orchable.json_path", func() {
+			dbtest.AsUser(ctx, t, tx, b.user)
+			require.NoError(t, tx.QueryRow(ctx, "select public.complete_tasks('pr', $1::json)", string(body)).Scan(&res))
+		})
 		require.NoError(t, tx.Commit(ctx))
 		require.Len(t, res, len(items))
 		return res, n

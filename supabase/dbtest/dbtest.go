@@ -307,6 +307,38 @@ func AsAnon(ctx context.Context, tb testing.TB, tx pgx.Tx) {
 	AsClaims(ctx, tb, tx, map[string]any{"role": "anon"})
 }
 
+// FunctionCalls runs run and returns how many times the function fn
+// ("schema.name") was called in tx meanwhile. It turns track_functions on
+// for the rest of tx, which takes a superuser: call it before tx changes
+// role (run may change it, as AsUser does). The count is the difference of
+// pg_stat_xact_user_functions around run, not the view's value after it:
+// the view also shows calls that earlier transactions of the same
+// connection made and the server has not collected yet (PostgreSQL keeps
+// them for up to a second), and on a package's shared pool those may be
+// another test's.
+func FunctionCalls(ctx context.Context, tb testing.TB, tx pgx.Tx, fn string, run func()) int64 {
+	tb.Helper()
+	schema, name, ok := strings.Cut(fn, ".")
+	if !ok {
+		tb.Fatalf("dbtest: function %q is not schema-qualified", fn)
+	}
+	if _, err := tx.Exec(ctx, "set local track_functions = 'all'"); err != nil {
+		tb.Fatalf("dbtest: track_functions: %v", err)
+	}
+	calls := func() int64 {
+		tb.Helper()
+		var n int64
+		if err := tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
+			where schemaname = $1 and funcname = $2`, schema, name).Scan(&n); err != nil {
+			tb.Fatalf("dbtest: calls of %s: %v", fn, err)
+		}
+		return n
+	}
+	before := calls()
+	run()
+	return calls() - before
+}
+
 // CreateUser inserts an auth.users row and returns its id.
 func CreateUser(ctx context.Context, tb testing.TB, db interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
