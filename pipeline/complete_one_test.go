@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 
@@ -61,6 +62,7 @@ func TestCompleteTaskSpawnsOnlyWithSuccessors(t *testing.T) {
 
 		tx, err := b.pool.Begin(ctx)
 		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 		var out json.RawMessage
 		spawns := dbtest.FunctionCalls(ctx, t, tx, "orchable.spawn_successors", func() {
 			dbtest.AsUser(ctx, t, tx, b.user)
