@@ -403,6 +403,16 @@ func TestPipelineJoin(t *testing.T) {
 	require.Equal(t, map[string]int{"p1": 2, "p2": 2, "p3": 2, "p4": 2}, countBy(tree, func(r row) string { return r.Stage }))
 	for _, r := range tree {
 		require.Equal(t, "completed", r.Status, r.Stage+" "+r.ErrorMessage)
+		if r.Stage == "p3" {
+			// A's completion makes B before it checks the joins: checked
+			// first, p3's join would find no p2 task and nothing open in
+			// the row, and go ahead without B's output.
+			var in map[string]json.RawMessage
+			require.NoError(t, json.Unmarshal(r.Input, &in))
+			require.Contains(t, in, "p1")
+			require.Contains(t, in, "p2", "p3 was made before B finished")
+			require.Equal(t, 3, r.Step)
+		}
 		if r.Stage == "p4" {
 			var out map[string]string
 			require.NoError(t, json.Unmarshal(r.Output, &out))

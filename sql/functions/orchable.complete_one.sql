@@ -17,6 +17,7 @@ declare
   t public.ai_tasks;
   tpl public.prompt_templates;
   needs_approval boolean;
+  sids text[];
   res jsonb := '{}'::jsonb;
   u jsonb := coalesce(p_usage, '{}'::jsonb);
   uid uuid := orchable.require_user('complete_task');
@@ -80,14 +81,18 @@ begin
   -- nothing: spawn_successors would return {created 0, waiting 0} for it,
   -- after about 170 us of its own lookups (thirtieth round). A dead end
   -- re-checks the barriers downstream only for a split that made no child,
-  -- which has a successor.
-  if not needs_approval and cardinality(orchable.successor_ids(t, tpl)) > 0 then
-    res := orchable.spawn_successors(t, false);
+  -- which has a successor. The template and the ids are handed to
+  -- spawn_successors, which would look both up again (thirty-first round).
+  if not needs_approval then
+    sids := orchable.successor_ids(t, tpl);
+  end if;
+  if cardinality(sids) > 0 then
+    res := orchable.spawn_successors(t, false, tpl, sids);
     if res ? 'error' then
       update public.ai_tasks set status = 'failed', error_message = res ->> 'error', retry_count = retry_count + 1
       where id = p_task_id
       returning * into t;
-      perform orchable.spawn_successors(t, true);
+      perform orchable.spawn_successors(t, true, tpl, sids);
       return jsonb_build_object('status', 'failed', 'error', res ->> 'error', 'created', 0);
     end if;
   end if;

@@ -1,4 +1,16 @@
-create or replace function orchable.spawn_successors(parent public.ai_tasks, only_barriers boolean)
+-- spawn_successors: make a completed task's children (1:1 successors and
+-- splits) and check its barriers (N:1 merges and joins), as the task's owner
+-- (docs/pipeline-semantics.md). With only_barriers, only the barriers are
+-- checked (a task that failed or was rejected).
+--
+-- p_tpl and p_sids: the parent's template as the owner may use it
+-- (orchable.usable_template(parent.prompt_template_id, parent.user_id)) and
+-- its successors' ids (orchable.successor_ids(parent, p_tpl)), when the
+-- caller has them already: complete_task has looked both up to decide
+-- whether to call (docs/performance.md, thirty-first round). With p_sids
+-- null, both are looked up here.
+create or replace function orchable.spawn_successors(parent public.ai_tasks, only_barriers boolean,
+                                                     p_tpl public.prompt_templates default null, p_sids text[] default null)
   returns jsonb
   language plpgsql volatile
   set search_path = ''
@@ -6,7 +18,8 @@ as $$
 declare
   owner uuid := parent.user_id;
   lim orchable.engine_limits;
-  tpl public.prompt_templates;
+  tpl public.prompt_templates := p_tpl;
+  sids text[] := p_sids;
   succ public.prompt_templates;
   -- The successors resolved in pass 1, in plan order (pass 2 reads them
   -- back instead of looking each template up again).
@@ -25,8 +38,14 @@ declare
   parent_path jsonb := coalesce(parent.hierarchy_path, '[]'::jsonb) || to_jsonb(parent.id::text);
   root uuid := coalesce(parent.root_task_id, parent.id);
   rc int;
-  plan jsonb := '[]'::jsonb;
-  item jsonb;
+  k int;
+  -- Pass 1's plan, one element per successor kept (succs' order): its
+  -- stage settings, cardinality, whether it is a join, and its dependsOn.
+  cfgs jsonb[] := '{}';
+  cards text[] := '{}';
+  joins boolean[] := '{}';
+  depss jsonb[] := '{}';
+  barrier boolean;
   dead_end boolean := only_barriers;
   est bigint;
   in_size bigint;
@@ -36,7 +55,10 @@ begin
     raise exception using errcode = '42501', message = 'spawn_successors: the task belongs to another owner';
   end if;
   select * into lim from orchable.engine_limits where id;
-  tpl := orchable.usable_template(parent.prompt_template_id, owner);
+  if sids is null then
+    tpl := orchable.usable_template(parent.prompt_template_id, owner);
+    sids := orchable.successor_ids(parent, tpl);
+  end if;
   if parent.batch_id is not null
      and exists (select 1 from public.task_batches where id = parent.batch_id and created_by = owner and status = 'cancelled') then
     return jsonb_build_object('created', 0, 'waiting', 0);
@@ -45,7 +67,7 @@ begin
   -- Pass 1: resolve every successor and validate splits and bounds before
   -- inserting anything, so a bad split fails the parent without half its
   -- children.
-  foreach sid in array orchable.successor_ids(parent, tpl) loop
+  foreach sid in array sids loop
     succ := orchable.usable_template(sid, owner);
     if succ.id is null then
       if only_barriers then
@@ -88,19 +110,28 @@ begin
       end if;
     end if;
     succs := succs || succ;
-    plan := plan || jsonb_build_object('sid', sid, 'i', cardinality(succs), 'cfg', cfg, 'card', card, 'deps', to_jsonb(deps), 'join', is_join);
+    cfgs := cfgs || cfg;
+    cards := cards || card;
+    joins := joins || is_join;
+    depss := depss || to_jsonb(deps);
   end loop;
 
-  for item in select e from jsonb_array_elements(plan) with ordinality x(e, o)
-              order by (e ->> 'join')::boolean or e ->> 'card' = 'N:1', o loop
-    succ := succs[(item ->> 'i')::int];
-    cfg := item -> 'cfg';
-    card := item ->> 'card';
-    is_join := (item ->> 'join')::boolean;
-    deps := array(select jsonb_array_elements_text(item -> 'deps'));
+  -- Pass 2: the children of 1:1 and split successors first, then the
+  -- barriers (N:1 merges and joins), each kind in pass 1's order: a barrier
+  -- is checked once this parent's other children exist.
+  for i in 1 .. 2 * cardinality(succs) loop
+    k := (i - 1) % cardinality(succs) + 1;
+    succ := succs[k];
+    cfg := cfgs[k];
+    card := cards[k];
+    is_join := joins[k];
+    barrier := is_join or card = 'N:1';
+    continue when barrier <> (i > cardinality(succs));
 
-    if is_join or card = 'N:1' then
-      if not is_join then
+    if barrier then
+      if is_join then
+        deps := array(select jsonb_array_elements_text(depss[k]));
+      else
         deps := array[parent.stage_key];
       end if;
       rc := orchable.check_barrier(parent, succ, cfg, deps, is_join);

@@ -318,25 +318,41 @@ func AsAnon(ctx context.Context, tb testing.TB, tx pgx.Tx) {
 // another test's.
 func FunctionCalls(ctx context.Context, tb testing.TB, tx pgx.Tx, fn string, run func()) int64 {
 	tb.Helper()
-	schema, name, ok := strings.Cut(fn, ".")
-	if !ok {
-		tb.Fatalf("dbtest: function %q is not schema-qualified", fn)
+	return CallCounts(ctx, tb, tx, run, fn)[fn]
+}
+
+// CallCounts is FunctionCalls for several functions at once: how many times
+// each of fns was called in tx while run ran, by name.
+func CallCounts(ctx context.Context, tb testing.TB, tx pgx.Tx, run func(), fns ...string) map[string]int64 {
+	tb.Helper()
+	for _, fn := range fns {
+		if _, _, ok := strings.Cut(fn, "."); !ok {
+			tb.Fatalf("dbtest: function %q is not schema-qualified", fn)
+		}
 	}
 	if _, err := tx.Exec(ctx, "set local track_functions = 'all'"); err != nil {
 		tb.Fatalf("dbtest: track_functions: %v", err)
 	}
-	calls := func() int64 {
+	calls := func() map[string]int64 {
 		tb.Helper()
-		var n int64
-		if err := tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
-			where schemaname = $1 and funcname = $2`, schema, name).Scan(&n); err != nil {
-			tb.Fatalf("dbtest: calls of %s: %v", fn, err)
+		counts := make(map[string]int64, len(fns))
+		for _, fn := range fns {
+			var n int64
+			if err := tx.QueryRow(ctx, `select coalesce(sum(calls), 0) from pg_stat_xact_user_functions
+				where schemaname || '.' || funcname = $1`, fn).Scan(&n); err != nil {
+				tb.Fatalf("dbtest: calls of %s: %v", fn, err)
+			}
+			counts[fn] = n
 		}
-		return n
+		return counts
 	}
 	before := calls()
 	run()
-	return calls() - before
+	after := calls()
+	for fn, n := range before {
+		after[fn] -= n
+	}
+	return after
 }
 
 // CreateUser inserts an auth.users row and returns its id.
