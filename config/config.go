@@ -196,6 +196,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		BackoffMax:       r.duration("RETRY_BACKOFF_MAX", 10*time.Minute),
 		ModelTimeout:     r.duration("MODEL_TIMEOUT", 5*time.Minute),
 		DBCalls:          r.integer("ENGINE_DB_CALLS", 4),
+		CompletionLinger: r.duration("ENGINE_COMPLETION_LINGER", 50*time.Millisecond),
 		Prices:           r.prices("MODEL_PRICES"),
 		Hooks: pipeline.HookConfig{
 			Timeout:               r.duration("HOOK_TIMEOUT", 10*time.Second),
@@ -207,6 +208,9 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.Pipeline.Runner.MaxRegenerations == 0 {
 		c.Pipeline.Runner.MaxRegenerations = -1 // explicit 0 means none
+	}
+	if c.Pipeline.Runner.CompletionLinger == 0 {
+		c.Pipeline.Runner.CompletionLinger = -1 // explicit 0 means none
 	}
 	concurrency := r.integer("WORKER_CONCURRENCY", 50)
 	c.Pipeline.Dispatcher = pipeline.DispatcherConfig{
@@ -299,6 +303,9 @@ func (c *Config) Validate() error {
 	}
 	if n := c.Pipeline.Runner.DBCalls; n != -1 && (n < 1 || n > 1000) {
 		bad("ENGINE_DB_CALLS", "must be between 1 and 1000, or -1 for no bound")
+	}
+	if l := c.Pipeline.Runner.CompletionLinger; l != -1 && (l < 0 || l > time.Second) {
+		bad("ENGINE_COMPLETION_LINGER", "must be between 0 (none) and 1s")
 	}
 	if l := c.Pipeline.Runner.LeaseDuration; l < 10*time.Second || l > time.Hour {
 		bad("LEASE_DURATION", "must be between 10s and 1h")

@@ -77,6 +77,27 @@ func TestLoad(t *testing.T) {
 			expectErr: []string{"ENGINE_DB_CALLS", "-1 for no bound"},
 		},
 		{
+			name:  "CompletionLingerDefault",
+			given: map[string]string{"DATABASE_URL": "postgres://h/x"},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
+				require.Equal(t, 50*time.Millisecond, c.Pipeline.Runner.CompletionLinger)
+			},
+		},
+		{
+			name:  "CompletionLingerNone",
+			given: map[string]string{"DATABASE_URL": "postgres://h/x", "ENGINE_COMPLETION_LINGER": "0"},
+			expectCheck: func(t *testing.T, c *config.Config) {
+				t.Helper()
+				require.Equal(t, time.Duration(-1), c.Pipeline.Runner.CompletionLinger, "none: the runner's negative")
+			},
+		},
+		{
+			name:      "CompletionLingerTooLong",
+			given:     map[string]string{"DATABASE_URL": "postgres://h/x", "ENGINE_COMPLETION_LINGER": "2s"},
+			expectErr: []string{"ENGINE_COMPLETION_LINGER", "between 0 (none) and 1s"},
+		},
+		{
 			name: "PostgRESTComplete",
 			given: map[string]string{
 				"SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_ANON_KEY": "sb_publishable_x",

@@ -15,9 +15,23 @@ import (
 
 // completer writes completions with group commit: per user, one batch is in
 // flight at a time; completions that arrive meanwhile wait and go together
-// in the next complete_tasks call (one transaction, one commit). Alone, a
-// completion is written at once, so batching adds no latency at low load;
-// under load many tasks share one round trip and one commit.
+// in the next complete_tasks call (one transaction, one commit). Under load
+// many tasks share one round trip and one commit.
+//
+// Alone, a completion is written at once, unless it is a leaf's: the
+// completion of a task whose template's last completion made nothing
+// (completed, created 0, waiting 0: no successor, no barrier) waits up to
+// linger for others of its owner to go with it. Where model calls take
+// seconds, tasks finish a few at a time, and a call per completion was most
+// of what a task cost the database (docs/performance.md, thirty-second
+// round). A leaf's completion gates no successor, so the wait adds nothing
+// to a pipeline's stage overhead; any other completion is written at once,
+// with the leaves waiting before it. Which templates are leaves is learnt
+// from the results (SQL decides what a completion makes): a template's
+// first completion is written at once, and one that made something is no
+// longer a leaf. A task whose own next_task_config gives it successors
+// under a leaf template waits up to linger once; that is all a wrong guess
+// costs.
 type completer struct {
 	db       supabase.DB
 	gate     *callGate
@@ -29,17 +43,38 @@ type completer struct {
 	// the whole timeout, however long its first completion waited.
 	timeout time.Duration
 
+	// linger is how long a leaf's completion waits for others (0: none).
+	linger time.Duration
+	// afterFunc is time.AfterFunc (tests replace it).
+	afterFunc func(time.Duration, func()) stopper
+
 	mu     sync.Mutex
 	queues map[uuid.UUID]*completionQueue
+	// leaves holds each template's last completion outcome: true when it
+	// made nothing (see the type's comment). At most maxLeaves entries.
+	leaves map[string]bool
+	// flushed: the service is stopping, nothing waits any more (flush).
+	flushed bool
 }
+
+// maxLeaves bounds the templates the completer remembers; past it the
+// memory starts again (every template's next completion is written at once).
+const maxLeaves = 10000
+
+// stopper is a timer's Stop.
+type stopper interface{ Stop() bool }
 
 type completionQueue struct {
 	waiting []*completion
+	// lingering is the timer of a group of leaves waiting for more (nil:
+	// none; the queue exists while a group is written or lingers).
+	lingering stopper
 }
 
 type completion struct {
 	ctx  context.Context //nolint:containedctx // the waiting caller's context (no deadline: each call gets the completer's timeout), used for its fallback write
 	id   supabase.Identity
+	tpl  string         // the task's template id ("" for none): what leaves is keyed by
 	args map[string]any // task_id, output, usage
 	// then receives the result, on the goroutine that wrote the completion
 	// (completeThen).
@@ -48,9 +83,18 @@ type completion struct {
 
 // itemOutcome is one item's result in complete_tasks' result.
 type itemOutcome struct {
-	Status string `json:"status"`
-	Error  string `json:"error"`
-	Code   string `json:"code"`
+	Status  string `json:"status"`
+	Error   string `json:"error"`
+	Code    string `json:"code"`
+	Created *int   `json:"created"`
+	Waiting *int   `json:"waiting"`
+}
+
+// madeNothing says whether a completion's result is a leaf's: completed,
+// with nothing created and no barrier waiting (a duplicate, which reports
+// no waiting, says nothing).
+func madeNothing(status string, created, waiting *int) bool {
+	return status == "completed" && created != nil && *created == 0 && waiting != nil && *waiting == 0
 }
 
 // decodeOutcomes decodes complete_tasks' result, an array of one outcome
@@ -70,16 +114,19 @@ type completionResult struct {
 	Status string
 	Error  string
 	err    error
+	// leaf is madeNothing of the result (false when it failed).
+	leaf bool
 }
 
 // maxCompletions is the most items one complete_tasks call takes (its
 // p_items bound).
 const maxCompletions = 1000
 
-func newCompleter(db supabase.DB, gate *callGate, worker string, maxBatch int, timeout time.Duration) *completer {
+func newCompleter(db supabase.DB, gate *callGate, worker string, maxBatch int, timeout, linger time.Duration) *completer {
 	return &completer{
 		db: db, gate: gate, worker: worker, maxBatch: min(max(maxBatch, 1), maxCompletions), timeout: timeout,
-		queues: map[uuid.UUID]*completionQueue{},
+		linger: max(linger, 0), afterFunc: func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) },
+		queues: map[uuid.UUID]*completionQueue{}, leaves: map[string]bool{},
 	}
 }
 
@@ -101,23 +148,94 @@ func (c *completer) callContext(ctx context.Context) (context.Context, context.C
 // Each call a completion takes part in is bounded by the completer's
 // timeout; ctx should carry no deadline of its own (the caller's values
 // and cancellation only).
-func (c *completer) completeThen(ctx context.Context, id supabase.Identity, user uuid.UUID, args map[string]any, then func(completionResult)) {
+func (c *completer) completeThen(ctx context.Context, id supabase.Identity, user uuid.UUID, tpl string, mayWait bool, args map[string]any, then func(completionResult)) {
 	if c.maxBatch <= 1 {
-		then(c.single(ctx, id, args))
+		res := c.single(ctx, id, args)
+		c.learn(tpl, res.err == nil, res.leaf)
+		then(res)
 		return
 	}
-	req := &completion{ctx: ctx, id: id, args: args, then: then}
+	req := &completion{ctx: ctx, id: id, tpl: tpl, args: args, then: then}
 	c.mu.Lock()
 	q, inFlight := c.queues[user]
 	if !inFlight {
 		q = &completionQueue{}
 		c.queues[user] = q
+		if mayWait && c.linger > 0 && !c.flushed && c.leaves[tpl] {
+			// A leaf alone: wait for others (lingered writes the group).
+			q.waiting = append(q.waiting, req)
+			q.lingering = c.afterFunc(c.linger, func() { c.lingered(user, q) })
+			c.mu.Unlock()
+			return
+		}
 		c.mu.Unlock()
 		c.drain(user, []*completion{req})
 		return
 	}
 	q.waiting = append(q.waiting, req)
+	if q.lingering != nil && (!mayWait || !c.leaves[tpl] || len(q.waiting) >= c.maxBatch) && q.lingering.Stop() {
+		// Lingering leaves and a completion that must not wait (one that
+		// is not a leaf's, or whose task kept its slot: the dispatcher's
+		// results in writing are at their bound), or a full group: written
+		// now, on this goroutine, the leaves with it.
+		q.lingering = nil
+		n := groupSize(q.waiting, c.maxBatch)
+		batch := q.waiting[:n:n]
+		q.waiting = q.waiting[n:]
+		c.mu.Unlock()
+		c.drain(user, batch)
+		return
+	}
 	c.mu.Unlock()
+}
+
+// flush writes every group of leaves that waits, now (each on a goroutine
+// of its own), and from now on no completion waits: the dispatcher is
+// stopping, and waits for every result to be written.
+func (c *completer) flush() {
+	c.mu.Lock()
+	c.flushed = true
+	var groups [][]*completion
+	var users []uuid.UUID
+	for user, q := range c.queues {
+		if q.lingering != nil && q.lingering.Stop() {
+			q.lingering = nil
+			n := groupSize(q.waiting, c.maxBatch)
+			groups = append(groups, q.waiting[:n:n])
+			users = append(users, user)
+			q.waiting = q.waiting[n:]
+		}
+	}
+	c.mu.Unlock()
+	for i, batch := range groups {
+		go c.drain(users[i], batch)
+	}
+}
+
+// lingered writes the group of user's leaves whose wait is over (q is
+// user's queue, which the timer that calls it kept).
+func (c *completer) lingered(user uuid.UUID, q *completionQueue) {
+	c.mu.Lock()
+	q.lingering = nil
+	n := groupSize(q.waiting, c.maxBatch)
+	batch := q.waiting[:n:n]
+	q.waiting = q.waiting[n:]
+	c.mu.Unlock()
+	c.drain(user, batch)
+}
+
+// learn records whether a written completion of template tpl made nothing
+// (written: its write succeeded, so leaf says so).
+func (c *completer) learn(tpl string, written, leaf bool) {
+	if !written || c.linger <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.leaves[tpl]; !ok && len(c.leaves) >= maxLeaves {
+		clear(c.leaves)
+	}
+	c.leaves[tpl] = leaf
 }
 
 // drain writes batches for the user until nobody is waiting.
@@ -166,7 +284,7 @@ func groupSize(waiting []*completion, maxBatch int) int {
 func (c *completer) write(batch []*completion) {
 	if len(batch) == 1 {
 		r := batch[0]
-		r.then(c.single(r.ctx, r.id, r.args))
+		c.deliver(r, c.single(r.ctx, r.id, r.args))
 		return
 	}
 	var raw json.RawMessage
@@ -186,7 +304,7 @@ func (c *completer) write(batch []*completion) {
 			// complete_task is idempotent (a task already completed with
 			// this output is a duplicate), so each falls back to its own
 			// call.
-			r.then(c.single(r.ctx, r.id, r.args))
+			c.deliver(r, c.single(r.ctx, r.id, r.args))
 			continue
 		}
 		res := results[i]
@@ -195,25 +313,34 @@ func (c *completer) write(batch []*completion) {
 			// back to its savepoint): a deadlock or serialisation conflict
 			// with another batch is retried alone; anything else is reported.
 			if res.Code == "40P01" || res.Code == "40001" || res.Code == "55P03" {
-				r.then(c.single(r.ctx, r.id, r.args))
+				c.deliver(r, c.single(r.ctx, r.id, r.args))
 				continue
 			}
 			r.then(completionResult{err: supabase.NewError(res.Code, res.Error, "", "", true)})
 			continue
 		}
-		r.then(completionResult{Status: res.Status, Error: res.Error})
+		c.deliver(r, completionResult{Status: res.Status, Error: res.Error, leaf: madeNothing(res.Status, res.Created, res.Waiting)})
 	}
+}
+
+// deliver learns from r's result (whether its template is a leaf's) and
+// hands it to r.then.
+func (c *completer) deliver(r *completion, res completionResult) {
+	c.learn(r.tpl, res.err == nil, res.leaf)
+	r.then(res)
 }
 
 func (c *completer) single(ctx context.Context, id supabase.Identity, args map[string]any) completionResult {
 	var out struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
+		Status  string `json:"status"`
+		Error   string `json:"error"`
+		Created *int   `json:"created"`
+		Waiting *int   `json:"waiting"`
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	if err := c.gate.rpc(supabase.Idempotent(ctx), c.db, id, "complete_task", args, &out); err != nil {
 		return completionResult{err: err}
 	}
-	return completionResult{Status: out.Status, Error: out.Error}
+	return completionResult{Status: out.Status, Error: out.Error, leaf: madeNothing(out.Status, out.Created, out.Waiting)}
 }

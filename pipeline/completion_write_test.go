@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -292,4 +293,116 @@ func TestRunnerBoundsItsDatabaseCalls(t *testing.T) {
 	var completed int
 	require.NoError(t, b.pool.QueryRow(ctx, `select count(*) from public.ai_tasks where user_id = any($1) and status = 'completed'`, users).Scan(&completed))
 	require.Equal(t, len(users)*4*2, completed, "every task and its successor")
+}
+
+// completionCalls records the completions of each complete_task and
+// complete_tasks call.
+type completionCalls struct {
+	supabase.DB
+
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (c *completionCalls) RPC(ctx context.Context, id supabase.Identity, fn string, args, out any) error {
+	n := 0
+	switch fn {
+	case "complete_task":
+		n = 1
+	case "complete_tasks":
+		body, _, err := args.(supabase.EncodedArgs).EncodeArgs()
+		if err != nil {
+			return err
+		}
+		var call struct {
+			Items []json.RawMessage `json:"p_items"`
+		}
+		if err := json.Unmarshal(body, &call); err != nil {
+			return err
+		}
+		n = len(call.Items)
+	}
+	if n > 0 {
+		c.mu.Lock()
+		c.sizes = append(c.sizes, n)
+		c.mu.Unlock()
+	}
+	return c.DB.RPC(ctx, id, fn, args, out)
+}
+
+// TestLeafCompletionWaitsOnlyWithItsSlotGivenBack: a leaf's completion (its
+// template's last completion made nothing) waits for others of its owner
+// (RunnerConfig.CompletionLinger, here far longer than the test) only when
+// its task gave back its slot. With one slot: the first task's completion
+// is written alone (its template not yet known to be a leaf's); the second
+// task gives back its slot and its completion waits; the third keeps its
+// slot (Concurrency results already being written), so its completion is
+// written at once, and the waiting one with it: a linger never holds a
+// slot. Then a fourth: stopping the dispatcher after its model call writes
+// its completion at once, whether it was waiting by then or came after
+// (TestLeafCompletionsLinger checks the flush itself).
+func TestLeafCompletionWaitsOnlyWithItsSlotGivenBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	p := "lw" + uuid.NewString()[:6]
+	b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "FAKE echo valid", cfg: map[string]any{"cardinality": "1:1"}})
+
+	db := &completionCalls{DB: b.db}
+	gen := announcingModel{Generator: b.gen, called: make(chan struct{}, 10), third: make(chan struct{}), calls: new(atomic.Int64)}
+	close(gen.third)
+	e := &engine{finished: make(chan pipeline.Result, 16)}
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "lw-" + p, CompletionLinger: time.Hour}, db, gen)
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimBatch: 1, ClaimAhead: -1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
+	d.Start(ctx)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = d.Stop(context.Background())
+		}
+	})
+	e.disps = append(e.disps, d)
+	deadline := time.After(30 * time.Second)
+	finished := func(what string) {
+		t.Helper()
+		select {
+		case <-e.finished:
+		case <-deadline:
+			t.Fatalf("never happened: %s", what)
+		}
+	}
+	sizes := func() []int {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		return append([]int(nil), db.sizes...)
+	}
+
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 1})
+	d.Notify(b.user)
+	finished("the first task")
+	require.Equal(t, []int{1}, sizes(), "the template's first completion, alone")
+
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 2}, map[string]any{"n": 3})
+	d.Notify(b.user)
+	finished("the second and third tasks")
+	finished("the second and third tasks")
+	require.Equal(t, []int{1, 2}, sizes(), "the waiting second with the third, which kept its slot")
+
+	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 4})
+	d.Notify(b.user)
+	for range 4 {
+		select {
+		case <-gen.called:
+		case <-deadline:
+			t.Fatal("never happened: the fourth task's model call")
+		}
+	}
+	stopped = true
+	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	require.NoError(t, d.Stop(stopCtx), "stopping writes the waiting completion at once")
+	finished("the fourth task")
+	rows := b.tree(ctx, t, b.user)
+	require.Equal(t, map[string]int{"completed": 4}, countBy(rows, func(r row) string { return r.Status }))
+	require.Equal(t, []int{1, 2, 1}, sizes())
 }

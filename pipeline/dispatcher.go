@@ -250,6 +250,9 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.mu.Unlock()
 	d.signal()
 	<-d.loopDone
+	// Completions waiting for others (RunnerConfig.CompletionLinger) are
+	// written now, and no more wait.
+	d.runner.completer.flush()
 
 	done := make(chan struct{})
 	go func() { d.wg.Wait(); close(done) }()
@@ -572,7 +575,7 @@ func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claime
 func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Identity, c *Claimed) {
 	start := d.Time.Now()
 	writing := false
-	d.runner.runThen(ctx, id, c, func() { writing = d.startWrite(user) }, func(res Result) {
+	d.runner.runThen(ctx, id, c, func() bool { writing = d.startWrite(user); return writing }, func(res Result) {
 		d.taskDone(user, c, res, writing, start)
 	})
 }

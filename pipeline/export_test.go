@@ -65,7 +65,7 @@ func DecodeOutcomes(raw []byte, out *[]ItemOutcome) error { return decodeOutcome
 // as one group, as the completer writes a user's waiting completions, and
 // returns each one's status and error.
 func CompletionGroupForTest(db supabase.DB, worker string, id supabase.Identity, args []map[string]any) ([]string, []error) {
-	c := newCompleter(db, nil, worker, len(args), 0)
+	c := newCompleter(db, nil, worker, len(args), 0, 0)
 	batch := make([]*completion, len(args))
 	statuses, errs := make([]string, len(args)), make([]error, len(args))
 	for i, a := range args {

@@ -192,6 +192,16 @@ type RunnerConfig struct {
 	// splits, whose children the same call inserts). 1 writes each
 	// completion with its own complete_task call.
 	CompleteBatch int
+	// CompletionLinger is how long the completion of a leaf (a task of a
+	// template whose last completion made nothing: no successor, no
+	// barrier) waits for others of its owner to be written with it, when
+	// none is being written. Where model calls take seconds, completions
+	// come a few at a time and each call's fixed cost was most of a task's
+	// database cost; a leaf's completion gates no successor, so stage
+	// overhead is unchanged (docs/performance.md, thirty-second round). The
+	// task shows completed that much later. Default 50ms (River's completer
+	// writes every 50 ms, or 250 ms when few are waiting); negative: none.
+	CompletionLinger time.Duration
 	// DBCalls is the most claims and completion writes (claim_tasks,
 	// complete_tasks, complete_task) in flight at once; the others wait in
 	// the engine, each for at most DBCallWait, then go ahead (so one
@@ -230,6 +240,7 @@ func (c *RunnerConfig) withDefaults() *RunnerConfig {
 	out.ModelTimeout = cmp.Or(out.ModelTimeout, 5*time.Minute)
 	out.WriteTimeout = cmp.Or(out.WriteTimeout, 15*time.Second)
 	out.CompleteBatch = cmp.Or(out.CompleteBatch, 1000)
+	out.CompletionLinger = cmp.Or(out.CompletionLinger, 50*time.Millisecond)
 	out.DBCalls = cmp.Or(out.DBCalls, 4)
 	out.DBCallWait = cmp.Or(out.DBCallWait, 100*time.Millisecond)
 	if out.Prices == nil {
@@ -259,7 +270,7 @@ func NewRunner(cfg *RunnerConfig, db supabase.DB, gen Generator) *Runner {
 	}
 	cfg = cfg.withDefaults()
 	gate := newCallGate(cfg.DBCalls, cfg.DBCallWait)
-	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, gate: gate, completer: newCompleter(db, gate, cfg.WorkerID, cfg.CompleteBatch, cfg.WriteTimeout)})
+	r := baseservice.Init(cfg.Archetype, &Runner{cfg: cfg, db: db, gen: gen, gate: gate, completer: newCompleter(db, gate, cfg.WorkerID, cfg.CompleteBatch, cfg.WriteTimeout, cfg.CompletionLinger)})
 	r.hooks = newHookClient(&cfg.Hooks, r.Logger)
 	return r
 }
@@ -433,8 +444,10 @@ func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Resu
 
 // run is Run, calling executed (if not nil) when the stage's work (hooks,
 // model calls, validation) is done and only the write of its outcome is
-// left. The dispatcher gives back the task's slot there.
-func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, executed func()) Result {
+// left. The dispatcher gives back the task's slot there, and executed says
+// whether it did: only then may a leaf's completion wait for others
+// (RunnerConfig.CompletionLinger), as nothing waits for its write.
+func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, executed func() bool) Result {
 	done := make(chan Result, 1)
 	r.runThen(ctx, id, c, executed, func(res Result) { done <- res })
 	return <-done
@@ -443,17 +456,18 @@ func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, exec
 // runThen is run, calling then with the result instead of returning it:
 // on this goroutine, or, for a completion, on the goroutine that writes it
 // (completer.completeThen), where then must not block.
-func (r *Runner) runThen(ctx context.Context, id supabase.Identity, c *Claimed, executed func(), then func(Result)) {
+func (r *Runner) runThen(ctx context.Context, id supabase.Identity, c *Claimed, executed func() bool, then func(Result)) {
 	log := r.taskLogger(c)
 	res := r.execute(ctx, c, log)
 	if ctx.Err() != nil && res.Outcome == "" {
 		then(r.release(id, c, log))
 		return
 	}
+	mayWait := false
 	if executed != nil {
-		executed()
+		mayWait = executed()
 	}
-	r.writeThen(ctx, id, c, res, log, then)
+	r.writeThen(ctx, id, c, res, mayWait, log, then)
 }
 
 // taskLogger returns the logger of one task's run (its task_id and
@@ -705,7 +719,9 @@ func jitter(d time.Duration) time.Duration {
 // completer.completeThen); when that write failed, the completion is
 // written again (or the task failed) on a goroutine of its own, as that can
 // take as long as a lease. Other outcomes are written on this goroutine.
-func (r *Runner) writeThen(ctx context.Context, id supabase.Identity, c *Claimed, ex execution, log func() *slog.Logger, then func(Result)) {
+// mayWait says that nothing waits for the write (the task's slot was given
+// back), so a leaf's completion may wait for others.
+func (r *Runner) writeThen(ctx context.Context, id supabase.Identity, c *Claimed, ex execution, mayWait bool, log func() *slog.Logger, then func(Result)) {
 	if ex.Outcome != OutcomeCompleted {
 		then(r.write(ctx, id, c, ex, log))
 		return
@@ -717,13 +733,22 @@ func (r *Runner) writeThen(ctx context.Context, id supabase.Identity, c *Claimed
 		"p_usage":   usageArgs(ex.resp, ex.Result, ex.hooksIgnored),
 	}
 	// The completer bounds each call it makes by WriteTimeout.
-	r.completer.completeThen(context.WithoutCancel(ctx), id, c.Task.UserID, args, func(out completionResult) {
+	r.completer.completeThen(context.WithoutCancel(ctx), id, c.Task.UserID, templateKey(c), mayWait, args, func(out completionResult) {
 		if out.err == nil {
 			then(r.completed(ctx, id, c, ex.Result, args, out, log))
 			return
 		}
 		go func() { then(r.completed(ctx, id, c, ex.Result, args, out, log)) }()
 	})
+}
+
+// templateKey is what the completer learns leaves by: the task's template
+// id, or "" for a task without one.
+func templateKey(c *Claimed) string {
+	if c.Task.PromptTemplateID == nil {
+		return ""
+	}
+	return *c.Task.PromptTemplateID
 }
 
 // completed is the result of a completion whose first write returned out:
