@@ -50,6 +50,7 @@ type engineConfig struct {
 	Workers    int
 	ClaimBatch int
 	DBCalls    int                     // RunnerConfig.DBCalls (0: the engine default)
+	Linger     time.Duration           // RunnerConfig.CompletionLinger (0: the engine default)
 	DB         supabase.DB             // default: Direct over the pool
 	IDs        pipeline.IdentitySource // default: claims only
 	Service    supabase.Identity
@@ -84,7 +85,7 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 		ids = newClaimsIdentity()
 	}
 	arch := baseservice.NewArchetype(log)
-	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bench", MaxRegenerations: -1, DBCalls: cfg.DBCalls, Archetype: arch}, db, gen)
+	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bench", MaxRegenerations: -1, DBCalls: cfg.DBCalls, CompletionLinger: cfg.Linger, Archetype: arch}, db, gen)
 	e.Disp = pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: cfg.Workers, ClaimBatch: cfg.ClaimBatch, Archetype: arch}, ids, runner)
 	scfg := &pipeline.SweeperConfig{Interval: cfg.Sweep, Archetype: arch}
 	if cfg.Listen {

@@ -90,6 +90,7 @@ func scenarios() []scenario {
 		{"memory", memory, nil},
 		{"scaling", scaling, func(o *options) int { return o.ScaleRuns }},
 		{"sql-api", sqlAPI, nil},
+		{"slow-tasks", slowTasks, nil},
 	}
 }
 
@@ -102,6 +103,7 @@ type options struct {
 	Workers      []int
 	ClaimBatch   int
 	DBCalls      int
+	Linger       time.Duration
 	Conns        int32
 	SyncCommit   string
 	Out          string
@@ -151,6 +153,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&workers, "workers", "100,1000", "worker counts of throughput-noop")
 	fs.IntVar(&o.ClaimBatch, "claim-batch", 0, "DispatcherConfig.ClaimBatch (0: the engine default)")
 	fs.IntVar(&o.DBCalls, "db-calls", 0, "RunnerConfig.DBCalls, the service's ENGINE_DB_CALLS (0: the engine default, 4; -1: no bound)")
+	fs.DurationVar(&o.Linger, "completion-linger", 0, "RunnerConfig.CompletionLinger, the service's ENGINE_COMPLETION_LINGER (0: the engine default, 50ms; negative: none)")
 	var conns int
 	fs.IntVar(&conns, "conns", 20, "pgx pool size (the service default DATABASE_MAX_CONNS; River gets the same)")
 	fs.StringVar(&o.SyncCommit, "synchronous-commit", "", "set synchronous_commit on the bench databases (default: the server's, on)")

@@ -24,9 +24,21 @@ type noopWorker struct {
 	river.WorkerDefaults[noopArgs]
 	done   *atomic.Int64
 	worked func(id int64)
+	// took, when set, is how long job n takes: Work sleeps that long first
+	// (slow-tasks: a model call's time).
+	took func(n int) time.Duration
 }
 
-func (w *noopWorker) Work(_ context.Context, j *river.Job[noopArgs]) error {
+func (w *noopWorker) Work(ctx context.Context, j *river.Job[noopArgs]) error {
+	if w.took != nil {
+		t := time.NewTimer(w.took(j.Args.N))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 	if w.worked != nil {
 		w.worked(j.ID)
 	}
@@ -68,6 +80,11 @@ type riverRun struct {
 // returns jobs/s (until every job is completed in the database) and, with
 // meter, what the work cost the database.
 func riverThroughput(ctx context.Context, e *env, n, workers int, meter bool) (riverRun, error) {
+	return riverWork(ctx, e, n, workers, meter, nil)
+}
+
+// riverWork is riverThroughput with each job taking took(n) (nil: no time).
+func riverWork(ctx context.Context, e *env, n, workers int, meter bool, took func(n int) time.Duration) (riverRun, error) {
 	var out riverRun
 	db, err := e.freshDB(ctx, true, e.o.Conns)
 	if err != nil {
@@ -75,7 +92,7 @@ func riverThroughput(ctx context.Context, e *env, n, workers int, meter bool) (r
 	}
 	defer db.close()
 	var done atomic.Int64
-	c, err := newRiverClient(db, workers, &noopWorker{done: &done}, e.log)
+	c, err := newRiverClient(db, workers, &noopWorker{done: &done, took: took}, e.log)
 	if err != nil {
 		return out, err
 	}

@@ -140,6 +140,15 @@ type orchRun struct {
 // (direct only) and, with meter, what the work cost the database. The
 // tasks are inserted alone, or with launched as roots of one batch.
 func orchNoop(ctx context.Context, e *env, n, workers int, transport string, meter, launched bool) (orchRun, error) {
+	gen, err := offlineModel()
+	if err != nil {
+		return orchRun{}, err
+	}
+	return orchWork(ctx, e, n, workers, transport, meter, launched, gen)
+}
+
+// orchWork is orchNoop with the model gen (the offline model there).
+func orchWork(ctx context.Context, e *env, n, workers int, transport string, meter, launched bool, gen pipeline.Generator) (orchRun, error) {
 	var out orchRun
 	total := 0
 	if launched {
@@ -150,11 +159,7 @@ func orchNoop(ctx context.Context, e *env, n, workers int, transport string, met
 		return out, err
 	}
 	defer db.close()
-	gen, err := offlineModel()
-	if err != nil {
-		return out, err
-	}
-	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Listen: true}
+	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true}
 	if transport == "postgrest" {
 		stopREST, err := postgrestTransport(ctx, db, &cfg)
 		if err != nil {
@@ -249,7 +254,7 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Listen: true}, e.log)
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true}, e.log)
 	total := int64(roots * perRoot)
 	start := time.Now()
 	eng.run(ctx) // startCost warmed the pool
