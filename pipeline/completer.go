@@ -142,9 +142,13 @@ func (c *completer) callContext(ctx context.Context) (context.Context, context.C
 // goroutine waits for it. When none of user's completions is being
 // written, the calling goroutine writes this one at once, then every group
 // of user's that queued meanwhile, and returns when none is left (then
-// runs after the first call). Otherwise the completion waits for the next
-// group, and then runs on the goroutine that writes that group, after its
-// call. So then must not block: the completions after it wait for it.
+// runs after the first call); unless it is a leaf's (tpl's last completion
+// made nothing) and mayWait (nothing waits for its write: its task gave
+// back its slot), when it waits up to the linger for others, and the group
+// is written on the timer's goroutine, or on that of a completion that
+// must not wait. Otherwise the completion waits for the next group, and
+// then runs on the goroutine that writes that group, after its call. So
+// then must not block: the completions after it wait for it.
 // Each call a completion takes part in is bounded by the completer's
 // timeout; ctx should carry no deadline of its own (the caller's values
 // and cancellation only).
