@@ -183,14 +183,21 @@ func (c *completer) completeThen(ctx context.Context, id supabase.Identity, user
 		// results in writing are at their bound), or a full group: written
 		// now, on this goroutine, the leaves with it.
 		q.lingering = nil
-		n := groupSize(q.waiting, c.maxBatch)
-		batch := q.waiting[:n:n]
-		q.waiting = q.waiting[n:]
+		batch := q.next(c.maxBatch)
 		c.mu.Unlock()
 		c.drain(user, batch)
 		return
 	}
 	c.mu.Unlock()
+}
+
+// next takes the next group off q's waiting completions (groupSize of
+// them). It must be called with the completer's mu held.
+func (q *completionQueue) next(maxBatch int) []*completion {
+	n := groupSize(q.waiting, maxBatch)
+	batch := q.waiting[:n:n]
+	q.waiting = q.waiting[n:]
+	return batch
 }
 
 // flush writes every group of leaves that waits, now (each on a goroutine
@@ -204,10 +211,8 @@ func (c *completer) flush() {
 	for user, q := range c.queues {
 		if q.lingering != nil && q.lingering.Stop() {
 			q.lingering = nil
-			n := groupSize(q.waiting, c.maxBatch)
-			groups = append(groups, q.waiting[:n:n])
+			groups = append(groups, q.next(c.maxBatch))
 			users = append(users, user)
-			q.waiting = q.waiting[n:]
 		}
 	}
 	c.mu.Unlock()
@@ -221,9 +226,7 @@ func (c *completer) flush() {
 func (c *completer) lingered(user uuid.UUID, q *completionQueue) {
 	c.mu.Lock()
 	q.lingering = nil
-	n := groupSize(q.waiting, c.maxBatch)
-	batch := q.waiting[:n:n]
-	q.waiting = q.waiting[n:]
+	batch := q.next(c.maxBatch)
 	c.mu.Unlock()
 	c.drain(user, batch)
 }
@@ -253,9 +256,7 @@ func (c *completer) drain(user uuid.UUID, batch []*completion) {
 			c.mu.Unlock()
 			return
 		}
-		n := groupSize(q.waiting, c.maxBatch)
-		batch = q.waiting[:n:n]
-		q.waiting = q.waiting[n:]
+		batch = q.next(c.maxBatch)
 		c.mu.Unlock()
 	}
 }
