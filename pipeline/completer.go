@@ -50,9 +50,11 @@ type completer struct {
 
 	mu     sync.Mutex
 	queues map[uuid.UUID]*completionQueue
-	// leaves holds each template's last completion outcome: true when it
-	// made nothing (see the type's comment). At most maxLeaves entries.
-	leaves map[string]bool
+	// leaves holds the outcome of the last completion of each owner's
+	// template: true when it made nothing (see the type's comment). Keyed
+	// by owner as well, so no tenant's tasks decide whether another's wait
+	// (SPEC §14). At most maxLeaves entries.
+	leaves map[leafKey]bool
 	// flushed: the service is stopping, nothing waits any more (flush).
 	flushed bool
 }
@@ -60,6 +62,12 @@ type completer struct {
 // maxLeaves bounds the templates the completer remembers; past it the
 // memory starts again (every template's next completion is written at once).
 const maxLeaves = 10000
+
+// leafKey is an owner's template ("" for a task without one).
+type leafKey struct {
+	user uuid.UUID
+	tpl  string
+}
 
 // stopper is a timer's Stop.
 type stopper interface{ Stop() bool }
@@ -74,7 +82,7 @@ type completionQueue struct {
 type completion struct {
 	ctx  context.Context //nolint:containedctx // the waiting caller's context (no deadline: each call gets the completer's timeout), used for its fallback write
 	id   supabase.Identity
-	tpl  string         // the task's template id ("" for none): what leaves is keyed by
+	key  leafKey        // the task's owner and template: what leaves is keyed by
 	args map[string]any // task_id, output, usage
 	// then receives the result, on the goroutine that wrote the completion
 	// (completeThen).
@@ -126,7 +134,7 @@ func newCompleter(db supabase.DB, gate *callGate, worker string, maxBatch int, t
 	return &completer{
 		db: db, gate: gate, worker: worker, maxBatch: min(max(maxBatch, 1), maxCompletions), timeout: timeout,
 		linger: max(linger, 0), afterFunc: func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) },
-		queues: map[uuid.UUID]*completionQueue{}, leaves: map[string]bool{},
+		queues: map[uuid.UUID]*completionQueue{}, leaves: map[leafKey]bool{},
 	}
 }
 
@@ -155,17 +163,18 @@ func (c *completer) callContext(ctx context.Context) (context.Context, context.C
 func (c *completer) completeThen(ctx context.Context, id supabase.Identity, user uuid.UUID, tpl string, mayWait bool, args map[string]any, then func(completionResult)) {
 	if c.maxBatch <= 1 {
 		res := c.single(ctx, id, args)
-		c.learn(tpl, res.err == nil, res.leaf)
+		c.learn(leafKey{user, tpl}, res.err == nil, res.leaf)
 		then(res)
 		return
 	}
-	req := &completion{ctx: ctx, id: id, tpl: tpl, args: args, then: then}
+	key := leafKey{user, tpl}
+	req := &completion{ctx: ctx, id: id, key: key, args: args, then: then}
 	c.mu.Lock()
 	q, inFlight := c.queues[user]
 	if !inFlight {
 		q = &completionQueue{}
 		c.queues[user] = q
-		if mayWait && c.linger > 0 && !c.flushed && c.leaves[tpl] {
+		if mayWait && c.linger > 0 && !c.flushed && c.leaves[key] {
 			// A leaf alone: wait for others (lingered writes the group).
 			q.waiting = append(q.waiting, req)
 			q.lingering = c.afterFunc(c.linger, func() { c.lingered(user, q) })
@@ -177,7 +186,7 @@ func (c *completer) completeThen(ctx context.Context, id supabase.Identity, user
 		return
 	}
 	q.waiting = append(q.waiting, req)
-	if q.lingering != nil && (!mayWait || !c.leaves[tpl] || len(q.waiting) >= c.maxBatch) && q.lingering.Stop() {
+	if q.lingering != nil && (!mayWait || !c.leaves[key] || len(q.waiting) >= c.maxBatch) && q.lingering.Stop() {
 		// Lingering leaves and a completion that must not wait (one that
 		// is not a leaf's, or whose task kept its slot: the dispatcher's
 		// results in writing are at their bound), or a full group: written
@@ -231,18 +240,18 @@ func (c *completer) lingered(user uuid.UUID, q *completionQueue) {
 	c.drain(user, batch)
 }
 
-// learn records whether a written completion of template tpl made nothing
-// (written: its write succeeded, so leaf says so).
-func (c *completer) learn(tpl string, written, leaf bool) {
+// learn records whether a written completion of an owner's template made
+// nothing (written: its write succeeded, so leaf says so).
+func (c *completer) learn(key leafKey, written, leaf bool) {
 	if !written || c.linger <= 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.leaves[tpl]; !ok && len(c.leaves) >= maxLeaves {
+	if _, ok := c.leaves[key]; !ok && len(c.leaves) >= maxLeaves {
 		clear(c.leaves)
 	}
-	c.leaves[tpl] = leaf
+	c.leaves[key] = leaf
 }
 
 // drain writes batches for the user until nobody is waiting.
@@ -331,7 +340,7 @@ func (c *completer) write(batch []*completion) {
 // deliver learns from r's result (whether its template is a leaf's) and
 // hands it to r.then.
 func (c *completer) deliver(r *completion, res completionResult) {
-	c.learn(r.tpl, res.err == nil, res.leaf)
+	c.learn(r.key, res.err == nil, res.leaf)
 	r.then(res)
 }
 

@@ -559,6 +559,28 @@ func TestLeafCompletionsLinger(t *testing.T) {
 		require.Len(t, timers.armed, 1)
 	})
 
+	t.Run("learnt per owner", func(t *testing.T) {
+		t.Parallel()
+		db := &leafDB{made: map[uuid.UUID]int{}}
+		c := newCompleter(db, nil, "w", 1000, 0, linger)
+		timers := &manualTimers{}
+		c.afterFunc = timers.afterFunc
+		completeAs := func(owner uuid.UUID) chan completionResult {
+			ch := make(chan completionResult, 1)
+			c.completeThen(context.Background(), identity, owner, "shared", true, map[string]any{
+				"p_task_id": uuid.New(), "p_worker": "w", "p_output": json.RawMessage(`{"ok": true}`), "p_usage": completionUsage{},
+			}, func(res completionResult) { ch <- res })
+			return ch
+		}
+		attacker, victim := uuid.New(), uuid.New()
+		written(t, completeAs(attacker)) // the attacker's completions of the template make nothing
+		unwritten(t, completeAs(attacker))
+		written(t, completeAs(victim)) // another owner's first completion of it: not known to be a leaf's
+		require.Len(t, timers.armed, 1, "only the attacker's completion waited")
+		require.True(t, timers.fire())
+		require.Equal(t, []int{1, 1, 1}, db.sizes())
+	})
+
 	t.Run("no linger", func(t *testing.T) {
 		t.Parallel()
 		_, db, timers, complete, _ := setup(1000, 0)
