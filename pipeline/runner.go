@@ -193,9 +193,10 @@ type RunnerConfig struct {
 	// completion with its own complete_task call.
 	CompleteBatch int
 	// CompletionLinger is how long the completion of a leaf (a task of a
-	// template whose last completion made nothing: no successor, no
-	// barrier) waits for others of its owner to be written with it, when
-	// none is being written. Where model calls take seconds, completions
+	// template whose owner's last completion of it made nothing: no
+	// successor, no barrier) waits for others of its owner to be written
+	// with it, when none is being written and its task gave back its slot
+	// (see completer). Where model calls take seconds, completions
 	// come a few at a time and each call's fixed cost was most of a task's
 	// database cost; a leaf's completion gates no successor, so stage
 	// overhead is unchanged (docs/performance.md, thirty-second round). The
