@@ -51,6 +51,7 @@ type engineConfig struct {
 	ClaimBatch int
 	DBCalls    int                     // RunnerConfig.DBCalls (0: the engine default)
 	Linger     time.Duration           // RunnerConfig.CompletionLinger (0: the engine default)
+	WriteQueue int                     // DispatcherConfig.WriteQueue (0: the engine default)
 	DB         supabase.DB             // default: Direct over the pool
 	IDs        pipeline.IdentitySource // default: claims only
 	Service    supabase.Identity
@@ -86,7 +87,7 @@ func newEngine(pool *pgxpool.Pool, gen pipeline.Generator, cfg engineConfig, log
 	}
 	arch := baseservice.NewArchetype(log)
 	runner := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "bench", MaxRegenerations: -1, DBCalls: cfg.DBCalls, CompletionLinger: cfg.Linger, Archetype: arch}, db, gen)
-	e.Disp = pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: cfg.Workers, ClaimBatch: cfg.ClaimBatch, Archetype: arch}, ids, runner)
+	e.Disp = pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: cfg.Workers, ClaimBatch: cfg.ClaimBatch, WriteQueue: cfg.WriteQueue, Archetype: arch}, ids, runner)
 	scfg := &pipeline.SweeperConfig{Interval: cfg.Sweep, Archetype: arch}
 	if cfg.Listen {
 		scfg.Listen = pool

@@ -71,7 +71,7 @@ func scaleHistory(ctx context.Context, e *env, batches, roots int) (fresh, old h
 		return launched.BatchID, nil
 	}
 	work := func(n int) error {
-		eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true}, e.log)
+		eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: true}, e.log)
 		eng.run(ctx)
 		err := eng.waitFinished(ctx, int64(n), 30*time.Second)
 		eng.stop(ctx)

@@ -50,7 +50,7 @@ func stageOverhead(ctx context.Context, e *env) ([]Figure, error) {
 		return nil, err
 	}
 	gen := newStampModel(800*time.Millisecond, 200*time.Millisecond)
-	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true}, e.log)
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: true}, e.log)
 	ids := newClaimsIdentity()
 	id, _ := ids.Identity(ctx, user)
 	rows := make([]map[string]any, pipelines)
@@ -209,7 +209,7 @@ func webhookAck(ctx context.Context, e *env) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true}, e.log)
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: true}, e.log)
 	app, err := startWebhookApp(ctx, eng, e.log)
 	if err != nil {
 		return nil, err
@@ -315,7 +315,7 @@ func orchWakeup(ctx context.Context, e *env, rate int, dur time.Duration, histor
 		return nil, err
 	}
 	gen := newStampModel(0, 0)
-	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: path == "notify"}, e.log)
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: path == "notify"}, e.log)
 	var app *webhookApp
 	if path == "webhook" {
 		if app, err = startWebhookApp(ctx, eng, e.log); err != nil {

@@ -181,7 +181,7 @@ func workWindow(ctx context.Context, e *env, db *database, gen *stampModel, rec 
 		return dbCost{}, nil, err
 	}
 	eng := newEngine(db.Pool, gen, engineConfig{
-		Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true,
+		Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: true,
 		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
 	}, e.log)
 	eng.run(ctx) // startCost warmed the pool
@@ -366,7 +366,7 @@ func scaleCase(ctx context.Context, e *env, users, size, work int, merge bool) (
 		return out, err
 	}
 	eng2 := newEngine(db.Pool, gen, engineConfig{
-		Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true,
+		Workers: 100, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: true,
 		Wrap: func(d supabase.DB) supabase.DB { rec.DB = d; return rec },
 	}, e.log)
 	eng2.run(ctx)

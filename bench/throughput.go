@@ -159,7 +159,7 @@ func orchWork(ctx context.Context, e *env, n, workers int, transport string, met
 		return out, err
 	}
 	defer db.close()
-	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true}
+	cfg := engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: true}
 	if transport == "postgrest" {
 		stopREST, err := postgrestTransport(ctx, db, &cfg)
 		if err != nil {
@@ -254,7 +254,7 @@ func throughputPipeline(ctx context.Context, e *env) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, Listen: true}, e.log)
+	eng := newEngine(db.Pool, gen, engineConfig{Workers: workers, ClaimBatch: e.o.ClaimBatch, DBCalls: e.o.DBCalls, Linger: e.o.Linger, WriteQueue: e.o.WriteQueue, Listen: true}, e.log)
 	total := int64(roots * perRoot)
 	start := time.Now()
 	eng.run(ctx) // startCost warmed the pool

@@ -161,35 +161,52 @@ func (m announcingModel) Generate(ctx context.Context, req model.Request) (model
 	return m.Generator.Generate(ctx, req)
 }
 
-// TestSlotGivenBackWhileResultIsWritten: a task whose work is done gives back
-// its slot while its result is written, so the next task runs during that
-// write (before, the slot was held until the write ended, and every task
-// waited for the writes of the ones before it); at most Concurrency results
-// are written that way, past which a task keeps its slot until written.
-func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
-	t.Parallel()
+// slotRun is a dispatcher of one slot over three tasks of one 1:1 stage,
+// whose completion writes wait until release is called and whose third
+// model call waits for gen.third, with the helpers the write-queue tests
+// share.
+type slotRun struct {
+	b          *bundle
+	db         *heldWrites
+	gen        announcingModel
+	e          *engine
+	d          *pipeline.Dispatcher
+	release    func()
+	third      func() // lets the third model call answer
+	await      func(what string, c <-chan struct{})
+	awaitWrite func(what string) bool
+	finished   func(what string)
+}
+
+func newSlotRun(t *testing.T, prefix string, cfg pipeline.DispatcherConfig) *slotRun {
+	t.Helper()
 	b := setup(t)
 	ctx := t.Context()
-	p := "sw" + uuid.NewString()[:6]
+	p := prefix + uuid.NewString()[:6]
 	b.templates(ctx, t, b.user, stage{id: p + "A", key: "only", prompt: "FAKE echo valid", cfg: map[string]any{"cardinality": "1:1"}})
 	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 1}, map[string]any{"n": 2}, map[string]any{"n": 3})
 
-	db := &heldWrites{DB: b.db, started: make(chan struct{}, 10), release: make(chan struct{})}
-	gen := announcingModel{Generator: b.gen, called: make(chan struct{}, 10), third: make(chan struct{}), calls: new(atomic.Int64)}
-	e := &engine{finished: make(chan pipeline.Result, 16)}
-	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "sw-" + p}, db, gen)
-	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimBatch: 1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
-	wrote := d.InitTestSignals()
-	d.Start(ctx)
-	t.Cleanup(func() { _ = d.Stop(context.Background()) })
+	s := &slotRun{b: b}
+	s.db = &heldWrites{DB: b.db, started: make(chan struct{}, 10), release: make(chan struct{})}
+	s.gen = announcingModel{Generator: b.gen, called: make(chan struct{}, 10), third: make(chan struct{}), calls: new(atomic.Int64)}
+	s.e = &engine{finished: make(chan pipeline.Result, 16)}
+	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: prefix + "-" + p}, s.db, s.gen)
+	cfg.Concurrency, cfg.ClaimBatch, cfg.Observer = 1, 1, chanObserver{s.e.finished}
+	s.d = pipeline.NewDispatcher(&cfg, claimsIdentity{}, r)
+	wrote := s.d.InitTestSignals()
+	s.d.Start(ctx)
+	t.Cleanup(func() { _ = s.d.Stop(context.Background()) })
 	var released sync.Once
-	release := func() { released.Do(func() { close(db.release) }) }
-	t.Cleanup(release) // before Stop (cleanups run last first): a failed test leaves no write held
-	e.disps = append(e.disps, d)
-	d.Notify(b.user)
+	s.release = func() { released.Do(func() { close(s.db.release) }) }
+	t.Cleanup(s.release) // before Stop (cleanups run last first): a failed test leaves no write held
+	var thirdOnce sync.Once
+	s.third = func() { thirdOnce.Do(func() { close(s.gen.third) }) }
+	t.Cleanup(s.third) // nor a model call held
+	s.e.disps = append(s.e.disps, s.d)
+	s.d.Notify(b.user)
 
 	deadline := time.After(30 * time.Second)
-	await := func(what string, c <-chan struct{}) {
+	s.await = func(what string, c <-chan struct{}) {
 		t.Helper()
 		select {
 		case <-c:
@@ -197,7 +214,7 @@ func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
 			t.Fatalf("never happened: %s", what)
 		}
 	}
-	awaitWrite := func(what string) bool {
+	s.awaitWrite = func(what string) bool {
 		t.Helper()
 		select {
 		case freed := <-wrote:
@@ -207,38 +224,99 @@ func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
 			return false
 		}
 	}
-
-	await("the first task's model call", gen.called)
-	require.True(t, awaitWrite("the first task's work done"), "the first task gives back its slot while its result is written")
-	await("the first task's write", db.started)
-	await("the second task's model call, while the first task's result is being written", gen.called)
-	require.False(t, awaitWrite("the second task's work done"),
-		"with one result already being written (Concurrency 1), the second task keeps its slot until its own is written")
-	select {
-	case <-gen.called:
-		t.Fatal("a third task ran while the only slot was held")
-	default:
-	}
-	require.Equal(t, 2, d.Stats().Running, "both tasks are running until their results are written")
-
-	// Both writes end; the third task, which takes the second one's slot,
-	// waits in its model call until both have finished (their slots and
-	// write counts given back), so what it sees does not depend on which
-	// goroutine runs first.
-	release()
-	for range 2 {
+	s.finished = func(what string) {
+		t.Helper()
 		select {
-		case <-e.finished:
+		case <-s.e.finished:
 		case <-deadline:
-			t.Fatal("never happened: the first two tasks finished")
+			t.Fatalf("never happened: %s", what)
 		}
 	}
-	close(gen.third)
-	require.True(t, awaitWrite("the third task's work done"), "the third task's result is the only one being written")
-	b.quiesce(ctx, t, e, b.user)
-	rows := b.tree(ctx, t, b.user)
+	return s
+}
+
+// finish releases the held writes and checks that the three tasks end
+// completed, each with one model call.
+func (s *slotRun) finish(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	s.release()
+	s.b.quiesce(ctx, t, s.e, s.b.user)
+	rows := s.b.tree(ctx, t, s.b.user)
 	require.Equal(t, map[string]int{"completed": 3}, countBy(rows, func(r row) string { return r.Status }))
-	require.EqualValues(t, 3, b.gen.calls.Load(), "each task called the model once")
+	require.EqualValues(t, 3, s.b.gen.calls.Load(), "each task called the model once")
+	n, size := s.d.WritesHeld()
+	require.Zero(t, n, "no result left in the write queue")
+	require.Zero(t, size, "no byte left in the write queue")
+}
+
+// TestSlotGivenBackWhileResultIsWritten: a task whose work is done gives back
+// its slot while its result is written, so the next task runs during that
+// write (before, the slot was held until the write ended, and every task
+// waited for the writes of the ones before it); past the write queue
+// (DispatcherConfig.WriteQueue: Concurrency results always, more within
+// WriteQueue and WriteQueueBytes), a task keeps its slot until written.
+func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		cfg  pipeline.DispatcherConfig
+	}{
+		{"concurrency_alone", pipeline.DispatcherConfig{WriteQueue: -1}},
+		{"queue_full", pipeline.DispatcherConfig{WriteQueue: 1}},
+		{"bytes_full", pipeline.DispatcherConfig{WriteQueue: 2, WriteQueueBytes: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSlotRun(t, "sw", tt.cfg)
+			s.await("the first task's model call", s.gen.called)
+			require.True(t, s.awaitWrite("the first task's work done"), "the first task gives back its slot while its result is written")
+			s.await("the first task's write", s.db.started)
+			s.await("the second task's model call, while the first task's result is being written", s.gen.called)
+			require.False(t, s.awaitWrite("the second task's work done"),
+				"with the write queue full, the second task keeps its slot until its own result is written")
+			select {
+			case <-s.gen.called:
+				t.Fatal("a third task ran while the only slot was held")
+			default:
+			}
+			require.Equal(t, 2, s.d.Stats().Running, "both tasks are running until their results are written")
+
+			// Both writes end; the third task, which takes the second one's
+			// slot, waits in its model call until both have finished (their
+			// slots and write counts given back), so what it sees does not
+			// depend on which goroutine runs first.
+			s.release()
+			s.finished("the first task")
+			s.finished("the second task")
+			s.third()
+			require.True(t, s.awaitWrite("the third task's work done"), "the third task's result is the only one being written")
+			s.finish(t)
+		})
+	}
+}
+
+// TestWriteQueueHoldsResultsBeyondConcurrency: with one slot and a write
+// queue of two, the second task gives back its slot while the first task's
+// result is still being written, so the third runs during both writes; the
+// third then keeps its slot, the queue being full.
+func TestWriteQueueHoldsResultsBeyondConcurrency(t *testing.T) {
+	t.Parallel()
+	s := newSlotRun(t, "wq", pipeline.DispatcherConfig{WriteQueue: 2})
+	s.await("the first task's model call", s.gen.called)
+	require.True(t, s.awaitWrite("the first task's work done"), "the first task gives back its slot while its result is written")
+	s.await("the first task's write", s.db.started)
+	s.await("the second task's model call, while the first task's result is being written", s.gen.called)
+	require.True(t, s.awaitWrite("the second task's work done"),
+		"one result being written with one slot: the second gives back its slot too, within the write queue")
+	s.await("the third task's model call, while two results wait to be written", s.gen.called)
+	s.third()
+	require.False(t, s.awaitWrite("the third task's work done"), "two results being written fill the queue: the third keeps its slot")
+	require.Equal(t, 3, s.d.Stats().Running, "every task runs until its result is written")
+	n, size := s.d.WritesHeld()
+	require.Equal(t, 2, n, "the first two results are in the write queue")
+	require.Positive(t, size, "with their bytes")
+	s.finish(t)
 }
 
 // countedCalls records the most claims and completion writes in flight at
@@ -336,7 +414,7 @@ func (c *completionCalls) RPC(ctx context.Context, id supabase.Identity, fn stri
 // its task gave back its slot. With one slot: the first task's completion
 // is written alone (its template not yet known to be a leaf's); the second
 // task gives back its slot and its completion waits; the third keeps its
-// slot (Concurrency results already being written), so its completion is
+// slot (Concurrency results already being written, WriteQueue -1), so its completion is
 // written at once, and the waiting one with it: a linger never holds a
 // slot. Then a fourth: stopping the dispatcher after its model call writes
 // its completion at once, whether it was waiting by then or came after
@@ -353,7 +431,7 @@ func TestLeafCompletionWaitsOnlyWithItsSlotGivenBack(t *testing.T) {
 	close(gen.third)
 	e := &engine{finished: make(chan pipeline.Result, 16)}
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "lw-" + p, CompletionLinger: time.Hour}, db, gen)
-	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimBatch: 1, ClaimAhead: -1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
+	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimBatch: 1, ClaimAhead: -1, WriteQueue: -1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
 	d.Start(ctx)
 	stopped := false
 	t.Cleanup(func() {

@@ -33,10 +33,23 @@ var ErrStop = errors.New("pipeline: stopping")
 type DispatcherConfig struct {
 	// Concurrency is the global number of tasks run at once: claimed and
 	// in their hooks and model calls. A task whose work is done gives back
-	// its slot while its result is written; at most Concurrency results
-	// are written at once that way (past that, a task keeps its slot until
-	// its result is written). Default 50.
+	// its slot while its result is written, within WriteQueue (past it, a
+	// task keeps its slot until its result is written). Default 50.
 	Concurrency int
+	// WriteQueue bounds the results written at once after their tasks
+	// gave back their slots: Concurrency of them always, and up to
+	// WriteQueue while those results hold at most WriteQueueBytes (the
+	// task's input, extra and output, and the model's text). Bounded by
+	// Concurrency alone, one completion group in flight and the results
+	// that came meanwhile filled it at the rate of one group per call, and
+	// from then on every task waited for that write with its slot
+	// (docs/performance.md, thirty-third round). Default
+	// max(Concurrency, 1000): a whole complete_tasks call's worth
+	// (maxCompletions) may wait behind the group in flight. Negative:
+	// Concurrency alone.
+	WriteQueue int
+	// WriteQueueBytes is WriteQueue's bound in bytes. Default 16 MiB.
+	WriteQueueBytes int
 	// ClaimBatch is the most tasks claimed for one user in one round trip.
 	// Smaller is fairer, larger is cheaper. Default 10.
 	ClaimBatch int
@@ -125,7 +138,8 @@ type Dispatcher struct {
 	ahead    int                        // tasks claims in flight may add to ready
 	paces    map[uuid.UUID]*pace        // user → its slots given back since its last claim began
 	free     int                        // free slots
-	writing  int                        // tasks writing their result after giving back their slot (at most Concurrency)
+	writing  int                        // tasks writing their result after giving back their slot (WriteQueue)
+	written  int                        // the bytes those results hold (WriteQueueBytes)
 	stopping bool
 
 	wake     chan struct{}
@@ -183,6 +197,11 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 	c.HeadClaimInterval = cmp.Or(c.HeadClaimInterval, time.Second)
 	c.ClaimAhead = max(cmp.Or(c.ClaimAhead, c.Concurrency), 0)
 	c.ClaimAheadWindow = cmp.Or(c.ClaimAheadWindow, 10*time.Millisecond)
+	if c.WriteQueue == 0 {
+		c.WriteQueue = max(c.Concurrency, maxCompletions)
+	}
+	c.WriteQueue = max(c.WriteQueue, c.Concurrency)
+	c.WriteQueueBytes = cmp.Or(c.WriteQueueBytes, defaultWriteQueueBytes)
 	return baseservice.Init(c.Archetype, &Dispatcher{
 		cfg:      &c,
 		ids:      ids,
@@ -423,17 +442,23 @@ func (d *Dispatcher) dropReady(r readyTask) {
 	d.mu.Unlock()
 }
 
+// defaultWriteQueueBytes is WriteQueueBytes' default.
+const defaultWriteQueueBytes = 16 << 20
+
 // startWrite is called when a task's model work is done and only the write
-// of its result is left: the task gives back its slot, so the next claim
-// need not wait for that write, unless Concurrency results are already
-// being written (then the task keeps its slot until written, which bounds
-// the results held in memory). It reports whether the slot was given back.
-// The task stays in running: its lease is renewed until the write ends.
-func (d *Dispatcher) startWrite(user uuid.UUID) bool {
+// of its result, which holds size bytes, is left: the task gives back its
+// slot, so the next claim need not wait for that write, unless the results
+// already being written fill WriteQueue (then the task keeps its slot
+// until written, which bounds the results held in memory). It reports
+// whether the slot was given back. The task stays in running: its lease
+// is renewed until the write ends.
+func (d *Dispatcher) startWrite(user uuid.UUID, size int) bool {
 	d.mu.Lock()
-	freed := d.writing < d.cfg.Concurrency
+	freed := d.writing < d.cfg.Concurrency ||
+		(d.writing < d.cfg.WriteQueue && d.written+size <= d.cfg.WriteQueueBytes)
 	if freed {
 		d.writing++
+		d.written += size
 		d.giveBack(user)
 	}
 	if d.startedWrite != nil {
@@ -574,20 +599,26 @@ func (d *Dispatcher) claim(ctx context.Context, user uuid.UUID, n int) ([]Claime
 // that write and goes back to the workers at once.
 func (d *Dispatcher) runOne(ctx context.Context, user uuid.UUID, id supabase.Identity, c *Claimed) {
 	start := d.Time.Now()
-	writing := false
-	d.runner.runThen(ctx, id, c, func() bool { writing = d.startWrite(user); return writing }, func(res Result) {
-		d.taskDone(user, c, res, writing, start)
+	writing, size := false, 0
+	d.runner.runThen(ctx, id, c, func(n int) bool {
+		writing, size = d.startWrite(user, n), n
+		return writing
+	}, func(res Result) {
+		d.taskDone(user, c, res, writing, size, start)
 	})
 }
 
-// taskDone is the end of runOne, once the task's outcome is written.
-func (d *Dispatcher) taskDone(user uuid.UUID, c *Claimed, res Result, writing bool, start time.Time) {
+// taskDone is the end of runOne, once the task's outcome is written. The
+// task gave back its slot at startWrite when writing is set; its result
+// held size bytes.
+func (d *Dispatcher) taskDone(user uuid.UUID, c *Claimed, res Result, writing bool, size int, start time.Time) {
 	defer d.wg.Done()
 	d.finished.Add(1)
 	d.mu.Lock()
 	delete(d.running, c.Task.ID)
 	if writing {
 		d.writing--
+		d.written -= size
 	} else {
 		d.giveBack(user)
 	}

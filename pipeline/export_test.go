@@ -36,6 +36,14 @@ func (d *Dispatcher) InitTestSignals() <-chan bool {
 	return d.startedWrite
 }
 
+// WritesHeld is what the write queue holds: the results being written after
+// their tasks gave back their slots, and their bytes.
+func (d *Dispatcher) WritesHeld() (n, size int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.writing, d.written
+}
+
 // ClaimForTest makes one of the dispatcher's claims for user, as its loop
 // does (with the user's cursor), without running what it claims.
 func (d *Dispatcher) ClaimForTest(ctx context.Context, user uuid.UUID, n int) ([]Claimed, error) {

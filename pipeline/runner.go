@@ -445,10 +445,11 @@ func (r *Runner) Run(ctx context.Context, id supabase.Identity, c *Claimed) Resu
 
 // run is Run, calling executed (if not nil) when the stage's work (hooks,
 // model calls, validation) is done and only the write of its outcome is
-// left. The dispatcher gives back the task's slot there, and executed says
-// whether it did: only then may a leaf's completion wait for others
+// left, with the bytes the task holds until then (heldBytes). The
+// dispatcher gives back the task's slot there, and executed says whether
+// it did: only then may a leaf's completion wait for others
 // (RunnerConfig.CompletionLinger), as nothing waits for its write.
-func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, executed func() bool) Result {
+func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, executed func(size int) bool) Result {
 	done := make(chan Result, 1)
 	r.runThen(ctx, id, c, executed, func(res Result) { done <- res })
 	return <-done
@@ -457,7 +458,7 @@ func (r *Runner) run(ctx context.Context, id supabase.Identity, c *Claimed, exec
 // runThen is run, calling then with the result instead of returning it:
 // on this goroutine, or, for a completion, on the goroutine that writes it
 // (completer.completeThen), where then must not block.
-func (r *Runner) runThen(ctx context.Context, id supabase.Identity, c *Claimed, executed func() bool, then func(Result)) {
+func (r *Runner) runThen(ctx context.Context, id supabase.Identity, c *Claimed, executed func(size int) bool, then func(Result)) {
 	log := r.taskLogger(c)
 	res := r.execute(ctx, c, log)
 	if ctx.Err() != nil && res.Outcome == "" {
@@ -466,9 +467,16 @@ func (r *Runner) runThen(ctx context.Context, id supabase.Identity, c *Claimed, 
 	}
 	mayWait := false
 	if executed != nil {
-		mayWait = executed()
+		mayWait = executed(heldBytes(c, &res))
 	}
 	r.writeThen(ctx, id, c, res, mayWait, log, then)
+}
+
+// heldBytes is about what a task holds in memory until its outcome is
+// written: its input and extra, its output and the model's text (the
+// template is shared by the tasks of its stage).
+func heldBytes(c *Claimed, res *execution) int {
+	return len(c.Task.InputData) + len(c.Task.Extra) + len(res.output) + len(res.resp.Text)
 }
 
 // taskLogger returns the logger of one task's run (its task_id and

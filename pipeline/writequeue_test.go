@@ -1,0 +1,32 @@
+package pipeline
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestWriteQueueDefaults: the write queue holds a whole complete_tasks
+// call's worth by default, never less than Concurrency, and Concurrency
+// alone when set negative.
+func TestWriteQueueDefaults(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name             string
+		cfg              DispatcherConfig
+		wantQueue, bytes int
+	}{
+		{"default", DispatcherConfig{}, maxCompletions, defaultWriteQueueBytes},
+		{"default_past_a_call", DispatcherConfig{Concurrency: 5000}, 5000, defaultWriteQueueBytes},
+		{"negative_is_concurrency_alone", DispatcherConfig{Concurrency: 100, WriteQueue: -1}, 100, defaultWriteQueueBytes},
+		{"never_below_concurrency", DispatcherConfig{Concurrency: 100, WriteQueue: 10}, 100, defaultWriteQueueBytes},
+		{"set", DispatcherConfig{Concurrency: 100, WriteQueue: 300, WriteQueueBytes: 1 << 10}, 300, 1 << 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d := NewDispatcher(&tt.cfg, nil, nil)
+			require.Equal(t, tt.wantQueue, d.cfg.WriteQueue)
+			require.Equal(t, tt.bytes, d.cfg.WriteQueueBytes)
+		})
+	}
+}
