@@ -235,6 +235,16 @@ func newSlotRun(t *testing.T, prefix string, cfg pipeline.DispatcherConfig) *slo
 	return s
 }
 
+// untilSecondCall waits for the first task to give back its slot and its
+// write to start (and be held), then for the second task's model call.
+func (s *slotRun) untilSecondCall(t *testing.T) {
+	t.Helper()
+	s.await("the first task's model call", s.gen.called)
+	require.True(t, s.awaitWrite("the first task's work done"), "the first task gives back its slot while its result is written")
+	s.await("the first task's write", s.db.started)
+	s.await("the second task's model call, while the first task's result is being written", s.gen.called)
+}
+
 // finish releases the held writes and checks that the three tasks end
 // completed, each with one model call.
 func (s *slotRun) finish(t *testing.T) {
@@ -269,10 +279,7 @@ func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := newSlotRun(t, "sw", tt.cfg)
-			s.await("the first task's model call", s.gen.called)
-			require.True(t, s.awaitWrite("the first task's work done"), "the first task gives back its slot while its result is written")
-			s.await("the first task's write", s.db.started)
-			s.await("the second task's model call, while the first task's result is being written", s.gen.called)
+			s.untilSecondCall(t)
 			require.False(t, s.awaitWrite("the second task's work done"),
 				"with the write queue full, the second task keeps its slot until its own result is written")
 			select {
@@ -303,10 +310,7 @@ func TestSlotGivenBackWhileResultIsWritten(t *testing.T) {
 func TestWriteQueueHoldsResultsBeyondConcurrency(t *testing.T) {
 	t.Parallel()
 	s := newSlotRun(t, "wq", pipeline.DispatcherConfig{WriteQueue: 2})
-	s.await("the first task's model call", s.gen.called)
-	require.True(t, s.awaitWrite("the first task's work done"), "the first task gives back its slot while its result is written")
-	s.await("the first task's write", s.db.started)
-	s.await("the second task's model call, while the first task's result is being written", s.gen.called)
+	s.untilSecondCall(t)
 	require.True(t, s.awaitWrite("the second task's work done"),
 		"one result being written with one slot: the second gives back its slot too, within the write queue")
 	s.await("the third task's model call, while two results wait to be written", s.gen.called)
