@@ -418,9 +418,9 @@ func (c *completionCalls) RPC(ctx context.Context, id supabase.Identity, fn stri
 // its task gave back its slot. With one slot: the first task's completion
 // is written alone (its template not yet known to be a leaf's); the second
 // task gives back its slot and its completion waits; the third keeps its
-// slot (Concurrency results already being written, WriteQueue -1), so its completion is
-// written at once, and the waiting one with it: a linger never holds a
-// slot. Then a fourth: stopping the dispatcher after its model call writes
+// slot (Concurrency results already being written, WriteQueue -1), so its
+// completion is written at once, and the waiting one with it: a linger
+// never holds a slot. Then a fourth: stopping the dispatcher after its model call writes
 // its completion at once, whether it was waiting by then or came after
 // (TestLeafCompletionsLinger checks the flush itself).
 func TestLeafCompletionWaitsOnlyWithItsSlotGivenBack(t *testing.T) {
