@@ -155,7 +155,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.ClaimBatch, "claim-batch", 0, "DispatcherConfig.ClaimBatch (0: the engine default)")
 	fs.IntVar(&o.DBCalls, "db-calls", 0, "RunnerConfig.DBCalls, the service's ENGINE_DB_CALLS (0: the engine default, 4; -1: no bound)")
 	fs.DurationVar(&o.Linger, "completion-linger", 0, "RunnerConfig.CompletionLinger, the service's ENGINE_COMPLETION_LINGER (0: the engine default, 50ms; negative: none)")
-	fs.IntVar(&o.WriteQueue, "write-queue", 0, "DispatcherConfig.WriteQueue, results written at once after their tasks gave back their slots (0: the engine default, max(workers, 1000); negative: the workers alone, as before the thirty-third round)")
+	fs.IntVar(&o.WriteQueue, "write-queue", 0, "DispatcherConfig.WriteQueue, results written at once after their tasks gave back their slots (0: the engine default, max(workers, 1000) + 1000; negative: the workers alone, as before the thirty-third round)")
 	var conns int
 	fs.IntVar(&conns, "conns", 20, "pgx pool size (the service default DATABASE_MAX_CONNS; River gets the same)")
 	fs.StringVar(&o.SyncCommit, "synchronous-commit", "", "set synchronous_commit on the bench databases (default: the server's, on)")

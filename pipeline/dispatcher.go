@@ -44,9 +44,12 @@ type DispatcherConfig struct {
 	// that came meanwhile filled it at the rate of one group per call, and
 	// from then on every task waited for that write with its slot
 	// (docs/performance.md, thirty-third round). Default
-	// max(Concurrency, 1000): a whole complete_tasks call's worth
-	// (maxCompletions) may wait behind the group in flight. Negative:
-	// Concurrency alone.
+	// max(Concurrency, 1000) + 1000: the results of a complete_tasks call in
+	// flight (up to maxCompletions, which count here until written) and a
+	// whole call's worth waiting behind it. With max(Concurrency, 1000)
+	// alone, a call of 800 in flight left room for 200, and the claims
+	// stopped until it returned (docs/performance.md, thirty-fourth round).
+	// Negative: Concurrency alone.
 	WriteQueue int
 	// WriteQueueBytes is WriteQueue's bound in bytes. Default 16 MiB.
 	WriteQueueBytes int
@@ -198,7 +201,7 @@ func NewDispatcher(cfg *DispatcherConfig, ids IdentitySource, r *Runner) *Dispat
 	c.ClaimAhead = max(cmp.Or(c.ClaimAhead, c.Concurrency), 0)
 	c.ClaimAheadWindow = cmp.Or(c.ClaimAheadWindow, 10*time.Millisecond)
 	if c.WriteQueue == 0 {
-		c.WriteQueue = max(c.Concurrency, maxCompletions)
+		c.WriteQueue = max(c.Concurrency, maxCompletions) + maxCompletions
 	}
 	c.WriteQueue = max(c.WriteQueue, c.Concurrency)
 	c.WriteQueueBytes = cmp.Or(c.WriteQueueBytes, defaultWriteQueueBytes)

@@ -6,9 +6,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestWriteQueueDefaults: the write queue holds a whole complete_tasks
-// call's worth by default, never less than Concurrency, and Concurrency
-// alone when set negative.
+// TestWriteQueueDefaults: by default the write queue holds a
+// complete_tasks call in flight and a whole call's worth behind it, past
+// Concurrency; never less than Concurrency, and Concurrency alone when set
+// negative.
 func TestWriteQueueDefaults(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
@@ -16,8 +17,9 @@ func TestWriteQueueDefaults(t *testing.T) {
 		cfg              DispatcherConfig
 		wantQueue, bytes int
 	}{
-		{"default", DispatcherConfig{}, maxCompletions, defaultWriteQueueBytes},
-		{"default_past_a_call", DispatcherConfig{Concurrency: 5000}, 5000, defaultWriteQueueBytes},
+		{"default", DispatcherConfig{}, 2 * maxCompletions, defaultWriteQueueBytes},
+		{"default_at_a_call", DispatcherConfig{Concurrency: maxCompletions}, 2 * maxCompletions, defaultWriteQueueBytes},
+		{"default_past_a_call", DispatcherConfig{Concurrency: 5000}, 5000 + maxCompletions, defaultWriteQueueBytes},
 		{"negative_is_concurrency_alone", DispatcherConfig{Concurrency: 100, WriteQueue: -1}, 100, defaultWriteQueueBytes},
 		{"never_below_concurrency", DispatcherConfig{Concurrency: 100, WriteQueue: 10}, 100, defaultWriteQueueBytes},
 		{"set", DispatcherConfig{Concurrency: 100, WriteQueue: 300, WriteQueueBytes: 1 << 10}, 300, 1 << 10},
