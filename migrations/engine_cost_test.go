@@ -1443,3 +1443,99 @@ func backendMinflt(tb testing.TB, pid int) int64 {
 	require.NoError(tb, err)
 	return n
 }
+
+// orchable.scope_has_open answers whether the owner has an unfinished task of
+// the given stages in a barrier scope, for each kind of scope (batch, launch,
+// root) and each status of a task: the unfinished ones keep a barrier open,
+// the finished ones do not. A task of another stage, or another tenant's
+// unfinished task carrying our scope ids, never does; the root of a lineage
+// counts in its root scope. Its probes are one statement (docs/
+// performance.md, thirty-fifth round); each case is asked seven times, past
+// the five calls after which a cached plan may change.
+func TestScopeHasOpenEveryKindAndStatus(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, owner, other := twoTenants(ctx, t)
+	var batch uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, "insert into public.task_batches (created_by) values ($1) returning id", owner).Scan(&batch))
+	launch, root := uuid.New(), uuid.New()
+	_, err := pool.Exec(ctx, `insert into public.ai_tasks (id, status, input_data, user_id, stage_key, completed_at)
+		values ($1, 'completed', '{}', $2, 'r', now())`, root, owner)
+	require.NoError(t, err)
+	// Finished tasks of the stage probed in every scope: the probes pass
+	// over them.
+	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, batch_id, launch_id, root_task_id, parent_task_id, completed_at)
+		select 'completed', '{}', $1, 's1', $2, $3, $4, $4, now() from generate_series(1, 5)`, owner, batch, launch, root)
+	require.NoError(t, err)
+	var statuses []string
+	require.NoError(t, pool.QueryRow(ctx, "select enum_range(null::public.ai_task_status)::text[]").Scan(&statuses))
+	open := map[string]bool{"processing": true, "plan": true, "generated": true, "awaiting_approval": true, "pending": true, "running": true}
+
+	// hasOpen asks as the owner, through PostgREST's role.
+	hasOpen := func(kind string, stages []string) bool {
+		t.Helper()
+		args := map[string]any{"batch": nil, "launch": nil, "root": nil}
+		args[kind] = map[string]uuid.UUID{"batch": batch, "launch": launch, "root": root}[kind]
+		var got bool
+		for i := range 7 {
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)`,
+				`{"sub": "`+owner.String()+`", "role": "authenticated"}`)
+			require.NoError(t, err)
+			var v bool
+			require.NoError(t, tx.QueryRow(ctx, "select orchable.scope_has_open($1, $2, $3, $4, $5)",
+				owner, args["batch"], args["launch"], args["root"], stages).Scan(&v))
+			require.NoError(t, tx.Rollback(ctx))
+			if i > 0 {
+				require.Equal(t, got, v, "%s scope, stages %v: the same answer on every call", kind, stages)
+			}
+			got = v
+		}
+		return got
+	}
+	// with adds one task of user and stage in every scope with the status
+	// for the length of f.
+	with := func(user uuid.UUID, stage, status string, f func()) {
+		t.Helper()
+		// Written with the engine's setting on, past the trigger that
+		// refuses another tenant's lineage: the row an attacker would
+		// need, as the attacks suite forges it.
+		var id uuid.UUID
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, "select set_config('orchable.engine', 'on', true)")
+		require.NoError(t, err)
+		require.NoError(t, tx.QueryRow(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, batch_id, launch_id, root_task_id, parent_task_id)
+			values ($1, '{}', $2, $3, $4, $5, $6, $6) returning id`, status, user, stage, batch, launch, root).Scan(&id))
+		require.NoError(t, tx.Commit(ctx))
+		defer func() {
+			_, err := pool.Exec(ctx, "delete from public.ai_tasks where id = $1", id)
+			require.NoError(t, err)
+		}()
+		f()
+	}
+
+	for _, kind := range []string{"batch", "launch", "root"} {
+		require.False(t, hasOpen(kind, []string{"s0", "s1"}), "%s scope with only finished tasks", kind)
+		for _, status := range statuses {
+			with(owner, "s1", status, func() {
+				require.Equal(t, open[status], hasOpen(kind, []string{"s0", "s1"}), "%s scope, a %s task of a probed stage", kind, status)
+				require.Equal(t, open[status], hasOpen(kind, []string{"s1"}), "%s scope, a %s task of the one probed stage", kind, status)
+				require.False(t, hasOpen(kind, []string{"s0", "s2"}), "%s scope, a %s task of a stage not probed", kind, status)
+			})
+			// Another tenant's task with our scope ids (a row PostgREST
+			// would refuse for the batch and the root, and can write for
+			// the launch) is not ours.
+			with(other, "s1", status, func() {
+				require.False(t, hasOpen(kind, []string{"s0", "s1"}), "%s scope, another tenant's %s task", kind, status)
+			})
+		}
+	}
+	// The root of a lineage is part of its root scope: open while it is.
+	_, err = pool.Exec(ctx, "update public.ai_tasks set status = 'processing', completed_at = null where id = $1", root)
+	require.NoError(t, err)
+	require.True(t, hasOpen("root", []string{"r"}), "a processing root of a probed stage")
+	require.False(t, hasOpen("root", []string{"s1"}), "a processing root of a stage not probed")
+	require.False(t, hasOpen("batch", []string{"r"}), "the root is in no batch")
+}

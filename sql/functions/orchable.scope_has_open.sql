@@ -4,7 +4,12 @@
 -- the scope or with the owner's other tasks (docs/performance.md, "Flat as
 -- the scope grows"). Each probe is one equality lookup on every column of
 -- the scope's index (scope, stage, status, owner), one per stage and
--- unfinished status, most likely first; it stops at the first hit.
+-- unfinished status; it stops at the first hit. The probes are one
+-- statement, a nested loop of LIMIT 1 lookups over the (stage, status)
+-- pairs. As one statement each, a check that found its scope closed ran six
+-- per stage, and since siblings are claimed together (orchable.child_id)
+-- nearly every check is such a closing: 54-58 against 98-104 us a call in
+-- throughput-pipeline (docs/performance.md, thirty-fifth round).
 --   * One OR over batch_id, launch_id and root_task_id: the cached (generic)
 --     plan scanned the whole table (1.6 ms a check at 13,000 tasks).
 --   * stage_key = any(...) and status in (...): PostgreSQL 15's generic
@@ -47,10 +52,10 @@ create or replace function orchable.scope_has_open(p_owner uuid, p_batch uuid, p
   set enable_seqscan = off
 as $$
 declare
-  k text;
-  s public.ai_task_status;
   root_stage text;
   root_status public.ai_task_status;
+  -- The unfinished statuses.
+  open constant public.ai_task_status[] := '{processing,plan,generated,awaiting_approval,pending,running}';
 begin
   if p_owner is distinct from (select auth.uid()) then
     raise exception using errcode = '42501', message = 'scope_has_open: p_owner must be the caller';
@@ -58,37 +63,46 @@ begin
   if p_batch is null and p_launch is null and p_root is not null then
     select t.stage_key, t.status into root_stage, root_status
     from public.ai_tasks t where t.id = p_root and t.user_id is not distinct from p_owner;
-    if root_stage = any(p_stages)
-       and root_status = any('{processing,plan,generated,awaiting_approval,pending,running}'::public.ai_task_status[]) then
+    if root_stage = any(p_stages) and root_status = any(open) then
       return true;
     end if;
   end if;
-  foreach k in array coalesce(p_stages, '{}') loop
-    foreach s in array '{processing,plan,generated,awaiting_approval,pending,running}'::public.ai_task_status[] loop
-      if p_batch is not null then
-        if exists (select 1 from public.ai_tasks t
-                   where t.batch_id = p_batch and t.stage_key = k
-                     and (t.batch_id, t.stage_key, t.status, t.user_id) >= (p_batch, k, s, p_owner)
-                     and (t.batch_id, t.stage_key, t.status, t.user_id) <= (p_batch, k, s, p_owner)) then
-          return true;
-        end if;
-      elsif p_launch is not null then
-        if exists (select 1 from public.ai_tasks t
-                   where t.launch_id = p_launch and t.stage_key = k
-                     and (t.launch_id, t.stage_key, t.status, t.user_id) >= (p_launch, k, s, p_owner)
-                     and (t.launch_id, t.stage_key, t.status, t.user_id) <= (p_launch, k, s, p_owner)) then
-          return true;
-        end if;
-      elsif p_root is not null then
-        if exists (select 1 from public.ai_tasks t
-                   where t.root_task_id = p_root and t.stage_key = k
-                     and (t.root_task_id, t.stage_key, t.status, t.user_id) >= (p_root, k, s, p_owner)
-                     and (t.root_task_id, t.stage_key, t.status, t.user_id) <= (p_root, k, s, p_owner)) then
-          return true;
-        end if;
-      end if;
-    end loop;
-  end loop;
+  -- One statement per scope kind, each planned once: LATERAL with LIMIT 1
+  -- keeps each lookup a parameterized index probe of its own.
+  if p_batch is not null then
+    return exists (
+      select 1
+      from unnest(p_stages) k(stage)
+      cross join unnest(open) s(status)
+      cross join lateral (
+        select 1 from public.ai_tasks t
+        where t.batch_id = p_batch and t.stage_key = k.stage
+          and (t.batch_id, t.stage_key, t.status, t.user_id) >= (p_batch, k.stage, s.status, p_owner)
+          and (t.batch_id, t.stage_key, t.status, t.user_id) <= (p_batch, k.stage, s.status, p_owner)
+        limit 1) x);
+  elsif p_launch is not null then
+    return exists (
+      select 1
+      from unnest(p_stages) k(stage)
+      cross join unnest(open) s(status)
+      cross join lateral (
+        select 1 from public.ai_tasks t
+        where t.launch_id = p_launch and t.stage_key = k.stage
+          and (t.launch_id, t.stage_key, t.status, t.user_id) >= (p_launch, k.stage, s.status, p_owner)
+          and (t.launch_id, t.stage_key, t.status, t.user_id) <= (p_launch, k.stage, s.status, p_owner)
+        limit 1) x);
+  elsif p_root is not null then
+    return exists (
+      select 1
+      from unnest(p_stages) k(stage)
+      cross join unnest(open) s(status)
+      cross join lateral (
+        select 1 from public.ai_tasks t
+        where t.root_task_id = p_root and t.stage_key = k.stage
+          and (t.root_task_id, t.stage_key, t.status, t.user_id) >= (p_root, k.stage, s.status, p_owner)
+          and (t.root_task_id, t.stage_key, t.status, t.user_id) <= (p_root, k.stage, s.status, p_owner)
+        limit 1) x);
+  end if;
   return false;
 end
 $$;
