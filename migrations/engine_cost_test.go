@@ -1,10 +1,12 @@
 package migrations_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1444,15 +1446,18 @@ func backendMinflt(tb testing.TB, pid int) int64 {
 	return n
 }
 
-// orchable.scope_has_open answers whether the owner has an unfinished task of
-// the given stages in a barrier scope, for each kind of scope (batch, launch,
-// root) and each status of a task: the unfinished ones keep a barrier open,
-// the finished ones do not. A task of another stage, or another tenant's
-// unfinished task carrying our scope ids, never does; the root of a lineage
-// counts in its root scope. Its probes are one statement (docs/
-// performance.md, thirty-fifth round); each case is asked seven times, past
-// the five calls after which a cached plan may change.
-func TestScopeHasOpenEveryKindAndStatus(t *testing.T) {
+// The barrier's two scope reads, for each kind of scope (batch, launch, root)
+// and each status of a task: orchable.scope_has_open says whether the owner
+// has an unfinished task of the given stages in the scope (the unfinished
+// statuses keep a barrier open, the finished ones do not), and
+// orchable.scope_tasks returns the owner's tasks of those stages in the
+// scope, whatever their status (what the closing completion merges). A task
+// of another stage, or another tenant's task carrying our scope ids, is in
+// neither; the root of a lineage is part of its root scope. The probes are
+// one statement (docs/performance.md, thirty-fifth round); each question is
+// asked seven times, past the five calls after which a cached plan may
+// change.
+func TestBarrierScopeReadsEveryKindAndStatus(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	pool, owner, other := twoTenants(ctx, t)
@@ -1462,30 +1467,34 @@ func TestScopeHasOpenEveryKindAndStatus(t *testing.T) {
 	_, err := pool.Exec(ctx, `insert into public.ai_tasks (id, status, input_data, user_id, stage_key, completed_at)
 		values ($1, 'completed', '{}', $2, 'r', now())`, root, owner)
 	require.NoError(t, err)
-	// Finished tasks of the stage probed in every scope: the probes pass
-	// over them.
-	_, err = pool.Exec(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, batch_id, launch_id, root_task_id, parent_task_id, completed_at)
-		select 'completed', '{}', $1, 's1', $2, $3, $4, $4, now() from generate_series(1, 5)`, owner, batch, launch, root)
+	// Finished tasks of the stage asked about, in every scope: the probes
+	// pass over them, the closing read returns them.
+	var finished []uuid.UUID
+	rows, err := pool.Query(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, batch_id, launch_id, root_task_id, parent_task_id, completed_at)
+		select 'completed', '{}', $1, 's1', $2, $3, $4, $4, now() from generate_series(1, 5) returning id`, owner, batch, launch, root)
+	require.NoError(t, err)
+	finished, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 	require.NoError(t, err)
 	var statuses []string
 	require.NoError(t, pool.QueryRow(ctx, "select enum_range(null::public.ai_task_status)::text[]").Scan(&statuses))
 	open := map[string]bool{"processing": true, "plan": true, "generated": true, "awaiting_approval": true, "pending": true, "running": true}
 
-	// hasOpen asks as the owner, through PostgREST's role.
-	hasOpen := func(kind string, stages []string) bool {
+	// ask runs sql (one of the two functions, then the scope's arguments
+	// and the stages) as the owner, through PostgREST's role, seven times,
+	// and returns the one answer it gave every time.
+	ask := func(sql, kind string, stages []string, scan func(pgx.Row) (any, error)) any {
 		t.Helper()
 		args := map[string]any{"batch": nil, "launch": nil, "root": nil}
 		args[kind] = map[string]uuid.UUID{"batch": batch, "launch": launch, "root": root}[kind]
-		var got bool
+		var got any
 		for i := range 7 {
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)
 			_, err = tx.Exec(ctx, `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)`,
 				`{"sub": "`+owner.String()+`", "role": "authenticated"}`)
 			require.NoError(t, err)
-			var v bool
-			require.NoError(t, tx.QueryRow(ctx, "select orchable.scope_has_open($1, $2, $3, $4, $5)",
-				owner, args["batch"], args["launch"], args["root"], stages).Scan(&v))
+			v, err := scan(tx.QueryRow(ctx, sql, owner, args["batch"], args["launch"], args["root"], stages))
+			require.NoError(t, err)
 			require.NoError(t, tx.Rollback(ctx))
 			if i > 0 {
 				require.Equal(t, got, v, "%s scope, stages %v: the same answer on every call", kind, stages)
@@ -1494,9 +1503,23 @@ func TestScopeHasOpenEveryKindAndStatus(t *testing.T) {
 		}
 		return got
 	}
+	hasOpen := func(kind string, stages []string) bool {
+		t.Helper()
+		return ask("select orchable.scope_has_open($1, $2, $3, $4, $5)", kind, stages, func(r pgx.Row) (any, error) {
+			var v bool
+			return v, r.Scan(&v)
+		}).(bool)
+	}
+	scopeTasks := func(kind string, stages []string) []uuid.UUID {
+		t.Helper()
+		return ask("select coalesce(array_agg(t.id order by t.id), '{}') from orchable.scope_tasks($1, $2, $3, $4, $5) t", kind, stages, func(r pgx.Row) (any, error) {
+			var v []uuid.UUID
+			return v, r.Scan(&v)
+		}).([]uuid.UUID)
+	}
 	// with adds one task of user and stage in every scope with the status
-	// for the length of f.
-	with := func(user uuid.UUID, stage, status string, f func()) {
+	// for the length of f, and gives f its id.
+	with := func(user uuid.UUID, stage, status string, f func(id uuid.UUID)) {
 		t.Helper()
 		// Written with the engine's setting on, past the trigger that
 		// refuses another tenant's lineage: the row an attacker would
@@ -1513,29 +1536,41 @@ func TestScopeHasOpenEveryKindAndStatus(t *testing.T) {
 			_, err := pool.Exec(ctx, "delete from public.ai_tasks where id = $1", id)
 			require.NoError(t, err)
 		}()
-		f()
+		f(id)
+	}
+	sorted := func(ids ...uuid.UUID) []uuid.UUID {
+		out := slices.Clone(ids)
+		slices.SortFunc(out, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		return out
 	}
 
 	for _, kind := range []string{"batch", "launch", "root"} {
 		require.False(t, hasOpen(kind, []string{"s0", "s1"}), "%s scope with only finished tasks", kind)
+		require.Equal(t, sorted(finished...), scopeTasks(kind, []string{"s0", "s1"}), "%s scope with only finished tasks: read", kind)
 		for _, status := range statuses {
-			with(owner, "s1", status, func() {
-				require.Equal(t, open[status], hasOpen(kind, []string{"s0", "s1"}), "%s scope, a %s task of a probed stage", kind, status)
-				require.Equal(t, open[status], hasOpen(kind, []string{"s1"}), "%s scope, a %s task of the one probed stage", kind, status)
-				require.False(t, hasOpen(kind, []string{"s0", "s2"}), "%s scope, a %s task of a stage not probed", kind, status)
+			with(owner, "s1", status, func(id uuid.UUID) {
+				require.Equal(t, open[status], hasOpen(kind, []string{"s0", "s1"}), "%s scope, a %s task of a stage asked about", kind, status)
+				require.Equal(t, open[status], hasOpen(kind, []string{"s1"}), "%s scope, a %s task of the one stage asked about", kind, status)
+				require.False(t, hasOpen(kind, []string{"s0", "s2"}), "%s scope, a %s task of a stage not asked about", kind, status)
+				require.Equal(t, sorted(append(finished, id)...), scopeTasks(kind, []string{"s1", "s0", "s1"}), "%s scope, a %s task: read", kind, status)
+				require.Empty(t, scopeTasks(kind, []string{"s0", "s2"}), "%s scope, a %s task of a stage not asked about: read", kind, status)
 			})
 			// Another tenant's task with our scope ids (a row PostgREST
 			// would refuse for the batch and the root, and can write for
 			// the launch) is not ours.
-			with(other, "s1", status, func() {
+			with(other, "s1", status, func(uuid.UUID) {
 				require.False(t, hasOpen(kind, []string{"s0", "s1"}), "%s scope, another tenant's %s task", kind, status)
+				require.Equal(t, sorted(finished...), scopeTasks(kind, []string{"s1"}), "%s scope, another tenant's %s task: read", kind, status)
 			})
 		}
 	}
-	// The root of a lineage is part of its root scope: open while it is.
+	// The root of a lineage is part of its root scope: read with its stage,
+	// and open while it is.
+	require.Equal(t, []uuid.UUID{root}, scopeTasks("root", []string{"r"}), "the root of a lineage, read")
+	require.Empty(t, scopeTasks("batch", []string{"r"}), "the root is in no batch")
 	_, err = pool.Exec(ctx, "update public.ai_tasks set status = 'processing', completed_at = null where id = $1", root)
 	require.NoError(t, err)
-	require.True(t, hasOpen("root", []string{"r"}), "a processing root of a probed stage")
-	require.False(t, hasOpen("root", []string{"s1"}), "a processing root of a stage not probed")
+	require.True(t, hasOpen("root", []string{"r"}), "a processing root of a stage asked about")
+	require.False(t, hasOpen("root", []string{"s1"}), "a processing root of a stage not asked about")
 	require.False(t, hasOpen("batch", []string{"r"}), "the root is in no batch")
 }
