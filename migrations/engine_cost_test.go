@@ -1469,11 +1469,10 @@ func TestBarrierScopeReadsEveryKindAndStatus(t *testing.T) {
 	require.NoError(t, err)
 	// Finished tasks of the stage asked about, in every scope: the probes
 	// pass over them, the closing read returns them.
-	var finished []uuid.UUID
 	rows, err := pool.Query(ctx, `insert into public.ai_tasks (status, input_data, user_id, stage_key, batch_id, launch_id, root_task_id, parent_task_id, completed_at)
 		select 'completed', '{}', $1, 's1', $2, $3, $4, $4, now() from generate_series(1, 5) returning id`, owner, batch, launch, root)
 	require.NoError(t, err)
-	finished, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	finished, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 	require.NoError(t, err)
 	var statuses []string
 	require.NoError(t, pool.QueryRow(ctx, "select enum_range(null::public.ai_task_status)::text[]").Scan(&statuses))
@@ -1490,9 +1489,7 @@ func TestBarrierScopeReadsEveryKindAndStatus(t *testing.T) {
 		for i := range 7 {
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)
-			_, err = tx.Exec(ctx, `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)`,
-				`{"sub": "`+owner.String()+`", "role": "authenticated"}`)
-			require.NoError(t, err)
+			dbtest.AsUser(ctx, t, tx, owner)
 			v, err := scan(tx.QueryRow(ctx, sql, owner, args["batch"], args["launch"], args["root"], stages))
 			require.NoError(t, err)
 			require.NoError(t, tx.Rollback(ctx))
