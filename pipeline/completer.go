@@ -47,6 +47,10 @@ type completer struct {
 	linger time.Duration
 	// afterFunc is time.AfterFunc (tests replace it).
 	afterFunc func(time.Duration, func()) stopper
+	// lingerStarted, when a test sets it (Runner.InitTestSignals),
+	// receives a value each time a leaf's completion starts waiting for
+	// others: sent under mu, so the wait has begun when it is received.
+	lingerStarted chan struct{}
 
 	mu     sync.Mutex
 	queues map[uuid.UUID]*completionQueue
@@ -178,6 +182,9 @@ func (c *completer) completeThen(ctx context.Context, id supabase.Identity, user
 			// A leaf alone: wait for others (lingered writes the group).
 			q.waiting = append(q.waiting, req)
 			q.lingering = c.afterFunc(c.linger, func() { c.lingered(user, q) })
+			if c.lingerStarted != nil {
+				c.lingerStarted <- struct{}{}
+			}
 			c.mu.Unlock()
 			return
 		}

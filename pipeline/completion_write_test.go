@@ -420,7 +420,8 @@ func (c *completionCalls) RPC(ctx context.Context, id supabase.Identity, fn stri
 // task gives back its slot and its completion waits; the third keeps its
 // slot (Concurrency results already being written, WriteQueue -1), so its
 // completion is written at once, and the waiting one with it: a linger
-// never holds a slot. Then a fourth: stopping the dispatcher after its model call writes
+// never holds a slot (the third's model call answers only once the
+// second's completion waits). Then a fourth: stopping the dispatcher after its model call writes
 // its completion at once, whether it was waiting by then or came after
 // (TestLeafCompletionsLinger checks the flush itself).
 func TestLeafCompletionWaitsOnlyWithItsSlotGivenBack(t *testing.T) {
@@ -432,9 +433,11 @@ func TestLeafCompletionWaitsOnlyWithItsSlotGivenBack(t *testing.T) {
 
 	db := &completionCalls{DB: b.db}
 	gen := announcingModel{Generator: b.gen, called: make(chan struct{}, 10), third: make(chan struct{}), calls: new(atomic.Int64)}
-	close(gen.third)
+	var thirdOnce sync.Once
+	third := func() { thirdOnce.Do(func() { close(gen.third) }) }
 	e := &engine{finished: make(chan pipeline.Result, 16)}
 	r := pipeline.NewRunner(&pipeline.RunnerConfig{WorkerID: "lw-" + p, CompletionLinger: time.Hour}, db, gen)
+	lingering := r.InitTestSignals()
 	d := pipeline.NewDispatcher(&pipeline.DispatcherConfig{Concurrency: 1, ClaimBatch: 1, ClaimAhead: -1, WriteQueue: -1, Observer: chanObserver{e.finished}}, claimsIdentity{}, r)
 	d.Start(ctx)
 	stopped := false
@@ -443,6 +446,7 @@ func TestLeafCompletionWaitsOnlyWithItsSlotGivenBack(t *testing.T) {
 			_ = d.Stop(context.Background())
 		}
 	})
+	t.Cleanup(third) // before Stop (cleanups run last first): a failed test leaves no model call held
 	e.disps = append(e.disps, d)
 	deadline := time.After(30 * time.Second)
 	finished := func(what string) {
@@ -466,6 +470,16 @@ func TestLeafCompletionWaitsOnlyWithItsSlotGivenBack(t *testing.T) {
 
 	b.launch(ctx, t, b.user, p+"A", map[string]any{"n": 2}, map[string]any{"n": 3})
 	d.Notify(b.user)
+	// The third task's model call answers only once the second's
+	// completion waits: the second gives back its slot before it hands its
+	// completion over, so the third could otherwise be written first, alone.
+	select {
+	case <-lingering:
+	case <-deadline:
+		t.Fatal("never happened: the second task's completion waiting")
+	}
+	require.Equal(t, []int{1}, sizes(), "the second's completion waits, unwritten")
+	third()
 	finished("the second and third tasks")
 	finished("the second and third tasks")
 	require.Equal(t, []int{1, 2}, sizes(), "the waiting second with the third, which kept its slot")

@@ -36,6 +36,15 @@ func (d *Dispatcher) InitTestSignals() <-chan bool {
 	return d.startedWrite
 }
 
+// InitTestSignals turns r's test signal on: the returned channel receives
+// a value each time a leaf's completion starts waiting for others of its
+// owner (RunnerConfig.CompletionLinger). Call it before the runner runs a
+// task, and receive every value (the channel buffers 100).
+func (r *Runner) InitTestSignals() <-chan struct{} {
+	r.completer.lingerStarted = make(chan struct{}, 100)
+	return r.completer.lingerStarted
+}
+
 // WritesHeld is what the write queue holds: the results being written after
 // their tasks gave back their slots, and their bytes.
 func (d *Dispatcher) WritesHeld() (n, size int) {
