@@ -372,12 +372,12 @@ func TestPipelineFailuresRegenerationAndApproval(t *testing.T) {
 	_, err := b.pool.Exec(ctx, "update public.prompt_templates set template = 'FAKE echo ok' where id = $1", p+"B")
 	require.NoError(t, err)
 	require.NoError(t, b.db.RPC(ctx, id, "retry_failed_task", map[string]any{"p_task_id": failedID}, nil))
-	// The engine still runs, and nothing stops it from claiming the check
-	// again (a claim set off by an earlier notify, say) and making a new
-	// merge before this read: CI saw one. So the old merge and its
-	// descendant are looked for by id; a new merge (another id) may already
-	// exist, but not a second one, and no final (the new merge waits for
-	// approval).
+	// The engine still runs: the dispatcher claims again for the owner after
+	// each finished task (its successors may be due), and that claim can
+	// come after the retry, run the check again and make a new merge before
+	// this read (CI saw it). So the old merge and its descendant are looked
+	// for by id; a new merge (another id) may already exist, but not a
+	// second one, and no final (the new merge waits for approval).
 	tree = b.tree(ctx, t, b.user)
 	for _, r := range tree {
 		require.NotEqual(t, m.ID, r.ID, "the merge is removed")
